@@ -1,0 +1,256 @@
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "opts.h"
+
+void http_response_done(struct http_response *r)
+{
+	if (!r)
+		return;
+	free(r->body);
+	free(r->etag);
+	free(r->last_modified);
+	free(r->content_type);
+	r->body = r->etag = r->last_modified = r->content_type = NULL;
+}
+
+void http_setup_common(CURL *h, const struct options *opts)
+{
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	/* A transfer that moves under 1 byte/s for timeout_s has stalled. */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+			 (long)(opts && opts->timeout_s ? opts->timeout_s : 30));
+	if (opts && opts->insecure) {
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct http_response *r = arg;
+	size_t len = size * n;
+	char *body;
+
+	if (len > r->max_body - r->len) {
+		r->overflow = 1;
+		return 0;
+	}
+	body = realloc(r->body, r->len + len + 1);
+	if (!body)
+		return 0;
+	memcpy(body + r->len, p, len);
+	r->body = body;
+	r->len += len;
+	r->body[r->len] = '\0';
+	return len;
+}
+
+/* header_value() - a copy of the value of header line @line if it is
+ * @name, trimmed; NULL otherwise. */
+static char *header_value(const char *line, size_t len, const char *name)
+{
+	size_t nlen = strlen(name);
+	const char *v, *end = line + len;
+
+	if (len <= nlen || strncasecmp(line, name, nlen) || line[nlen] != ':')
+		return NULL;
+	v = line + nlen + 1;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && isspace((unsigned char)end[-1]))
+		end--;
+	return strndup(v, (size_t)(end - v));
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct http_response *r = arg;
+	size_t len = size * n;
+	char *v;
+
+	/* A new status line (redirects, 100-continue) starts afresh. */
+	if (len > 5 && !strncmp(p, "HTTP/", 5)) {
+		free(r->etag);
+		free(r->last_modified);
+		free(r->content_type);
+		r->etag = r->last_modified = r->content_type = NULL;
+		r->content_length = -1;
+	} else if ((v = header_value(p, len, "ETag"))) {
+		free(r->etag);
+		r->etag = v;
+	} else if ((v = header_value(p, len, "Last-Modified"))) {
+		free(r->last_modified);
+		r->last_modified = v;
+	} else if ((v = header_value(p, len, "Content-Type"))) {
+		free(r->content_type);
+		r->content_type = v;
+	} else if ((v = header_value(p, len, "Content-Length"))) {
+		char *end;
+		long long cl = strtoll(v, &end, 10);
+
+		r->content_length = (*v && !*end && cl >= 0) ? cl : -1;
+		free(v);
+	}
+	return len;
+}
+
+void http_perform_setup(CURL *h, size_t max_body, struct http_response *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->content_length = -1;
+	ret->max_body = max_body;
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, ret);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ret->curl_error);
+}
+
+int http_perform_finish(CURL *h, CURLcode code, struct http_response *ret)
+{
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	if (ret->overflow) {
+		snprintf(ret->curl_error, sizeof(ret->curl_error),
+			 "response larger than %zu bytes", ret->max_body);
+		return -EFBIG;
+	}
+	if (code != CURLE_OK) {
+		if (!ret->curl_error[0])
+			snprintf(ret->curl_error, sizeof(ret->curl_error), "%s",
+				 curl_easy_strerror(code));
+		return http_curl_errno(code);
+	}
+	if (!ret->body) {
+		ret->body = strdup("");
+		if (!ret->body)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+int http_perform(CURL *h, size_t max_body, struct http_response *ret)
+{
+	http_perform_setup(h, max_body, ret);
+	return http_perform_finish(h, curl_easy_perform(h), ret);
+}
+
+int http_get(const char *url, struct curl_slist *hdrs,
+	     const struct options *opts, size_t max_body,
+	     struct http_response *ret)
+{
+	CURL *h = curl_easy_init();
+	int r;
+
+	if (!h)
+		return -ENOMEM;
+	http_setup_common(h, opts);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	if (hdrs)
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	r = http_perform(h, max_body, ret);
+	curl_easy_cleanup(h);
+	return r;
+}
+
+int http_curl_errno(CURLcode code)
+{
+	switch (code) {
+	case CURLE_OK:
+		return 0;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return -EHOSTUNREACH;
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_URL_MALFORMAT:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		return -EINVAL;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+		return -EPROTO;
+	case CURLE_PARTIAL_FILE:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+		return -ECONNRESET;
+	default:
+		return -EIO;
+	}
+}
+
+int http_status_errno(long status)
+{
+	if (status >= 200 && status < 300)
+		return 0;
+	switch (status) {
+	case 401:
+	case 403:
+		return -EACCES;
+	case 404:
+	case 410:
+		return -ENOENT;
+	case 412:
+		return -ESTALE;
+	case 416:
+		return -ERANGE;
+	case 408:
+	case 504:
+		return -ETIMEDOUT;
+	case 429:
+	case 503:
+		return -EAGAIN;
+	default:
+		return -EIO;
+	}
+}
+
+int http_status_retryable(long status)
+{
+	return status >= 500 || status == 429 || status == 408;
+}
+
+char *http_url_escape_path(const char *key)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t len = strlen(key);
+	char *out, *o;
+
+	if (len > (SIZE_MAX - 1) / 3)
+		return NULL;
+	out = malloc(len * 3 + 1);
+	if (!out)
+		return NULL;
+	for (o = out; *key; key++) {
+		unsigned char c = (unsigned char)*key;
+
+		if (isalnum(c) || c == '-' || c == '.' || c == '_' ||
+		    c == '~' || c == '/') {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}

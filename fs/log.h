@@ -1,0 +1,25 @@
+/* Daemon logging: stderr in the foreground, syslog once daemonized. Only
+ * the daemon's edge (main.c, ops.c) logs; library-like modules return
+ * errors. Thread-safe. */
+#ifndef WFS_FS_LOG_H
+#define WFS_FS_LOG_H
+
+#include <stdbool.h>
+#include <syslog.h>
+
+extern bool log_debug_on;
+
+void log_to_syslog(void);
+void log_msg(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                      \
+	do {                                                                \
+		if (log_debug_on)                                           \
+			log_msg(LOG_DEBUG, __VA_ARGS__);                    \
+	} while (0)
+
+#endif

@@ -1,0 +1,345 @@
+/* weightfs: mount an S3 prefix, an HTTP(S) directory or a local directory
+ * as a read-only filesystem. */
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "cache.h"
+#include "daemon.h"
+#include "fetch.h"
+#include "log.h"
+#include "size.h"
+#include "source.h"
+#include "stats.h"
+#include "tree.h"
+
+#define EXIT_USAGE 2
+
+static const char usage[] =
+"usage: weightfs [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
+"\n"
+"Mount model weights in S3, behind HTTP(S) or in a directory as local,\n"
+"read-only files, read through a block cache with parallel range requests.\n"
+"\n"
+"SOURCE:\n"
+"  file:///abs/dir         a local or NFS directory (or one file)\n"
+"  http(s)://host/dir/     a directory served with a JSON index\n"
+"                          (nginx: autoindex on; autoindex_format json;),\n"
+"                          or the URL of one file\n"
+"  s3://bucket[/prefix]    an S3 bucket or prefix\n"
+"\n"
+"Options:\n"
+"  -f                      stay in the foreground (default: daemonize once\n"
+"                          the mount is live)\n"
+"  -d                      debug log (implies -f)\n"
+"  -h, --help              this help\n"
+"  -V, --version           print the version\n"
+"  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, at\n"
+"                          least 256M, at most 8G)\n"
+"  -o block_size=SIZE      bytes per range request and cache block\n"
+"                          (default 8M, 64K..256M)\n"
+"  -o connections=N        parallel connections to the source (default 16)\n"
+"  -o readahead_max=SIZE   largest readahead window per stream\n"
+"                          (default 256M; never more than half the cache)\n"
+"  -o prefetch=MODE        off, sequential (default: adaptive readahead),\n"
+"                          or open (stream each file from when it is opened)\n"
+"  -o retries=N            attempts after the first per block (default 5)\n"
+"  -o timeout=SECONDS      a transfer that stalls this long is retried\n"
+"                          (default 30)\n"
+"  -o allow_other          let other users read the mount\n"
+"  -o insecure             do not verify TLS certificates (testing only)\n"
+"S3 (credentials come from the environment and the AWS files and\n"
+"services, never from the command line):\n"
+"  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
+"                          $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)\n"
+"  -o region=R             region (default $AWS_REGION, $AWS_DEFAULT_REGION,\n"
+"                          the profile's, else us-east-1)\n"
+"  -o path_style           path-style addressing (MinIO, Ceph and others)\n"
+"  -o no_sign_request      anonymous requests (public buckets)\n"
+"  -o profile=NAME         profile of the AWS config files\n"
+"  -o list_ttl=SECONDS     re-list the source this often (default 0: never)\n"
+"\n"
+"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
+"Counters: weightfs-ctl stats MOUNTPOINT\n"
+"Exit status: 0 mounted, 2 bad arguments or source, 1 other failures.\n";
+
+struct cmdline {
+	char *source;
+	char *mountpoint;
+	char *cache_mem, *block_size, *readahead_max, *prefetch;
+	int connections, retries, timeout, list_ttl;
+	int allow_other, insecure, path_style, no_sign_request;
+	char *endpoint, *region, *profile;
+	int foreground, debug, help, version;
+};
+
+#define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
+static const struct fuse_opt opt_spec[] = {
+	OPT("cache_mem=%s", cache_mem),
+	OPT("block_size=%s", block_size),
+	OPT("readahead_max=%s", readahead_max),
+	OPT("prefetch=%s", prefetch),
+	OPT("connections=%u", connections),
+	OPT("retries=%u", retries),
+	OPT("timeout=%u", timeout),
+	OPT("list_ttl=%u", list_ttl),
+	OPT("insecure", insecure),
+	OPT("path_style", path_style),
+	OPT("no_sign_request", no_sign_request),
+	OPT("endpoint=%s", endpoint),
+	OPT("region=%s", region),
+	OPT("profile=%s", profile),
+	OPT("-f", foreground),
+	OPT("-d", debug),
+	OPT("debug", debug),
+	OPT("-h", help),
+	OPT("--help", help),
+	OPT("-V", version),
+	OPT("--version", version),
+	FUSE_OPT_KEY("allow_other", 1),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct cmdline *c = data;
+
+	if (key == 1) { /* allow_other: ours to know, libfuse's to apply */
+		c->allow_other = 1;
+		return 1;
+	}
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (!c->source) {
+			c->source = strdup(arg);
+			return 0;
+		}
+		if (!c->mountpoint) {
+			c->mountpoint = strdup(arg);
+			return 0;
+		}
+		fprintf(stderr, "weightfs: unexpected argument '%s'\n", arg);
+		return -1;
+	}
+	return 1;
+}
+
+static uint64_t default_cache_mem(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * psize : 0;
+	uint64_t m = ram / 8;
+
+	if (m < (256ULL << 20))
+		m = 256ULL << 20;
+	if (m > (8ULL << 30))
+		m = 8ULL << 30;
+	return m;
+}
+
+static int parse_size_opt(const char *name, const char *v, uint64_t *ret)
+{
+	if (!v)
+		return 0;
+	if (size_parse(v, ret) < 0) {
+		fprintf(stderr, "weightfs: bad %s '%s': expected a size like "
+				"8M or 4G\n",
+			name, v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Fill @o from @c with defaults; print what is wrong. */
+static int make_options(const struct cmdline *c, struct options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->cache_mem = default_cache_mem();
+	o->block_size = 8 << 20;
+	o->readahead_max = 256 << 20;
+	o->connections = c->connections ? (unsigned)c->connections : 16;
+	o->retries = c->retries >= 0 ? (unsigned)c->retries : 5;
+	o->timeout_s = c->timeout ? (unsigned)c->timeout : 30;
+	o->list_ttl_s = (unsigned)c->list_ttl;
+	o->prefetch = PREFETCH_SEQUENTIAL;
+	o->allow_other = c->allow_other;
+	o->debug = c->debug;
+	o->insecure = c->insecure;
+	o->path_style = c->path_style;
+	o->no_sign_request = c->no_sign_request;
+	o->endpoint = c->endpoint;
+	o->region = c->region;
+	o->profile = c->profile;
+	if (parse_size_opt("cache_mem", c->cache_mem, &o->cache_mem) ||
+	    parse_size_opt("block_size", c->block_size, &o->block_size) ||
+	    parse_size_opt("readahead_max", c->readahead_max,
+			   &o->readahead_max))
+		return -EINVAL;
+	if (o->block_size < (64 << 10) || o->block_size > (256 << 20) ||
+	    o->block_size % 4096) {
+		fprintf(stderr, "weightfs: block_size must be a multiple of 4K "
+				"between 64K and 256M\n");
+		return -EINVAL;
+	}
+	if (o->cache_mem < 2 * o->block_size) {
+		fprintf(stderr, "weightfs: cache_mem must hold at least two "
+				"blocks (2 x block_size)\n");
+		return -EINVAL;
+	}
+	if (o->connections < 1 || o->connections > 256) {
+		fprintf(stderr, "weightfs: connections must be 1..256\n");
+		return -EINVAL;
+	}
+	if (c->prefetch) {
+		if (!strcmp(c->prefetch, "off"))
+			o->prefetch = PREFETCH_OFF;
+		else if (!strcmp(c->prefetch, "sequential"))
+			o->prefetch = PREFETCH_SEQUENTIAL;
+		else if (!strcmp(c->prefetch, "open"))
+			o->prefetch = PREFETCH_OPEN;
+		else {
+			fprintf(stderr, "weightfs: bad prefetch '%s': expected "
+					"off, sequential or open\n",
+				c->prefetch);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static void print_warnings(const char *w)
+{
+	const char *p = w, *nl;
+
+	while (p && *p && (nl = strchr(p, '\n'))) {
+		fprintf(stderr, "weightfs: warning: %.*s\n", (int)(nl - p), p);
+		p = nl + 1;
+	}
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cmdline c = { .retries = -1 };
+	struct daemon d = { 0 };
+	struct fuse_loop_config *loop_cfg = NULL;
+	char *msg = NULL, *warnings = NULL;
+	int ret = EXIT_USAGE, err;
+
+	if (fuse_opt_parse(&args, &c, opt_spec, opt_proc) < 0)
+		goto out;
+	if (c.help) {
+		fputs(usage, stdout);
+		ret = 0;
+		goto out;
+	}
+	if (c.version) {
+		printf("weightfs %s (libfuse %s, %s)\n", WFS_VERSION_STRING,
+		       fuse_pkgversion(), curl_version());
+		ret = 0;
+		goto out;
+	}
+	if (!c.source || !c.mountpoint) {
+		fputs(usage, stderr);
+		goto out;
+	}
+	if (make_options(&c, &d.opts) < 0)
+		goto out;
+	log_debug_on = c.debug;
+	if (c.debug)
+		c.foreground = 1;
+	curl_global_init(CURL_GLOBAL_ALL);
+
+	err = source_new(c.source, &d.opts, &d.src, &msg);
+	if (err) {
+		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
+		goto out;
+	}
+	if ((err = tree_new(&d.tree)) < 0)
+		goto fail;
+	err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
+	print_warnings(warnings);
+	if (err) {
+		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
+		goto out;
+	}
+	tree_finish(d.tree);
+	log_debug("listed %zu files, %llu bytes", d.tree->files,
+		  (unsigned long long)d.tree->bytes);
+
+	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0 ||
+	    (err = cache_new(d.opts.cache_mem, d.opts.block_size, fetch_block,
+			     d.fetch, &d.cache)) < 0)
+		goto fail;
+	fetch_attach(d.fetch, d.cache);
+
+	/* libfuse's own options: read-only, and a name for mount(8). */
+	fuse_opt_add_arg(&args, "-oro,default_permissions");
+	fuse_opt_add_arg(&args, "-ofsname=weightfs");
+	fuse_opt_add_arg(&args, "-osubtype=weightfs");
+	if (c.debug)
+		fuse_opt_add_arg(&args, "-odebug");
+	d.se = fuse_session_new(&args, &ops, sizeof(ops), &d);
+	if (!d.se)
+		goto out; /* libfuse said which option it did not know */
+	ret = 1;
+	if (fuse_set_signal_handlers(d.se) < 0)
+		goto out;
+	if (fuse_session_mount(d.se, c.mountpoint) < 0) {
+		fprintf(stderr, "weightfs: cannot mount on %s\n",
+			c.mountpoint);
+		ret = EXIT_USAGE;
+		goto out_signals;
+	}
+	/* The mount is live: only now may the parent exit 0. */
+	if (fuse_daemonize(c.foreground) < 0)
+		goto out_unmount;
+	if (!c.foreground)
+		log_to_syslog();
+	if ((err = fetch_start(d.fetch)) < 0) {
+		log_error("cannot start fetch threads: %s", strerror(-err));
+		goto out_unmount;
+	}
+	loop_cfg = fuse_loop_cfg_create();
+	if (!loop_cfg)
+		goto out_unmount;
+	fuse_loop_cfg_set_clone_fd(loop_cfg, 1);
+	fuse_loop_cfg_set_idle_threads(loop_cfg, 16);
+	ret = fuse_session_loop_mt(d.se, loop_cfg) ? 1 : 0;
+	fuse_loop_cfg_destroy(loop_cfg);
+out_unmount:
+	fuse_session_unmount(d.se);
+out_signals:
+	fuse_remove_signal_handlers(d.se);
+	goto out;
+fail:
+	fprintf(stderr, "weightfs: %s\n", strerror(-err));
+	ret = 1;
+out:
+	if (d.se)
+		fuse_session_destroy(d.se);
+	fetch_free(d.fetch);
+	cache_free(d.cache);
+	tree_free(d.tree);
+	source_free(d.src);
+	free(msg);
+	free(warnings);
+	free(c.source);
+	free(c.mountpoint);
+	free(c.cache_mem);
+	free(c.block_size);
+	free(c.readahead_max);
+	free(c.prefetch);
+	free(c.endpoint);
+	free(c.region);
+	free(c.profile);
+	fuse_opt_free_args(&args);
+	curl_global_cleanup();
+	return ret;
+}

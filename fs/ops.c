@@ -1,0 +1,410 @@
+/* The FUSE operations: the only place that replies to the kernel. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "daemon.h"
+#include "log.h"
+#include "source.h"
+#include "stats.h"
+#include "tree.h"
+
+/* The tree changes only when a file is found changed, which the kernel
+ * is told about, so its answers may be cached for long. */
+#define TTL 3600.0
+#define MAX_IOV 64
+
+#define XATTR_SOURCE "user.weightfs.source"
+#define XATTR_ETAG "user.weightfs.etag"
+#define XATTR_STATS "user.weightfs.stats"
+
+static struct daemon *daemon_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void fill_attr(const struct node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->ino;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_mtim = n->mtime;
+	st->st_ctim = n->mtime;
+	st->st_atim = n->mtime;
+	st->st_blksize = 1 << 20;
+	if (n->is_dir) {
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+	} else {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		pthread_mutex_lock((pthread_mutex_t *)&n->lock);
+		st->st_size = (off_t)n->size;
+		pthread_mutex_unlock((pthread_mutex_t *)&n->lock);
+		st->st_blocks = (st->st_size + 511) / 512;
+	}
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Large requests: up to 1 MiB per read. */
+	conn->max_read = 0;
+	conn->max_write = 1 << 20;
+	conn->max_readahead = 1 << 20;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct daemon *d = daemon_of(req);
+	struct node *dir = tree_get(d->tree, parent), *n;
+	struct fuse_entry_param e;
+
+	if (!dir || !dir->is_dir) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	n = tree_lookup(dir, name);
+	if (!n) {
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = TTL; /* cache the miss too */
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	memset(&e, 0, sizeof(e));
+	e.ino = n->ino;
+	e.generation = 1;
+	e.attr_timeout = TTL;
+	e.entry_timeout = TTL;
+	fill_attr(n, &e.attr);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct node *n = tree_get(daemon_of(req)->tree, ino);
+	struct stat st;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(n, &st);
+	fuse_reply_attr(req, &st, TTL);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct node *n = tree_get(daemon_of(req)->tree, ino);
+
+	if (!n)
+		fuse_reply_err(req, ENOENT);
+	else if (!n->is_dir)
+		fuse_reply_err(req, ENOTDIR);
+	else {
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+		fuse_reply_open(req, fi);
+	}
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off, struct fuse_file_info *fi)
+{
+	struct node *dir = tree_get(daemon_of(req)->tree, ino);
+	char *buf;
+	size_t used = 0;
+	off_t i;
+
+	if (!dir || !dir->is_dir) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Offsets: 0 ".", 1 "..", 2 + i the i-th child. */
+	for (i = off; i < (off_t)dir->nchildren + 2; i++) {
+		const struct node *c = i == 0	? dir
+				       : i == 1 ? dir->parent
+						: dir->children[i - 2];
+		struct stat st = { .st_ino = c->ino,
+				   .st_mode = c->is_dir ? S_IFDIR : S_IFREG };
+		const char *name = i == 0 ? "." : i == 1 ? ".." : c->name;
+		size_t len = fuse_add_direntry(req, buf + used, size - used,
+					       name, &st, i + 1);
+
+		if (len > size - used)
+			break;
+		used += len;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct daemon *d = daemon_of(req);
+	struct node *n = tree_get(d->tree, ino);
+	bool changed;
+	uint64_t size, bs, headroom, i;
+	uint32_t gen;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (n->is_dir) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	pthread_mutex_lock(&n->lock);
+	changed = n->changed;
+	size = n->size;
+	gen = n->generation;
+	pthread_mutex_unlock(&n->lock);
+	if (changed) {
+		log_error("%s changed at the source since it was listed; "
+			  "remount to see the new version",
+			  n->key);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	fi->keep_cache = 1;
+	fi->noflush = 1;
+	if (d->opts.prefetch == PREFETCH_OPEN) {
+		bs = cache_block_size(d->cache);
+		headroom = cache_headroom(d->cache) / 2;
+		for (i = 0; i * bs < size && i * bs < headroom; i++) {
+			uint64_t len = size - i * bs < bs ? size - i * bs : bs;
+
+			if (cache_prefetch(d->cache, n, gen, i, len) < 0)
+				break;
+		}
+		readahead_update(&n->ra, 0, 0, d->opts.readahead_max,
+				 d->opts.readahead_max);
+	}
+	fuse_reply_open(req, fi);
+}
+
+/* Start fetching the blocks in the readahead window after a read of
+ * [off, end). */
+static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
+		       uint64_t fsize, uint64_t off, uint64_t end)
+{
+	uint64_t bs = cache_block_size(d->cache);
+	uint64_t max = cache_headroom(d->cache) / 2, window, i, last;
+
+	if (max > d->opts.readahead_max)
+		max = d->opts.readahead_max;
+	window = readahead_update(&n->ra, off, end - off, 2 * bs, max);
+	if (!window)
+		return;
+	last = end + window < fsize ? end + window : fsize;
+	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
+		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
+
+		if (cache_prefetch(d->cache, n, gen, i, len) < 0)
+			break;
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct daemon *d = daemon_of(req);
+	struct node *n = tree_get(d->tree, ino);
+	struct block *blocks[MAX_IOV];
+	struct iovec iov[MAX_IOV];
+	uint64_t bs = cache_block_size(d->cache), fsize, pos, end;
+	unsigned nb = 0, i;
+	uint32_t gen;
+	bool changed;
+	int err = 0;
+
+	if (!n || n->is_dir) {
+		fuse_reply_err(req, n ? EISDIR : ENOENT);
+		return;
+	}
+	pthread_mutex_lock(&n->lock);
+	fsize = n->size;
+	gen = n->generation;
+	changed = n->changed;
+	pthread_mutex_unlock(&n->lock);
+	if (changed) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (off < 0 || (uint64_t)off >= fsize || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	end = (uint64_t)off + size < fsize ? (uint64_t)off + size : fsize;
+	if ((end - (uint64_t)off) / bs + 2 > MAX_IOV)
+		end = (uint64_t)off + (MAX_IOV - 2) * bs;
+	STAT_ADD(reads, 1);
+	if (d->opts.prefetch != PREFETCH_OFF)
+		read_ahead(d, n, gen, fsize, (uint64_t)off, end);
+
+	for (pos = (uint64_t)off; pos < end; nb++) {
+		uint64_t idx = pos / bs, boff = pos - idx * bs;
+		uint64_t blen = fsize - idx * bs < bs ? fsize - idx * bs : bs;
+		uint64_t take = blen - boff < end - pos ? blen - boff
+							: end - pos;
+
+		err = cache_get(d->cache, n, gen, idx, blen, &blocks[nb]);
+		if (err)
+			break;
+		iov[nb].iov_base = blocks[nb]->data + boff;
+		iov[nb].iov_len = take;
+		pos += take;
+	}
+	if (err) {
+		log_error("read %s at %lld: %s", n->key, (long long)off,
+			  strerror(-err));
+		fuse_reply_err(req, EIO); /* the contract: the cause is logged */
+	} else {
+		STAT_ADD(bytes_read, end - (uint64_t)off);
+		fuse_reply_iov(req, iov, (int)nb);
+	}
+	for (i = 0; i < nb; i++)
+		cache_unref(d->cache, blocks[i]);
+}
+
+/* The URL of @n as the user gave the source, without secrets. */
+static char *source_of(struct daemon *d, const struct node *n)
+{
+	const char *base = d->src->display;
+	size_t len = strlen(base);
+	char *s = NULL;
+
+	if (!*n->key)
+		return strdup(base);
+	if (asprintf(&s, "%s%s%s", base,
+		     len && base[len - 1] == '/' ? "" : "/", n->key) < 0)
+		return NULL;
+	return s;
+}
+
+static void reply_xattr_value(fuse_req_t req, const char *v, size_t len,
+			      size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, v, len);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct daemon *d = daemon_of(req);
+	struct node *n = tree_get(d->tree, ino);
+	char *v = NULL;
+	int len;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (!strcmp(name, XATTR_SOURCE)) {
+		v = source_of(d, n);
+	} else if (!strcmp(name, XATTR_ETAG) && !n->is_dir) {
+		pthread_mutex_lock(&n->lock);
+		v = n->etag ? strdup(n->etag) : NULL;
+		pthread_mutex_unlock(&n->lock);
+		if (!v) {
+			fuse_reply_err(req, ENODATA);
+			return;
+		}
+	} else if (!strcmp(name, XATTR_STATS) && ino == FUSE_ROOT_ID) {
+		v = malloc(4096);
+		len = v ? stats_json(v, 4096, cache_bytes(d->cache),
+				     d->opts.cache_mem)
+			: -ENOMEM;
+		if (len < 0) {
+			free(v);
+			fuse_reply_err(req, -len);
+			return;
+		}
+	} else {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (!v) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr_value(req, v, strlen(v), size);
+	free(v);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct node *n = tree_get(daemon_of(req)->tree, ino);
+	static const char file_names[] = XATTR_SOURCE "\0" XATTR_ETAG;
+	static const char root_names[] = XATTR_SOURCE "\0" XATTR_STATS;
+	static const char dir_names[] = XATTR_SOURCE;
+
+	if (!n)
+		fuse_reply_err(req, ENOENT);
+	else if (!n->is_dir)
+		reply_xattr_value(req, file_names, sizeof(file_names), size);
+	else if (ino == FUSE_ROOT_ID)
+		reply_xattr_value(req, root_names, sizeof(root_names), size);
+	else
+		reply_xattr_value(req, dir_names, sizeof(dir_names), size);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct daemon *d = daemon_of(req);
+	struct statvfs st = {
+		.f_bsize = 4096,
+		.f_frsize = 4096,
+		.f_blocks = (d->tree->bytes + 4095) / 4096,
+		.f_files = d->tree->count,
+		.f_namemax = 255,
+		.f_flag = ST_RDONLY,
+	};
+
+	fuse_reply_statfs(req, &st);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.open = op_open,
+	.read = op_read,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.statfs = op_statfs,
+	.access = op_access,
+};

@@ -1,0 +1,39 @@
+/* Readahead, decided per file and offset (not per file handle), so several
+ * readers of one file and the page faults of an mmap still look
+ * sequential. Each file tracks a few streams; a read that continues one
+ * (lands within its window of where it ended) grows that stream's window,
+ * doubling up to the maximum; any other read starts a new stream, replacing
+ * the least recently used. Thread-safe: each struct has its own lock. */
+#ifndef WFS_FS_READAHEAD_H
+#define WFS_FS_READAHEAD_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define READAHEAD_STREAMS 8
+
+struct readahead_stream {
+	uint64_t next;   /* where the last read ended */
+	uint64_t window; /* bytes to keep fetched ahead of next; 0: unused */
+	uint64_t last_use;
+};
+
+struct readahead {
+	pthread_mutex_t lock;
+	struct readahead_stream s[READAHEAD_STREAMS]; /* protected by lock */
+	uint64_t clock;                               /* protected by lock */
+};
+
+void readahead_init(struct readahead *ra);
+void readahead_done(struct readahead *ra);
+
+/*
+ * readahead_update() - account a read of [@off, @off + @len) and say how
+ * far ahead to fetch: returns the window (bytes past @off + @len, 0 for
+ * none). A new stream starts at @initial; windows double per sequential
+ * read up to @max (which the caller lowers under memory pressure).
+ */
+uint64_t readahead_update(struct readahead *ra, uint64_t off, uint64_t len,
+			  uint64_t initial, uint64_t max);
+
+#endif

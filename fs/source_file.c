@@ -1,0 +1,202 @@
+/* file:///dir: a local or NFS directory (or one file) as the source. */
+#include "source.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tree.h"
+
+#define MAX_DEPTH 64
+
+struct source_file {
+	struct source s;
+	char *single; /* the one file, when the source names a file */
+};
+
+static int add_warning(char **warnings, const char *why, const char *path)
+{
+	char *all = NULL;
+
+	if (asprintf(&all, "%sskipping %s: %s\n",
+		     *warnings ? *warnings : "", path, why) < 0)
+		return -ENOMEM;
+	free(*warnings);
+	*warnings = all;
+	return 0;
+}
+
+
+static int add_file(struct tree *t, const char *key, const struct stat *st)
+{
+	char etag[80];
+
+	snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx\"",
+		 (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
+			 (unsigned long long)st->st_mtim.tv_nsec,
+		 (unsigned long long)st->st_size);
+	return tree_add(t, key, false, (uint64_t)st->st_size, st->st_mtim,
+			etag, NULL);
+}
+
+static int walk(struct source_file *sf, struct tree *t, const char *rel,
+		int depth, char **ret_msg, char **warnings)
+{
+	char *path = NULL;
+	DIR *d;
+	struct dirent *e;
+	int err = 0;
+
+	if (asprintf(&path, "%s%s%s", sf->s.root_dir, *rel ? "/" : "", rel) <
+	    0)
+		return -ENOMEM;
+	d = opendir(path);
+	if (!d) {
+		err = -errno;
+		if (asprintf(ret_msg, "cannot list %s: %s", path,
+			     strerror(errno)) < 0)
+			*ret_msg = NULL;
+		free(path);
+		return err;
+	}
+	while ((e = readdir(d))) {
+		char *key = NULL, *full = NULL;
+		struct stat st;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (asprintf(&key, "%s%s%s", rel, *rel ? "/" : "", e->d_name) <
+			    0 ||
+		    asprintf(&full, "%s/%s", path, e->d_name) < 0) {
+			free(key);
+			err = -ENOMEM;
+			break;
+		}
+		if (stat(full, &st) < 0) {
+			err = add_warning(warnings, "unreadable", full);
+		} else if (!tree_name_ok(e->d_name, strlen(e->d_name))) {
+			err = add_warning(warnings, "unusable name", full);
+		} else if (S_ISDIR(st.st_mode)) {
+			if (depth >= MAX_DEPTH)
+				err = add_warning(warnings, "too deep", full);
+			else if (!(err = tree_add(t, key, true, 0, st.st_mtim,
+						  NULL, NULL)))
+				err = walk(sf, t, key, depth + 1, ret_msg,
+					   warnings);
+		} else if (S_ISREG(st.st_mode)) {
+			err = add_file(t, key, &st);
+		}
+		free(key);
+		free(full);
+		if (err)
+			break;
+	}
+	closedir(d);
+	free(path);
+	return err;
+}
+
+static int file_list(struct source *s, struct tree *t, char **ret_msg,
+		     char **ret_warnings)
+{
+	struct source_file *sf = (struct source_file *)s;
+	struct stat st;
+	char *path = NULL;
+	int err;
+
+	if (!sf->single)
+		return walk(sf, t, "", 0, ret_msg, ret_warnings);
+	if (asprintf(&path, "%s/%s", s->root_dir, sf->single) < 0)
+		return -ENOMEM;
+	if (stat(path, &st) < 0) {
+		err = -errno;
+		if (asprintf(ret_msg, "%s: %s", path, strerror(errno)) < 0)
+			*ret_msg = NULL;
+		free(path);
+		return err;
+	}
+	free(path);
+	return add_file(t, sf->single, &st);
+}
+
+static int file_prepare_get(struct source *s, CURL *h,
+			    const struct node *file, const char *etag,
+			    const char *range, struct curl_slist **hdrs)
+{
+	return -EOPNOTSUPP; /* file:// is read with pread */
+}
+
+static void file_free(struct source *s)
+{
+	struct source_file *sf = (struct source_file *)s;
+
+	free(sf->single);
+	free(s->root_dir);
+	free(s->display);
+	free(sf);
+}
+
+static const struct source_ops file_ops = {
+	.list = file_list,
+	.prepare_get = file_prepare_get,
+	.free = file_free,
+};
+
+int source_file_new(const char *spec, const struct options *opts,
+		    struct source **ret, char **ret_msg)
+{
+	const char *path = spec + strlen("file://");
+	struct source_file *sf;
+	struct stat st;
+	char *real;
+
+	if (path[0] != '/') {
+		if (asprintf(ret_msg,
+			     "bad source '%s': expected file:///absolute/dir",
+			     spec) < 0)
+			*ret_msg = NULL;
+		return -EINVAL;
+	}
+	real = realpath(path, NULL);
+	if (!real || stat(real, &st) < 0) {
+		int err = -errno;
+
+		if (asprintf(ret_msg, "source %s: %s", path, strerror(errno)) <
+		    0)
+			*ret_msg = NULL;
+		free(real);
+		return err;
+	}
+	sf = calloc(1, sizeof(*sf));
+	if (!sf) {
+		free(real);
+		return -ENOMEM;
+	}
+	sf->s.ops = &file_ops;
+	sf->s.kind = SOURCE_FILE;
+	sf->s.display = strdup(spec);
+	if (S_ISDIR(st.st_mode)) {
+		sf->s.root_dir = real;
+	} else {
+		char *slash = strrchr(real, '/');
+
+		sf->single = strdup(slash + 1);
+		*slash = '\0';
+		sf->s.root_dir = *real ? real : strdup("/");
+		if (!*real)
+			free(real);
+	}
+	if (!sf->s.display || !sf->s.root_dir) {
+		file_free(&sf->s);
+		return -ENOMEM;
+	}
+	*ret = &sf->s;
+	return 0;
+}

@@ -1,0 +1,221 @@
+#include "tree.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct node *node_new(struct tree *t, struct node *parent,
+			     const char *name, size_t name_len, bool is_dir)
+{
+	struct node *n;
+
+	if (t->count == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 64;
+		struct node **nodes = realloc(t->nodes, cap * sizeof(*nodes));
+
+		if (!nodes)
+			return NULL;
+		t->nodes = nodes;
+		t->cap = cap;
+	}
+	if (parent && parent->nchildren == parent->children_cap) {
+		size_t cap = parent->children_cap ? parent->children_cap * 2 : 8;
+		struct node **c =
+			realloc(parent->children, cap * sizeof(*c));
+
+		if (!c)
+			return NULL;
+		parent->children = c;
+		parent->children_cap = cap;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->name = strndup(name, name_len);
+	if (parent && *parent->key) {
+		if (asprintf(&n->key, "%s/%.*s", parent->key, (int)name_len,
+			     name) < 0)
+			n->key = NULL;
+	} else {
+		n->key = strndup(name, name_len);
+	}
+	if (!n->name || !n->key) {
+		free(n->name);
+		free(n->key);
+		free(n);
+		return NULL;
+	}
+	n->is_dir = is_dir;
+	n->parent = parent ? parent : n;
+	pthread_mutex_init(&n->lock, NULL);
+	readahead_init(&n->ra);
+	t->nodes[t->count++] = n;
+	n->ino = t->count;
+	if (parent)
+		parent->children[parent->nchildren++] = n;
+	return n;
+}
+
+int tree_new(struct tree **ret)
+{
+	struct tree *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	if (!node_new(t, NULL, "", 0, true)) {
+		free(t);
+		return -ENOMEM;
+	}
+	*ret = t;
+	return 0;
+}
+
+void tree_free(struct tree *t)
+{
+	size_t i;
+
+	if (!t)
+		return;
+	for (i = 0; i < t->count; i++) {
+		struct node *n = t->nodes[i];
+
+		pthread_mutex_destroy(&n->lock);
+		readahead_done(&n->ra);
+		free(n->children);
+		free(n->name);
+		free(n->key);
+		free(n->etag);
+		free(n);
+	}
+	free(t->nodes);
+	free(t);
+}
+
+bool tree_name_ok(const char *name, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > 255)
+		return false;
+	if ((len == 1 && name[0] == '.') ||
+	    (len == 2 && name[0] == '.' && name[1] == '.'))
+		return false;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (c == '/' || c < 0x20 || c == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* Children are unsorted while building, so this is linear then; after
+ * tree_finish() lookups use bsearch. */
+static struct node *child_find(const struct node *dir, const char *name,
+			       size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < dir->nchildren; i++) {
+		struct node *c = dir->children[i];
+
+		if (strlen(c->name) == len && !memcmp(c->name, name, len))
+			return c;
+	}
+	return NULL;
+}
+
+int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
+	     struct timespec mtime, const char *etag, struct node **ret_node)
+{
+	struct node *dir = tree_root(t), *n = NULL;
+	const char *p = key;
+
+	if (!*key)
+		return -EINVAL;
+	/* Validate every component before changing anything. */
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+		if (!tree_name_ok(p, len))
+			return -EINVAL;
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	p = key;
+	while (*p) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		bool last = p[len] == '\0';
+		bool want_dir = last ? is_dir : true;
+
+		n = child_find(dir, p, len);
+		if (n && n->is_dir != want_dir)
+			return -EEXIST;
+		if (n && last && !is_dir)
+			return -EEXIST;
+		if (!n) {
+			n = node_new(t, dir, p, len, want_dir);
+			if (!n)
+				return -ENOMEM;
+			n->mtime = mtime;
+			if (!want_dir) {
+				n->size = size;
+				if (etag && !(n->etag = strdup(etag)))
+					return -ENOMEM;
+				t->bytes += size;
+				t->files++;
+			}
+		}
+		dir = n;
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	if (ret_node)
+		*ret_node = n;
+	return 0;
+}
+
+static int cmp_node(const void *a, const void *b)
+{
+	const struct node *x = *(struct node *const *)a;
+	const struct node *y = *(struct node *const *)b;
+
+	return strcmp(x->name, y->name);
+}
+
+void tree_finish(struct tree *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->count; i++)
+		qsort(t->nodes[i]->children, t->nodes[i]->nchildren,
+		      sizeof(struct node *), cmp_node);
+}
+
+struct node *tree_get(const struct tree *t, uint64_t ino)
+{
+	if (ino == 0 || ino > t->count)
+		return NULL;
+	return t->nodes[ino - 1];
+}
+
+struct node *tree_root(const struct tree *t)
+{
+	return t->nodes[0];
+}
+
+struct node *tree_lookup(const struct node *dir, const char *name)
+{
+	struct node key = { .name = (char *)name }, *kp = &key, **found;
+
+	if (!dir->is_dir)
+		return NULL;
+	found = bsearch(&kp, dir->children, dir->nchildren,
+			sizeof(struct node *), cmp_node);
+	return found ? *found : NULL;
+}
