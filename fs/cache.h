@@ -1,7 +1,7 @@
 /* The block cache: fixed-size blocks of files in one memory budget.
  *
- * The memory is one arena (a memfd mapping, so a later fast path can share
- * it with loaders without another copy); block i always owns slot i.
+ * The memory is one arena, touched only as blocks first fill; block i
+ * always owns slot i.
  * A block is identified by (file, generation, index). The first caller to
  * ask for a missing block starts its fetch; others wait for that one fetch
  * (single flight). Blocks with references are never evicted; unreferenced
@@ -39,7 +39,7 @@ struct block {
 	bool prefetch; /* started by readahead */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
-	void *fetch_priv;          /* owned by the fetch engine while FETCHING */
+	void *fetch_priv; /* owned by the fetch engine while FETCHING */
 };
 
 /* Starts the fetch of @b (state FETCHING, holding one reference); calls
@@ -52,8 +52,8 @@ struct cache;
  * cache_new() - a cache of @mem bytes in blocks of @block_size (at least
  * two blocks). @return 0 and *ret, -EINVAL, or -ENOMEM.
  */
-int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch,
-	      void *ctx, struct cache **ret);
+int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
+	      struct cache **ret);
 void cache_free(struct cache *c);
 
 /*
@@ -95,6 +95,5 @@ uint64_t cache_headroom(struct cache *c);
 /* Introspection for stats and the fast path. */
 uint64_t cache_bytes(struct cache *c);
 size_t cache_block_size(const struct cache *c);
-int cache_memfd(const struct cache *c);
 
 #endif

@@ -19,6 +19,7 @@ struct daemon {
 	struct cache *cache;
 	struct fetch *fetch;
 	struct fuse_session *se;
+	uint64_t kernel_readahead; /* bytes, for FUSE_INIT */
 };
 
 /* The FUSE low-level operations (ops.c); userdata is a struct daemon. */

@@ -56,11 +56,11 @@ struct fetch {
 	const struct options *opts;
 	struct cache *cache;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;  /* file:// workers wait here */
-	struct queue demand;  /* protected by lock */
-	struct queue ahead;   /* protected by lock */
-	bool stop;            /* protected by lock */
-	CURLM *multi;         /* owned by the curl thread once started */
+	pthread_cond_t cond; /* file:// workers wait here */
+	struct queue demand; /* protected by lock */
+	struct queue ahead;  /* protected by lock */
+	bool stop;	     /* protected by lock */
+	CURLM *multi;	     /* owned by the curl thread once started */
 	pthread_t threads[FILE_THREADS_MAX];
 	unsigned nthreads;
 };
@@ -216,8 +216,7 @@ void fetch_block(void *arg, struct block *b)
 
 /* Next job whose backoff has passed: demand first, then readahead.
  * Called with f->lock held. */
-static struct job *take_ready(struct fetch *f, uint64_t now,
-			      uint64_t *next_due)
+static struct job *take_ready(struct fetch *f, uint64_t now, uint64_t *next_due)
 {
 	struct queue *qs[2] = { &f->demand, &f->ahead };
 	int i;
@@ -368,8 +367,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 
 		while (*v == ' ' || *v == '\t')
 			v++;
-		while (e > v && (e[-1] == '\r' || e[-1] == '\n' ||
-				 e[-1] == ' '))
+		while (e > v &&
+		       (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
 			e--;
 		*e = '\0';
 		if (strcmp(v, j->etag))
@@ -441,7 +440,7 @@ static int judge(struct job *j, CURLcode code, bool *retry)
 			return -ESTALE;
 	} else {
 		return http_status_errno(status) ? http_status_errno(status)
-						  : -EIO;
+						 : -EIO;
 	}
 	if (j->etag_mismatch)
 		return -ESTALE;

@@ -29,8 +29,9 @@ void http_setup_common(CURL *h, const struct options *opts)
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	/* A transfer that moves under 1 byte/s for timeout_s has stalled. */
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-			 (long)(opts && opts->timeout_s ? opts->timeout_s : 30));
+	curl_easy_setopt(
+		h, CURLOPT_LOW_SPEED_TIME,
+		(long)(opts && opts->timeout_s ? opts->timeout_s : 30));
 	if (opts && opts->insecure) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -15,13 +15,13 @@ struct http_response {
 	long status;
 	char *body; /* NUL-terminated */
 	size_t len;
-	char *etag;          /* ETag header or NULL */
-	char *last_modified; /* Last-Modified header or NULL */
-	char *content_type;  /* Content-Type header or NULL */
+	char *etag;		/* ETag header or NULL */
+	char *last_modified;	/* Last-Modified header or NULL */
+	char *content_type;	/* Content-Type header or NULL */
 	int64_t content_length; /* -1 when absent */
 	char curl_error[CURL_ERROR_SIZE];
 	size_t max_body; /* private to http.c */
-	int overflow;    /* private to http.c */
+	int overflow;	 /* private to http.c */
 };
 
 void http_response_done(struct http_response *r);

@@ -16,10 +16,10 @@ void log_msg(int level, const char *fmt, ...)
 #define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
-#define log_debug(...)                                                      \
-	do {                                                                \
-		if (log_debug_on)                                           \
-			log_msg(LOG_DEBUG, __VA_ARGS__);                    \
+#define log_debug(...)                                                         \
+	do {                                                                   \
+		if (log_debug_on)                                              \
+			log_msg(LOG_DEBUG, __VA_ARGS__);                       \
 	} while (0)
 
 #endif

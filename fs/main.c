@@ -20,54 +20,71 @@
 #include "tree.h"
 
 #define EXIT_USAGE 2
+#define KERNEL_RA_MAX (16u << 20)
 
 static const char usage[] =
-"usage: weightfs [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
-"\n"
-"Mount model weights in S3, behind HTTP(S) or in a directory as local,\n"
-"read-only files, read through a block cache with parallel range requests.\n"
-"\n"
-"SOURCE:\n"
-"  file:///abs/dir         a local or NFS directory (or one file)\n"
-"  http(s)://host/dir/     a directory served with a JSON index\n"
-"                          (nginx: autoindex on; autoindex_format json;),\n"
-"                          or the URL of one file\n"
-"  s3://bucket[/prefix]    an S3 bucket or prefix\n"
-"\n"
-"Options:\n"
-"  -f                      stay in the foreground (default: daemonize once\n"
-"                          the mount is live)\n"
-"  -d                      debug log (implies -f)\n"
-"  -h, --help              this help\n"
-"  -V, --version           print the version\n"
-"  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, at\n"
-"                          least 256M, at most 8G)\n"
-"  -o block_size=SIZE      bytes per range request and cache block\n"
-"                          (default 8M, 64K..256M)\n"
-"  -o connections=N        parallel connections to the source (default 16)\n"
-"  -o readahead_max=SIZE   largest readahead window per stream\n"
-"                          (default 256M; never more than half the cache)\n"
-"  -o prefetch=MODE        off, sequential (default: adaptive readahead),\n"
-"                          or open (stream each file from when it is opened)\n"
-"  -o retries=N            attempts after the first per block (default 5)\n"
-"  -o timeout=SECONDS      a transfer that stalls this long is retried\n"
-"                          (default 30)\n"
-"  -o allow_other          let other users read the mount\n"
-"  -o insecure             do not verify TLS certificates (testing only)\n"
-"S3 (credentials come from the environment and the AWS files and\n"
-"services, never from the command line):\n"
-"  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
-"                          $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)\n"
-"  -o region=R             region (default $AWS_REGION, $AWS_DEFAULT_REGION,\n"
-"                          the profile's, else us-east-1)\n"
-"  -o path_style           path-style addressing (MinIO, Ceph and others)\n"
-"  -o no_sign_request      anonymous requests (public buckets)\n"
-"  -o profile=NAME         profile of the AWS config files\n"
-"  -o list_ttl=SECONDS     re-list the source this often (default 0: never)\n"
-"\n"
-"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
-"Counters: weightfs-ctl stats MOUNTPOINT\n"
-"Exit status: 0 mounted, 2 bad arguments or source, 1 other failures.\n";
+	"usage: weightfs [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
+	"\n"
+	"Mount model weights in S3, behind HTTP(S) or in a directory as "
+	"local,\n"
+	"read-only files, read through a block cache with parallel range "
+	"requests.\n"
+	"\n"
+	"SOURCE:\n"
+	"  file:///abs/dir         a local or NFS directory (or one file)\n"
+	"  http(s)://host/dir/     a directory served with a JSON index\n"
+	"                          (nginx: autoindex on; autoindex_format "
+	"json;),\n"
+	"                          or the URL of one file\n"
+	"  s3://bucket[/prefix]    an S3 bucket or prefix\n"
+	"\n"
+	"Options:\n"
+	"  -f                      stay in the foreground (default: daemonize "
+	"once\n"
+	"                          the mount is live)\n"
+	"  -d                      debug log (implies -f)\n"
+	"  -h, --help              this help\n"
+	"  -V, --version           print the version\n"
+	"  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, "
+	"at\n"
+	"                          least 256M, at most 8G)\n"
+	"  -o block_size=SIZE      bytes per range request and cache block\n"
+	"                          (default 8M, 64K..256M)\n"
+	"  -o connections=N        parallel connections to the source (default "
+	"16)\n"
+	"  -o readahead_max=SIZE   largest readahead window per stream\n"
+	"                          (default 256M; never more than half the "
+	"cache)\n"
+	"  -o prefetch=MODE        off, sequential (default: adaptive "
+	"readahead),\n"
+	"                          or open (stream each file from when it is "
+	"opened)\n"
+	"  -o retries=N            attempts after the first per block (default "
+	"5)\n"
+	"  -o timeout=SECONDS      a transfer that stalls this long is "
+	"retried\n"
+	"                          (default 30)\n"
+	"  -o allow_other          let other users read the mount\n"
+	"  -o insecure             do not verify TLS certificates (testing "
+	"only)\n"
+	"S3 (credentials come from the environment and the AWS files and\n"
+	"services, never from the command line):\n"
+	"  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
+	"                          $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)\n"
+	"  -o region=R             region (default $AWS_REGION, "
+	"$AWS_DEFAULT_REGION,\n"
+	"                          the profile's, else us-east-1)\n"
+	"  -o path_style           path-style addressing (MinIO, Ceph and "
+	"others)\n"
+	"  -o no_sign_request      anonymous requests (public buckets)\n"
+	"  -o profile=NAME         profile of the AWS config files\n"
+	"  -o list_ttl=SECONDS     re-list the source this often (default 0: "
+	"never)\n"
+	"\n"
+	"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
+	"Counters: weightfs-ctl stats MOUNTPOINT\n"
+	"Exit status: 0 mounted, 2 bad arguments or source, 1 other "
+	"failures.\n";
 
 struct cmdline {
 	char *source;
@@ -79,7 +96,10 @@ struct cmdline {
 	int foreground, debug, help, version;
 };
 
-#define OPT(t, p) { t, offsetof(struct cmdline, p), 1 }
+#define OPT(t, p)                                                              \
+	{                                                                      \
+		t, offsetof(struct cmdline, p), 1                              \
+	}
 static const struct fuse_opt opt_spec[] = {
 	OPT("cache_mem=%s", cache_mem),
 	OPT("block_size=%s", block_size),
@@ -148,8 +168,9 @@ static int parse_size_opt(const char *name, const char *v, uint64_t *ret)
 	if (!v)
 		return 0;
 	if (size_parse(v, ret) < 0) {
-		fprintf(stderr, "weightfs: bad %s '%s': expected a size like "
-				"8M or 4G\n",
+		fprintf(stderr,
+			"weightfs: bad %s '%s': expected a size like "
+			"8M or 4G\n",
 			name, v);
 		return -EINVAL;
 	}
@@ -204,13 +225,55 @@ static int make_options(const struct cmdline *c, struct options *o)
 		else if (!strcmp(c->prefetch, "open"))
 			o->prefetch = PREFETCH_OPEN;
 		else {
-			fprintf(stderr, "weightfs: bad prefetch '%s': expected "
-					"off, sequential or open\n",
+			fprintf(stderr,
+				"weightfs: bad prefetch '%s': expected "
+				"off, sequential or open\n",
 				c->prefetch);
 			return -EINVAL;
 		}
 	}
 	return 0;
+}
+
+/*
+ * Let the kernel read ahead up to @bytes on this mount (its default is
+ * 128 KiB, which turns a sequential read into many small round trips).
+ * Needs root; without it the default stays. The mount's device comes from
+ * mountinfo, since stat() on the mountpoint would wait for this daemon.
+ */
+static void set_kernel_readahead(const char *mountpoint, uint64_t bytes)
+{
+	char *real = realpath(mountpoint, NULL), line[4096], path[128];
+	unsigned maj = 0, min = 0, m1, m2;
+	FILE *f;
+
+	if (!real)
+		return;
+	f = fopen("/proc/self/mountinfo", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		char mnt[4096];
+
+		/* The last match wins: the newest mount on that path. */
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &m1, &m2, mnt) ==
+			    3 &&
+		    !strcmp(mnt, real)) {
+			maj = m1;
+			min = m2;
+		}
+	}
+	if (f)
+		fclose(f);
+	free(real);
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj,
+		 min);
+	f = maj || min ? fopen(path, "we") : NULL;
+	if (!f) {
+		log_debug("kernel readahead stays at its default (%s)",
+			  strerror(errno));
+		return;
+	}
+	fprintf(f, "%llu\n", (unsigned long long)(bytes >> 10));
+	fclose(f);
 }
 
 static void print_warnings(const char *w)
@@ -292,11 +355,14 @@ int main(int argc, char *argv[])
 	if (fuse_set_signal_handlers(d.se) < 0)
 		goto out;
 	if (fuse_session_mount(d.se, c.mountpoint) < 0) {
-		fprintf(stderr, "weightfs: cannot mount on %s\n",
-			c.mountpoint);
+		fprintf(stderr, "weightfs: cannot mount on %s\n", c.mountpoint);
 		ret = EXIT_USAGE;
 		goto out_signals;
 	}
+	d.kernel_readahead = d.opts.readahead_max < KERNEL_RA_MAX
+				     ? d.opts.readahead_max
+				     : KERNEL_RA_MAX;
+	set_kernel_readahead(c.mountpoint, d.kernel_readahead);
 	/* The mount is live: only now may the parent exit 0. */
 	if (fuse_daemonize(c.foreground) < 0)
 		goto out_unmount;

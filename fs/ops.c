@@ -54,10 +54,14 @@ static void fill_attr(const struct node *n, struct stat *st)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	/* Large requests: up to 1 MiB per read. */
+	struct daemon *d = userdata;
+
+	/* Large requests: up to 1 MiB per read. The kernel's readahead
+	 * becomes the smaller of this and the mount's read_ahead_kb, which
+	 * main.c raises where it may. */
 	conn->max_read = 0;
 	conn->max_write = 1 << 20;
-	conn->max_readahead = 1 << 20;
+	conn->max_readahead = (unsigned)d->kernel_readahead;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
@@ -119,8 +123,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi)
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
 {
 	struct node *dir = tree_get(daemon_of(req)->tree, ino);
 	char *buf;
@@ -266,8 +270,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	for (pos = (uint64_t)off; pos < end; nb++) {
 		uint64_t idx = pos / bs, boff = pos - idx * bs;
 		uint64_t blen = fsize - idx * bs < bs ? fsize - idx * bs : bs;
-		uint64_t take = blen - boff < end - pos ? blen - boff
-							: end - pos;
+		uint64_t take =
+			blen - boff < end - pos ? blen - boff : end - pos;
 
 		err = cache_get(d->cache, n, gen, idx, blen, &blocks[nb]);
 		if (err)
@@ -279,7 +283,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (err) {
 		log_error("read %s at %lld: %s", n->key, (long long)off,
 			  strerror(-err));
-		fuse_reply_err(req, EIO); /* the contract: the cause is logged */
+		fuse_reply_err(req,
+			       EIO); /* the contract: the cause is logged */
 	} else {
 		STAT_ADD(bytes_read, end - (uint64_t)off);
 		fuse_reply_iov(req, iov, (int)nb);
@@ -297,8 +302,8 @@ static char *source_of(struct daemon *d, const struct node *n)
 
 	if (!*n->key)
 		return strdup(base);
-	if (asprintf(&s, "%s%s%s", base,
-		     len && base[len - 1] == '/' ? "" : "/", n->key) < 0)
+	if (asprintf(&s, "%s%s%s", base, len && base[len - 1] == '/' ? "" : "/",
+		     n->key) < 0)
 		return NULL;
 	return s;
 }

@@ -8,26 +8,26 @@
 enum prefetch_mode {
 	PREFETCH_OFF,
 	PREFETCH_SEQUENTIAL, /* adaptive readahead (default) */
-	PREFETCH_OPEN,       /* stream the whole file from open */
+	PREFETCH_OPEN,	     /* stream the whole file from open */
 };
 
 struct options {
-	uint64_t cache_mem;     /* block cache budget, bytes */
-	uint64_t block_size;    /* bytes per ranged GET and cache block */
+	uint64_t cache_mem;	/* block cache budget, bytes */
+	uint64_t block_size;	/* bytes per ranged GET and cache block */
 	uint64_t readahead_max; /* largest readahead window, bytes */
-	unsigned connections;   /* parallel connections to the source */
-	unsigned retries;       /* attempts after the first, per block */
-	unsigned timeout_s;     /* a transfer stalled this long is retried */
+	unsigned connections;	/* parallel connections to the source */
+	unsigned retries;	/* attempts after the first, per block */
+	unsigned timeout_s;	/* a transfer stalled this long is retried */
 	enum prefetch_mode prefetch;
 	bool allow_other;
 	bool debug;
-	bool insecure; /* TLS verification off (tests only) */
+	bool insecure;	     /* TLS verification off (tests only) */
 	unsigned list_ttl_s; /* relist the source after this long; 0: never */
 
 	/* S3 (source_s3.c) */
 	char *endpoint; /* URL, or NULL: AWS, from region */
-	char *region;   /* or NULL: from the environment, else us-east-1 */
-	char *profile;  /* or NULL: $AWS_PROFILE, else "default" */
+	char *region;	/* or NULL: from the environment, else us-east-1 */
+	char *profile;	/* or NULL: $AWS_PROFILE, else "default" */
 	bool path_style;
 	bool no_sign_request;
 };

@@ -13,7 +13,7 @@
 #define READAHEAD_STREAMS 8
 
 struct readahead_stream {
-	uint64_t next;   /* where the last read ended */
+	uint64_t next;	 /* where the last read ended */
 	uint64_t window; /* bytes to keep fetched ahead of next; 0: unused */
 	uint64_t last_use;
 };
@@ -21,7 +21,7 @@ struct readahead_stream {
 struct readahead {
 	pthread_mutex_t lock;
 	struct readahead_stream s[READAHEAD_STREAMS]; /* protected by lock */
-	uint64_t clock;                               /* protected by lock */
+	uint64_t clock;				      /* protected by lock */
 };
 
 void readahead_init(struct readahead *ra);

@@ -54,7 +54,7 @@ struct source_ops {
 struct source {
 	const struct source_ops *ops;
 	enum source_kind kind;
-	char *display;  /* SOURCE as the user gave it, without secrets */
+	char *display;	/* SOURCE as the user gave it, without secrets */
 	char *root_dir; /* file:// only: the directory, absolute */
 };
 

@@ -24,14 +24,13 @@ static int add_warning(char **warnings, const char *why, const char *path)
 {
 	char *all = NULL;
 
-	if (asprintf(&all, "%sskipping %s: %s\n",
-		     *warnings ? *warnings : "", path, why) < 0)
+	if (asprintf(&all, "%sskipping %s: %s\n", *warnings ? *warnings : "",
+		     path, why) < 0)
 		return -ENOMEM;
 	free(*warnings);
 	*warnings = all;
 	return 0;
 }
-
 
 static int add_file(struct tree *t, const char *key, const struct stat *st)
 {
@@ -42,8 +41,8 @@ static int add_file(struct tree *t, const char *key, const struct stat *st)
 		 (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
 			 (unsigned long long)st->st_mtim.tv_nsec,
 		 (unsigned long long)st->st_size);
-	return tree_add(t, key, false, (uint64_t)st->st_size, st->st_mtim,
-			etag, NULL);
+	return tree_add(t, key, false, (uint64_t)st->st_size, st->st_mtim, etag,
+			NULL);
 }
 
 static int walk(struct source_file *sf, struct tree *t, const char *rel,
@@ -54,8 +53,7 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 	struct dirent *e;
 	int err = 0;
 
-	if (asprintf(&path, "%s%s%s", sf->s.root_dir, *rel ? "/" : "", rel) <
-	    0)
+	if (asprintf(&path, "%s%s%s", sf->s.root_dir, *rel ? "/" : "", rel) < 0)
 		return -ENOMEM;
 	d = opendir(path);
 	if (!d) {
@@ -126,9 +124,9 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 	return add_file(t, sf->single, &st);
 }
 
-static int file_prepare_get(struct source *s, CURL *h,
-			    const struct node *file, const char *etag,
-			    const char *range, struct curl_slist **hdrs)
+static int file_prepare_get(struct source *s, CURL *h, const struct node *file,
+			    const char *etag, const char *range,
+			    struct curl_slist **hdrs)
 {
 	return -EOPNOTSUPP; /* file:// is read with pread */
 }

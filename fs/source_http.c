@@ -53,8 +53,8 @@ static char *url_of(struct source_http *sh, const char *key, bool dir)
 {
 	char *esc = http_url_escape_path(key), *url = NULL;
 
-	if (esc && asprintf(&url, "%s%s%s", sh->base, esc,
-			    dir && *key ? "/" : "") < 0)
+	if (esc &&
+	    asprintf(&url, "%s%s%s", sh->base, esc, dir && *key ? "/" : "") < 0)
 		url = NULL;
 	free(esc);
 	return url;
@@ -114,8 +114,8 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		if (json_object_object_get_ex(e, "type", &v))
 			type = json_object_get_string(v);
 		if (json_object_object_get_ex(e, "mtime", &v))
-			mtime.tv_sec = curl_getdate(json_object_get_string(v),
-						    NULL);
+			mtime.tv_sec =
+				curl_getdate(json_object_get_string(v), NULL);
 		if (mtime.tv_sec < 0)
 			mtime.tv_sec = 0;
 		if (json_object_object_get_ex(e, "size", &v))
@@ -126,8 +126,9 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		/* A NUL inside the JSON string shows as a short strlen. */
 		if (!tree_name_ok(name, name_len) || strlen(name) != name_len ||
 		    size < 0) {
-			if (asprintf(&line, "%s: skipping an entry with an "
-					    "unusable name or size",
+			if (asprintf(&line,
+				     "%s: skipping an entry with an "
+				     "unusable name or size",
 				     url) < 0)
 				err = -ENOMEM;
 			else
@@ -167,8 +168,7 @@ out:
 }
 
 /* HEAD every file, several at once, for its ETag and exact size. */
-static int head_files(struct source_http *sh, struct tree *t,
-		      char **ret_msg)
+static int head_files(struct source_http *sh, struct tree *t, char **ret_msg)
 {
 	CURLM *multi = curl_multi_init();
 	size_t next = 0, i;
@@ -225,8 +225,8 @@ static int head_files(struct source_http *sh, struct tree *t,
 			curl_easy_cleanup(h);
 			active--;
 			if (!err && (e || hd->r.status != 200))
-				err = response_error("HEAD", hd->url, e,
-						     &hd->r, ret_msg);
+				err = response_error("HEAD", hd->url, e, &hd->r,
+						     ret_msg);
 			if (!err && hd->r.content_length >= 0)
 				hd->n->size = (uint64_t)hd->r.content_length;
 			if (!err && hd->r.etag) {
@@ -273,9 +273,9 @@ static int http_list(struct source *s, struct tree *t, char **ret_msg,
 	return err;
 }
 
-static int http_prepare_get(struct source *s, CURL *h,
-			    const struct node *file, const char *etag,
-			    const char *range, struct curl_slist **hdrs)
+static int http_prepare_get(struct source *s, CURL *h, const struct node *file,
+			    const char *etag, const char *range,
+			    struct curl_slist **hdrs)
 {
 	struct source_http *sh = (struct source_http *)s;
 	char *url = url_of(sh, file->key, false), *hdr = NULL;
@@ -317,8 +317,7 @@ static const struct source_ops http_ops = {
 /* Whether the URL without a trailing slash names a file: HEAD it; a
  * directory answers with a redirect to the URL with a slash or with a
  * JSON index. */
-static int probe_single(struct source_http *sh, const char *url,
-			char **ret_msg)
+static int probe_single(struct source_http *sh, const char *url, char **ret_msg)
 {
 	struct http_response r;
 	CURL *h = curl_easy_init();
@@ -388,8 +387,8 @@ int source_http_new(const char *spec, const struct options *opts,
 			if (asprintf(&sh->base, "%s/", spec) < 0)
 				goto fail;
 		} else {
-			char *name = curl_easy_unescape(NULL, slash + 1, 0,
-							NULL);
+			char *name =
+				curl_easy_unescape(NULL, slash + 1, 0, NULL);
 
 			sh->single = name ? strdup(name) : NULL;
 			curl_free(name);

@@ -5,13 +5,14 @@
 
 struct stats stats;
 
-#define LOAD(f) ((unsigned long long)atomic_load_explicit(&stats.f, \
-		memory_order_relaxed))
+#define LOAD(f)                                                                \
+	((unsigned long long)atomic_load_explicit(&stats.f,                    \
+						  memory_order_relaxed))
 
-int stats_json(char *buf, size_t len, uint64_t cache_bytes,
-	       uint64_t cache_mem)
+int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 {
-	int n = snprintf(buf, len,
+	int n = snprintf(
+		buf, len,
 		"{\"bytes_fetched\": %llu, \"requests\": %llu, "
 		"\"retries\": %llu, \"errors\": %llu, \"cache_hits\": %llu, "
 		"\"cache_misses\": %llu, \"cache_evictions\": %llu, "

@@ -9,21 +9,22 @@
 
 struct stats {
 	atomic_uint_fast64_t bytes_fetched; /* body bytes from the source */
-	atomic_uint_fast64_t requests;      /* GETs started, retries included */
+	atomic_uint_fast64_t requests;	    /* GETs started, retries included */
 	atomic_uint_fast64_t retries;
-	atomic_uint_fast64_t errors;        /* blocks that failed for good */
-	atomic_uint_fast64_t cache_hits;    /* block lookups found ready */
-	atomic_uint_fast64_t cache_misses;  /* block lookups that fetched or waited */
+	atomic_uint_fast64_t errors;	 /* blocks that failed for good */
+	atomic_uint_fast64_t cache_hits; /* block lookups found ready */
+	atomic_uint_fast64_t
+		cache_misses; /* block lookups that fetched or waited */
 	atomic_uint_fast64_t cache_evictions;
-	atomic_uint_fast64_t prefetched;    /* blocks fetched by readahead */
-	atomic_uint_fast64_t reads;         /* FUSE read requests */
-	atomic_uint_fast64_t bytes_read;    /* bytes replied to FUSE reads */
-	atomic_uint_fast64_t changed;       /* objects found changed (412) */
+	atomic_uint_fast64_t prefetched; /* blocks fetched by readahead */
+	atomic_uint_fast64_t reads;	 /* FUSE read requests */
+	atomic_uint_fast64_t bytes_read; /* bytes replied to FUSE reads */
+	atomic_uint_fast64_t changed;	 /* objects found changed (412) */
 };
 
 extern struct stats stats;
 
-#define STAT_ADD(field, n)                                                  \
+#define STAT_ADD(field, n)                                                     \
 	atomic_fetch_add_explicit(&stats.field, (n), memory_order_relaxed)
 
 /*
@@ -32,7 +33,6 @@ extern struct stats stats;
  * @return the length written (without NUL), or -ERANGE when @len is too
  * small.
  */
-int stats_json(char *buf, size_t len, uint64_t cache_bytes,
-	       uint64_t cache_mem);
+int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem);
 
 #endif

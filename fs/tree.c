@@ -20,9 +20,9 @@ static struct node *node_new(struct tree *t, struct node *parent,
 		t->cap = cap;
 	}
 	if (parent && parent->nchildren == parent->children_cap) {
-		size_t cap = parent->children_cap ? parent->children_cap * 2 : 8;
-		struct node **c =
-			realloc(parent->children, cap * sizeof(*c));
+		size_t cap =
+			parent->children_cap ? parent->children_cap * 2 : 8;
+		struct node **c = realloc(parent->children, cap * sizeof(*c));
 
 		if (!c)
 			return NULL;

@@ -19,7 +19,7 @@ struct node {
 	uint64_t ino; /* FUSE inode number; the root is 1 */
 	struct node *parent;
 	char *name; /* one path component; "" for the root */
-	char *key;  /* path under the source root, '/'-separated, no leading / */
+	char *key; /* path under the source root, '/'-separated, no leading / */
 	bool is_dir;
 	struct timespec mtime;
 	struct node **children; /* sorted by name once tree_finish() ran */
@@ -30,7 +30,8 @@ struct node {
 	uint64_t size; /* protected by lock once mounted */
 	char *etag;    /* validator as the server sent it, or NULL; lock */
 	bool changed;  /* the object changed under us: reads fail; lock */
-	uint32_t generation; /* bumped when the object's content changed; lock */
+	uint32_t
+		generation; /* bumped when the object's content changed; lock */
 	struct readahead ra; /* has its own lock */
 };
 

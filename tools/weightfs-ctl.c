@@ -8,13 +8,16 @@
 #define EXIT_USAGE 2
 
 static const char usage[] =
-"usage: weightfs-ctl stats MOUNTPOINT\n"
-"\n"
-"  stats MOUNTPOINT   print the mount's counters as JSON: bytes_fetched,\n"
-"                     requests, retries, errors, cache_hits, cache_misses,\n"
-"                     cache_evictions, cache_bytes, cache_mem,\n"
-"                     prefetched_blocks, reads, bytes_read, objects_changed\n"
-"  -h, --help         this help\n";
+	"usage: weightfs-ctl stats MOUNTPOINT\n"
+	"\n"
+	"  stats MOUNTPOINT   print the mount's counters as JSON: "
+	"bytes_fetched,\n"
+	"                     requests, retries, errors, cache_hits, "
+	"cache_misses,\n"
+	"                     cache_evictions, cache_bytes, cache_mem,\n"
+	"                     prefetched_blocks, reads, bytes_read, "
+	"objects_changed\n"
+	"  -h, --help         this help\n";
 
 static int stats(const char *mnt)
 {
@@ -23,8 +26,9 @@ static int stats(const char *mnt)
 
 	if (n < 0) {
 		if (errno == ENODATA || errno == ENOTSUP)
-			fprintf(stderr, "weightfs-ctl: %s is not a weightfs "
-					"mount\n",
+			fprintf(stderr,
+				"weightfs-ctl: %s is not a weightfs "
+				"mount\n",
 				mnt);
 		else
 			fprintf(stderr, "weightfs-ctl: %s: %s\n", mnt,

@@ -1,0 +1,140 @@
+/* The block cache: single flight, LRU eviction, blocks in use never
+ * evicted, failed fetches not cached, the budget respected. Fetches run
+ * on a thread of this test, as the real engine's do. */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "stats.h"
+#include "tree.h"
+
+#define BS (64u << 10)
+
+static struct cache *cache;
+static atomic_int fetches;
+static atomic_int fail_next;
+
+static void *complete(void *arg)
+{
+	struct block *b = arg;
+	int err = atomic_exchange(&fail_next, 0) ? -EIO : 0;
+
+	usleep(20000); /* long enough for the readers to pile up */
+	if (!err)
+		memset(b->data, (int)(b->index & 0xff), b->len);
+	cache_fetch_done(cache, b, err);
+	return NULL;
+}
+
+static void fake_fetch(void *ctx, struct block *b)
+{
+	pthread_t t;
+
+	atomic_fetch_add(&fetches, 1);
+	assert(b->state == BLOCK_FETCHING);
+	pthread_create(&t, NULL, complete, b);
+	pthread_detach(t);
+}
+
+static struct node file;
+
+static void *reader(void *arg)
+{
+	struct block *b;
+	int err = cache_get(cache, &file, 0, 7, BS, &b);
+
+	assert(!err);
+	assert(b->len == BS && (unsigned char)b->data[BS - 1] == 7);
+	cache_unref(cache, b);
+	return NULL;
+}
+
+int main(void)
+{
+	struct block *held[4], *b;
+	pthread_t t[8];
+	int i;
+
+	assert(cache_new(BS, BS, fake_fetch, NULL, &cache) == -EINVAL);
+	assert(cache_new(4 * BS, 1000, fake_fetch, NULL, &cache) == -EINVAL);
+	assert(cache_new(4 * BS, BS, fake_fetch, NULL, &cache) == 0);
+
+	/* Single flight: eight readers of one block, one fetch. */
+	for (i = 0; i < 8; i++)
+		pthread_create(&t[i], NULL, reader, NULL);
+	for (i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	assert(atomic_load(&fetches) == 1);
+	assert(cache_bytes(cache) == BS);
+
+	/* A hit fetches nothing. */
+	assert(cache_get(cache, &file, 0, 7, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&fetches) == 1);
+
+	/* Another generation of the file is another block. */
+	assert(cache_get(cache, &file, 1, 7, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&fetches) == 2);
+
+	/* Fill the cache and hold every block: prefetch finds no slot. */
+	for (i = 0; i < 4; i++)
+		assert(cache_get(cache, &file, 2, (uint64_t)i, BS, &held[i]) ==
+		       0);
+	assert(cache_prefetch(cache, &file, 2, 99, BS) == -EBUSY);
+	assert(cache_headroom(cache) == 0);
+	/* Blocks in use were not evicted: their bytes are intact. */
+	for (i = 0; i < 4; i++)
+		assert((unsigned char)held[i]->data[0] == i);
+	for (i = 0; i < 4; i++)
+		cache_unref(cache, held[i]);
+	assert(cache_headroom(cache) == 4 * BS);
+
+	/* LRU: touch block 0, then a new block evicts the coldest (1). */
+	assert(cache_get(cache, &file, 2, 0, BS, &b) == 0);
+	cache_unref(cache, b);
+	i = atomic_load(&fetches);
+	assert(cache_get(cache, &file, 2, 50, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(cache_get(cache, &file, 2, 0, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&fetches) == i + 1);
+	assert(cache_get(cache, &file, 2, 1, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&fetches) == i + 2);
+
+	/* Prefetched blocks not read yet are not taken by more readahead. */
+	cache_drop_file(cache, &file);
+	assert(cache_headroom(cache) == 4 * BS);
+	for (i = 0; i < 4; i++)
+		assert(cache_prefetch(cache, &file, 3, (uint64_t)i, BS) == 1);
+	usleep(100000);
+	assert(cache_prefetch(cache, &file, 3, 10, BS) == -EBUSY);
+	assert(cache_prefetch(cache, &file, 3, 2, BS) == 0);
+	assert(cache_headroom(cache) == 0);
+	/* ... and reading one makes it evictable. */
+	assert(cache_get(cache, &file, 3, 2, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(cache_headroom(cache) == BS);
+
+	/* A failed fetch is reported and not cached: the next get retries. */
+	atomic_store(&fail_next, 1);
+	i = atomic_load(&fetches);
+	assert(cache_get(cache, &file, 4, 0, BS, &b) == -EIO);
+	assert(cache_get(cache, &file, 4, 0, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&fetches) == i + 2);
+
+	/* Budget: never more ready bytes than the cache holds. */
+	assert(cache_bytes(cache) <= 4 * BS);
+
+	cache_free(cache);
+	cache_free(NULL);
+	printf("cache: ok\n");
+	return 0;
+}
