@@ -193,8 +193,9 @@ void tree_finish(struct tree *t)
 	size_t i;
 
 	for (i = 0; i < t->count; i++)
-		qsort(t->nodes[i]->children, t->nodes[i]->nchildren,
-		      sizeof(struct node *), cmp_node);
+		if (t->nodes[i]->nchildren)
+			qsort(t->nodes[i]->children, t->nodes[i]->nchildren,
+			      sizeof(struct node *), cmp_node);
 }
 
 struct node *tree_get(const struct tree *t, uint64_t ino)
@@ -213,7 +214,7 @@ struct node *tree_lookup(const struct node *dir, const char *name)
 {
 	struct node key = { .name = (char *)name }, *kp = &key, **found;
 
-	if (!dir->is_dir)
+	if (!dir->is_dir || !dir->nchildren)
 		return NULL;
 	found = bsearch(&kp, dir->children, dir->nchildren,
 			sizeof(struct node *), cmp_node);
