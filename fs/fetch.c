@@ -468,7 +468,7 @@ static void *curl_worker(void *arg)
 	for (;;) {
 		uint64_t next_due = UINT64_MAX;
 		CURLMsg *msg;
-		int running, left, timeout = 1000;
+		int running, left, done, timeout = 1000;
 
 		pthread_mutex_lock(&f->lock);
 		stop = f->stop;
@@ -502,6 +502,7 @@ static void *curl_worker(void *arg)
 			break;
 
 		curl_multi_perform(f->multi, &running);
+		done = 0;
 		while ((msg = curl_multi_info_read(f->multi, &left))) {
 			struct job *j;
 			CURL *h = msg->easy_handle;
@@ -523,7 +524,11 @@ static void *curl_worker(void *arg)
 				retry_or_fail(f, j, err);
 			else
 				finish(f, j, err);
+			done++;
 		}
+		/* Connections just came free: start queued jobs at once. */
+		if (done)
+			continue;
 		if (next_due != UINT64_MAX) {
 			uint64_t now = now_ms();
 

@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "daemon.h"
 #include "log.h"
+#include "readpath.h"
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
@@ -208,28 +209,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
-/* Start fetching the blocks in the readahead window after a read of
- * [off, end). */
-static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
-		       uint64_t fsize, uint64_t off, uint64_t end)
-{
-	uint64_t bs = cache_block_size(d->cache);
-	uint64_t max = cache_headroom(d->cache) / 2, window, i, last;
-
-	if (max > d->opts.readahead_max)
-		max = d->opts.readahead_max;
-	window = readahead_update(&n->ra, off, end - off, 2 * bs, max);
-	if (!window)
-		return;
-	last = end + window < fsize ? end + window : fsize;
-	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
-		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
-
-		if (cache_prefetch(d->cache, n, gen, i, len) < 0)
-			break;
-	}
-}
-
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -237,56 +216,34 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct node *n = tree_get(d->tree, ino);
 	struct block *blocks[MAX_IOV];
 	struct iovec iov[MAX_IOV];
-	uint64_t bs = cache_block_size(d->cache), fsize, pos, end;
+	struct readpath rp;
+	size_t boff, len;
 	unsigned nb = 0, i;
-	uint32_t gen;
-	bool changed;
-	int err = 0;
+	int err;
 
 	if (!n || n->is_dir) {
 		fuse_reply_err(req, n ? EISDIR : ENOENT);
 		return;
 	}
-	pthread_mutex_lock(&n->lock);
-	fsize = n->size;
-	gen = n->generation;
-	changed = n->changed;
-	pthread_mutex_unlock(&n->lock);
-	if (changed) {
-		fuse_reply_err(req, EIO);
-		return;
-	}
-	if (off < 0 || (uint64_t)off >= fsize || size == 0) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
-	}
-	end = (uint64_t)off + size < fsize ? (uint64_t)off + size : fsize;
-	if ((end - (uint64_t)off) / bs + 2 > MAX_IOV)
-		end = (uint64_t)off + (MAX_IOV - 2) * bs;
-	STAT_ADD(reads, 1);
-	if (d->opts.prefetch != PREFETCH_OFF)
-		read_ahead(d, n, gen, fsize, (uint64_t)off, end);
-
-	for (pos = (uint64_t)off; pos < end; nb++) {
-		uint64_t idx = pos / bs, boff = pos - idx * bs;
-		uint64_t blen = fsize - idx * bs < bs ? fsize - idx * bs : bs;
-		uint64_t take =
-			blen - boff < end - pos ? blen - boff : end - pos;
-
-		err = cache_get(d->cache, n, gen, idx, blen, &blocks[nb]);
-		if (err)
-			break;
+	/* A read spans at most MAX_IOV blocks (block_size >= 64K, requests
+	 * <= 1M; clamp anyway). */
+	if (size > (MAX_IOV - 1) * cache_block_size(d->cache))
+		size = (MAX_IOV - 1) * cache_block_size(d->cache);
+	err = readpath_begin(d, n, off < 0 ? 0 : (uint64_t)off, size, &rp);
+	while (!err && nb < MAX_IOV &&
+	       (err = readpath_next(&rp, &blocks[nb], &boff, &len)) == 1) {
 		iov[nb].iov_base = blocks[nb]->data + boff;
-		iov[nb].iov_len = take;
-		pos += take;
+		iov[nb].iov_len = len;
+		nb++;
+		err = 0;
 	}
-	if (err) {
+	if (err < 0) {
 		log_error("read %s at %lld: %s", n->key, (long long)off,
-			  strerror(-err));
+			  err == -EIO ? "the object changed at the source"
+				      : strerror(-err));
 		fuse_reply_err(req,
-			       EIO); /* the contract: the cause is logged */
+			       EIO); /* the contract; the cause is logged */
 	} else {
-		STAT_ADD(bytes_read, end - (uint64_t)off);
 		fuse_reply_iov(req, iov, (int)nb);
 	}
 	for (i = 0; i < nb; i++)

@@ -1,0 +1,84 @@
+#include "readpath.h"
+
+#include <errno.h>
+
+#include "cache.h"
+#include "daemon.h"
+#include "stats.h"
+#include "tree.h"
+
+/* Start fetching the blocks in the readahead window after a read of
+ * [off, end). */
+static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
+		       uint64_t fsize, uint64_t off, uint64_t end)
+{
+	uint64_t bs = cache_block_size(d->cache);
+	uint64_t max = cache_headroom(d->cache) / 2, window, i, last;
+
+	if (max > d->opts.readahead_max)
+		max = d->opts.readahead_max;
+	window = readahead_update(&n->ra, off, end - off, 2 * bs, max);
+	if (!window)
+		return;
+	last = end + window < fsize ? end + window : fsize;
+	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
+		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
+
+		if (cache_prefetch(d->cache, n, gen, i, len) < 0)
+			break;
+	}
+}
+
+int readpath_begin(struct daemon *d, struct node *n, uint64_t off, uint64_t len,
+		   struct readpath *ret)
+{
+	uint64_t fsize;
+	uint32_t gen;
+	bool changed;
+
+	pthread_mutex_lock(&n->lock);
+	fsize = n->size;
+	gen = n->generation;
+	changed = n->changed;
+	pthread_mutex_unlock(&n->lock);
+	if (changed)
+		return -EIO;
+	ret->d = d;
+	ret->n = n;
+	ret->generation = gen;
+	ret->pos = off < fsize ? off : fsize;
+	ret->end = len < fsize - ret->pos ? ret->pos + len : fsize;
+	if (ret->pos < ret->end) {
+		STAT_ADD(reads, 1);
+		if (d->opts.prefetch != PREFETCH_OFF)
+			read_ahead(d, n, gen, fsize, ret->pos, ret->end);
+	}
+	return 0;
+}
+
+int readpath_next(struct readpath *rp, struct block **ret_block,
+		  size_t *ret_off, size_t *ret_len)
+{
+	struct daemon *d = rp->d;
+	uint64_t bs = cache_block_size(d->cache), fsize, idx, boff, blen, take;
+	int err;
+
+	if (rp->pos >= rp->end)
+		return 0;
+	pthread_mutex_lock(&rp->n->lock);
+	fsize = rp->n->size;
+	pthread_mutex_unlock(&rp->n->lock);
+	idx = rp->pos / bs;
+	boff = rp->pos - idx * bs;
+	blen = fsize - idx * bs < bs ? fsize - idx * bs : bs;
+	take = blen - boff < rp->end - rp->pos ? blen - boff
+					       : rp->end - rp->pos;
+	err = cache_get(d->cache, rp->n, rp->generation, idx, blen, ret_block);
+	if (err)
+		return err;
+	rp->pos += take;
+	STAT_ADD(bytes_read, take);
+	*ret_off = boff;
+	*ret_len = take;
+	return 1;
+}
