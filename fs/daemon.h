@@ -8,6 +8,7 @@
 #include "opts.h"
 
 struct cache;
+struct fastpath;
 struct fetch;
 struct source;
 struct tree;
@@ -19,6 +20,7 @@ struct daemon {
 	struct cache *cache;
 	struct fetch *fetch;
 	struct fuse_session *se;
+	struct fastpath *fastpath; /* or NULL: no fast path */
 	uint64_t kernel_readahead; /* bytes, for FUSE_INIT */
 };
 

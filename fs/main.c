@@ -12,6 +12,7 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "fastpath.h"
 #include "fetch.h"
 #include "log.h"
 #include "size.h"
@@ -341,6 +342,14 @@ int main(int argc, char *argv[])
 			     d.fetch, &d.cache)) < 0)
 		goto fail;
 	fetch_attach(d.fetch, d.cache);
+	err = fastpath_new(&d, &d.fastpath);
+	if (err < 0) {
+		fprintf(stderr,
+			"weightfs: warning: no fast path for loaders "
+			"(socket: %s)\n",
+			strerror(-err));
+		d.fastpath = NULL;
+	}
 
 	/* libfuse's own options: read-only, and a name for mount(8). */
 	fuse_opt_add_arg(&args, "-oro,default_permissions");
@@ -372,6 +381,10 @@ int main(int argc, char *argv[])
 		log_error("cannot start fetch threads: %s", strerror(-err));
 		goto out_unmount;
 	}
+	if (d.fastpath && (err = fastpath_start(d.fastpath)) < 0) {
+		log_error("cannot start the fast path: %s", strerror(-err));
+		goto out_unmount;
+	}
 	loop_cfg = fuse_loop_cfg_create();
 	if (!loop_cfg)
 		goto out_unmount;
@@ -390,6 +403,7 @@ fail:
 out:
 	if (d.se)
 		fuse_session_destroy(d.se);
+	fastpath_free(d.fastpath);
 	fetch_free(d.fetch);
 	cache_free(d.cache);
 	tree_free(d.tree);

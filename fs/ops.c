@@ -10,11 +10,13 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "fastpath.h"
 #include "log.h"
 #include "readpath.h"
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "wire.h"
 
 /* The tree changes only when a file is found changed, which the kernel
  * is told about, so its answers may be cached for long. */
@@ -298,6 +300,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			fuse_reply_err(req, ENODATA);
 			return;
 		}
+	} else if (!strcmp(name, WIRE_XATTR_SOCKET) && d->fastpath) {
+		v = strdup(fastpath_socket(d->fastpath));
 	} else if (!strcmp(name, XATTR_STATS) && ino == FUSE_ROOT_ID) {
 		v = malloc(4096);
 		len = v ? stats_json(v, 4096, cache_bytes(d->cache),
@@ -323,9 +327,11 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct node *n = tree_get(daemon_of(req)->tree, ino);
-	static const char file_names[] = XATTR_SOURCE "\0" XATTR_ETAG;
-	static const char root_names[] = XATTR_SOURCE "\0" XATTR_STATS;
-	static const char dir_names[] = XATTR_SOURCE;
+	static const char file_names[] =
+		XATTR_SOURCE "\0" XATTR_ETAG "\0" WIRE_XATTR_SOCKET;
+	static const char root_names[] =
+		XATTR_SOURCE "\0" XATTR_STATS "\0" WIRE_XATTR_SOCKET;
+	static const char dir_names[] = XATTR_SOURCE "\0" WIRE_XATTR_SOCKET;
 
 	if (!n)
 		fuse_reply_err(req, ENOENT);

@@ -1,0 +1,376 @@
+#include "fastpath.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cache.h"
+#include "daemon.h"
+#include "readpath.h"
+#include "tree.h"
+#include "wire.h"
+
+struct region {
+	char *base;
+	uint64_t len;
+};
+
+struct client {
+	struct daemon *d;
+	int fd;
+	unsigned uid;
+	struct region regions[WIRE_MAX_REGIONS];
+	unsigned nregions;
+	bool hello;
+};
+
+struct conn {
+	struct fastpath *fp;
+	int fd;
+	unsigned uid;
+	struct conn *next; /* protected by fp->lock */
+};
+
+struct fastpath {
+	struct daemon *d;
+	int listen_fd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a client went away */
+	struct conn *conns;  /* protected by lock */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	pthread_t thread;
+	bool started;
+};
+
+static bool peer_allowed(const struct client *c)
+{
+	return c->d->opts.allow_other || c->uid == 0 || c->uid == getuid();
+}
+
+/* Copy file bytes into a client region. @return bytes or -errno. */
+static int64_t do_read(struct client *c, const struct wire_read *rq)
+{
+	struct daemon *d = c->d;
+	struct node *n;
+	struct region *r;
+	struct readpath rp;
+	struct block *b;
+	size_t boff, len;
+	uint64_t done = 0;
+	int err;
+
+	if (rq->region < 0 || (unsigned)rq->region >= c->nregions)
+		return -EBADF;
+	r = &c->regions[rq->region];
+	if (rq->len > WIRE_MAX_READ || rq->region_off > r->len ||
+	    rq->len > r->len - rq->region_off)
+		return -EINVAL;
+	n = tree_get(d->tree, rq->ino);
+	if (!n)
+		return -ENOENT;
+	if (n->is_dir)
+		return -EISDIR;
+	if (!peer_allowed(c))
+		return -EACCES;
+	err = readpath_begin(d, n, rq->off, rq->len, &rp);
+	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
+		memcpy(r->base + rq->region_off + done, b->data + boff, len);
+		cache_unref(d->cache, b);
+		done += len;
+		err = 0;
+	}
+	return err < 0 ? err : (int64_t)done;
+}
+
+static int do_map(struct client *c, struct wire_map *m, int memfd)
+{
+	struct stat st;
+	void *base;
+
+	if (memfd < 0)
+		return -EBADF;
+	if (c->nregions >= WIRE_MAX_REGIONS)
+		return -ENOSPC;
+	if (m->len == 0 || m->len > WIRE_MAX_REGION || fstat(memfd, &st) < 0 ||
+	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size < m->len)
+		return -EINVAL;
+	base = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (base == MAP_FAILED)
+		return -errno;
+	c->regions[c->nregions].base = base;
+	c->regions[c->nregions].len = m->len;
+	return (int)c->nregions++;
+}
+
+/* Receive one packet and at most one fd. @return its length, 0 at EOF,
+ * or -errno. */
+static ssize_t recv_packet(int fd, void *buf, size_t len, int *ret_fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov,
+			      .msg_iovlen = 1,
+			      .msg_control = u.buf,
+			      .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	*ret_fd = -1;
+	do
+		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+		int *fds = (int *)CMSG_DATA(cm);
+		size_t i, nfds;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < nfds; i++) {
+			if (*ret_fd < 0)
+				*ret_fd = fds[i];
+			else
+				close(fds[i]); /* more than one: not ours */
+		}
+	}
+	if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		return -EMSGSIZE;
+	return n;
+}
+
+/* Serve one request. @return 0 to go on, or -errno to drop the client. */
+static int serve(struct client *c, char *pkt, size_t n, int fd)
+{
+	struct wire_hdr *h = (struct wire_hdr *)pkt;
+
+	if (n < sizeof(*h) || h->magic != WIRE_MAGIC)
+		return -EPROTO;
+	if (!c->hello && h->type != WIRE_HELLO)
+		return -EPROTO;
+	switch (h->type) {
+	case WIRE_HELLO: {
+		struct wire_hello *m = (struct wire_hello *)pkt;
+
+		if (n != sizeof(*m) || m->version != WIRE_VERSION)
+			return -EPROTONOSUPPORT;
+		c->hello = true;
+		m->block_size = (uint32_t)cache_block_size(c->d->cache);
+		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
+								    : 0;
+	}
+	case WIRE_MAP: {
+		struct wire_map *m = (struct wire_map *)pkt;
+
+		if (n != sizeof(*m))
+			return -EPROTO;
+		m->region = do_map(c, m, fd);
+		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
+								    : 0;
+	}
+	case WIRE_READ: {
+		struct wire_read *m = (struct wire_read *)pkt;
+
+		if (n != sizeof(*m))
+			return -EPROTO;
+		m->result = do_read(c, m);
+		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
+								    : 0;
+	}
+	default:
+		return -EPROTO;
+	}
+}
+
+void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	union {
+		struct wire_read rd;
+		struct wire_map map;
+		struct wire_hello hello;
+		char bytes[256];
+	} pkt;
+	unsigned i;
+
+	if (c) {
+		c->d = d;
+		c->fd = fd;
+		c->uid = peer_uid;
+		for (;;) {
+			int mfd;
+			ssize_t n = recv_packet(fd, &pkt, sizeof(pkt), &mfd);
+			int err = n > 0 ? serve(c, pkt.bytes, (size_t)n, mfd)
+					: -1;
+
+			if (mfd >= 0)
+				close(mfd); /* mapped (or refused) already */
+			if (err)
+				break;
+		}
+		for (i = 0; i < c->nregions; i++)
+			munmap(c->regions[i].base, c->regions[i].len);
+		free(c);
+	}
+	close(fd);
+}
+
+static void *client_thread(void *arg)
+{
+	struct conn *cn = arg, **p;
+	struct fastpath *fp = cn->fp;
+
+	fastpath_serve_one(fp->d, cn->fd, cn->uid);
+	pthread_mutex_lock(&fp->lock);
+	for (p = &fp->conns; *p != cn; p = &(*p)->next)
+		;
+	*p = cn->next;
+	pthread_cond_broadcast(&fp->cond);
+	pthread_mutex_unlock(&fp->lock);
+	free(cn);
+	return NULL;
+}
+
+static void *accept_thread(void *arg)
+{
+	struct fastpath *fp = arg;
+
+	for (;;) {
+		struct ucred cred;
+		socklen_t clen = sizeof(cred);
+		struct conn *cn;
+		pthread_t t;
+		int fd = accept4(fp->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED ||
+			    errno == EMFILE || errno == ENFILE)
+				continue;
+			break; /* the socket was shut down */
+		}
+		cn = malloc(sizeof(*cn));
+		if (!cn ||
+		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+			free(cn);
+			close(fd);
+			continue;
+		}
+		cn->fp = fp;
+		cn->fd = fd;
+		cn->uid = cred.uid;
+		pthread_mutex_lock(&fp->lock);
+		cn->next = fp->conns;
+		fp->conns = cn;
+		if (pthread_create(&t, NULL, client_thread, cn)) {
+			fp->conns = cn->next;
+			close(fd);
+			free(cn);
+		} else {
+			pthread_detach(t);
+		}
+		pthread_mutex_unlock(&fp->lock);
+	}
+	return NULL;
+}
+
+static int socket_dir(char *buf, size_t len)
+{
+	const char *base = getuid() == 0 ? "/run" : getenv("XDG_RUNTIME_DIR");
+
+	if (!base || !*base)
+		base = "/tmp";
+	if ((size_t)snprintf(buf, len, "%s/weightfs", base) >= len)
+		return -ENAMETOOLONG;
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int fastpath_new(struct daemon *d, struct fastpath **ret)
+{
+	struct fastpath *fp = calloc(1, sizeof(*fp));
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[80];
+	int err;
+
+	if (!fp)
+		return -ENOMEM;
+	fp->d = d;
+	fp->listen_fd = -1;
+	pthread_mutex_init(&fp->lock, NULL);
+	pthread_cond_init(&fp->cond, NULL);
+	err = socket_dir(dir, sizeof(dir));
+	if (err)
+		goto fail;
+	snprintf(fp->path, sizeof(fp->path), "%s/%d.sock", dir, getpid());
+	fp->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fp->listen_fd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	memcpy(sa.sun_path, fp->path, strlen(fp->path) + 1);
+	unlink(fp->path);
+	if (bind(fp->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(fp->path, 0666) < 0 || listen(fp->listen_fd, 64) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	*ret = fp;
+	return 0;
+fail:
+	fastpath_free(fp);
+	return err;
+}
+
+int fastpath_start(struct fastpath *fp)
+{
+	int r = pthread_create(&fp->thread, NULL, accept_thread, fp);
+
+	if (r)
+		return -r;
+	fp->started = true;
+	return 0;
+}
+
+const char *fastpath_socket(const struct fastpath *fp)
+{
+	return fp->path;
+}
+
+void fastpath_free(struct fastpath *fp)
+{
+	struct conn *cn;
+
+	if (!fp)
+		return;
+	if (fp->listen_fd >= 0) {
+		shutdown(fp->listen_fd, SHUT_RDWR);
+		if (fp->started)
+			pthread_join(fp->thread, NULL);
+		close(fp->listen_fd);
+		unlink(fp->path);
+	}
+	/* Disconnect the clients and wait for their threads to let go. */
+	pthread_mutex_lock(&fp->lock);
+	for (cn = fp->conns; cn; cn = cn->next)
+		shutdown(cn->fd, SHUT_RDWR);
+	while (fp->conns)
+		pthread_cond_wait(&fp->cond, &fp->lock);
+	pthread_mutex_unlock(&fp->lock);
+	pthread_cond_destroy(&fp->cond);
+	pthread_mutex_destroy(&fp->lock);
+	free(fp);
+}
