@@ -22,8 +22,6 @@
 #include "stats.h"
 #include "tree.h"
 
-#define BACKOFF_BASE_MS 100
-#define BACKOFF_CAP_MS 5000
 #define FILE_THREADS_MAX 8
 
 struct job {
@@ -161,10 +159,7 @@ static void retry_or_fail(struct fetch *f, struct job *j, int err)
 		finish(f, j, err);
 		return;
 	}
-	delay = (uint64_t)BACKOFF_BASE_MS << (j->attempt < 6 ? j->attempt : 6);
-	if (delay > BACKOFF_CAP_MS)
-		delay = BACKOFF_CAP_MS;
-	delay = delay / 2 + (uint64_t)rand() % (delay / 2 + 1);
+	delay = http_backoff_ms(j->attempt);
 	j->attempt++;
 	j->last_err = err;
 	j->not_before_ms = now_ms() + delay;

@@ -1,10 +1,12 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "opts.h"
 
@@ -148,22 +150,62 @@ int http_perform(CURL *h, size_t max_body, struct http_response *ret)
 	return http_perform_finish(h, curl_easy_perform(h), ret);
 }
 
+unsigned http_backoff_ms(unsigned attempt)
+{
+	unsigned delay = HTTP_BACKOFF_BASE_MS << (attempt < 6 ? attempt : 6);
+
+	if (delay > HTTP_BACKOFF_CAP_MS)
+		delay = HTTP_BACKOFF_CAP_MS;
+	return delay / 2 + (unsigned)rand() % (delay / 2 + 1);
+}
+
+/* Worth another try: 5xx, 429, 408, resets, stalls, short bodies. A
+ * refused connection is not: the source is down, say so at once. */
+static bool retryable(int err, const struct http_response *r)
+{
+	if (err)
+		return err == -ECONNRESET || err == -ETIMEDOUT;
+	return http_status_retryable(r->status);
+}
+
+static int request(const char *url, struct curl_slist *hdrs, bool head,
+		   const struct options *opts, size_t max_body,
+		   struct http_response *ret)
+{
+	unsigned attempt = 0, retries = opts ? opts->retries : 0;
+	int err;
+
+	for (;;) {
+		CURL *h = curl_easy_init();
+
+		if (!h)
+			return -ENOMEM;
+		http_setup_common(h, opts);
+		curl_easy_setopt(h, CURLOPT_URL, url);
+		if (hdrs)
+			curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		if (head)
+			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		err = http_perform(h, max_body, ret);
+		curl_easy_cleanup(h);
+		if (attempt >= retries || !retryable(err, ret))
+			return err;
+		http_response_done(ret);
+		usleep(http_backoff_ms(attempt++) * 1000u);
+	}
+}
+
 int http_get(const char *url, struct curl_slist *hdrs,
 	     const struct options *opts, size_t max_body,
 	     struct http_response *ret)
 {
-	CURL *h = curl_easy_init();
-	int r;
+	return request(url, hdrs, false, opts, max_body, ret);
+}
 
-	if (!h)
-		return -ENOMEM;
-	http_setup_common(h, opts);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	if (hdrs)
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	r = http_perform(h, max_body, ret);
-	curl_easy_cleanup(h);
-	return r;
+int http_head(const char *url, const struct options *opts,
+	      struct http_response *ret)
+{
+	return request(url, NULL, true, opts, 0, ret);
 }
 
 int http_curl_errno(CURLcode code)

@@ -52,11 +52,24 @@ int http_perform_finish(CURL *h, CURLcode code, struct http_response *ret);
 
 /*
  * http_get() - GET @url with @hdrs (may be NULL) into @ret; as
- * http_perform() on a fresh handle set up with http_setup_common().
+ * http_perform() on a fresh handle set up with http_setup_common(),
+ * retried (opts->retries times, with backoff) on 5xx, 429, 408, resets
+ * and stalls. A refused connection is not retried.
  */
 int http_get(const char *url, struct curl_slist *hdrs,
 	     const struct options *opts, size_t max_body,
 	     struct http_response *ret);
+
+/* http_head() - as http_get(), with HEAD. */
+int http_head(const char *url, const struct options *opts,
+	      struct http_response *ret);
+
+#define HTTP_BACKOFF_BASE_MS 100u
+#define HTTP_BACKOFF_CAP_MS 5000u
+
+/* http_backoff_ms() - how long to wait before retry @attempt (0-based):
+ * exponential from 100 ms, capped at 5 s, with jitter (half to whole). */
+unsigned http_backoff_ms(unsigned attempt);
 
 /* http_curl_errno() - the errno for a failed transfer. */
 int http_curl_errno(CURLcode code);

@@ -79,8 +79,6 @@ static const char usage[] =
 	"others)\n"
 	"  -o no_sign_request      anonymous requests (public buckets)\n"
 	"  -o profile=NAME         profile of the AWS config files\n"
-	"  -o list_ttl=SECONDS     re-list the source this often (default 0: "
-	"never)\n"
 	"\n"
 	"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
 	"Counters: weightfs-ctl stats MOUNTPOINT\n"
@@ -91,7 +89,7 @@ struct cmdline {
 	char *source;
 	char *mountpoint;
 	char *cache_mem, *block_size, *readahead_max, *prefetch;
-	int connections, retries, timeout, list_ttl;
+	char *connections, *retries, *timeout;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
 	int foreground, debug, help, version;
@@ -106,10 +104,9 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("block_size=%s", block_size),
 	OPT("readahead_max=%s", readahead_max),
 	OPT("prefetch=%s", prefetch),
-	OPT("connections=%u", connections),
-	OPT("retries=%u", retries),
-	OPT("timeout=%u", timeout),
-	OPT("list_ttl=%u", list_ttl),
+	OPT("connections=%s", connections),
+	OPT("retries=%s", retries),
+	OPT("timeout=%s", timeout),
 	OPT("insecure", insecure),
 	OPT("path_style", path_style),
 	OPT("no_sign_request", no_sign_request),
@@ -178,6 +175,27 @@ static int parse_size_opt(const char *name, const char *v, uint64_t *ret)
 	return 0;
 }
 
+static int parse_uint_opt(const char *name, const char *v, unsigned min,
+			  unsigned max, unsigned *ret)
+{
+	char *end;
+	unsigned long n;
+
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (!*v || *end || errno || *v == '-' || n < min || n > max) {
+		fprintf(stderr,
+			"weightfs: bad %s '%s': expected a number from "
+			"%u to %u\n",
+			name, v, min, max);
+		return -EINVAL;
+	}
+	*ret = (unsigned)n;
+	return 0;
+}
+
 /* Fill @o from @c with defaults; print what is wrong. */
 static int make_options(const struct cmdline *c, struct options *o)
 {
@@ -185,10 +203,9 @@ static int make_options(const struct cmdline *c, struct options *o)
 	o->cache_mem = default_cache_mem();
 	o->block_size = 8 << 20;
 	o->readahead_max = 256 << 20;
-	o->connections = c->connections ? (unsigned)c->connections : 16;
-	o->retries = c->retries >= 0 ? (unsigned)c->retries : 5;
-	o->timeout_s = c->timeout ? (unsigned)c->timeout : 30;
-	o->list_ttl_s = (unsigned)c->list_ttl;
+	o->connections = 16;
+	o->retries = 5;
+	o->timeout_s = 30;
 	o->prefetch = PREFETCH_SEQUENTIAL;
 	o->allow_other = c->allow_other;
 	o->debug = c->debug;
@@ -214,10 +231,11 @@ static int make_options(const struct cmdline *c, struct options *o)
 				"blocks (2 x block_size)\n");
 		return -EINVAL;
 	}
-	if (o->connections < 1 || o->connections > 256) {
-		fprintf(stderr, "weightfs: connections must be 1..256\n");
+	if (parse_uint_opt("connections", c->connections, 1, 256,
+			   &o->connections) ||
+	    parse_uint_opt("retries", c->retries, 0, 100, &o->retries) ||
+	    parse_uint_opt("timeout", c->timeout, 1, 3600, &o->timeout_s))
 		return -EINVAL;
-	}
 	if (c->prefetch) {
 		if (!strcmp(c->prefetch, "off"))
 			o->prefetch = PREFETCH_OFF;
@@ -290,7 +308,7 @@ static void print_warnings(const char *w)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct cmdline c = { .retries = -1 };
+	struct cmdline c = { 0 };
 	struct daemon d = { 0 };
 	struct fuse_loop_config *loop_cfg = NULL;
 	char *msg = NULL, *warnings = NULL;
@@ -390,7 +408,9 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	fuse_loop_cfg_set_clone_fd(loop_cfg, 1);
 	fuse_loop_cfg_set_idle_threads(loop_cfg, 16);
-	ret = fuse_session_loop_mt(d.se, loop_cfg) ? 1 : 0;
+	/* 0 on unmount, the signal number on SIGTERM/SIGINT: both clean. */
+	err = fuse_session_loop_mt(d.se, loop_cfg);
+	ret = err < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop_cfg);
 out_unmount:
 	fuse_session_unmount(d.se);
@@ -416,6 +436,9 @@ out:
 	free(c.block_size);
 	free(c.readahead_max);
 	free(c.prefetch);
+	free(c.connections);
+	free(c.retries);
+	free(c.timeout);
 	free(c.endpoint);
 	free(c.region);
 	free(c.profile);

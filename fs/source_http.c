@@ -224,6 +224,11 @@ static int head_files(struct source_http *sh, struct tree *t, char **ret_msg)
 			curl_multi_remove_handle(multi, h);
 			curl_easy_cleanup(h);
 			active--;
+			if (e || hd->r.status != 200) {
+				/* Again, one at a time, with retries. */
+				http_response_done(&hd->r);
+				e = http_head(hd->url, sh->opts, &hd->r);
+			}
 			if (!err && (e || hd->r.status != 200))
 				err = response_error("HEAD", hd->url, e, &hd->r,
 						     ret_msg);
@@ -320,16 +325,8 @@ static const struct source_ops http_ops = {
 static int probe_single(struct source_http *sh, const char *url, char **ret_msg)
 {
 	struct http_response r;
-	CURL *h = curl_easy_init();
-	int err;
+	int err = http_head(url, sh->opts, &r);
 
-	if (!h)
-		return -ENOMEM;
-	http_setup_common(h, sh->opts);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-	err = http_perform(h, 0, &r);
-	curl_easy_cleanup(h);
 	if (err) {
 		err = response_error("cannot reach", url, err, &r, ret_msg);
 	} else if (r.status >= 300 && r.status < 400) {

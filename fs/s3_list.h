@@ -1,0 +1,71 @@
+/* S3 ListObjectsV2 and S3 error documents: query strings and XML parsing
+ * (expat). Pure functions, no I/O; thread-safe (no shared state). */
+#ifndef WFS_FS_S3_LIST_H
+#define WFS_FS_S3_LIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Objects per page S3 returns at most; asking for more gets this many. */
+#define S3_LIST_MAX_KEYS 1000
+
+struct s3_object {
+	char *key; /* decoded; may contain NUL bytes: see key_len */
+	size_t key_len;
+	uint64_t size;
+	char *etag; /* as sent, quotes included, or NULL */
+	struct timespec mtime;
+};
+
+struct s3_list_page {
+	struct s3_object *objects;
+	size_t nobjects;
+	bool truncated;
+	char *next_token; /* NextContinuationToken, or NULL */
+};
+
+/*
+ * s3_list_query() - the query string of a ListObjectsV2 request for the
+ * keys under @prefix (may be "" or NULL), continuing after @token (NULL
+ * for the first page): canonical SigV4 order and encoding, so it is sent
+ * and signed as is. Asks for url encoding-type so any key survives XML.
+ * @return a malloc'd string, or NULL when out of memory.
+ */
+char *s3_list_query(const char *prefix, const char *token);
+
+/*
+ * s3_list_parse() - parse a ListBucketResult document of @len bytes.
+ * Keys are decoded (the request asked for encoding-type=url).
+ * @return 0 and *ret (release with s3_list_page_done()), -EBADMSG for
+ * malformed XML or another document, -ENOMEM.
+ */
+int s3_list_parse(const char *xml, size_t len, struct s3_list_page *ret);
+void s3_list_page_done(struct s3_list_page *p);
+
+/* An S3 (or STS) error document: <Error><Code>...</Code>... */
+struct s3_error {
+	char *code;	/* "AccessDenied", or NULL */
+	char *message;	/* or NULL */
+	char *region;	/* <Region> of AuthorizationHeaderMalformed, or NULL */
+	char *endpoint; /* <Endpoint> of PermanentRedirect, or NULL */
+};
+
+/*
+ * s3_error_parse() - the first <Error> element of @len bytes of @xml
+ * (S3's <Error> root or STS's <ErrorResponse><Error>).
+ * @return 0 and *ret (release with s3_error_done()), -EBADMSG when @xml
+ * is not an error document, -ENOMEM.
+ */
+int s3_error_parse(const char *xml, size_t len, struct s3_error *ret);
+void s3_error_done(struct s3_error *e);
+
+/*
+ * s3_parse_time() - an ISO 8601 UTC time ("2009-10-12T17:50:30.000Z",
+ * fractions and "+00:00" accepted) into *ret.
+ * @return 0, or -EINVAL.
+ */
+int s3_parse_time(const char *s, struct timespec *ret);
+
+#endif

@@ -1,0 +1,671 @@
+/* s3://bucket[/prefix]: an S3 bucket (or an S3-compatible store) as the
+ * source. Listed with ListObjectsV2, read with signed ranged GETs.
+ *
+ * Everything in struct source_s3 is set by source_s3_new() and read-only
+ * afterwards; the credentials provider is thread-safe, so list() and
+ * prepare_get() may run at once. */
+#include "source.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "aws_creds.h"
+#include "http.h"
+#include "opts.h"
+#include "s3_list.h"
+#include "sigv4.h"
+#include "tree.h"
+
+#define MAX_LISTING (16u << 20) /* bytes of one page of 1000 keys */
+#define MAX_PAGES 1000000
+#define MAX_WARNINGS 100
+
+struct source_s3 {
+	struct source s;
+	const struct options *opts;
+	char *bucket;
+	char *prefix;	 /* "" or "dir/": the mount's root */
+	char *origin;	 /* "https://host[:port]" */
+	char *host;	 /* Host header: "host[:port]" */
+	char *base_path; /* "" (virtual-hosted) or "/bucket", after any path
+			    of the endpoint */
+	char *region;
+	struct aws_creds *creds; /* NULL: anonymous (no_sign_request) */
+};
+
+static int set_msg(char **ret_msg, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int set_msg(char **ret_msg, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(ret_msg, fmt, ap) < 0)
+		*ret_msg = NULL;
+	va_end(ap);
+	return err;
+}
+
+static int add_header(struct curl_slist **l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int add_header(struct curl_slist **l, const char *fmt, ...)
+{
+	struct curl_slist *n;
+	va_list ap;
+	char *line;
+	int len;
+
+	va_start(ap, fmt);
+	len = vasprintf(&line, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return -ENOMEM;
+	n = curl_slist_append(*l, line);
+	free(line);
+	if (!n)
+		return -ENOMEM;
+	*l = n;
+	return 0;
+}
+
+/*
+ * Sign a GET of @path?@query (both as sent) with the current credentials
+ * and append the headers to *hdrs: Host, X-Amz-Date, X-Amz-Content-SHA256,
+ * X-Amz-Security-Token, Authorization, If-Match. @range is signed but not
+ * appended (the caller sets it). Anonymous: only If-Match.
+ */
+static int sign_get(struct source_s3 *s, const char *path, const char *query,
+		    const char *range, const char *etag,
+		    struct curl_slist **hdrs, char **ret_msg)
+{
+	struct aws_credentials cr = { 0 };
+	struct sigv4_header h[7];
+	struct sigv4_request req = {
+		.method = "GET",
+		.path = path,
+		.query = query,
+		.headers = h,
+		.payload_hash = SIGV4_EMPTY_SHA256,
+	};
+	struct sigv4_key key = { .region = s->region, .service = "s3" };
+	struct sigv4_signature sig = { 0 };
+	char date[17];
+	size_t n = 0;
+	int err;
+
+	if (etag && strpbrk(etag, "\r\n"))
+		return -EINVAL;
+	if (!s->creds)
+		return etag ? add_header(hdrs, "If-Match: %s", etag) : 0;
+	err = aws_creds_get(s->creds, &cr, ret_msg);
+	if (err)
+		return err;
+	sigv4_amz_date(time(NULL), date);
+	h[n++] = (struct sigv4_header){ "Host", s->host };
+	h[n++] = (struct sigv4_header){ "X-Amz-Date", date };
+	h[n++] = (struct sigv4_header){ "X-Amz-Content-SHA256",
+					SIGV4_EMPTY_SHA256 };
+	if (cr.session_token)
+		h[n++] = (struct sigv4_header){ "X-Amz-Security-Token",
+						cr.session_token };
+	if (range)
+		h[n++] = (struct sigv4_header){ "Range", range };
+	if (etag)
+		h[n++] = (struct sigv4_header){ "If-Match", etag };
+	req.nheaders = n;
+	key.access_key_id = cr.access_key_id;
+	key.secret_access_key = cr.secret_access_key;
+	err = sigv4_sign(&req, &key, date, &sig);
+	if (!err)
+		err = add_header(hdrs, "Host: %s", s->host);
+	if (!err)
+		err = add_header(hdrs, "X-Amz-Date: %s", date);
+	if (!err)
+		err = add_header(hdrs,
+				 "X-Amz-Content-SHA256: " SIGV4_EMPTY_SHA256);
+	if (!err && cr.session_token)
+		err = add_header(hdrs, "X-Amz-Security-Token: %s",
+				 cr.session_token);
+	if (!err && etag)
+		err = add_header(hdrs, "If-Match: %s", etag);
+	if (!err)
+		err = add_header(hdrs, "Authorization: %s", sig.authorization);
+	sigv4_signature_done(&sig);
+	aws_credentials_done(&cr);
+	return err;
+}
+
+/* The URL path of object @key (relative to the prefix), encoded. */
+static char *object_path(const struct source_s3 *s, const char *key)
+{
+	char *full = NULL, *enc, *path = NULL;
+
+	if (asprintf(&full, "%s%s", s->prefix, key) < 0)
+		return NULL;
+	enc = sigv4_uri_encode(full, strlen(full), true);
+	if (enc && asprintf(&path, "%s/%s", s->base_path, enc) < 0)
+		path = NULL;
+	free(enc);
+	free(full);
+	return path;
+}
+
+static int s3_prepare_get(struct source *src, CURL *h, const struct node *file,
+			  const char *etag, const char *range,
+			  struct curl_slist **hdrs)
+{
+	struct source_s3 *s = (struct source_s3 *)src;
+	char *path = object_path(s, file->key), *url = NULL;
+	int err;
+
+	if (!path)
+		return -ENOMEM;
+	if (asprintf(&url, "%s%s", s->origin, path) < 0) {
+		free(path);
+		return -ENOMEM;
+	}
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	err = sign_get(s, path, NULL, range, etag, hdrs, NULL);
+	free(url);
+	free(path);
+	return err;
+}
+
+/* A key as it may appear in a message: control bytes shown as '?'. */
+static char *printable(const char *key, size_t len)
+{
+	char *p = malloc(len + 1);
+
+	if (!p)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		p[i] = ((unsigned char)key[i] < 0x20 || key[i] == 0x7f)
+			       ? '?'
+			       : key[i];
+	p[len] = '\0';
+	return p;
+}
+
+static int warn(char **warnings, size_t *count, const char *why,
+		const char *key, size_t len)
+{
+	char *k, *all = NULL;
+	int r;
+
+	if (++*count > MAX_WARNINGS)
+		return 0;
+	k = printable(key, len);
+	if (!k)
+		return -ENOMEM;
+	if (*count == MAX_WARNINGS)
+		r = asprintf(&all, "%sfurther keys skipped without a warning\n",
+			     *warnings ? *warnings : "");
+	else
+		r = asprintf(&all, "%sskipping S3 key '%s': %s\n",
+			     *warnings ? *warnings : "", k, why);
+	free(k);
+	if (r < 0)
+		return -ENOMEM;
+	free(*warnings);
+	*warnings = all;
+	return 0;
+}
+
+static int add_object(struct source_s3 *s, struct tree *t,
+		      const struct s3_object *o, char **warnings, size_t *nwarn)
+{
+	size_t plen = strlen(s->prefix), rlen;
+	char *rel;
+	bool dir;
+	int err;
+
+	if (o->key_len != strlen(o->key))
+		return warn(warnings, nwarn, "contains a NUL byte", o->key,
+			    o->key_len);
+	if (o->key_len < plen || memcmp(o->key, s->prefix, plen))
+		return warn(warnings, nwarn, "outside the prefix", o->key,
+			    o->key_len);
+	rlen = o->key_len - plen;
+	if (rlen == 0)
+		return 0; /* the prefix's own "directory" marker */
+	dir = o->key[o->key_len - 1] == '/';
+	if (dir && o->size)
+		return warn(warnings, nwarn,
+			    "ends in '/' but holds data: not a usable name",
+			    o->key, o->key_len);
+	rel = strndup(o->key + plen, rlen - (dir ? 1 : 0));
+	if (!rel)
+		return -ENOMEM;
+	err = tree_add(t, rel, dir, o->size, o->mtime, o->etag, NULL);
+	free(rel);
+	if (err == -EINVAL)
+		return warn(warnings, nwarn,
+			    "not a usable path (empty, '.', '..', control "
+			    "characters or over 255 bytes in a component)",
+			    o->key, o->key_len);
+	if (err == -EEXIST)
+		return warn(warnings, nwarn,
+			    "a file and a directory of the same name", o->key,
+			    o->key_len);
+	return err;
+}
+
+static bool transient(int err)
+{
+	return err == -ECONNRESET || err == -ETIMEDOUT || err == -EAGAIN;
+}
+
+/* Sleep before attempt @attempt (1, 2, ...): capped, jittered backoff. */
+static void backoff(unsigned attempt)
+{
+	unsigned ms = 100u << (attempt < 5 ? attempt : 5);
+
+	if (ms > 2000)
+		ms = 2000;
+	ms = ms / 2 + (unsigned)(random() % (ms / 2 + 1));
+	usleep(ms * 1000);
+}
+
+/* The error of a failed listing request, as a message for the user. */
+static int list_error(struct source_s3 *s, int err,
+		      const struct http_response *r, char **ret_msg)
+{
+	struct s3_error e;
+
+	if (err)
+		return set_msg(ret_msg, err, "listing %s: cannot reach %s: %s",
+			       s->s.display, s->origin,
+			       r->curl_error[0] ? r->curl_error
+						: strerror(-err));
+	err = http_status_errno(r->status) ?: -EIO;
+	if (r->body && !s3_error_parse(r->body, r->len, &e)) {
+		const char *hint = "";
+		char *extra = NULL;
+
+		if (!strcmp(e.code, "PermanentRedirect") ||
+		    !strcmp(e.code, "AuthorizationHeaderMalformed") ||
+		    !strcmp(e.code, "IllegalLocationConstraintException"))
+			hint = "; the bucket is in another region: set "
+			       "-o region=";
+		if (e.region && asprintf(&extra, " (region %s)", e.region) < 0)
+			extra = NULL;
+		else if (!e.region && e.endpoint &&
+			 asprintf(&extra, " (endpoint %s)", e.endpoint) < 0)
+			extra = NULL;
+		set_msg(ret_msg, err, "listing %s: %s: %s (HTTP %ld)%s%s",
+			s->s.display, e.code, e.message ? e.message : "",
+			r->status, hint, extra ? extra : "");
+		free(extra);
+		s3_error_done(&e);
+		return err;
+	}
+	return set_msg(ret_msg, err, "listing %s: HTTP %ld from %s",
+		       s->s.display, r->status, s->origin);
+}
+
+/* One page: GET with retries of transient failures. */
+static int get_page(struct source_s3 *s, const char *token,
+		    struct http_response *ret, char **ret_msg)
+{
+	char *query = s3_list_query(s->prefix, token), *url = NULL;
+	const char *path = *s->base_path ? s->base_path : "/";
+	unsigned retries = s->opts ? s->opts->retries : 3;
+	int err = -ENOMEM;
+
+	if (!query || asprintf(&url, "%s%s?%s", s->origin, path, query) < 0) {
+		url = NULL;
+		goto out;
+	}
+	for (unsigned attempt = 0;; attempt++) {
+		struct curl_slist *hdrs = NULL;
+		CURL *h = curl_easy_init();
+		char *msg = NULL;
+
+		if (!h) {
+			err = -ENOMEM;
+			break;
+		}
+		http_setup_common(h, s->opts);
+		curl_easy_setopt(h, CURLOPT_URL, url);
+		err = sign_get(s, path, query, NULL, NULL, &hdrs, &msg);
+		if (err) {
+			curl_easy_cleanup(h);
+			curl_slist_free_all(hdrs);
+			set_msg(ret_msg, err, "listing %s: %s", s->s.display,
+				msg ? msg : strerror(-err));
+			free(msg);
+			break;
+		}
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		err = http_perform(h, MAX_LISTING, ret);
+		curl_easy_cleanup(h);
+		curl_slist_free_all(hdrs);
+		if (!err && ret->status == 200)
+			break;
+		if (attempt < retries &&
+		    (err ? transient(err)
+			 : http_status_retryable(ret->status))) {
+			http_response_done(ret);
+			backoff(attempt + 1);
+			continue;
+		}
+		err = list_error(s, err, ret, ret_msg);
+		http_response_done(ret);
+		break;
+	}
+out:
+	free(query);
+	free(url);
+	return err;
+}
+
+static int s3_list(struct source *src, struct tree *t, char **ret_msg,
+		   char **ret_warnings)
+{
+	struct source_s3 *s = (struct source_s3 *)src;
+	char *token = NULL, *warnings = NULL;
+	size_t nwarn = 0;
+	int err = 0;
+
+	for (size_t page = 0;; page++) {
+		struct http_response r = { 0 };
+		struct s3_list_page p;
+
+		if (page == MAX_PAGES) {
+			err = set_msg(ret_msg, -E2BIG,
+				      "listing %s: more than %d pages",
+				      s->s.display, MAX_PAGES);
+			break;
+		}
+		err = get_page(s, token, &r, ret_msg);
+		if (err)
+			break;
+		err = s3_list_parse(r.body, r.len, &p);
+		http_response_done(&r);
+		if (err) {
+			set_msg(ret_msg, err,
+				"listing %s: malformed ListObjectsV2 response",
+				s->s.display);
+			break;
+		}
+		for (size_t i = 0; i < p.nobjects && !err; i++)
+			err = add_object(s, t, &p.objects[i], &warnings,
+					 &nwarn);
+		if (!err && p.truncated && token &&
+		    !strcmp(token, p.next_token))
+			err = set_msg(ret_msg, -EPROTO,
+				      "listing %s: the server repeated a "
+				      "continuation token",
+				      s->s.display);
+		free(token);
+		token = NULL;
+		if (!err && p.truncated) {
+			token = p.next_token;
+			p.next_token = NULL;
+		}
+		s3_list_page_done(&p);
+		if (err || !token)
+			break;
+	}
+	free(token);
+	if (err == -ENOMEM && !*ret_msg)
+		set_msg(ret_msg, err, "listing %s: out of memory",
+			s->s.display);
+	*ret_warnings = warnings;
+	return err;
+}
+
+static void s3_free(struct source *src)
+{
+	struct source_s3 *s = (struct source_s3 *)src;
+
+	if (!s)
+		return;
+	aws_creds_free(s->creds);
+	free(s->s.display);
+	free(s->bucket);
+	free(s->prefix);
+	free(s->origin);
+	free(s->host);
+	free(s->base_path);
+	free(s->region);
+	free(s);
+}
+
+static const struct source_ops s3_ops = {
+	.list = s3_list,
+	.prepare_get = s3_prepare_get,
+	.free = s3_free,
+};
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
+/* Whether @b can be a DNS label set under the endpoint's host. */
+static bool dns_bucket(const char *b, bool https)
+{
+	size_t len = strlen(b);
+
+	if (len < 3 || len > 63)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = b[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '.'))
+			return false;
+		if (c == '.' && (https || i == 0 || b[i - 1] == '.'))
+			return false;
+	}
+	return b[0] != '-' && b[len - 1] != '-' && b[len - 1] != '.';
+}
+
+static bool bucket_ok(const char *b)
+{
+	if (!*b || strlen(b) > 255)
+		return false;
+	for (; *b; b++)
+		if (!((*b >= 'a' && *b <= 'z') || (*b >= 'A' && *b <= 'Z') ||
+		      (*b >= '0' && *b <= '9') || *b == '-' || *b == '.' ||
+		      *b == '_'))
+			return false;
+	return true;
+}
+
+static bool host_is_ip(const char *host)
+{
+	unsigned char buf[16];
+
+	return host[0] == '[' || inet_pton(AF_INET, host, buf) == 1 ||
+	       !strcasecmp(host, "localhost");
+}
+
+static char *region_from_profile(const struct options *opts)
+{
+	struct aws_profile p;
+	char *cred = NULL, *conf = NULL, *name = NULL, *region = NULL;
+
+	if (aws_profile_paths(opts ? opts->profile : NULL, &cred, &conf, &name))
+		return NULL;
+	/* Only the config file holds the region. */
+	if (!aws_profile_load(NULL, conf, name, &p)) {
+		region = p.region;
+		p.region = NULL;
+		aws_profile_done(&p);
+	}
+	free(cred);
+	free(conf);
+	free(name);
+	return region;
+}
+
+/* Endpoint, addressing style and Host of @s, from the options and the
+ * environment. */
+static int setup_endpoint(struct source_s3 *s, char **ret_msg)
+{
+	const struct options *o = s->opts;
+	const char *ep = o && o->endpoint ? o->endpoint : NULL;
+	char *url = NULL, *scheme = NULL, *host = NULL, *port = NULL;
+	char *path = NULL;
+	CURLU *u = NULL;
+	bool path_style = o && o->path_style, https;
+	int err = -ENOMEM;
+	size_t plen;
+
+	if (!ep)
+		ep = env("AWS_ENDPOINT_URL_S3");
+	if (!ep)
+		ep = env("AWS_ENDPOINT_URL");
+	if (!ep) {
+		if (asprintf(&url, "https://s3.%s.amazonaws.com", s->region) <
+		    0)
+			return -ENOMEM;
+		ep = url;
+	}
+	u = curl_url();
+	if (!u)
+		goto out;
+	if (curl_url_set(u, CURLUPART_URL, ep, 0) ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) ||
+	    (strcasecmp(scheme, "http") && strcasecmp(scheme, "https"))) {
+		err = set_msg(ret_msg, -EINVAL,
+			      "endpoint '%s': expected http(s)://host[:port]",
+			      ep);
+		goto out;
+	}
+	if (curl_url_get(u, CURLUPART_PORT, &port, 0))
+		port = NULL;
+	if (curl_url_get(u, CURLUPART_PATH, &path, 0))
+		path = NULL;
+	https = !strcasecmp(scheme, "https");
+	/* Virtual-hosted addressing needs a bucket that is a DNS name and a
+	 * host name under which it can be one. */
+	if (!dns_bucket(s->bucket, https) || host_is_ip(host))
+		path_style = true;
+	if (asprintf(&s->host, "%s%s%s%s%s", path_style ? "" : s->bucket,
+		     path_style ? "" : ".", host, port ? ":" : "",
+		     port ? port : "") < 0) {
+		s->host = NULL;
+		goto out;
+	}
+	if (asprintf(&s->origin, "%s://%s", https ? "https" : "http", s->host) <
+	    0) {
+		s->origin = NULL;
+		goto out;
+	}
+	plen = path ? strlen(path) : 0;
+	while (plen && path[plen - 1] == '/')
+		plen--;
+	if (asprintf(&s->base_path, "%.*s%s%s", (int)plen, path ? path : "",
+		     path_style ? "/" : "", path_style ? s->bucket : "") < 0) {
+		s->base_path = NULL;
+		goto out;
+	}
+	err = 0;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_url_cleanup(u);
+	free(url);
+	return err;
+}
+
+int source_s3_new(const char *spec, const struct options *opts,
+		  struct source **ret, char **ret_msg)
+{
+	struct source_s3 *s = calloc(1, sizeof(*s));
+	const char *b = spec + 5, *slash;
+	const char *region;
+	char *prefix = NULL;
+	size_t plen;
+	int err = -ENOMEM;
+
+	if (!s)
+		return -ENOMEM;
+	s->s.ops = &s3_ops;
+	s->s.kind = SOURCE_S3;
+	s->opts = opts;
+	if (strncmp(spec, "s3://", 5)) {
+		err = set_msg(ret_msg, -EINVAL, "not an s3:// source: %s",
+			      spec);
+		goto fail;
+	}
+	slash = strchrnul(b, '/');
+	s->bucket = strndup(b, (size_t)(slash - b));
+	s->s.display = strdup(spec);
+	if (!s->bucket || !s->s.display)
+		goto fail;
+	if (!bucket_ok(s->bucket)) {
+		err = set_msg(ret_msg, -EINVAL,
+			      "'%s': expected s3://bucket[/prefix] with a "
+			      "bucket name of letters, digits, '.', '-', '_'",
+			      spec);
+		goto fail;
+	}
+	/* The prefix is a directory: "a/b" and "a/b/" both mean "a/b/". */
+	prefix = strdup(*slash ? slash + 1 : "");
+	if (!prefix)
+		goto fail;
+	plen = strlen(prefix);
+	while (plen && prefix[plen - 1] == '/')
+		prefix[--plen] = '\0';
+	if (asprintf(&s->prefix, "%s%s", prefix, plen ? "/" : "") < 0) {
+		s->prefix = NULL;
+		goto fail;
+	}
+
+	region = opts && opts->region ? opts->region : NULL;
+	if (!region)
+		region = env("AWS_REGION");
+	if (!region)
+		region = env("AWS_DEFAULT_REGION");
+	if (region)
+		s->region = strdup(region);
+	else
+		s->region = region_from_profile(opts);
+	if (!s->region)
+		s->region = strdup("us-east-1");
+	if (!s->region)
+		goto fail;
+	if (strpbrk(s->region, "/\r\n ")) {
+		err = set_msg(ret_msg, -EINVAL, "malformed region '%s'",
+			      s->region);
+		goto fail;
+	}
+	err = setup_endpoint(s, ret_msg);
+	if (err)
+		goto fail;
+	if (!(opts && opts->no_sign_request)) {
+		char *msg = NULL;
+
+		err = aws_creds_new(opts, s->region, &s->creds, &msg);
+		if (err) {
+			set_msg(ret_msg, err, "%s: %s", spec,
+				msg ? msg : strerror(-err));
+			free(msg);
+			goto fail;
+		}
+	}
+	free(prefix);
+	*ret = &s->s;
+	return 0;
+fail:
+	free(prefix);
+	s3_free(&s->s);
+	return err;
+}

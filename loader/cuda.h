@@ -1,0 +1,36 @@
+/* The CUDA runtime, as the loader uses it. cuda.c calls the toolkit and
+ * translates cudaError_t to negative errno (with a message) in one place;
+ * cuda_stub.c, built when there is no toolkit, returns -EOPNOTSUPP.
+ * Thread-safe as the CUDA runtime is; cuda_use() sets the calling thread's
+ * device. */
+#ifndef WFS_LOADER_CUDA_H
+#define WFS_LOADER_CUDA_H
+
+#include <stddef.h>
+
+/* cuda_use() - make @device current for the calling thread.
+ * @return 0, -ENODEV (no GPU, no driver, no such device) or -EOPNOTSUPP. */
+int cuda_use(int device);
+
+/* cuda_malloc()/cuda_free() - device memory on the current device. */
+int cuda_malloc(size_t len, void **ret_ptr);
+void cuda_free(void *ptr);
+
+/* cuda_host_alloc()/cuda_host_free() - pinned host memory (portable). */
+int cuda_host_alloc(size_t len, void **ret_ptr);
+void cuda_host_free(void *ptr);
+
+/* cuda_stream_new()/cuda_stream_free() - a non-blocking stream. */
+int cuda_stream_new(void **ret_stream);
+void cuda_stream_free(void *stream);
+
+/* cuda_copy_async() - queue a host-to-device copy on @stream. */
+int cuda_copy_async(void *stream, void *dst, const void *src, size_t len);
+
+/* cuda_stream_sync() - wait for everything queued on @stream. */
+int cuda_stream_sync(void *stream);
+
+/* cuda_copy_to_host() - copy @len bytes from device @src to host @dst. */
+int cuda_copy_to_host(void *dst, const void *src, size_t len);
+
+#endif

@@ -1,0 +1,58 @@
+/* Built when the CUDA Toolkit is absent: every call fails cleanly. */
+#include "cuda.h"
+
+#include <errno.h>
+
+#include "errmsg.h"
+
+static int unsupported(void)
+{
+	return err_set(-EOPNOTSUPP, "libweightfs was built without CUDA");
+}
+
+int cuda_use(int device)
+{
+	return unsupported();
+}
+
+int cuda_malloc(size_t len, void **ret_ptr)
+{
+	return unsupported();
+}
+
+void cuda_free(void *ptr)
+{
+}
+
+int cuda_host_alloc(size_t len, void **ret_ptr)
+{
+	return unsupported();
+}
+
+void cuda_host_free(void *ptr)
+{
+}
+
+int cuda_stream_new(void **ret_stream)
+{
+	return unsupported();
+}
+
+void cuda_stream_free(void *stream)
+{
+}
+
+int cuda_copy_async(void *stream, void *dst, const void *src, size_t len)
+{
+	return unsupported();
+}
+
+int cuda_stream_sync(void *stream)
+{
+	return unsupported();
+}
+
+int cuda_copy_to_host(void *dst, const void *src, size_t len)
+{
+	return unsupported();
+}

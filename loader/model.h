@@ -1,0 +1,54 @@
+/* A model: its safetensors files (one file, or a directory's shards) with
+ * their parsed headers, and the table of all its tensors. Opening reads and
+ * checks every header and no tensor data; load.c fills the tensors.
+ * Not thread-safe: one model, one thread at a time. */
+#ifndef WFS_LOADER_MODEL_H
+#define WFS_LOADER_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "safetensors.h"
+#include "weightfs.h"
+
+struct model_file {
+	char *path;
+	int fd;
+	uint64_t size;
+	uint64_t data_start; /* 8 + header length */
+	struct safetensors *st;
+};
+
+struct wfs_model {
+	struct model_file *files;
+	unsigned nfiles;
+	char **paths; /* files[i].path, as an array for the reader */
+	int *fds;
+
+	struct wfs_tensor *tensors; /* load order: by file, then offset */
+	size_t ntensors;
+	unsigned *tensor_file;	   /* per tensor: index in files */
+	uint64_t *tensor_file_off; /* per tensor: absolute offset in it */
+	size_t *by_name;	   /* tensor indexes sorted by name */
+
+	/* Set by a load. */
+	bool loaded;
+	int device;
+	void *data;
+	uint64_t data_bytes;
+	bool owns_data;
+	bool data_mapped; /* host data from mmap, else from malloc */
+	struct wfs_load_stats stats;
+};
+
+/*
+ * model_layout() - place each tensor at a multiple of @alignment (a power
+ * of two) and set its offset.
+ * @return the bytes needed for all of them.
+ */
+uint64_t model_layout(struct wfs_model *m, size_t alignment);
+
+/* model_release_data() - free what a load allocated; forget the data. */
+void model_release_data(struct wfs_model *m);
+
+#endif

@@ -1,0 +1,196 @@
+"""ctypes bindings of weightfs.h, and the Model class the loaders share."""
+
+import ctypes
+import ctypes.util
+import os
+from collections import namedtuple
+from pathlib import Path
+
+DEVICE_CPU = -1
+
+DTYPES = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16",
+          "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64", "C64",
+          "F4", "F6_E2M3", "F6_E3M2"]
+
+DIRECT_IO = {"auto": 0, "never": 1, "always": 2}
+
+TensorInfo = namedtuple("TensorInfo", "name dtype shape nbytes offset file")
+TensorInfo.__doc__ = """One tensor: dtype as the file spells it ("BF16"),
+shape as a tuple, nbytes, offset in the model's allocation, source file."""
+
+
+class WeightfsError(OSError):
+    """A libweightfs call failed: errno and libweightfs' message."""
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int),
+                ("ndim", ctypes.c_uint),
+                ("shape", ctypes.POINTER(ctypes.c_uint64)),
+                ("nbytes", ctypes.c_uint64), ("offset", ctypes.c_uint64),
+                ("data", ctypes.c_void_p), ("file", ctypes.c_char_p)]
+
+
+_PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64,
+                             ctypes.c_uint64)
+
+
+class _LoadOpts(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("device", ctypes.c_int),
+                ("threads", ctypes.c_uint),
+                ("staging_bytes", ctypes.c_size_t),
+                ("chunk_bytes", ctypes.c_size_t),
+                ("alignment", ctypes.c_size_t), ("direct_io", ctypes.c_int),
+                ("dest", ctypes.c_void_p), ("dest_bytes", ctypes.c_size_t),
+                ("progress", _PROGRESS), ("progress_arg", ctypes.c_void_p)]
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [("path", ctypes.c_int), ("bytes", ctypes.c_uint64),
+                ("seconds", ctypes.c_double), ("threads", ctypes.c_uint),
+                ("staging_bytes", ctypes.c_size_t),
+                ("direct_io_files", ctypes.c_uint)]
+
+
+def _candidates():
+    if os.environ.get("WEIGHTFS_LIB"):
+        yield os.environ["WEIGHTFS_LIB"]
+        return
+    if os.environ.get("WEIGHTFS_BUILD"):
+        yield str(Path(os.environ["WEIGHTFS_BUILD"]) / "loader" /
+                  "libweightfs.so")
+    here = Path(__file__).resolve().parent
+    yield str(here / "libweightfs.so")
+    name = ctypes.util.find_library("weightfs")
+    if name:
+        yield name
+    if len(here.parents) > 2:
+        yield str(here.parents[2] / "build" / "loader" / "libweightfs.so")
+
+
+def _load_library():
+    errors = []
+    for cand in _candidates():
+        try:
+            return ctypes.CDLL(cand)
+        except OSError as e:
+            errors.append(str(e))
+    raise ImportError("libweightfs not found (set WEIGHTFS_LIB): " +
+                      "; ".join(errors))
+
+
+_lib = _load_library()
+
+
+def _fn(name, restype, *argtypes):
+    f = getattr(_lib, name)
+    f.restype = restype
+    f.argtypes = argtypes
+    return f
+
+
+_version_string = _fn("wfs_version_string", ctypes.c_char_p)
+_last_error = _fn("wfs_last_error", ctypes.c_char_p)
+_device_parse = _fn("wfs_device_parse", ctypes.c_int, ctypes.c_char_p,
+                    ctypes.POINTER(ctypes.c_int))
+_opts_init = _fn("wfs_load_opts_init", None, ctypes.POINTER(_LoadOpts))
+_open = _fn("wfs_model_open", ctypes.c_int, ctypes.c_char_p,
+            ctypes.POINTER(ctypes.c_void_p))
+_free = _fn("wfs_model_free", None, ctypes.c_void_p)
+_count = _fn("wfs_model_tensor_count", ctypes.c_size_t, ctypes.c_void_p)
+_tensor = _fn("wfs_model_tensor", ctypes.POINTER(_Tensor), ctypes.c_void_p,
+              ctypes.c_size_t)
+_metadata = _fn("wfs_model_metadata", ctypes.c_char_p, ctypes.c_void_p,
+                ctypes.c_char_p)
+_alloc_size = _fn("wfs_model_alloc_size", ctypes.c_uint64, ctypes.c_void_p,
+                  ctypes.c_size_t)
+_load = _fn("wfs_model_load", ctypes.c_int, ctypes.c_void_p,
+            ctypes.POINTER(_LoadOpts))
+_stats = _fn("wfs_model_stats", ctypes.POINTER(_Stats), ctypes.c_void_p)
+
+
+def version():
+    """The version of the libweightfs in use, e.g. "0.1.0"."""
+    return _version_string().decode()
+
+
+def _check(r):
+    if r < 0:
+        msg = _last_error().decode(errors="replace")
+        raise WeightfsError(-r, msg or os.strerror(-r))
+    return r
+
+
+def parse_device(device):
+    """"cpu", "cuda", "cuda:N" (or a torch.device) -> -1 or N."""
+    out = ctypes.c_int()
+    _check(_device_parse(str(device).encode(), ctypes.byref(out)))
+    return out.value
+
+
+class Model:
+    """A safetensors model (a file, or a directory of shards) opened with
+    libweightfs: headers are read and checked, no tensor data yet."""
+
+    def __init__(self, path):
+        self._h = None
+        handle = ctypes.c_void_p()
+        _check(_open(os.fsencode(path), ctypes.byref(handle)))
+        self._h = handle
+
+    def close(self):
+        if self._h:
+            _free(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def tensors(self):
+        """TensorInfo of every tensor, in load order."""
+        out = []
+        for i in range(_count(self._h)):
+            t = _tensor(self._h, i).contents
+            out.append(TensorInfo(
+                t.name.decode("utf-8", errors="surrogateescape"),
+                DTYPES[t.dtype], tuple(t.shape[k] for k in range(t.ndim)),
+                t.nbytes, t.offset, os.fsdecode(t.file)))
+        return out
+
+    def metadata(self, key):
+        """A __metadata__ value, or None."""
+        v = _metadata(self._h, key.encode())
+        return v.decode() if v is not None else None
+
+    def alloc_size(self, alignment=0):
+        """Bytes a destination needs for every tensor."""
+        return _alloc_size(self._h, alignment)
+
+    def load(self, device="cpu", dest=None, dest_bytes=0, threads=0,
+             staging_bytes=0, chunk_bytes=0, direct_io="auto"):
+        """Load every tensor into @dest (an address on @device, at least
+        alloc_size() bytes, 256-byte aligned), or into an allocation the
+        model owns if dest is None. Returns the load's statistics."""
+        opts = _LoadOpts()
+        _opts_init(ctypes.byref(opts))
+        opts.device = device if isinstance(device, int) else \
+            parse_device(device)
+        opts.threads = threads
+        opts.staging_bytes = staging_bytes
+        opts.chunk_bytes = chunk_bytes
+        opts.direct_io = DIRECT_IO[direct_io]
+        if dest is not None:
+            opts.dest = dest
+            opts.dest_bytes = dest_bytes
+        _check(_load(self._h, ctypes.byref(opts)))
+        s = _stats(self._h).contents
+        return {"path": "fastpath" if s.path == 1 else "direct",
+                "bytes": s.bytes, "seconds": s.seconds,
+                "threads": s.threads, "staging_bytes": s.staging_bytes,
+                "direct_io_files": s.direct_io_files}

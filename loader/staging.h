@@ -1,0 +1,30 @@
+/* Staging memory that reads land in before they are copied to the device.
+ * For a GPU it is pinned, and pinning is slow (about 0.7 s/GiB), so one
+ * pinned buffer is kept between loads and reused; host staging is plain
+ * page-aligned memory. Thread-safe (the kept buffer is under a lock). */
+#ifndef WFS_LOADER_STAGING_H
+#define WFS_LOADER_STAGING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct staging {
+	void *buf;
+	size_t len; /* >= what was asked for */
+	bool pinned;
+};
+
+/*
+ * staging_take() - get @len bytes of staging, pinned if @pinned (the
+ * calling thread's CUDA device must be set).
+ * @return 0 and *ret, or a negative errno.
+ */
+int staging_take(bool pinned, size_t len, struct staging *ret);
+
+/* staging_put() - give staging back (kept for the next load if pinned). */
+void staging_put(struct staging *s);
+
+/* staging_release() - free the pinned buffer kept between loads. */
+void staging_release(void);
+
+#endif

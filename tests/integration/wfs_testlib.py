@@ -1,0 +1,499 @@
+"""Plain helpers for the integration tests (conftest.py turns them into
+fixtures; test modules may import them directly).
+
+Paths: the build directory is $WEIGHTFS_BUILD (default <repo>/build), the
+shared fixtures $WEIGHTFS_FIXTURES (default <repo>/../shared/fixtures).
+"""
+
+import errno
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+from servers.nginx import free_port, wait_port  # noqa: F401 (re-exported)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+BUILD = os.path.abspath(os.environ.get("WEIGHTFS_BUILD",
+                                       os.path.join(REPO, "build")))
+FIXTURES = os.path.abspath(os.environ.get(
+    "WEIGHTFS_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures")))
+WEIGHTFS = os.path.join(BUILD, "fs", "weightfs")
+WEIGHTFS_CTL = os.path.join(BUILD, "tools", "weightfs-ctl")
+WEIGHTFS_LOAD = os.path.join(BUILD, "tools", "weightfs-load")
+FUSERMOUNT = "fusermount3"
+
+MiB = 1024 * 1024
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "UndefinedBehaviorSanitizer",
+                     "ThreadSanitizer")
+
+
+def is_asan_build(build=BUILD):
+    """Whether @build was configured with -Db_sanitize=...address..."""
+    try:
+        with open(os.path.join(build, "meson-info",
+                               "intro-buildoptions.json")) as f:
+            for opt in json.load(f):
+                if opt.get("name") == "b_sanitize":
+                    v = opt.get("value")
+                    v = ",".join(v) if isinstance(v, list) else str(v)
+                    return "address" in v
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(WEIGHTFS, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+# -- data ----------------------------------------------------------------
+
+def random_bytes(size, seed):
+    """@size deterministic pseudo-random bytes from @seed."""
+    try:
+        import numpy as np
+        return np.random.default_rng(seed).bytes(size)
+    except ImportError:
+        import random
+        return random.Random(seed).randbytes(size)
+
+
+def write_random(path, size, seed=0, chunk=16 * MiB):
+    """Write @size deterministic random bytes to @path (parents created);
+    returns the sha256 hex digest."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        done, part = 0, 0
+        while done < size:
+            n = min(chunk, size - done)
+            data = random_bytes(n, (seed, part))
+            f.write(data)
+            h.update(data)
+            done += n
+            part += 1
+    return h.hexdigest()
+
+
+def make_tree(root, spec, seed=1):
+    """Create files under @root from @spec {relpath: size} (a relpath
+    ending in "/" makes an empty directory); returns {relpath: sha256}."""
+    sums = {}
+    for i, (rel, size) in enumerate(sorted(spec.items())):
+        p = os.path.join(root, rel)
+        if rel.endswith("/"):
+            os.makedirs(p, exist_ok=True)
+            continue
+        sums[rel] = write_random(p, size, seed=(seed, i))
+    return sums
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path, bufsize=4 * MiB):
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(bufsize)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_mmap(path, slice_size=48 * MiB):
+    """sha256 of @path read through a read-only mapping, in slices."""
+    import mmap
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return h.hexdigest()
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            for off in range(0, size, slice_size):
+                h.update(m[off:off + slice_size])
+    return h.hexdigest()
+
+
+def tree_listing(root):
+    """{relpath: ("d", 0) or ("f", size)} of everything under @root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for d in dirnames:
+            out[os.path.normpath(os.path.join(rel, d))] = ("d", 0)
+        for fn in filenames:
+            p = os.path.join(dirpath, fn)
+            out[os.path.normpath(os.path.join(rel, fn))] = (
+                "f", os.stat(p).st_size)
+    return out
+
+
+def parse_safetensors_header(f):
+    """(header dict, data start offset) of an open safetensors file."""
+    raw = f.read(8)
+    n = int.from_bytes(raw, "little")
+    if len(raw) != 8 or n > 100 * MiB:
+        raise ValueError("not a safetensors file")
+    header = json.loads(f.read(n))
+    return header, 8 + n
+
+
+# -- mounts ---------------------------------------------------------------
+
+def _unescape_mountinfo(s):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def mounts():
+    """{mountpoint: fstype} from /proc/self/mountinfo."""
+    out = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            try:
+                sep = fields.index("-")
+            except ValueError:
+                continue
+            out[_unescape_mountinfo(fields[4])] = fields[sep + 1]
+    return out
+
+
+def is_mounted(path):
+    return os.path.realpath(path) in mounts()
+
+
+def wait_until(pred, timeout, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def pid_alive(pid):
+    """True while @pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(")") + 2:][:1] not in ("Z", "X")
+
+
+def find_daemon_pid(mountpoint, exclude=()):
+    """PID of the weightfs process whose command line names @mountpoint."""
+    mp = os.path.realpath(mountpoint)
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in exclude:
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0]:
+            continue
+        if os.path.basename(argv[0]) != b"weightfs":
+            continue
+        args = [a.decode(errors="replace") for a in argv[1:] if a]
+        if any(os.path.realpath(a) == mp for a in args if a.startswith("/")):
+            if pid_alive(int(d)):
+                return int(d)
+    return None
+
+
+def unmount(path, timeout=10.0):
+    """fusermount3 -u @path, retrying while busy; lazy as a last resort.
+    Returns how it went: "unmounted", "lazy", or "not mounted"."""
+    if not is_mounted(path):
+        return "not mounted"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([FUSERMOUNT, "-u", path], capture_output=True)
+        if r.returncode == 0 or not is_mounted(path):
+            return "unmounted"
+        time.sleep(0.1)
+    subprocess.run([FUSERMOUNT, "-u", "-z", path], capture_output=True)
+    return "lazy"
+
+
+class MountError(Exception):
+    pass
+
+
+class Mount:
+    """A running weightfs mount (see conftest's `mount` fixture).
+
+    path: the mountpoint; pid: the daemon; source; options (list);
+    log_path: the daemon's captured stdout+stderr (foreground mounts, and
+    the parent's output for daemonized ones); returncode once it exited
+    (foreground only).
+    """
+
+    def __init__(self, path, source, options, foreground, log_path,
+                 sanitizer_dir, env, proc=None, pid=None):
+        self.path = path
+        self.source = source
+        self.options = options
+        self.foreground = foreground
+        self.log_path = log_path
+        self.sanitizer_dir = sanitizer_dir
+        self.env = env
+        self.proc = proc
+        self.pid = pid if pid is not None else (proc.pid if proc else None)
+        self.returncode = None
+        self.finished = False
+
+    def __repr__(self):
+        return "Mount(%s -> %s, pid %s)" % (self.source, self.path, self.pid)
+
+    def file(self, rel):
+        return os.path.join(self.path, rel)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def sanitizer_reports(self):
+        """Text of every sanitizer report this daemon wrote ("" if none)."""
+        text = ""
+        log = self.log()
+        if any(m in log for m in SANITIZER_MARKERS):
+            text += log
+        if self.sanitizer_dir and os.path.isdir(self.sanitizer_dir):
+            for name in sorted(os.listdir(self.sanitizer_dir)):
+                with open(os.path.join(self.sanitizer_dir, name), "rb") as f:
+                    text += f.read().decode(errors="replace")
+        return text
+
+    def stats(self):
+        """`weightfs-ctl stats MOUNTPOINT`, parsed."""
+        r = subprocess.run([WEIGHTFS_CTL, "stats", self.path],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise MountError("weightfs-ctl stats failed (%d): %s" %
+                             (r.returncode, r.stderr))
+        return json.loads(r.stdout)
+
+    def alive(self):
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid)
+
+    def wait_exit(self, timeout):
+        """Wait for the daemon to end; True if it did."""
+        if self.proc is not None:
+            try:
+                self.returncode = self.proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return wait_until(lambda: not self.alive(), timeout, 0.05)
+
+    def unmount(self):
+        return unmount(self.path)
+
+    def kill(self, sig=signal.SIGTERM):
+        if self.pid is not None and self.alive():
+            os.kill(self.pid, sig)
+
+    def finish(self, exit_timeout=30.0):
+        """Unmount (if still mounted), wait for the daemon, and return a
+        list of problems: a daemon that did not exit, a non-zero exit
+        code, a sanitizer report."""
+        if self.finished:
+            return []
+        self.finished = True
+        problems = []
+        how = self.unmount()
+        if how == "lazy":
+            problems.append("mount was busy: fusermount3 -u failed, "
+                            "unmounted lazily")
+        if not self.wait_exit(exit_timeout):
+            problems.append("daemon (pid %s) still running %.0fs after "
+                            "unmount" % (self.pid, exit_timeout))
+            self.kill(signal.SIGTERM)
+            if not self.wait_exit(5):
+                self.kill(signal.SIGKILL)
+                self.wait_exit(5)
+        elif self.proc is not None and self.returncode != 0:
+            problems.append("daemon exited with status %s" % self.returncode)
+        reports = self.sanitizer_reports()
+        if reports:
+            problems.append("sanitizer report:\n" + reports[-20000:])
+        return problems
+
+
+def join_options(options):
+    """-o value from a dict {name: value or True} or a list of strings."""
+    if options is None:
+        return []
+    if isinstance(options, str):
+        return [options] if options else []
+    if isinstance(options, dict):
+        out = []
+        for k, v in options.items():
+            if v is True:
+                out.append(k)
+            elif v is not None and v is not False:
+                out.append("%s=%s" % (k, v))
+        return out
+    return list(options)
+
+
+def sanitizer_env(base, sanitizer_dir):
+    """@base environment with ASan/UBSan reports logged into
+    @sanitizer_dir (a daemonized daemon has no stderr to report to)."""
+    env = dict(base)
+    os.makedirs(sanitizer_dir, exist_ok=True)
+    asan = env.get("ASAN_OPTIONS", "detect_leaks=1")
+    ubsan = env.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    env["ASAN_OPTIONS"] = asan + ":log_path=%s/asan" % sanitizer_dir
+    env["UBSAN_OPTIONS"] = ubsan + ":log_path=%s/ubsan" % sanitizer_dir
+    env["LSAN_OPTIONS"] = env.get("LSAN_OPTIONS", "") + \
+        ":log_path=%s/lsan" % sanitizer_dir
+    return env
+
+
+def start_mount(source, mountpoint, options=None, foreground=True,
+                debug=False, extra_args=(), env=None, log_path=None,
+                sanitizer_dir=None, timeout=30.0):
+    """Run weightfs on @source at @mountpoint and wait until it is mounted.
+    Raises MountError (with the daemon's output) if it does not come up."""
+    opts = join_options(options)
+    cmd = [WEIGHTFS]
+    if foreground:
+        cmd.append("-f")
+    if debug:
+        cmd.append("-d")
+    if opts:
+        cmd += ["-o", ",".join(opts)]
+    cmd += list(extra_args) + [source, mountpoint]
+    env = dict(os.environ if env is None else env)
+    if sanitizer_dir:
+        env = sanitizer_env(env, sanitizer_dir)
+    log_path = log_path or os.path.join(os.path.dirname(mountpoint),
+                                        os.path.basename(mountpoint) + ".log")
+    logf = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                            stderr=logf, env=env, close_fds=True)
+    logf.close()
+    m = Mount(mountpoint, source, opts, foreground, log_path, sanitizer_dir,
+              env, proc=proc if foreground else None,
+              pid=proc.pid if foreground else None)
+    deadline = time.monotonic() + timeout
+    if foreground:
+        while not is_mounted(mountpoint):
+            if proc.poll() is not None:
+                raise MountError("weightfs exited with %d before mounting "
+                                 "(%s):\n%s%s" % (proc.returncode,
+                                                  " ".join(cmd), m.log(),
+                                                  m.sanitizer_reports()))
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise MountError("not mounted after %.0fs (%s):\n%s" %
+                                 (timeout, " ".join(cmd), m.log()))
+            time.sleep(0.02)
+        return m
+    # Daemonized: the parent exits 0 only once the mount is live.
+    try:
+        rc = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise MountError("weightfs did not return within %.0fs (%s):\n%s" %
+                         (timeout, " ".join(cmd), m.log()))
+    if rc != 0:
+        raise MountError("weightfs exited with %d (%s):\n%s%s" %
+                         (rc, " ".join(cmd), m.log(), m.sanitizer_reports()))
+    if not is_mounted(mountpoint):
+        raise MountError("weightfs exited 0 but %s is not mounted:\n%s" %
+                         (mountpoint, m.log()))
+    m.pid = find_daemon_pid(mountpoint, exclude=(proc.pid,))
+    if m.pid is None:
+        raise MountError("mounted, but no weightfs process for %s found" %
+                         mountpoint)
+    return m
+
+
+def read_errno(path, size=None, offset=0):
+    """Read @path (all of it, or @size bytes at @offset); returns the errno
+    of the OSError raised, or None and the data."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            if size is None:
+                data = f.read()
+            else:
+                data = os.pread(f.fileno(), size, offset)
+        return None, data
+    except OSError as e:
+        return e.errno, None
+
+
+EROFS_LIKE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16",
+    "BF16": "bfloat16", "I64": "int64", "I32": "int32", "I16": "int16",
+    "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2", "U16": "uint16", "U32": "uint32",
+    "U64": "uint64",
+}
+
+
+def check_safetensors(path, expected):
+    """Read the safetensors file @path the way safetensors.safe_open does
+    (parse the header, mmap the file, slice each tensor) and compare with
+    @expected, one file's entry of fixtures' EXPECTED.json. Returns a list
+    of mismatches (empty when all tensors match)."""
+    import mmap
+    bad = []
+    with open(path, "rb") as f:
+        header, start = parse_safetensors_header(f)
+        size = os.fstat(f.fileno()).st_size
+        meta = header.pop("__metadata__", None)
+        if meta != expected.get("__metadata__"):
+            bad.append("__metadata__: %r != %r" %
+                       (meta, expected.get("__metadata__")))
+        names = set(k for k in expected if k != "__metadata__")
+        if set(header) != names:
+            bad.append("tensor names differ: %s" %
+                       sorted(set(header) ^ names))
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            for name, info in header.items():
+                exp = expected.get(name)
+                if exp is None:
+                    continue
+                b, e = info["data_offsets"]
+                if not (0 <= b <= e and start + e <= size):
+                    bad.append("%s: offsets %r outside the file" %
+                               (name, info["data_offsets"]))
+                    continue
+                got = sha256_bytes(m[start + b:start + e])
+                if got != exp["sha256"]:
+                    bad.append("%s: sha256 %s != %s" %
+                               (name, got, exp["sha256"]))
+                if list(info["shape"]) != list(exp["shape"]):
+                    bad.append("%s: shape %r != %r" %
+                               (name, info["shape"], exp["shape"]))
+                dt = SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"])
+                if dt != exp["dtype"]:
+                    bad.append("%s: dtype %s != %s" %
+                               (name, dt, exp["dtype"]))
+    return bad
