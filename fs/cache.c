@@ -138,15 +138,18 @@ static void lru_unlink(struct cache *c, struct block *b)
 		c->unread_prefetched--;
 }
 
-/* Retire a block nobody references: to the LRU if it holds data, else
- * back to the free list. */
-static void retire(struct cache *c, struct block *b)
+/* Retire a block nobody references: to the LRU if it holds data (the
+ * hot end, or the cold end when @behind), else back to the free list. */
+static void retire(struct cache *c, struct block *b, bool behind)
 {
 	if (b->state == BLOCK_READY) {
-		b->next = c->lru.next;
-		b->prev = &c->lru;
-		c->lru.next->prev = b;
-		c->lru.next = b;
+		struct block *at = behind ? c->lru.prev : &c->lru;
+
+		b->behind = behind;
+		b->next = at->next;
+		b->prev = at;
+		at->next->prev = b;
+		at->next = b;
 		c->nlru++;
 		if (b->prefetch)
 			c->unread_prefetched++;
@@ -166,6 +169,17 @@ static struct block *take_slot(struct cache *c, bool keep_unread)
 {
 	struct block *b = c->free_list;
 
+	/* Data a reader already went past (now in the kernel's page cache)
+	 * goes before fresh memory is touched: streaming a large file then
+	 * cycles through a few warm slots. */
+	if (c->lru.prev != &c->lru && c->lru.prev->behind) {
+		b = c->lru.prev;
+		lru_unlink(c, b);
+		hash_remove(c, b);
+		c->ready_bytes -= b->len;
+		STAT_ADD(cache_evictions, 1);
+		return b;
+	}
 	if (b) {
 		c->free_list = b->next;
 		c->nfree--;
@@ -229,6 +243,7 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 	}
 	if (b->refs == 0 && b->state == BLOCK_READY)
 		lru_unlink(c, b);
+	b->behind = false;
 	b->refs++;
 	if (b->state == BLOCK_READY)
 		STAT_ADD(cache_hits, 1);
@@ -241,7 +256,7 @@ wait:
 	err = b->state == BLOCK_READY ? 0 : b->err;
 	if (err) {
 		if (--b->refs == 0)
-			retire(c, b);
+			retire(c, b, false);
 		b = NULL;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -275,11 +290,16 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 
 void cache_unref(struct cache *c, struct block *b)
 {
+	cache_unref_behind(c, b, false);
+}
+
+void cache_unref_behind(struct cache *c, struct block *b, bool behind)
+{
 	if (!b)
 		return;
 	pthread_mutex_lock(&c->lock);
 	if (--b->refs == 0) {
-		retire(c, b);
+		retire(c, b, behind);
 		pthread_cond_broadcast(&c->cond);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -301,7 +321,7 @@ void cache_fetch_done(struct cache *c, struct block *b, int err)
 	}
 	b->fetch_priv = NULL;
 	if (--b->refs == 0)
-		retire(c, b);
+		retire(c, b, false);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 }

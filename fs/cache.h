@@ -36,7 +36,8 @@ struct block {
 	size_t len;    /* bytes of the file in this block */
 	char *data;    /* the block's slot in the arena */
 	unsigned refs; /* holders: readers, and the fetch while it runs */
-	bool prefetch; /* started by readahead */
+	bool prefetch; /* started by readahead, not read yet */
+	bool behind;   /* a reader went past it: reuse it first */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
 	void *fetch_priv; /* owned by the fetch engine while FETCHING */
@@ -78,6 +79,13 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 
 /* cache_unref() - release a reference from cache_get(). NULL is fine. */
 void cache_unref(struct cache *c, struct block *b);
+
+/*
+ * cache_unref_behind() - as cache_unref(); with @behind, the caller has
+ * read the block to its end and its bytes now live elsewhere (the kernel's
+ * page cache), so its slot is the first to be reused.
+ */
+void cache_unref_behind(struct cache *c, struct block *b, bool behind);
 
 /*
  * cache_fetch_done() - the fetch of @b ended with @err (0: @b->data holds

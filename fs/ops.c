@@ -248,8 +248,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else {
 		fuse_reply_iov(req, iov, (int)nb);
 	}
+	/* A block read to its end is in the page cache now (keep_cache). */
 	for (i = 0; i < nb; i++)
-		cache_unref(d->cache, blocks[i]);
+		cache_unref_behind(
+			d->cache, blocks[i],
+			!err && (char *)iov[i].iov_base + iov[i].iov_len ==
+					blocks[i]->data + blocks[i]->len);
 }
 
 /* The URL of @n as the user gave the source, without secrets. */

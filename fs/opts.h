@@ -21,8 +21,7 @@ struct options {
 	enum prefetch_mode prefetch;
 	bool allow_other;
 	bool debug;
-	bool insecure;	     /* TLS verification off (tests only) */
-	unsigned list_ttl_s; /* relist the source after this long; 0: never */
+	bool insecure; /* TLS verification off (tests only) */
 
 	/* S3 (source_s3.c) */
 	char *endpoint; /* URL, or NULL: AWS, from region */

@@ -20,18 +20,6 @@ struct source_file {
 	char *single; /* the one file, when the source names a file */
 };
 
-static int add_warning(char **warnings, const char *why, const char *path)
-{
-	char *all = NULL;
-
-	if (asprintf(&all, "%sskipping %s: %s\n", *warnings ? *warnings : "",
-		     path, why) < 0)
-		return -ENOMEM;
-	free(*warnings);
-	*warnings = all;
-	return 0;
-}
-
 static int add_file(struct tree *t, const char *key, const struct stat *st)
 {
 	char etag[80];
@@ -58,9 +46,8 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 	d = opendir(path);
 	if (!d) {
 		err = -errno;
-		if (asprintf(ret_msg, "cannot list %s: %s", path,
-			     strerror(errno)) < 0)
-			*ret_msg = NULL;
+		source_msg(ret_msg, err, "cannot list %s: %s", path,
+			   strerror(-err));
 		free(path);
 		return err;
 	}
@@ -78,12 +65,16 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 			break;
 		}
 		if (stat(full, &st) < 0) {
-			err = add_warning(warnings, "unreadable", full);
+			err = source_warn(warnings, "skipping %s: unreadable",
+					  full);
 		} else if (!tree_name_ok(e->d_name, strlen(e->d_name))) {
-			err = add_warning(warnings, "unusable name", full);
+			err = source_warn(warnings,
+					  "skipping %s: unusable name", full);
 		} else if (S_ISDIR(st.st_mode)) {
 			if (depth >= MAX_DEPTH)
-				err = add_warning(warnings, "too deep", full);
+				err = source_warn(warnings,
+						  "skipping %s: too deep",
+						  full);
 			else if (!(err = tree_add(t, key, true, 0, st.st_mtim,
 						  NULL, NULL)))
 				err = walk(sf, t, key, depth + 1, ret_msg,
@@ -115,8 +106,7 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 		return -ENOMEM;
 	if (stat(path, &st) < 0) {
 		err = -errno;
-		if (asprintf(ret_msg, "%s: %s", path, strerror(errno)) < 0)
-			*ret_msg = NULL;
+		source_msg(ret_msg, err, "%s: %s", path, strerror(-err));
 		free(path);
 		return err;
 	}
@@ -156,19 +146,16 @@ int source_file_new(const char *spec, const struct options *opts,
 	char *real;
 
 	if (path[0] != '/') {
-		if (asprintf(ret_msg,
-			     "bad source '%s': expected file:///absolute/dir",
-			     spec) < 0)
-			*ret_msg = NULL;
-		return -EINVAL;
+		return source_msg(ret_msg, -EINVAL,
+				  "bad source '%s': expected "
+				  "file:///absolute/dir",
+				  spec);
 	}
 	real = realpath(path, NULL);
 	if (!real || stat(real, &st) < 0) {
 		int err = -errno;
 
-		if (asprintf(ret_msg, "source %s: %s", path, strerror(errno)) <
-		    0)
-			*ret_msg = NULL;
+		source_msg(ret_msg, err, "source %s: %s", path, strerror(-err));
 		free(real);
 		return err;
 	}

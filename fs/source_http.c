@@ -24,31 +24,6 @@ struct source_http {
 	char *single; /* the one file, when the URL names a file */
 };
 
-static int set_msg(char **ret_msg, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int set_msg(char **ret_msg, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vasprintf(ret_msg, fmt, ap) < 0)
-		*ret_msg = NULL;
-	va_end(ap);
-	return err;
-}
-
-static int append(char **warnings, const char *line)
-{
-	char *all = NULL;
-
-	if (asprintf(&all, "%s%s\n", *warnings ? *warnings : "", line) < 0)
-		return -ENOMEM;
-	free(*warnings);
-	*warnings = all;
-	return 0;
-}
-
 static char *url_of(struct source_http *sh, const char *key, bool dir)
 {
 	char *esc = http_url_escape_path(key), *url = NULL;
@@ -65,11 +40,11 @@ static int response_error(const char *what, const char *url, int err,
 			  const struct http_response *r, char **ret_msg)
 {
 	if (err)
-		return set_msg(ret_msg, err, "%s %s: %s", what, url,
-			       r->curl_error[0] ? r->curl_error
-						: strerror(-err));
-	return set_msg(ret_msg, http_status_errno(r->status) ?: -EIO,
-		       "%s %s: HTTP %ld", what, url, r->status);
+		return source_msg(ret_msg, err, "%s %s: %s", what, url,
+				  r->curl_error[0] ? r->curl_error
+						   : strerror(-err));
+	return source_msg(ret_msg, http_status_errno(r->status) ?: -EIO,
+			  "%s %s: HTTP %ld", what, url, r->status);
 }
 
 static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
@@ -90,11 +65,12 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 	}
 	root = json_tokener_parse(r.body);
 	if (!root || !json_object_is_type(root, json_type_array)) {
-		err = set_msg(ret_msg, -EPROTO,
-			      "listing %s: not a JSON directory index (the "
-			      "server must list directories as JSON, e.g. "
-			      "nginx 'autoindex on; autoindex_format json;')",
-			      url);
+		err = source_msg(
+			ret_msg, -EPROTO,
+			"listing %s: not a JSON directory index (the "
+			"server must list directories as JSON, e.g. "
+			"nginx 'autoindex on; autoindex_format json;')",
+			url);
 		goto out;
 	}
 	n = json_object_array_length(root);
@@ -104,7 +80,7 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		size_t name_len = 0;
 		struct timespec mtime = { 0 };
 		int64_t size = 0;
-		char *key = NULL, *line = NULL;
+		char *key = NULL;
 
 		if (json_object_object_get_ex(e, "name", &v) &&
 		    json_object_is_type(v, json_type_string)) {
@@ -126,14 +102,12 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		/* A NUL inside the JSON string shows as a short strlen. */
 		if (!tree_name_ok(name, name_len) || strlen(name) != name_len ||
 		    size < 0) {
-			if (asprintf(&line,
-				     "%s: skipping an entry with an "
-				     "unusable name or size",
-				     url) < 0)
-				err = -ENOMEM;
-			else
-				err = append(warnings, line);
-			free(line);
+			/* The name itself may hold control characters:
+			 * not for a terminal. */
+			err = source_warn(warnings,
+					  "%s: skipping an entry with an "
+					  "unusable name or size",
+					  url);
 			continue;
 		}
 		if (asprintf(&key, "%s%s%s", rel, *rel ? "/" : "", name) < 0) {
@@ -142,8 +116,10 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		}
 		if (!strcmp(type, "directory")) {
 			if (depth >= MAX_DEPTH) {
-				err = append(warnings, "skipping a directory "
-						       "nested too deep");
+				err = source_warn(warnings,
+						  "%s: skipping a directory "
+						  "nested too deep",
+						  url);
 			} else {
 				err = tree_add(t, key, true, 0, mtime, NULL,
 					       NULL);
@@ -155,9 +131,10 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 			err = tree_add(t, key, false, (uint64_t)size, mtime,
 				       NULL, NULL);
 		}
-		if (err == -EINVAL || err == -EEXIST) {
-			err = append(warnings, "skipping a duplicate entry");
-		}
+		if (err == -EINVAL || err == -EEXIST)
+			err = source_warn(warnings,
+					  "%s: skipping a duplicate entry",
+					  url);
 		free(key);
 	}
 out:
@@ -354,10 +331,10 @@ int source_http_new(const char *spec, const struct options *opts,
 	if (curl_url_set(u, CURLUPART_URL, spec, 0) ||
 	    curl_url_get(u, CURLUPART_PATH, &path, 0)) {
 		curl_url_cleanup(u);
-		return set_msg(ret_msg, -EINVAL,
-			       "bad source URL '%s': expected "
-			       "http(s)://host[:port]/dir/",
-			       spec);
+		return source_msg(ret_msg, -EINVAL,
+				  "bad source URL '%s': expected "
+				  "http(s)://host[:port]/dir/",
+				  spec);
 	}
 	curl_url_cleanup(u);
 	sh = calloc(1, sizeof(*sh));
@@ -393,10 +370,11 @@ int source_http_new(const char *spec, const struct options *opts,
 			if (!sh->single || !sh->base)
 				goto fail;
 			if (!tree_name_ok(sh->single, strlen(sh->single))) {
-				err = set_msg(ret_msg, -EINVAL,
-					      "bad source URL '%s': unusable "
-					      "file name",
-					      spec);
+				err = source_msg(
+					ret_msg, -EINVAL,
+					"bad source URL '%s': unusable "
+					"file name",
+					spec);
 				goto fail;
 			}
 		}

@@ -39,20 +39,6 @@ struct source_s3 {
 	struct aws_creds *creds; /* NULL: anonymous (no_sign_request) */
 };
 
-static int set_msg(char **ret_msg, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int set_msg(char **ret_msg, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vasprintf(ret_msg, fmt, ap) < 0)
-		*ret_msg = NULL;
-	va_end(ap);
-	return err;
-}
-
 static int add_header(struct curl_slist **l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -281,10 +267,10 @@ static int list_error(struct source_s3 *s, int err,
 	struct s3_error e;
 
 	if (err)
-		return set_msg(ret_msg, err, "listing %s: cannot reach %s: %s",
-			       s->s.display, s->origin,
-			       r->curl_error[0] ? r->curl_error
-						: strerror(-err));
+		return source_msg(
+			ret_msg, err, "listing %s: cannot reach %s: %s",
+			s->s.display, s->origin,
+			r->curl_error[0] ? r->curl_error : strerror(-err));
 	err = http_status_errno(r->status) ?: -EIO;
 	if (r->body && !s3_error_parse(r->body, r->len, &e)) {
 		const char *hint = "";
@@ -300,15 +286,15 @@ static int list_error(struct source_s3 *s, int err,
 		else if (!e.region && e.endpoint &&
 			 asprintf(&extra, " (endpoint %s)", e.endpoint) < 0)
 			extra = NULL;
-		set_msg(ret_msg, err, "listing %s: %s: %s (HTTP %ld)%s%s",
-			s->s.display, e.code, e.message ? e.message : "",
-			r->status, hint, extra ? extra : "");
+		source_msg(ret_msg, err, "listing %s: %s: %s (HTTP %ld)%s%s",
+			   s->s.display, e.code, e.message ? e.message : "",
+			   r->status, hint, extra ? extra : "");
 		free(extra);
 		s3_error_done(&e);
 		return err;
 	}
-	return set_msg(ret_msg, err, "listing %s: HTTP %ld from %s",
-		       s->s.display, r->status, s->origin);
+	return source_msg(ret_msg, err, "listing %s: HTTP %ld from %s",
+			  s->s.display, r->status, s->origin);
 }
 
 /* One page: GET with retries of transient failures. */
@@ -339,8 +325,8 @@ static int get_page(struct source_s3 *s, const char *token,
 		if (err) {
 			curl_easy_cleanup(h);
 			curl_slist_free_all(hdrs);
-			set_msg(ret_msg, err, "listing %s: %s", s->s.display,
-				msg ? msg : strerror(-err));
+			source_msg(ret_msg, err, "listing %s: %s", s->s.display,
+				   msg ? msg : strerror(-err));
 			free(msg);
 			break;
 		}
@@ -380,9 +366,9 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 		struct s3_list_page p;
 
 		if (page == MAX_PAGES) {
-			err = set_msg(ret_msg, -E2BIG,
-				      "listing %s: more than %d pages",
-				      s->s.display, MAX_PAGES);
+			err = source_msg(ret_msg, -E2BIG,
+					 "listing %s: more than %d pages",
+					 s->s.display, MAX_PAGES);
 			break;
 		}
 		err = get_page(s, token, &r, ret_msg);
@@ -391,7 +377,8 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 		err = s3_list_parse(r.body, r.len, &p);
 		http_response_done(&r);
 		if (err) {
-			set_msg(ret_msg, err,
+			source_msg(
+				ret_msg, err,
 				"listing %s: malformed ListObjectsV2 response",
 				s->s.display);
 			break;
@@ -401,10 +388,10 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 					 &nwarn);
 		if (!err && p.truncated && token &&
 		    !strcmp(token, p.next_token))
-			err = set_msg(ret_msg, -EPROTO,
-				      "listing %s: the server repeated a "
-				      "continuation token",
-				      s->s.display);
+			err = source_msg(ret_msg, -EPROTO,
+					 "listing %s: the server repeated a "
+					 "continuation token",
+					 s->s.display);
 		free(token);
 		token = NULL;
 		if (!err && p.truncated) {
@@ -417,8 +404,8 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 	}
 	free(token);
 	if (err == -ENOMEM && !*ret_msg)
-		set_msg(ret_msg, err, "listing %s: out of memory",
-			s->s.display);
+		source_msg(ret_msg, err, "listing %s: out of memory",
+			   s->s.display);
 	*ret_warnings = warnings;
 	return err;
 }
@@ -541,9 +528,9 @@ static int setup_endpoint(struct source_s3 *s, char **ret_msg)
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) ||
 	    (strcasecmp(scheme, "http") && strcasecmp(scheme, "https"))) {
-		err = set_msg(ret_msg, -EINVAL,
-			      "endpoint '%s': expected http(s)://host[:port]",
-			      ep);
+		err = source_msg(
+			ret_msg, -EINVAL,
+			"endpoint '%s': expected http(s)://host[:port]", ep);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_PORT, &port, 0))
@@ -601,8 +588,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 	s->s.kind = SOURCE_S3;
 	s->opts = opts;
 	if (strncmp(spec, "s3://", 5)) {
-		err = set_msg(ret_msg, -EINVAL, "not an s3:// source: %s",
-			      spec);
+		err = source_msg(ret_msg, -EINVAL, "not an s3:// source: %s",
+				 spec);
 		goto fail;
 	}
 	slash = strchrnul(b, '/');
@@ -611,10 +598,11 @@ int source_s3_new(const char *spec, const struct options *opts,
 	if (!s->bucket || !s->s.display)
 		goto fail;
 	if (!bucket_ok(s->bucket)) {
-		err = set_msg(ret_msg, -EINVAL,
-			      "'%s': expected s3://bucket[/prefix] with a "
-			      "bucket name of letters, digits, '.', '-', '_'",
-			      spec);
+		err = source_msg(
+			ret_msg, -EINVAL,
+			"'%s': expected s3://bucket[/prefix] with a "
+			"bucket name of letters, digits, '.', '-', '_'",
+			spec);
 		goto fail;
 	}
 	/* The prefix is a directory: "a/b" and "a/b/" both mean "a/b/". */
@@ -643,8 +631,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 	if (!s->region)
 		goto fail;
 	if (strpbrk(s->region, "/\r\n ")) {
-		err = set_msg(ret_msg, -EINVAL, "malformed region '%s'",
-			      s->region);
+		err = source_msg(ret_msg, -EINVAL, "malformed region '%s'",
+				 s->region);
 		goto fail;
 	}
 	err = setup_endpoint(s, ret_msg);
@@ -655,8 +643,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 
 		err = aws_creds_new(opts, s->region, &s->creds, &msg);
 		if (err) {
-			set_msg(ret_msg, err, "%s: %s", spec,
-				msg ? msg : strerror(-err));
+			source_msg(ret_msg, err, "%s: %s", spec,
+				   msg ? msg : strerror(-err));
 			free(msg);
 			goto fail;
 		}

@@ -1,5 +1,5 @@
 """Fixtures of the S3 tests (test_s3_*.py import them with
-`from s3_fixtures import *`).
+`from s3_fixtures import ...`).
 
 aws_env(home, **vars) -> an environment with no AWS_* variable or proxy of
     the caller's, HOME at @home (so no ~/.aws), instance metadata off,
@@ -147,10 +147,8 @@ def s3rver():
     if not os.access(S3RVER_BIN, os.X_OK):
         pytest.skip("s3rver not installed: run `npm install` at the "
                     "repository root (%s missing)" % S3RVER_BIN)
-    try:
-        import botocore  # noqa: F401
-    except ImportError:
-        pytest.skip("botocore missing (Debian python3-botocore)")
+    pytest.importorskip("botocore", reason="botocore missing (Debian "
+                        "python3-botocore)")
     work = tempfile.mkdtemp(prefix="s3rver-")
     srv = S3rver(work)
     yield srv

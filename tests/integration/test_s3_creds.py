@@ -10,7 +10,12 @@ import time
 import pytest
 
 import wfs_testlib as lib
-from s3_fixtures import *  # noqa: F401,F403
+
+pytest.importorskip("botocore", reason="needs botocore (Debian "
+                    "python3-botocore; run pytest with /usr/bin/python3)")
+from s3_fixtures import aws_env, cred_server, s3_verify  # noqa: E402,F401
+
+pytestmark = pytest.mark.asan
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/weightfs-test"
 

@@ -9,7 +9,12 @@ import os
 import pytest
 
 import wfs_testlib as lib
-from s3_fixtures import *  # noqa: F401,F403
+
+pytest.importorskip("botocore", reason="needs botocore (Debian "
+                    "python3-botocore; run pytest with /usr/bin/python3)")
+from s3_fixtures import aws_env, mount_tree, s3_verify  # noqa: E402,F401
+
+pytestmark = pytest.mark.asan
 
 AK, SK = "AKIDWEIGHTFSTEST", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYWEIGHTFS"
 

@@ -7,7 +7,13 @@ import os
 import pytest
 
 import wfs_testlib as lib
-from s3_fixtures import *  # noqa: F401,F403
+
+pytest.importorskip("botocore", reason="needs botocore (Debian "
+                    "python3-botocore; run pytest with /usr/bin/python3)")
+from s3_fixtures import (  # noqa: E402,F401 (s3rver: a fixture)
+    S3RVER_KEY, aws_env, mount_tree, s3rver)
+
+pytestmark = pytest.mark.asan
 
 ODD = {
     "odd/with space.bin": b"space" * 300,
