@@ -18,7 +18,13 @@
  *    @tag and the byte count (short only at end of file) or a negative
  *    errno. Several READs may be in flight; replies may come out of order.
  *
- * The daemon checks each READ against the caller's credentials
+ * 4. WIRE_PREFETCH (struct wire_read, no region): bring the range into the
+ *    daemon's cache; the reply's @result is the bytes now cached or a
+ *    negative errno. WIRE_EVICT (struct wire_read): drop the file from the
+ *    daemon's cache and the kernel's page cache; @result 0 or -errno.
+ *    (weightfs-ctl prefetch and evict.)
+ *
+ * The daemon checks each request against the caller's credentials
  * (SO_PEERCRED) and the mount's rules before touching the file. */
 #ifndef WFS_COMMON_WIRE_H
 #define WFS_COMMON_WIRE_H
@@ -36,6 +42,8 @@ enum wire_type {
 	WIRE_HELLO = 1,
 	WIRE_MAP = 2,
 	WIRE_READ = 3,
+	WIRE_PREFETCH = 4,
+	WIRE_EVICT = 5,
 };
 
 struct wire_hdr {

@@ -56,39 +56,71 @@ static bool peer_allowed(const struct client *c)
 	return c->d->opts.allow_other || c->uid == 0 || c->uid == getuid();
 }
 
-/* Copy file bytes into a client region. @return bytes or -errno. */
-static int64_t do_read(struct client *c, const struct wire_read *rq)
+/* The file a request names, if the peer may read it. */
+static int file_of(struct client *c, const struct wire_read *rq,
+		   struct node **ret)
 {
-	struct daemon *d = c->d;
-	struct node *n;
-	struct region *r;
-	struct readpath rp;
-	struct block *b;
-	size_t boff, len;
-	uint64_t done = 0;
-	int err;
+	struct node *n = tree_get(c->d->tree, rq->ino);
 
-	if (rq->region < 0 || (unsigned)rq->region >= c->nregions)
-		return -EBADF;
-	r = &c->regions[rq->region];
-	if (rq->len > WIRE_MAX_READ || rq->region_off > r->len ||
-	    rq->len > r->len - rq->region_off)
-		return -EINVAL;
-	n = tree_get(d->tree, rq->ino);
 	if (!n)
 		return -ENOENT;
 	if (n->is_dir)
 		return -EISDIR;
 	if (!peer_allowed(c))
 		return -EACCES;
-	err = readpath_begin(d, n, rq->off, rq->len, &rp);
+	*ret = n;
+	return 0;
+}
+
+/* Copy file bytes into a client region (READ), or only into the cache
+ * (PREFETCH: no region). @return bytes or -errno. */
+static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
+{
+	struct daemon *d = c->d;
+	struct region *r = NULL;
+	struct readpath rp;
+	struct node *n;
+	struct block *b;
+	size_t boff, len;
+	uint64_t done = 0;
+	int err;
+
+	if (copy) {
+		if (rq->region < 0 || (unsigned)rq->region >= c->nregions)
+			return -EBADF;
+		r = &c->regions[rq->region];
+		if (rq->region_off > r->len ||
+		    rq->len > r->len - rq->region_off)
+			return -EINVAL;
+	}
+	if (rq->len > WIRE_MAX_READ)
+		return -EINVAL;
+	err = file_of(c, rq, &n);
+	if (!err)
+		err = readpath_begin(d, n, rq->off, rq->len, &rp);
 	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
-		memcpy(r->base + rq->region_off + done, b->data + boff, len);
+		if (copy)
+			memcpy(r->base + rq->region_off + done, b->data + boff,
+			       len);
 		cache_unref(d->cache, b);
 		done += len;
 		err = 0;
 	}
 	return err < 0 ? err : (int64_t)done;
+}
+
+/* Forget a file's cached bytes, the daemon's and the kernel's. */
+static int64_t do_evict(struct client *c, const struct wire_read *rq)
+{
+	struct node *n;
+	int err = file_of(c, rq, &n);
+
+	if (err)
+		return err;
+	cache_drop_file(c->d->cache, n);
+	if (c->d->se)
+		fuse_lowlevel_notify_inval_inode(c->d->se, n->ino, 0, 0);
+	return 0;
 }
 
 static int do_map(struct client *c, struct wire_map *m, int memfd)
@@ -181,12 +213,16 @@ static int serve(struct client *c, char *pkt, size_t n, int fd)
 		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
 								    : 0;
 	}
-	case WIRE_READ: {
+	case WIRE_READ:
+	case WIRE_PREFETCH:
+	case WIRE_EVICT: {
 		struct wire_read *m = (struct wire_read *)pkt;
 
 		if (n != sizeof(*m))
 			return -EPROTO;
-		m->result = do_read(c, m);
+		m->result = h->type == WIRE_EVICT
+				    ? do_evict(c, m)
+				    : do_read(c, m, h->type == WIRE_READ);
 		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
 								    : 0;
 	}

@@ -15,17 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/un.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "errmsg.h"
 #include "wire.h"
+#include "wire_client.h"
 
-#define FUSE_SUPER_MAGIC 0x65735546
 #define BOUNCE_BYTES (16u << 20)
 
 struct fp_conn {
@@ -49,46 +46,6 @@ struct fp_reader {
 	struct fp_file files[];
 };
 
-static int send_fd(int sock, const void *msg, size_t len, int fd)
-{
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	struct cmsghdr *cm;
-
-	if (fd >= 0) {
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
-	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -EPIPE;
-}
-
-/* One request, one reply of the same size and tag. */
-static int roundtrip(int sock, void *msg, size_t len, int fd)
-{
-	struct wire_hdr *h = msg;
-	uint64_t tag = h->tag;
-	ssize_t n;
-
-	if (send_fd(sock, msg, len, fd) < 0)
-		return -EPIPE;
-	do
-		n = recv(sock, msg, len, 0);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)len || h->magic != WIRE_MAGIC || h->tag != tag)
-		return -EPROTO;
-	return 0;
-}
-
 static void conn_free(struct fp_conn *c)
 {
 	if (!c)
@@ -103,23 +60,16 @@ static void conn_free(struct fp_conn *c)
 /* Connect, say hello, share a bounce region. */
 static int conn_open(const char *path, struct fp_conn **ret)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct wire_hello hello = { .h = { WIRE_MAGIC, WIRE_HELLO, 1 },
-				    .version = WIRE_VERSION };
 	struct wire_map map = { .h = { WIRE_MAGIC, WIRE_MAP, 2 },
 				.len = BOUNCE_BYTES };
 	struct fp_conn *c = calloc(1, sizeof(*c));
-	int memfd = -1, err = -ENOMEM;
+	int memfd = -1, err;
 
 	if (!c)
 		return -ENOMEM;
-	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (c->fd < 0)
-		goto fail_errno;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		goto fail_errno;
-	if ((err = roundtrip(c->fd, &hello, sizeof(hello), -1)) < 0)
+	c->fd = -1;
+	err = wire_connect(path, &c->fd);
+	if (err < 0)
 		goto fail;
 	memfd = memfd_create("weightfs-fastpath", MFD_CLOEXEC);
 	if (memfd < 0 || ftruncate(memfd, BOUNCE_BYTES) < 0)
@@ -130,7 +80,7 @@ static int conn_open(const char *path, struct fp_conn **ret)
 		c->bounce = NULL;
 		goto fail_errno;
 	}
-	if ((err = roundtrip(c->fd, &map, sizeof(map), memfd)) < 0)
+	if ((err = wire_roundtrip(c->fd, &map, sizeof(map), memfd)) < 0)
 		goto fail;
 	if (map.region != 0) {
 		err = map.region < 0 ? map.region : -EPROTO;
@@ -196,7 +146,7 @@ static ssize_t fp_read(struct reader *base, unsigned file, uint64_t off,
 		pthread_mutex_lock(&r->lock);
 		rq.h.tag = ++r->tag;
 		pthread_mutex_unlock(&r->lock);
-		err = roundtrip(c->fd, &rq, sizeof(rq), -1);
+		err = wire_roundtrip(c->fd, &rq, sizeof(rq), -1);
 		if (err < 0 || rq.result < 0) {
 			conn_free(c);
 			err = err < 0 ? err : (int)rq.result;
@@ -257,21 +207,14 @@ int reader_fastpath_new(const char *const *paths, const int *fds,
 	if (!r)
 		return -ENOMEM;
 	for (unsigned i = 0; i < nfiles; i++) {
-		struct statfs sfs;
 		struct stat st;
-		ssize_t n;
 
 		/* Every file on a weightfs mount, all on the same one. */
-		if (fstatfs(fds[i], &sfs) < 0 ||
-		    sfs.f_type != FUSE_SUPER_MAGIC || fstat(fds[i], &st) < 0)
+		if (wire_socket_of(fds[i], sock, sizeof(sock)) < 0 ||
+		    fstat(fds[i], &st) < 0)
 			goto not_here;
-		n = fgetxattr(fds[i], WIRE_XATTR_SOCKET, sock,
-			      sizeof(sock) - 1);
-		if (n <= 0)
-			goto not_here;
-		sock[n] = '\0';
 		if (i == 0)
-			memcpy(r->sock, sock, (size_t)n + 1);
+			memcpy(r->sock, sock, sizeof(sock));
 		else if (strcmp(sock, r->sock))
 			goto not_here;
 		r->files[i].ino = st.st_ino;

@@ -1,14 +1,29 @@
 /* weightfs-ctl: talk to a running weightfs mount. */
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "size.h"
+#include "wire.h"
+#include "wire_client.h"
 
 #define EXIT_USAGE 2
+#define CHUNK (64u << 20)
 
 static const char usage[] =
 	"usage: weightfs-ctl stats MOUNTPOINT\n"
+	"       weightfs-ctl prefetch PATH...\n"
+	"       weightfs-ctl evict PATH...\n"
 	"\n"
 	"  stats MOUNTPOINT   print the mount's counters as JSON: "
 	"bytes_fetched,\n"
@@ -17,7 +32,17 @@ static const char usage[] =
 	"                     cache_evictions, cache_bytes, cache_mem,\n"
 	"                     prefetched_blocks, reads, bytes_read, "
 	"objects_changed\n"
-	"  -h, --help         this help\n";
+	"  prefetch PATH...   bring files (directories: every file below) into "
+	"the\n"
+	"                     daemon's block cache, without filling the "
+	"kernel's\n"
+	"                     page cache; a progress line on a terminal\n"
+	"  evict PATH...      drop files from the daemon's cache and the "
+	"kernel's\n"
+	"                     page cache\n"
+	"  -h, --help         this help\n"
+	"\n"
+	"Exit status: 0 done, 1 a path failed, 2 usage.\n";
 
 static int stats(const char *mnt)
 {
@@ -40,6 +65,151 @@ static int stats(const char *mnt)
 	return 0;
 }
 
+/* One connection, kept while consecutive files are on the same mount. */
+static struct {
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int fd;
+} conn = { .fd = -1 };
+
+static int connect_for(int file_fd)
+{
+	char sock[sizeof(conn.path)];
+	int err = wire_socket_of(file_fd, sock, sizeof(sock));
+
+	if (err < 0)
+		return err;
+	if (conn.fd >= 0 && !strcmp(sock, conn.path))
+		return 0;
+	if (conn.fd >= 0)
+		close(conn.fd);
+	conn.fd = -1;
+	err = wire_connect(sock, &conn.fd);
+	if (err == 0)
+		memcpy(conn.path, sock, sizeof(sock));
+	return err;
+}
+
+static bool show_progress;
+static bool evicting;
+static int failures;
+static uint64_t tag;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void progress(const char *path, uint64_t done, uint64_t size, double t0,
+		     bool last)
+{
+	char a[32], b[32];
+	double dt = now() - t0;
+
+	if (!show_progress)
+		return;
+	size_format(done, a, sizeof(a));
+	size_format(size, b, sizeof(b));
+	fprintf(stderr, "\r\033[Kprefetch %s: %s / %s (%.0f%%) %.2f GB/s%s",
+		path, a, b, size ? 100.0 * (double)done / (double)size : 100.0,
+		dt > 0 ? (double)done / dt / 1e9 : 0.0, last ? "\n" : "");
+}
+
+static int one_file(const char *path)
+{
+	struct wire_read rq = { .h = { WIRE_MAGIC, WIRE_PREFETCH, 0 } };
+	struct stat st;
+	double t0 = now();
+	int fd = open(path, O_RDONLY | O_CLOEXEC), err;
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	err = connect_for(fd);
+	if (err < 0)
+		goto out;
+	rq.ino = st.st_ino;
+	if (evicting) {
+		rq.h.type = WIRE_EVICT;
+		rq.h.tag = ++tag;
+		err = wire_roundtrip(conn.fd, &rq, sizeof(rq), -1);
+		if (!err && rq.result < 0)
+			err = (int)rq.result;
+		goto out;
+	}
+	for (rq.off = 0; rq.off < (uint64_t)st.st_size; rq.off += CHUNK) {
+		rq.h.type = WIRE_PREFETCH;
+		rq.h.tag = ++tag;
+		rq.len = CHUNK;
+		err = wire_roundtrip(conn.fd, &rq, sizeof(rq), -1);
+		if (!err && rq.result < 0)
+			err = (int)rq.result;
+		if (err)
+			break;
+		progress(path, rq.off + (uint64_t)rq.result,
+			 (uint64_t)st.st_size, t0, false);
+	}
+	if (!err)
+		progress(path, (uint64_t)st.st_size, (uint64_t)st.st_size, t0,
+			 true);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (err) {
+		if (show_progress)
+			fputc('\n', stderr);
+		fprintf(stderr, "weightfs-ctl: %s: %s\n", path,
+			err == -ENOTSUP		  ? "not on a weightfs mount"
+			: err == -EPROTONOSUPPORT ? "the daemon is too old"
+			: err == -EPIPE ? "the daemon does not support this"
+					: strerror(-err));
+		failures++;
+	}
+	return 0;
+}
+
+static int walk_one(const char *path, const struct stat *st, int type,
+		    struct FTW *ftw)
+{
+	if (type == FTW_F && S_ISREG(st->st_mode))
+		one_file(path);
+	return 0;
+}
+
+static int files(char **paths, int n)
+{
+	int i;
+
+	show_progress = !evicting && isatty(STDERR_FILENO);
+	for (i = 0; i < n; i++) {
+		char sock[sizeof(conn.path)];
+		int fd = open(paths[i], O_RDONLY | O_CLOEXEC), err;
+
+		/* Say once that a whole tree is not on a mount. */
+		err = fd < 0 ? -errno : wire_socket_of(fd, sock, sizeof(sock));
+		if (fd >= 0)
+			close(fd);
+		if (err < 0) {
+			fprintf(stderr, "weightfs-ctl: %s: %s\n", paths[i],
+				err == -ENOTSUP ? "not on a weightfs mount"
+						: strerror(-err));
+			failures++;
+			continue;
+		}
+		if (nftw(paths[i], walk_one, 16, FTW_PHYS) < 0) {
+			fprintf(stderr, "weightfs-ctl: %s: %s\n", paths[i],
+				strerror(errno));
+			failures++;
+		}
+	}
+	if (conn.fd >= 0)
+		close(conn.fd);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char *argv[])
 {
 	if (argc >= 2 &&
@@ -49,6 +219,12 @@ int main(int argc, char *argv[])
 	}
 	if (argc == 3 && !strcmp(argv[1], "stats"))
 		return stats(argv[2]);
+	if (argc >= 3 && !strcmp(argv[1], "prefetch"))
+		return files(argv + 2, argc - 2);
+	if (argc >= 3 && !strcmp(argv[1], "evict")) {
+		evicting = true;
+		return files(argv + 2, argc - 2);
+	}
 	fputs(usage, stderr);
 	return EXIT_USAGE;
 }

@@ -297,3 +297,46 @@ def test_other_uid_needs_allow_other(mount, tmp_path):
     m2 = mount("file://" + str(root), options=["allow_other"])
     sock, ino = socket_of(m2.file("f.bin")), os.stat(m2.file("f.bin")).st_ino
     assert read_as(nobody, sock, ino) == 6
+
+
+def test_ctl_prefetch_and_evict(mount, nginx, tmp_path, build_dir):
+    ctl = os.path.join(build_dir, "tools", "weightfs-ctl")
+    root = tmp_path / "src"
+    (root / "d").mkdir(parents=True)
+    data = random_bytes(5 * MiB + 7, 11)
+    (root / "d" / "a.bin").write_bytes(data)
+    (root / "b.bin").write_bytes(data[:MiB])
+    web = nginx(str(root))
+    m = mount(web.url, options={"block_size": "1M"})
+    r = subprocess.run([ctl, "prefetch", m.path], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    st = m.stats()
+    assert st["bytes_fetched"] == len(data) + MiB
+    assert st["cache_bytes"] == len(data) + MiB
+    # Warmed without the page cache; reads now hit the daemon's cache.
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output",
+                        "RES", m.file("d/a.bin")], capture_output=True,
+                       text=True, check=True)
+    assert int(r.stdout.split()[0]) == 0
+    with open(m.file("d/a.bin"), "rb") as f:
+        assert f.read() == data
+    assert m.stats()["bytes_fetched"] == len(data) + MiB
+    # Evict: both caches forget the file; the next read fetches again.
+    r = subprocess.run([ctl, "evict", m.file("d/a.bin")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert m.stats()["cache_bytes"] == MiB
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output",
+                        "RES", m.file("d/a.bin")], capture_output=True,
+                       text=True, check=True)
+    assert int(r.stdout.split()[0]) == 0
+    with open(m.file("d/a.bin"), "rb") as f:
+        assert f.read() == data
+    assert m.stats()["bytes_fetched"] == 2 * len(data) + MiB
+    # Paths off the mount: an error naming them, exit 1.
+    r = subprocess.run([ctl, "prefetch", str(root), "/nonexistent"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "not on a weightfs mount" in r.stderr
+    assert "/nonexistent" in r.stderr
