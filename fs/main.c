@@ -15,6 +15,7 @@
 #include "fastpath.h"
 #include "fetch.h"
 #include "log.h"
+#include "refresh.h"
 #include "size.h"
 #include "source.h"
 #include "stats.h"
@@ -23,73 +24,63 @@
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
 
+/* clang-format off */
 static const char usage[] =
-	"usage: weightfs [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
-	"\n"
-	"Mount model weights in S3, behind HTTP(S) or in a directory as "
-	"local,\n"
-	"read-only files, read through a block cache with parallel range "
-	"requests.\n"
-	"\n"
-	"SOURCE:\n"
-	"  file:///abs/dir         a local or NFS directory (or one file)\n"
-	"  http(s)://host/dir/     a directory served with a JSON index\n"
-	"                          (nginx: autoindex on; autoindex_format "
-	"json;),\n"
-	"                          or the URL of one file\n"
-	"  s3://bucket[/prefix]    an S3 bucket or prefix\n"
-	"\n"
-	"Options:\n"
-	"  -f                      stay in the foreground (default: daemonize "
-	"once\n"
-	"                          the mount is live)\n"
-	"  -d                      debug log (implies -f)\n"
-	"  -h, --help              this help\n"
-	"  -V, --version           print the version\n"
-	"  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, "
-	"at\n"
-	"                          least 256M, at most 8G)\n"
-	"  -o block_size=SIZE      bytes per range request and cache block\n"
-	"                          (default 8M, 64K..256M)\n"
-	"  -o connections=N        parallel connections to the source (default "
-	"16)\n"
-	"  -o readahead_max=SIZE   largest readahead window per stream\n"
-	"                          (default 256M; never more than half the "
-	"cache)\n"
-	"  -o prefetch=MODE        off, sequential (default: adaptive "
-	"readahead),\n"
-	"                          or open (stream each file from when it is "
-	"opened)\n"
-	"  -o retries=N            attempts after the first per block (default "
-	"5)\n"
-	"  -o timeout=SECONDS      a transfer that stalls this long is "
-	"retried\n"
-	"                          (default 30)\n"
-	"  -o allow_other          let other users read the mount\n"
-	"  -o insecure             do not verify TLS certificates (testing "
-	"only)\n"
-	"S3 (credentials come from the environment and the AWS files and\n"
-	"services, never from the command line):\n"
-	"  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
-	"                          $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)\n"
-	"  -o region=R             region (default $AWS_REGION, "
-	"$AWS_DEFAULT_REGION,\n"
-	"                          the profile's, else us-east-1)\n"
-	"  -o path_style           path-style addressing (MinIO, Ceph and "
-	"others)\n"
-	"  -o no_sign_request      anonymous requests (public buckets)\n"
-	"  -o profile=NAME         profile of the AWS config files\n"
-	"\n"
-	"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
-	"Counters: weightfs-ctl stats MOUNTPOINT\n"
-	"Exit status: 0 mounted, 2 bad arguments or source, 1 other "
-	"failures.\n";
+"usage: weightfs [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
+"\n"
+"Mount model weights in S3, behind HTTP(S) or in a directory as local,\n"
+"read-only files, read through a block cache with parallel range requests.\n"
+"\n"
+"SOURCE:\n"
+"  file:///abs/dir         a local or NFS directory (or one file)\n"
+"  http(s)://host/dir/     a directory served with a JSON index\n"
+"                          (nginx: autoindex on; autoindex_format json;),\n"
+"                          or the URL of one file\n"
+"  s3://bucket[/prefix]    an S3 bucket or prefix\n"
+"\n"
+"Options:\n"
+"  -f                      stay in the foreground (default: daemonize once\n"
+"                          the mount is live)\n"
+"  -d                      debug log (implies -f)\n"
+"  -h, --help              this help\n"
+"  -V, --version           print the version\n"
+"  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, at\n"
+"                          least 256M, at most 8G)\n"
+"  -o block_size=SIZE      bytes per range request and cache block\n"
+"                          (default 8M, 64K..256M)\n"
+"  -o connections=N        parallel connections to the source (default 16)\n"
+"  -o readahead_max=SIZE   largest readahead window per stream\n"
+"                          (default 256M; never more than half the cache)\n"
+"  -o prefetch=MODE        off, sequential (default: adaptive readahead),\n"
+"                          or open (stream each file from when it is opened)\n"
+"  -o retries=N            attempts after the first per block (default 5)\n"
+"  -o timeout=SECONDS      a transfer that stalls this long is retried\n"
+"                          (default 30)\n"
+"  -o list_ttl=SECONDS     list the source again this often: new files\n"
+"                          appear, changed ones show their new version\n"
+"                          (default 0: list once, at mount)\n"
+"  -o allow_other          let other users read the mount\n"
+"  -o insecure             do not verify TLS certificates (testing only)\n"
+"S3 (credentials come from the environment and the AWS files and\n"
+"services, never from the command line):\n"
+"  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
+"                          $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)\n"
+"  -o region=R             region (default $AWS_REGION, $AWS_DEFAULT_REGION,\n"
+"                          the profile's, else us-east-1)\n"
+"  -o path_style           path-style addressing (MinIO, Ceph and others)\n"
+"  -o no_sign_request      anonymous requests (public buckets)\n"
+"  -o profile=NAME         profile of the AWS config files\n"
+"\n"
+"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
+"Counters, prefetch, evict: weightfs-ctl --help\n"
+"Exit status: 0 mounted, 2 bad arguments or source, 1 other failures.\n";
+/* clang-format on */
 
 struct cmdline {
 	char *source;
 	char *mountpoint;
 	char *cache_mem, *block_size, *readahead_max, *prefetch;
-	char *connections, *retries, *timeout;
+	char *connections, *retries, *timeout, *list_ttl;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
 	int foreground, debug, help, version;
@@ -107,6 +98,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("connections=%s", connections),
 	OPT("retries=%s", retries),
 	OPT("timeout=%s", timeout),
+	OPT("list_ttl=%s", list_ttl),
 	OPT("insecure", insecure),
 	OPT("path_style", path_style),
 	OPT("no_sign_request", no_sign_request),
@@ -234,7 +226,9 @@ static int make_options(const struct cmdline *c, struct options *o)
 	if (parse_uint_opt("connections", c->connections, 1, 256,
 			   &o->connections) ||
 	    parse_uint_opt("retries", c->retries, 0, 100, &o->retries) ||
-	    parse_uint_opt("timeout", c->timeout, 1, 3600, &o->timeout_s))
+	    parse_uint_opt("timeout", c->timeout, 1, 3600, &o->timeout_s) ||
+	    parse_uint_opt("list_ttl", c->list_ttl, 0, 1u << 30,
+			   &o->list_ttl_s))
 		return -EINVAL;
 	if (c->prefetch) {
 		if (!strcmp(c->prefetch, "off"))
@@ -311,6 +305,7 @@ int main(int argc, char *argv[])
 	struct cmdline c = { 0 };
 	struct daemon d = { 0 };
 	struct fuse_loop_config *loop_cfg = NULL;
+	struct refresh *refresh = NULL;
 	char *msg = NULL, *warnings = NULL;
 	int ret = EXIT_USAGE, err;
 
@@ -403,6 +398,10 @@ int main(int argc, char *argv[])
 		log_error("cannot start the fast path: %s", strerror(-err));
 		goto out_unmount;
 	}
+	if (d.opts.list_ttl_s && (err = refresh_start(&d, &refresh)) < 0) {
+		log_error("cannot start relisting: %s", strerror(-err));
+		goto out_unmount;
+	}
 	loop_cfg = fuse_loop_cfg_create();
 	if (!loop_cfg)
 		goto out_unmount;
@@ -413,6 +412,7 @@ int main(int argc, char *argv[])
 	ret = err < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop_cfg);
 out_unmount:
+	refresh_stop(refresh);
 	fuse_session_unmount(d.se);
 out_signals:
 	fuse_remove_signal_handlers(d.se);
@@ -439,6 +439,7 @@ out:
 	free(c.connections);
 	free(c.retries);
 	free(c.timeout);
+	free(c.list_ttl);
 	free(c.endpoint);
 	free(c.region);
 	free(c.profile);

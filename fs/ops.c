@@ -32,25 +32,25 @@ static struct daemon *daemon_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-static void fill_attr(const struct node *n, struct stat *st)
+static void fill_attr(struct node *n, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
 	st->st_uid = getuid();
 	st->st_gid = getgid();
+	st->st_blksize = 1 << 20;
+	pthread_mutex_lock(&n->lock);
 	st->st_mtim = n->mtime;
 	st->st_ctim = n->mtime;
 	st->st_atim = n->mtime;
-	st->st_blksize = 1 << 20;
+	st->st_size = n->is_dir ? 0 : (off_t)n->size;
+	pthread_mutex_unlock(&n->lock);
 	if (n->is_dir) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 	} else {
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
-		pthread_mutex_lock((pthread_mutex_t *)&n->lock);
-		st->st_size = (off_t)n->size;
-		pthread_mutex_unlock((pthread_mutex_t *)&n->lock);
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
 }
@@ -80,7 +80,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
-	n = tree_lookup(dir, name);
+	n = tree_lookup(d->tree, dir, name);
 	if (!n) {
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = TTL; /* cache the miss too */
@@ -143,7 +143,9 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* Offsets: 0 ".", 1 "..", 2 + i the i-th child. */
+	/* Offsets: 0 ".", 1 "..", 2 + i the i-th child (a merged listing
+	 * only adds children, so offsets stay valid). */
+	tree_read_lock(daemon_of(req)->tree);
 	for (i = off; i < (off_t)dir->nchildren + 2; i++) {
 		const struct node *c = i == 0	? dir
 				       : i == 1 ? dir->parent
@@ -158,6 +160,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		used += len;
 	}
+	tree_read_unlock(daemon_of(req)->tree);
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 }

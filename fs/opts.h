@@ -21,7 +21,8 @@ struct options {
 	enum prefetch_mode prefetch;
 	bool allow_other;
 	bool debug;
-	bool insecure; /* TLS verification off (tests only) */
+	bool insecure;	     /* TLS verification off (tests only) */
+	unsigned list_ttl_s; /* list the source again this often; 0: never */
 
 	/* S3 (source_s3.c) */
 	char *endpoint; /* URL, or NULL: AWS, from region */

@@ -63,7 +63,9 @@ int tree_new(struct tree **ret)
 
 	if (!t)
 		return -ENOMEM;
+	pthread_rwlock_init(&t->lock, NULL);
 	if (!node_new(t, NULL, "", 0, true)) {
+		pthread_rwlock_destroy(&t->lock);
 		free(t);
 		return -ENOMEM;
 	}
@@ -89,6 +91,7 @@ void tree_free(struct tree *t)
 		free(n);
 	}
 	free(t->nodes);
+	pthread_rwlock_destroy(&t->lock);
 	free(t);
 }
 
@@ -198,25 +201,153 @@ void tree_finish(struct tree *t)
 			      sizeof(struct node *), cmp_node);
 }
 
-struct node *tree_get(const struct tree *t, uint64_t ino)
+struct node *tree_get(struct tree *t, uint64_t ino)
 {
-	if (ino == 0 || ino > t->count)
-		return NULL;
-	return t->nodes[ino - 1];
+	struct node *n = NULL;
+
+	pthread_rwlock_rdlock(&t->lock);
+	if (ino > 0 && ino <= t->count)
+		n = t->nodes[ino - 1];
+	pthread_rwlock_unlock(&t->lock);
+	return n;
 }
 
 struct node *tree_root(const struct tree *t)
 {
-	return t->nodes[0];
+	return t->nodes[0]; /* never moves: the first node */
 }
 
-struct node *tree_lookup(const struct node *dir, const char *name)
+struct node *tree_lookup(struct tree *t, const struct node *dir,
+			 const char *name)
 {
 	struct node key = { .name = (char *)name }, *kp = &key, **found;
+	struct node *n = NULL;
 
-	if (!dir->is_dir || !dir->nchildren)
+	if (!dir->is_dir)
 		return NULL;
-	found = bsearch(&kp, dir->children, dir->nchildren,
-			sizeof(struct node *), cmp_node);
-	return found ? *found : NULL;
+	pthread_rwlock_rdlock(&t->lock);
+	if (dir->nchildren) {
+		found = bsearch(&kp, dir->children, dir->nchildren,
+				sizeof(struct node *), cmp_node);
+		n = found ? *found : NULL;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	return n;
+}
+
+void tree_read_lock(struct tree *t)
+{
+	pthread_rwlock_rdlock(&t->lock);
+}
+
+void tree_read_unlock(struct tree *t)
+{
+	pthread_rwlock_unlock(&t->lock);
+}
+
+/* The node at @key, or NULL. */
+static struct node *find_key(const struct tree *t, const char *key)
+{
+	struct node *n = t->nodes[0];
+	const char *p = key;
+
+	while (n && *p) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+		n = child_find(n, p, len);
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	return n;
+}
+
+static int push(struct node ***list, size_t *n, struct node *node)
+{
+	struct node **l = realloc(*list, (*n + 1) * sizeof(*l));
+
+	if (!l)
+		return -ENOMEM;
+	l[(*n)++] = node;
+	*list = l;
+	return 0;
+}
+
+static bool same(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+int tree_merge(struct tree *t, const struct tree *fresh,
+	       struct tree_changes *ret)
+{
+	struct tree_changes c = { 0 };
+	size_t i, count;
+	int err = 0;
+
+	pthread_rwlock_wrlock(&t->lock);
+	for (i = 1; i < fresh->count && !err; i++) {
+		const struct node *f = fresh->nodes[i];
+		struct node *n = find_key(t, f->key);
+
+		if (!n) {
+			err = tree_add(t, f->key, f->is_dir, f->size, f->mtime,
+				       f->etag, &n);
+			if (!err)
+				err = push(&c.added, &c.nadded, n);
+			continue;
+		}
+		if (n->is_dir || f->is_dir)
+			continue;
+		pthread_mutex_lock(&n->lock);
+		if (n->size != f->size || !same(n->etag, f->etag) ||
+		    n->changed) {
+			char *etag = f->etag ? strdup(f->etag) : NULL;
+
+			if (f->etag && !etag) {
+				err = -ENOMEM;
+			} else {
+				t->bytes = t->bytes - n->size + f->size;
+				free(n->etag);
+				n->etag = etag;
+				n->size = f->size;
+				n->mtime = f->mtime;
+				n->changed = false;
+				n->generation++;
+				err = push(&c.changed, &c.nchanged, n);
+			}
+		}
+		pthread_mutex_unlock(&n->lock);
+	}
+	/* Files gone from the source: reads fail from now on. */
+	count = t->count;
+	for (i = 1; i < count && !err; i++) {
+		struct node *n = t->nodes[i];
+
+		if (n->is_dir || find_key(fresh, n->key))
+			continue;
+		pthread_mutex_lock(&n->lock);
+		if (!n->changed) {
+			n->changed = true;
+			err = push(&c.changed, &c.nchanged, n);
+		}
+		pthread_mutex_unlock(&n->lock);
+	}
+	tree_finish(t);
+	pthread_rwlock_unlock(&t->lock);
+	if (err) {
+		tree_changes_done(&c);
+		return err;
+	}
+	*ret = c;
+	return 0;
+}
+
+void tree_changes_done(struct tree_changes *c)
+{
+	free(c->changed);
+	free(c->added);
+	c->changed = c->added = NULL;
+	c->nchanged = c->nadded = 0;
 }

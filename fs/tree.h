@@ -1,9 +1,11 @@
 /* The mounted tree: directories and files listed from the source.
  *
- * Built single-threaded at mount (tree_add, then tree_finish) and read-only
- * in shape afterwards, so lookups need no lock. The per-file validator
- * (etag, size) may change when the daemon notices the object changed; that
- * is protected by node->lock. */
+ * Built single-threaded at mount (tree_add, then tree_finish). Later
+ * listings (list_ttl) are merged in with tree_merge(): nodes are added,
+ * never freed, so a node pointer stays valid for the tree's life, and the
+ * tree's arrays (nodes, each directory's children) are protected by
+ * tree->lock. A file's validator (etag, size, mtime) and state are
+ * protected by node->lock. */
 #ifndef WFS_FS_TREE_H
 #define WFS_FS_TREE_H
 
@@ -27,7 +29,7 @@ struct node {
 	size_t children_cap;
 
 	pthread_mutex_t lock;
-	uint64_t size; /* protected by lock once mounted */
+	uint64_t size; /* protected by lock once mounted, as are mtime */
 	char *etag;    /* validator as the server sent it, or NULL; lock */
 	bool changed;  /* the object changed under us: reads fail; lock */
 	uint32_t
@@ -36,7 +38,8 @@ struct node {
 };
 
 struct tree {
-	struct node **nodes; /* nodes[ino - 1] */
+	pthread_rwlock_t lock; /* the arrays below and nodes' children */
+	struct node **nodes;   /* nodes[ino - 1] */
 	size_t count;
 	size_t cap;
 	uint64_t bytes; /* sum of file sizes */
@@ -68,10 +71,36 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 void tree_finish(struct tree *t);
 
 /* tree_get() - the node of inode @ino, or NULL. */
-struct node *tree_get(const struct tree *t, uint64_t ino);
+struct node *tree_get(struct tree *t, uint64_t ino);
 
 /* tree_lookup() - the child @name of directory @dir, or NULL. */
-struct node *tree_lookup(const struct node *dir, const char *name);
+struct node *tree_lookup(struct tree *t, const struct node *dir,
+			 const char *name);
+
+/* tree_read_lock() and tree_read_unlock() - hold the tree's shape still,
+ * e.g. while walking a directory's children. */
+void tree_read_lock(struct tree *t);
+void tree_read_unlock(struct tree *t);
+
+/* What a merge changed, for the caller to tell the cache and the kernel. */
+struct tree_changes {
+	struct node **changed; /* files whose content changed or went away */
+	size_t nchanged;
+	struct node **added; /* new files and directories */
+	size_t nadded;
+};
+
+/*
+ * tree_merge() - bring @t up to date with @fresh, a new listing of the
+ * same source: new entries are added, files whose validator or size
+ * changed get the new one and a new generation, files gone from the
+ * source are marked changed (reads fail with EIO). Entries of another
+ * type than before are left as they were.
+ * @return 0 and *ret (release with tree_changes_done()), or -ENOMEM.
+ */
+int tree_merge(struct tree *t, const struct tree *fresh,
+	       struct tree_changes *ret);
+void tree_changes_done(struct tree_changes *c);
 
 /* tree_root() - the root directory (inode 1). */
 struct node *tree_root(const struct tree *t);

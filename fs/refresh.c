@@ -1,0 +1,137 @@
+#include "refresh.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache.h"
+#include "daemon.h"
+#include "log.h"
+#include "source.h"
+#include "tree.h"
+
+struct refresh {
+	struct daemon *d;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop; /* protected by lock */
+};
+
+/* Tell the kernel: a changed file's pages and attributes are stale; a new
+ * entry replaces a cached "no such file", and its directory's cached
+ * listing is stale. */
+static void notify(struct daemon *d, const struct tree_changes *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nchanged; i++) {
+		cache_drop_file(d->cache, c->changed[i]);
+		if (d->se)
+			fuse_lowlevel_notify_inval_inode(
+				d->se, c->changed[i]->ino, 0, 0);
+	}
+	for (i = 0; d->se && i < c->nadded; i++) {
+		struct node *n = c->added[i];
+
+		fuse_lowlevel_notify_inval_entry(d->se, n->parent->ino, n->name,
+						 strlen(n->name));
+		fuse_lowlevel_notify_inval_inode(d->se, n->parent->ino, 0, 0);
+	}
+}
+
+int refresh_once(struct daemon *d, char **ret_msg)
+{
+	struct tree *fresh = NULL;
+	struct tree_changes c;
+	char *warnings = NULL;
+	int err = tree_new(&fresh);
+
+	if (!err)
+		err = d->src->ops->list(d->src, fresh, ret_msg, &warnings);
+	free(warnings); /* said at mount; not again every time */
+	if (!err) {
+		tree_finish(fresh);
+		err = tree_merge(d->tree, fresh, &c);
+	}
+	if (!err) {
+		log_debug("relisted: %zu new, %zu changed or gone", c.nadded,
+			  c.nchanged);
+		notify(d, &c);
+		tree_changes_done(&c);
+	}
+	tree_free(fresh);
+	return err;
+}
+
+static void *refresh_thread(void *arg)
+{
+	struct refresh *r = arg;
+	struct timespec at;
+
+	pthread_mutex_lock(&r->lock);
+	while (!r->stop) {
+		char *msg = NULL;
+		int err;
+
+		clock_gettime(CLOCK_MONOTONIC, &at);
+		at.tv_sec += r->d->opts.list_ttl_s;
+		while (!r->stop && pthread_cond_timedwait(&r->cond, &r->lock,
+							  &at) != ETIMEDOUT)
+			;
+		if (r->stop)
+			break;
+		pthread_mutex_unlock(&r->lock);
+		err = refresh_once(r->d, &msg);
+		if (err)
+			log_warn("relisting failed, keeping the old listing: "
+				 "%s",
+				 msg ? msg : strerror(-err));
+		free(msg);
+		pthread_mutex_lock(&r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+int refresh_start(struct daemon *d, struct refresh **ret)
+{
+	struct refresh *r = calloc(1, sizeof(*r));
+	pthread_condattr_t attr;
+	int err;
+
+	if (!r)
+		return -ENOMEM;
+	r->d = d;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	err = -pthread_create(&r->thread, NULL, refresh_thread, r);
+	if (err) {
+		pthread_cond_destroy(&r->cond);
+		pthread_mutex_destroy(&r->lock);
+		free(r);
+		return err;
+	}
+	*ret = r;
+	return 0;
+}
+
+void refresh_stop(struct refresh *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	pthread_join(r->thread, NULL);
+	pthread_cond_destroy(&r->cond);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}

@@ -1,0 +1,74 @@
+"""list_ttl: the source is listed again; new files appear, changed files
+show their new bytes (never a mix), files gone fail with EIO; without
+list_ttl the first listing stays."""
+
+import errno
+import os
+import time
+
+import pytest
+
+from wfs_testlib import MiB, random_bytes, wait_until
+
+
+def _sources(kind, root, nginx):
+    if kind == "file":
+        return "file://" + str(root)
+    return nginx(str(root)).url
+
+
+@pytest.mark.asan
+@pytest.mark.parametrize("kind", ["file", "http"])
+def test_relisting_shows_changes(mount, nginx, tmp_path, kind):
+    root = tmp_path / "src"
+    root.mkdir()
+    old = random_bytes(3 * MiB, 1)
+    (root / "a.bin").write_bytes(old)
+    (root / "gone.bin").write_bytes(b"x" * 100)
+    m = mount(_sources(kind, root, nginx),
+              options={"block_size": "1M", "list_ttl": "1"})
+    with open(m.file("a.bin"), "rb") as f:
+        assert f.read() == old
+    assert not os.path.exists(m.file("new/b.bin"))
+
+    new = random_bytes(2 * MiB + 3, 2)
+    (root / "new").mkdir()
+    (root / "new" / "b.bin").write_bytes(new)
+    tmp = root / "a.tmp"
+    tmp.write_bytes(new)
+    os.utime(str(tmp), (1, 1))  # a different mtime, so a different ETag
+    os.rename(str(tmp), str(root / "a.bin"))
+    os.unlink(str(root / "gone.bin"))
+
+    assert wait_until(lambda: os.path.exists(m.file("new/b.bin")), 10)
+    assert "b.bin" in os.listdir(m.file("new"))
+    with open(m.file("new/b.bin"), "rb") as f:
+        assert f.read() == new
+
+    def a_is_new():
+        try:
+            with open(m.file("a.bin"), "rb") as f:
+                return f.read() == new
+        except OSError:
+            return False
+    assert wait_until(a_is_new, 10)
+    assert os.path.getsize(m.file("a.bin")) == len(new)
+
+    def gone_fails():
+        try:
+            with open(m.file("gone.bin"), "rb") as f:
+                f.read()
+            return False
+        except OSError as e:
+            return e.errno == errno.EIO
+    assert wait_until(gone_fails, 10)
+
+
+def test_without_list_ttl_listing_stays(mount, tmp_path):
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"a")
+    m = mount("file://" + str(root))
+    (root / "b.bin").write_bytes(b"b")
+    time.sleep(1.5)
+    assert os.listdir(m.path) == ["a.bin"]
