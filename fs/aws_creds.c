@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 
 #include "http.h"
+#include "msg.h"
 #include "opts.h"
 #include "s3_list.h"
 
@@ -62,22 +63,6 @@ struct aws_creds {
 	bool refreshing;	    /* lock: one caller is fetching */
 	char *last_error;	    /* lock */
 };
-
-static int set_msg(char **ret_msg, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int set_msg(char **ret_msg, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!ret_msg)
-		return err;
-	va_start(ap, fmt);
-	if (vasprintf(ret_msg, fmt, ap) < 0)
-		*ret_msg = NULL;
-	va_end(ap);
-	return err;
-}
 
 static void free_secret(char *s)
 {
@@ -410,14 +395,14 @@ int aws_creds_parse_json(const char *json, size_t len,
 		o = json_tokener_parse_ex(tok, json, (int)len);
 	json_tokener_free(tok);
 	if (!o || !json_object_is_type(o, json_type_object)) {
-		set_msg(ret_msg, 0, "not a JSON object");
+		msg_set(ret_msg, 0, "not a JSON object");
 		goto out;
 	}
 	code = jstr(o, "Code");
 	if (code && strcmp(code, "Success")) {
 		const char *m = jstr(o, "Message");
 
-		set_msg(ret_msg, 0, "%.100s%s%.200s", code, m ? ": " : "",
+		msg_set(ret_msg, 0, "%.100s%s%.200s", code, m ? ": " : "",
 			m ? m : "");
 		goto out;
 	}
@@ -426,11 +411,11 @@ int aws_creds_parse_json(const char *json, size_t len,
 	token = jstr(o, "Token");
 	exp = jstr(o, "Expiration");
 	if (!id || !*id || !secret || !*secret) {
-		set_msg(ret_msg, 0, "no AccessKeyId or SecretAccessKey");
+		msg_set(ret_msg, 0, "no AccessKeyId or SecretAccessKey");
 		goto out;
 	}
 	if (exp && s3_parse_time(exp, &ts)) {
-		set_msg(ret_msg, 0, "malformed Expiration");
+		msg_set(ret_msg, 0, "malformed Expiration");
 		goto out;
 	}
 	err = credentials_set(ret, id, secret, token, ts.tv_sec);
@@ -559,15 +544,15 @@ static int response_msg(int err, const struct http_response *r, char **ret_msg)
 	struct s3_error e;
 
 	if (err)
-		return set_msg(ret_msg, err, "%s",
+		return msg_set(ret_msg, err, "%s",
 			       r->curl_error[0] ? r->curl_error
 						: strerror(-err));
 	if (r->body && !s3_error_parse(r->body, r->len, &e)) {
-		set_msg(ret_msg, 0, "%.100s: %.300s (HTTP %ld)", e.code,
+		msg_set(ret_msg, 0, "%.100s: %.300s (HTTP %ld)", e.code,
 			e.message ? e.message : "", r->status);
 		s3_error_done(&e);
 	} else {
-		set_msg(ret_msg, 0, "HTTP %ld", r->status);
+		msg_set(ret_msg, 0, "HTTP %ld", r->status);
 	}
 	return http_status_errno(r->status) ?: -EIO;
 }
@@ -626,7 +611,7 @@ static int fetch_web_identity(struct aws_creds *c, struct aws_credentials *ret,
 
 	err = read_token_file(c->token_file, &token);
 	if (err)
-		return set_msg(ret_msg, err, "web identity token file %s: %s",
+		return msg_set(ret_msg, err, "web identity token file %s: %s",
 			       c->token_file, strerror(-err));
 	h = curl_easy_init();
 	if (h) {
@@ -654,13 +639,13 @@ static int fetch_web_identity(struct aws_creds *c, struct aws_credentials *ret,
 	err = request(c, c->sts_url, "POST", body, hdrs, false, &r);
 	if (err || r.status != 200) {
 		err = response_msg(err, &r, &m);
-		set_msg(ret_msg, err, "STS AssumeRoleWithWebIdentity at %s: %s",
+		msg_set(ret_msg, err, "STS AssumeRoleWithWebIdentity at %s: %s",
 			c->sts_url, m ? m : "failed");
 		goto out;
 	}
 	err = aws_creds_parse_sts(r.body, r.len, ret);
 	if (err)
-		set_msg(ret_msg, err,
+		msg_set(ret_msg, err,
 			"STS AssumeRoleWithWebIdentity at %s: malformed "
 			"response",
 			c->sts_url);
@@ -687,7 +672,7 @@ static int fetch_container(struct aws_creds *c, struct aws_credentials *ret,
 	if (c->auth_token_file) {
 		err = read_token_file(c->auth_token_file, &token);
 		if (err)
-			return set_msg(ret_msg, err,
+			return msg_set(ret_msg, err,
 				       "container authorization token file "
 				       "%s: %s",
 				       c->auth_token_file, strerror(-err));
@@ -698,7 +683,7 @@ static int fetch_container(struct aws_creds *c, struct aws_credentials *ret,
 	}
 	if (token) {
 		if (strpbrk(token, "\r\n")) {
-			err = set_msg(ret_msg, -EINVAL,
+			err = msg_set(ret_msg, -EINVAL,
 				      "container authorization token "
 				      "contains a line break");
 			goto out;
@@ -717,13 +702,13 @@ static int fetch_container(struct aws_creds *c, struct aws_credentials *ret,
 	err = request(c, c->container_url, NULL, NULL, hdrs, true, &r);
 	if (err || r.status != 200) {
 		err = response_msg(err, &r, &m);
-		set_msg(ret_msg, err, "container credentials at %s: %s",
+		msg_set(ret_msg, err, "container credentials at %s: %s",
 			c->container_url, m ? m : "failed");
 		goto out;
 	}
 	err = aws_creds_parse_json(r.body, r.len, ret, &m);
 	if (err)
-		set_msg(ret_msg, err, "container credentials at %s: %s",
+		msg_set(ret_msg, err, "container credentials at %s: %s",
 			c->container_url, m ? m : "malformed response");
 out:
 	free(m);
@@ -786,7 +771,7 @@ static int fetch_imds(struct aws_creds *c, struct aws_credentials *ret,
 		goto out;
 	}
 	if (!*trim(role) || strchr(role, '/')) {
-		err = set_msg(ret_msg, -ENOENT,
+		err = msg_set(ret_msg, -ENOENT,
 			      "instance metadata at %s: no IAM role attached",
 			      c->imds_endpoint);
 		goto out;
@@ -806,13 +791,13 @@ static int fetch_imds(struct aws_creds *c, struct aws_credentials *ret,
 		goto http_fail;
 	err = aws_creds_parse_json(r.body, r.len, ret, &m);
 	if (err)
-		set_msg(ret_msg, err, "instance metadata at %s: %s",
+		msg_set(ret_msg, err, "instance metadata at %s: %s",
 			c->imds_endpoint, m ? m : "malformed credentials");
 	goto out;
 
 http_fail:
 	err = response_msg(err, &r, &m);
-	set_msg(ret_msg, err, "instance metadata at %s (%s): %s",
+	msg_set(ret_msg, err, "instance metadata at %s (%s): %s",
 		c->imds_endpoint, step, m ? m : "failed");
 out:
 	free(m);
@@ -889,7 +874,7 @@ int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
 		now = time(NULL);
 	}
 	if (now < c->retry_at) {
-		err = set_msg(ret_msg, -EKEYEXPIRED,
+		err = msg_set(ret_msg, -EKEYEXPIRED,
 			      "credentials from %s expired: %s", c->provider,
 			      c->last_error ? c->last_error : "refresh failed");
 		pthread_mutex_unlock(&c->lock);
@@ -913,7 +898,7 @@ int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
 	}
 	pthread_cond_broadcast(&c->cond);
 	if (err && c->cur.expiration && now >= c->cur.expiration) {
-		err = set_msg(ret_msg, err, "credentials from %s expired: %s",
+		err = msg_set(ret_msg, err, "credentials from %s expired: %s",
 			      c->provider,
 			      c->last_error ? c->last_error : "refresh failed");
 		pthread_mutex_unlock(&c->lock);
@@ -1061,7 +1046,7 @@ static int setup_container(struct aws_creds *c, char **ret_msg)
 			c->container_url = NULL;
 	} else {
 		if (!container_host_ok(full))
-			return set_msg(ret_msg, -EINVAL,
+			return msg_set(ret_msg, -EINVAL,
 				       "AWS_CONTAINER_CREDENTIALS_FULL_URI %s: "
 				       "plain http is allowed only to "
 				       "loopback and the ECS/EKS agent "
@@ -1120,7 +1105,7 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 	/* 1. Environment, unless a profile was asked for by name. */
 	if (!explicit_profile && (id || secret)) {
 		if (!id || !secret)
-			return set_msg(ret_msg, -EINVAL,
+			return msg_set(ret_msg, -EINVAL,
 				       "%s is set but %s is not",
 				       id ? "AWS_ACCESS_KEY_ID"
 					  : "AWS_SECRET_ACCESS_KEY",
@@ -1148,7 +1133,7 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 		return err;
 	err = aws_profile_load(cred_path, conf_path, name, &p);
 	if (err) {
-		set_msg(ret_msg, err, "reading %s or %s: %s", cred_path,
+		msg_set(ret_msg, err, "reading %s or %s: %s", cred_path,
 			conf_path, strerror(-err));
 		goto out;
 	}
@@ -1169,7 +1154,7 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 		goto out;
 	}
 	if (p.found && (p.role_arn || p.credential_process || p.sso)) {
-		err = set_msg(ret_msg, -EOPNOTSUPP,
+		err = msg_set(ret_msg, -EOPNOTSUPP,
 			      "%s uses %s, which weightfs does not support; "
 			      "use static keys, web identity, container or "
 			      "instance credentials",
@@ -1181,14 +1166,14 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 		goto out;
 	}
 	if (p.found && (p.access_key_id || p.secret_access_key)) {
-		err = set_msg(ret_msg, -EINVAL,
+		err = msg_set(ret_msg, -EINVAL,
 			      "%s has only one of aws_access_key_id and "
 			      "aws_secret_access_key",
 			      p.where);
 		goto out;
 	}
 	if (!p.found && (explicit_profile || env("AWS_PROFILE"))) {
-		err = set_msg(ret_msg, -ENOENT,
+		err = msg_set(ret_msg, -ENOENT,
 			      "AWS profile %s not found in %s or %s", name,
 			      cred_path, conf_path);
 		goto out;
@@ -1238,7 +1223,7 @@ int aws_creds_new(const struct options *opts, const char *region,
 	pthread_cond_init(&c->cond, NULL);
 	err = resolve(c, region ? region : "us-east-1", ret_msg);
 	if (err == 1) {
-		err = set_msg(ret_msg, -ENOKEY,
+		err = msg_set(ret_msg, -ENOKEY,
 			      "no AWS credentials found (looked in the "
 			      "environment, web identity, the shared files, "
 			      "container credentials; instance metadata is "
@@ -1252,7 +1237,7 @@ int aws_creds_new(const struct options *opts, const char *region,
 		err = fetch(c, &n, &msg);
 		if (err) {
 			if (c->kind == KIND_IMDS)
-				set_msg(ret_msg, err,
+				msg_set(ret_msg, err,
 					"no AWS credentials found (looked in "
 					"the environment, web identity, the "
 					"shared files, container credentials "
@@ -1260,7 +1245,7 @@ int aws_creds_new(const struct options *opts, const char *region,
 					"no_sign_request for a public bucket",
 					msg ? msg : "failed");
 			else
-				set_msg(ret_msg, err, "%s", msg ? msg : "");
+				msg_set(ret_msg, err, "%s", msg ? msg : "");
 			free(msg);
 			goto fail;
 		}

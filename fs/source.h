@@ -68,21 +68,6 @@ int source_new(const char *spec, const struct options *opts,
 	       struct source **ret, char **ret_msg);
 void source_free(struct source *s);
 
-/*
- * source_msg() - format a message for the user into *@ret_msg (malloc'd;
- * NULL when out of memory). @return @err, so sources can write
- * "return source_msg(ret_msg, -EIO, ...)".
- */
-int source_msg(char **ret_msg, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/*
- * source_warn() - append a line to the warnings *@warnings.
- * @return 0 or -ENOMEM.
- */
-int source_warn(char **warnings, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
 /* Constructors, called by source_new() for their scheme. */
 int source_file_new(const char *spec, const struct options *opts,
 		    struct source **ret, char **ret_msg);

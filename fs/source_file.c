@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "msg.h"
 #include "tree.h"
 
 #define MAX_DEPTH 64
@@ -46,8 +47,8 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 	d = opendir(path);
 	if (!d) {
 		err = -errno;
-		source_msg(ret_msg, err, "cannot list %s: %s", path,
-			   strerror(-err));
+		msg_set(ret_msg, err, "cannot list %s: %s", path,
+			strerror(-err));
 		free(path);
 		return err;
 	}
@@ -65,16 +66,15 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 			break;
 		}
 		if (stat(full, &st) < 0) {
-			err = source_warn(warnings, "skipping %s: unreadable",
-					  full);
+			err = msg_append(warnings, "skipping %s: unreadable",
+					 full);
 		} else if (!tree_name_ok(e->d_name, strlen(e->d_name))) {
-			err = source_warn(warnings,
-					  "skipping %s: unusable name", full);
+			err = msg_append(warnings, "skipping %s: unusable name",
+					 full);
 		} else if (S_ISDIR(st.st_mode)) {
 			if (depth >= MAX_DEPTH)
-				err = source_warn(warnings,
-						  "skipping %s: too deep",
-						  full);
+				err = msg_append(warnings,
+						 "skipping %s: too deep", full);
 			else if (!(err = tree_add(t, key, true, 0, st.st_mtim,
 						  NULL, NULL)))
 				err = walk(sf, t, key, depth + 1, ret_msg,
@@ -106,7 +106,7 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 		return -ENOMEM;
 	if (stat(path, &st) < 0) {
 		err = -errno;
-		source_msg(ret_msg, err, "%s: %s", path, strerror(-err));
+		msg_set(ret_msg, err, "%s: %s", path, strerror(-err));
 		free(path);
 		return err;
 	}
@@ -146,16 +146,16 @@ int source_file_new(const char *spec, const struct options *opts,
 	char *real;
 
 	if (path[0] != '/') {
-		return source_msg(ret_msg, -EINVAL,
-				  "bad source '%s': expected "
-				  "file:///absolute/dir",
-				  spec);
+		return msg_set(ret_msg, -EINVAL,
+			       "bad source '%s': expected "
+			       "file:///absolute/dir",
+			       spec);
 	}
 	real = realpath(path, NULL);
 	if (!real || stat(real, &st) < 0) {
 		int err = -errno;
 
-		source_msg(ret_msg, err, "source %s: %s", path, strerror(-err));
+		msg_set(ret_msg, err, "source %s: %s", path, strerror(-err));
 		free(real);
 		return err;
 	}

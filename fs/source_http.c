@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "msg.h"
 #include "opts.h"
 #include "tree.h"
 
@@ -40,11 +41,11 @@ static int response_error(const char *what, const char *url, int err,
 			  const struct http_response *r, char **ret_msg)
 {
 	if (err)
-		return source_msg(ret_msg, err, "%s %s: %s", what, url,
-				  r->curl_error[0] ? r->curl_error
-						   : strerror(-err));
-	return source_msg(ret_msg, http_status_errno(r->status) ?: -EIO,
-			  "%s %s: HTTP %ld", what, url, r->status);
+		return msg_set(ret_msg, err, "%s %s: %s", what, url,
+			       r->curl_error[0] ? r->curl_error
+						: strerror(-err));
+	return msg_set(ret_msg, http_status_errno(r->status) ?: -EIO,
+		       "%s %s: HTTP %ld", what, url, r->status);
 }
 
 static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
@@ -65,12 +66,11 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 	}
 	root = json_tokener_parse(r.body);
 	if (!root || !json_object_is_type(root, json_type_array)) {
-		err = source_msg(
-			ret_msg, -EPROTO,
-			"listing %s: not a JSON directory index (the "
-			"server must list directories as JSON, e.g. "
-			"nginx 'autoindex on; autoindex_format json;')",
-			url);
+		err = msg_set(ret_msg, -EPROTO,
+			      "listing %s: not a JSON directory index (the "
+			      "server must list directories as JSON, e.g. "
+			      "nginx 'autoindex on; autoindex_format json;')",
+			      url);
 		goto out;
 	}
 	n = json_object_array_length(root);
@@ -104,10 +104,10 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		    size < 0) {
 			/* The name itself may hold control characters:
 			 * not for a terminal. */
-			err = source_warn(warnings,
-					  "%s: skipping an entry with an "
-					  "unusable name or size",
-					  url);
+			err = msg_append(warnings,
+					 "%s: skipping an entry with an "
+					 "unusable name or size",
+					 url);
 			continue;
 		}
 		if (asprintf(&key, "%s%s%s", rel, *rel ? "/" : "", name) < 0) {
@@ -116,10 +116,10 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		}
 		if (!strcmp(type, "directory")) {
 			if (depth >= MAX_DEPTH) {
-				err = source_warn(warnings,
-						  "%s: skipping a directory "
-						  "nested too deep",
-						  url);
+				err = msg_append(warnings,
+						 "%s: skipping a directory "
+						 "nested too deep",
+						 url);
 			} else {
 				err = tree_add(t, key, true, 0, mtime, NULL,
 					       NULL);
@@ -132,9 +132,8 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 				       NULL, NULL);
 		}
 		if (err == -EINVAL || err == -EEXIST)
-			err = source_warn(warnings,
-					  "%s: skipping a duplicate entry",
-					  url);
+			err = msg_append(warnings,
+					 "%s: skipping a duplicate entry", url);
 		free(key);
 	}
 out:
@@ -331,10 +330,10 @@ int source_http_new(const char *spec, const struct options *opts,
 	if (curl_url_set(u, CURLUPART_URL, spec, 0) ||
 	    curl_url_get(u, CURLUPART_PATH, &path, 0)) {
 		curl_url_cleanup(u);
-		return source_msg(ret_msg, -EINVAL,
-				  "bad source URL '%s': expected "
-				  "http(s)://host[:port]/dir/",
-				  spec);
+		return msg_set(ret_msg, -EINVAL,
+			       "bad source URL '%s': expected "
+			       "http(s)://host[:port]/dir/",
+			       spec);
 	}
 	curl_url_cleanup(u);
 	sh = calloc(1, sizeof(*sh));
@@ -370,11 +369,10 @@ int source_http_new(const char *spec, const struct options *opts,
 			if (!sh->single || !sh->base)
 				goto fail;
 			if (!tree_name_ok(sh->single, strlen(sh->single))) {
-				err = source_msg(
-					ret_msg, -EINVAL,
-					"bad source URL '%s': unusable "
-					"file name",
-					spec);
+				err = msg_set(ret_msg, -EINVAL,
+					      "bad source URL '%s': unusable "
+					      "file name",
+					      spec);
 				goto fail;
 			}
 		}

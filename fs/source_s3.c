@@ -17,6 +17,7 @@
 
 #include "aws_creds.h"
 #include "http.h"
+#include "msg.h"
 #include "opts.h"
 #include "s3_list.h"
 #include "sigv4.h"
@@ -267,10 +268,10 @@ static int list_error(struct source_s3 *s, int err,
 	struct s3_error e;
 
 	if (err)
-		return source_msg(
-			ret_msg, err, "listing %s: cannot reach %s: %s",
-			s->s.display, s->origin,
-			r->curl_error[0] ? r->curl_error : strerror(-err));
+		return msg_set(ret_msg, err, "listing %s: cannot reach %s: %s",
+			       s->s.display, s->origin,
+			       r->curl_error[0] ? r->curl_error
+						: strerror(-err));
 	err = http_status_errno(r->status) ?: -EIO;
 	if (r->body && !s3_error_parse(r->body, r->len, &e)) {
 		const char *hint = "";
@@ -286,15 +287,15 @@ static int list_error(struct source_s3 *s, int err,
 		else if (!e.region && e.endpoint &&
 			 asprintf(&extra, " (endpoint %s)", e.endpoint) < 0)
 			extra = NULL;
-		source_msg(ret_msg, err, "listing %s: %s: %s (HTTP %ld)%s%s",
-			   s->s.display, e.code, e.message ? e.message : "",
-			   r->status, hint, extra ? extra : "");
+		msg_set(ret_msg, err, "listing %s: %s: %s (HTTP %ld)%s%s",
+			s->s.display, e.code, e.message ? e.message : "",
+			r->status, hint, extra ? extra : "");
 		free(extra);
 		s3_error_done(&e);
 		return err;
 	}
-	return source_msg(ret_msg, err, "listing %s: HTTP %ld from %s",
-			  s->s.display, r->status, s->origin);
+	return msg_set(ret_msg, err, "listing %s: HTTP %ld from %s",
+		       s->s.display, r->status, s->origin);
 }
 
 /* One page: GET with retries of transient failures. */
@@ -325,8 +326,8 @@ static int get_page(struct source_s3 *s, const char *token,
 		if (err) {
 			curl_easy_cleanup(h);
 			curl_slist_free_all(hdrs);
-			source_msg(ret_msg, err, "listing %s: %s", s->s.display,
-				   msg ? msg : strerror(-err));
+			msg_set(ret_msg, err, "listing %s: %s", s->s.display,
+				msg ? msg : strerror(-err));
 			free(msg);
 			break;
 		}
@@ -366,9 +367,9 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 		struct s3_list_page p;
 
 		if (page == MAX_PAGES) {
-			err = source_msg(ret_msg, -E2BIG,
-					 "listing %s: more than %d pages",
-					 s->s.display, MAX_PAGES);
+			err = msg_set(ret_msg, -E2BIG,
+				      "listing %s: more than %d pages",
+				      s->s.display, MAX_PAGES);
 			break;
 		}
 		err = get_page(s, token, &r, ret_msg);
@@ -377,8 +378,7 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 		err = s3_list_parse(r.body, r.len, &p);
 		http_response_done(&r);
 		if (err) {
-			source_msg(
-				ret_msg, err,
+			msg_set(ret_msg, err,
 				"listing %s: malformed ListObjectsV2 response",
 				s->s.display);
 			break;
@@ -388,10 +388,10 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 					 &nwarn);
 		if (!err && p.truncated && token &&
 		    !strcmp(token, p.next_token))
-			err = source_msg(ret_msg, -EPROTO,
-					 "listing %s: the server repeated a "
-					 "continuation token",
-					 s->s.display);
+			err = msg_set(ret_msg, -EPROTO,
+				      "listing %s: the server repeated a "
+				      "continuation token",
+				      s->s.display);
 		free(token);
 		token = NULL;
 		if (!err && p.truncated) {
@@ -404,8 +404,8 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 	}
 	free(token);
 	if (err == -ENOMEM && !*ret_msg)
-		source_msg(ret_msg, err, "listing %s: out of memory",
-			   s->s.display);
+		msg_set(ret_msg, err, "listing %s: out of memory",
+			s->s.display);
 	*ret_warnings = warnings;
 	return err;
 }
@@ -528,9 +528,9 @@ static int setup_endpoint(struct source_s3 *s, char **ret_msg)
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) ||
 	    (strcasecmp(scheme, "http") && strcasecmp(scheme, "https"))) {
-		err = source_msg(
-			ret_msg, -EINVAL,
-			"endpoint '%s': expected http(s)://host[:port]", ep);
+		err = msg_set(ret_msg, -EINVAL,
+			      "endpoint '%s': expected http(s)://host[:port]",
+			      ep);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_PORT, &port, 0))
@@ -588,8 +588,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 	s->s.kind = SOURCE_S3;
 	s->opts = opts;
 	if (strncmp(spec, "s3://", 5)) {
-		err = source_msg(ret_msg, -EINVAL, "not an s3:// source: %s",
-				 spec);
+		err = msg_set(ret_msg, -EINVAL, "not an s3:// source: %s",
+			      spec);
 		goto fail;
 	}
 	slash = strchrnul(b, '/');
@@ -598,11 +598,10 @@ int source_s3_new(const char *spec, const struct options *opts,
 	if (!s->bucket || !s->s.display)
 		goto fail;
 	if (!bucket_ok(s->bucket)) {
-		err = source_msg(
-			ret_msg, -EINVAL,
-			"'%s': expected s3://bucket[/prefix] with a "
-			"bucket name of letters, digits, '.', '-', '_'",
-			spec);
+		err = msg_set(ret_msg, -EINVAL,
+			      "'%s': expected s3://bucket[/prefix] with a "
+			      "bucket name of letters, digits, '.', '-', '_'",
+			      spec);
 		goto fail;
 	}
 	/* The prefix is a directory: "a/b" and "a/b/" both mean "a/b/". */
@@ -631,8 +630,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 	if (!s->region)
 		goto fail;
 	if (strpbrk(s->region, "/\r\n ")) {
-		err = source_msg(ret_msg, -EINVAL, "malformed region '%s'",
-				 s->region);
+		err = msg_set(ret_msg, -EINVAL, "malformed region '%s'",
+			      s->region);
 		goto fail;
 	}
 	err = setup_endpoint(s, ret_msg);
@@ -643,8 +642,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 
 		err = aws_creds_new(opts, s->region, &s->creds, &msg);
 		if (err) {
-			source_msg(ret_msg, err, "%s: %s", spec,
-				   msg ? msg : strerror(-err));
+			msg_set(ret_msg, err, "%s: %s", spec,
+				msg ? msg : strerror(-err));
 			free(msg);
 			goto fail;
 		}
