@@ -17,6 +17,7 @@
 
 #include "cache.h"
 #include "http.h"
+#include "io.h"
 #include "opts.h"
 #include "source.h"
 #include "stats.h"
@@ -245,7 +246,7 @@ static int file_read(struct fetch *f, struct job *j)
 {
 	char *path = NULL;
 	struct stat st;
-	size_t done = 0;
+	ssize_t n;
 	int fd, err = 0;
 
 	if (asprintf(&path, "%s/%s", f->src->root_dir, j->file->key) < 0)
@@ -265,19 +266,14 @@ static int file_read(struct fetch *f, struct job *j)
 		goto out;
 	}
 	STAT_ADD(requests, 1);
-	while (done < j->len) {
-		ssize_t n = pread(fd, j->b->data + done, j->len - done,
-				  (off_t)(j->off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			err = n < 0 ? -errno : -ESTALE; /* shrank: changed */
-			goto out;
-		}
-		done += (size_t)n;
+	n = pread_full(fd, j->b->data, j->len, j->off);
+	if (n < 0) {
+		err = (int)n;
+		goto out;
 	}
-	STAT_ADD(bytes_fetched, done);
+	STAT_ADD(bytes_fetched, (size_t)n);
+	if ((size_t)n < j->len)
+		err = -ESTALE; /* it shrank: changed */
 out:
 	close(fd);
 	return err;

@@ -14,6 +14,7 @@
 
 #include "cuda.h"
 #include "errmsg.h"
+#include "io.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define MAX_INDEX_BYTES (100u << 20)
@@ -29,20 +30,12 @@ static int err_in(int err, const char *path)
 
 static int read_full(int fd, void *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
+	ssize_t n = pread_full(fd, buf, len, off);
 
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return err_set(-errno, "read: %s", strerror(errno));
-		if (n == 0)
-			return err_set(-EIO, "unexpected end of file");
-		done += (size_t)n;
-	}
+	if (n < 0)
+		return err_set((int)n, "read: %s", strerror((int)-n));
+	if ((size_t)n < len)
+		return err_set(-EIO, "unexpected end of file");
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "errmsg.h"
+#include "io.h"
 
 /* O_DIRECT needs the buffer, offset and length aligned to the logical
  * block size; 4096 covers every common device. */
@@ -31,23 +32,12 @@ static ssize_t pread_read(struct reader *r, unsigned file, uint64_t off,
 	struct pread_reader *pr = (struct pread_reader *)r;
 	const struct pread_file *f = &pr->files[file];
 	int fd = f->direct_fd >= 0 ? f->direct_fd : f->fd;
-	size_t done = 0;
+	ssize_t n = pread_full(fd, buf, len, off);
 
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done,
-				  (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return err_set(-errno, "%s: read at %llu: %s", f->path,
-				       (unsigned long long)(off + done),
-				       strerror(errno));
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	return (ssize_t)done;
+	if (n < 0)
+		return err_set((int)n, "%s: read at %llu: %s", f->path,
+			       (unsigned long long)off, strerror((int)-n));
+	return n;
 }
 
 static size_t pread_align(struct reader *r, unsigned file)
