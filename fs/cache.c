@@ -145,7 +145,6 @@ static void retire(struct cache *c, struct block *b, bool behind)
 	if (b->state == BLOCK_READY) {
 		struct block *at = behind ? c->lru.prev : &c->lru;
 
-		b->behind = behind;
 		b->next = at->next;
 		b->prev = at;
 		at->next->prev = b;
@@ -169,17 +168,6 @@ static struct block *take_slot(struct cache *c, bool keep_unread)
 {
 	struct block *b = c->free_list;
 
-	/* Data a reader already went past (now in the kernel's page cache)
-	 * goes before fresh memory is touched: streaming a large file then
-	 * cycles through a few warm slots. */
-	if (c->lru.prev != &c->lru && c->lru.prev->behind) {
-		b = c->lru.prev;
-		lru_unlink(c, b);
-		hash_remove(c, b);
-		c->ready_bytes -= b->len;
-		STAT_ADD(cache_evictions, 1);
-		return b;
-	}
 	if (b) {
 		c->free_list = b->next;
 		c->nfree--;
@@ -243,7 +231,6 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 	}
 	if (b->refs == 0 && b->state == BLOCK_READY)
 		lru_unlink(c, b);
-	b->behind = false;
 	b->refs++;
 	if (b->state == BLOCK_READY)
 		STAT_ADD(cache_hits, 1);
@@ -255,8 +242,10 @@ wait:
 	b->prefetch = false;
 	err = b->state == BLOCK_READY ? 0 : b->err;
 	if (err) {
-		if (--b->refs == 0)
+		if (--b->refs == 0) {
 			retire(c, b, false);
+			pthread_cond_broadcast(&c->cond); /* a slot came free */
+		}
 		b = NULL;
 	}
 	pthread_mutex_unlock(&c->lock);

@@ -37,7 +37,6 @@ struct block {
 	char *data;    /* the block's slot in the arena */
 	unsigned refs; /* holders: readers, and the fetch while it runs */
 	bool prefetch; /* started by readahead, not read yet */
-	bool behind;   /* a reader went past it: reuse it first */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
 	void *fetch_priv; /* owned by the fetch engine while FETCHING */
@@ -82,8 +81,8 @@ void cache_unref(struct cache *c, struct block *b);
 
 /*
  * cache_unref_behind() - as cache_unref(); with @behind, the caller has
- * read the block to its end and its bytes now live elsewhere (the kernel's
- * page cache), so its slot is the first to be reused.
+ * read the block to its end and its bytes now live elsewhere too (the
+ * kernel's page cache), so when the cache is full it goes first.
  */
 void cache_unref_behind(struct cache *c, struct block *b, bool behind);
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,6 +19,9 @@
 #include "readpath.h"
 #include "tree.h"
 #include "wire.h"
+
+#define MAX_CLIENTS 256
+#define WIRE_MAX_MAPPED (64ULL << 30) /* per client */
 
 struct region {
 	char *base;
@@ -30,6 +34,7 @@ struct client {
 	unsigned uid;
 	struct region regions[WIRE_MAX_REGIONS];
 	unsigned nregions;
+	uint64_t mapped; /* bytes of all regions */
 	bool hello;
 };
 
@@ -46,9 +51,11 @@ struct fastpath {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a client went away */
 	struct conn *conns;  /* protected by lock */
+	unsigned nconns;     /* protected by lock */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	pthread_t thread;
 	bool started;
+	bool bound; /* path is our socket, to remove at the end */
 };
 
 static bool peer_allowed(const struct client *c)
@@ -128,11 +135,21 @@ static int do_map(struct client *c, struct wire_map *m, int memfd)
 	struct stat st;
 	void *base;
 
+	int seals;
+
+	if (!peer_allowed(c))
+		return -EACCES;
 	if (memfd < 0)
 		return -EBADF;
 	if (c->nregions >= WIRE_MAX_REGIONS)
 		return -ENOSPC;
-	if (m->len == 0 || m->len > WIRE_MAX_REGION || fstat(memfd, &st) < 0 ||
+	/* Only a memfd that cannot shrink: a truncated mapping would kill
+	 * the daemon with SIGBUS, and a file elsewhere could block it. */
+	seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK))
+		return -EPERM;
+	if (m->len == 0 || m->len > WIRE_MAX_REGION ||
+	    m->len > WIRE_MAX_MAPPED - c->mapped || fstat(memfd, &st) < 0 ||
 	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size < m->len)
 		return -EINVAL;
 	base = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
@@ -140,6 +157,7 @@ static int do_map(struct client *c, struct wire_map *m, int memfd)
 		return -errno;
 	c->regions[c->nregions].base = base;
 	c->regions[c->nregions].len = m->len;
+	c->mapped += m->len;
 	return (int)c->nregions++;
 }
 
@@ -274,6 +292,7 @@ static void *client_thread(void *arg)
 	for (p = &fp->conns; *p != cn; p = &(*p)->next)
 		;
 	*p = cn->next;
+	fp->nconns--;
 	pthread_cond_broadcast(&fp->cond);
 	pthread_mutex_unlock(&fp->lock);
 	free(cn);
@@ -308,10 +327,18 @@ static void *accept_thread(void *arg)
 		cn->fd = fd;
 		cn->uid = cred.uid;
 		pthread_mutex_lock(&fp->lock);
+		if (fp->nconns >= MAX_CLIENTS) {
+			pthread_mutex_unlock(&fp->lock);
+			close(fd);
+			free(cn);
+			continue;
+		}
+		fp->nconns++;
 		cn->next = fp->conns;
 		fp->conns = cn;
 		if (pthread_create(&t, NULL, client_thread, cn)) {
 			fp->conns = cn->next;
+			fp->nconns--;
 			close(fd);
 			free(cn);
 		} else {
@@ -322,16 +349,24 @@ static void *accept_thread(void *arg)
 	return NULL;
 }
 
+/* The directory for the socket: ours alone, so that no other user can
+ * put a socket of theirs where a loader looks. */
 static int socket_dir(char *buf, size_t len)
 {
 	const char *base = getuid() == 0 ? "/run" : getenv("XDG_RUNTIME_DIR");
+	struct stat st;
 
 	if (!base || !*base)
 		base = "/tmp";
-	if ((size_t)snprintf(buf, len, "%s/weightfs", base) >= len)
+	if ((size_t)snprintf(buf, len, "%s/weightfs-%u", base,
+			     (unsigned)getuid()) >= len)
 		return -ENAMETOOLONG;
 	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
 		return -errno;
+	if (lstat(buf, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022))
+		return -EPERM;
 	return 0;
 }
 
@@ -339,8 +374,8 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 {
 	struct fastpath *fp = calloc(1, sizeof(*fp));
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char dir[80];
-	int err;
+	char dir[96];
+	int err, tries;
 
 	if (!fp)
 		return -ENOMEM;
@@ -351,16 +386,36 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 	err = socket_dir(dir, sizeof(dir));
 	if (err)
 		goto fail;
-	snprintf(fp->path, sizeof(fp->path), "%s/%d.sock", dir, getpid());
 	fp->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fp->listen_fd < 0) {
 		err = -errno;
 		goto fail;
 	}
-	memcpy(sa.sun_path, fp->path, strlen(fp->path) + 1);
-	unlink(fp->path);
-	if (bind(fp->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(fp->path, 0666) < 0 || listen(fp->listen_fd, 64) < 0) {
+	/* A random name, never taken over from a live daemon. */
+	for (tries = 0;; tries++) {
+		uint64_t r;
+
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r)) {
+			err = -EIO;
+			goto fail;
+		}
+		if ((size_t)snprintf(
+			    fp->path, sizeof(fp->path), "%s/%016llx.sock", dir,
+			    (unsigned long long)r) >= sizeof(fp->path)) {
+			err = -ENAMETOOLONG;
+			goto fail;
+		}
+		memcpy(sa.sun_path, fp->path, strlen(fp->path) + 1);
+		if (bind(fp->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) ==
+		    0)
+			break;
+		if (errno != EADDRINUSE || tries == 4) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	fp->bound = true;
+	if (chmod(fp->path, 0666) < 0 || listen(fp->listen_fd, 64) < 0) {
 		err = -errno;
 		goto fail;
 	}
@@ -397,7 +452,8 @@ void fastpath_free(struct fastpath *fp)
 		if (fp->started)
 			pthread_join(fp->thread, NULL);
 		close(fp->listen_fd);
-		unlink(fp->path);
+		if (fp->bound)
+			unlink(fp->path);
 	}
 	/* Disconnect the clients and wait for their threads to let go. */
 	pthread_mutex_lock(&fp->lock);

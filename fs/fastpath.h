@@ -6,7 +6,8 @@
  * One thread accepts; each client gets a thread of its own, so a slow or
  * hostile client blocks only itself. A request is served only when the
  * peer (SO_PEERCRED) may read the mount: it is the mount's owner, root,
- * or the mount has allow_other. */
+ * or the mount has allow_other. Shared memory must be a memfd sealed
+ * against shrinking; clients, regions and mapped bytes are capped. */
 #ifndef WFS_FS_FASTPATH_H
 #define WFS_FS_FASTPATH_H
 
@@ -14,8 +15,10 @@ struct daemon;
 struct fastpath;
 
 /*
- * fastpath_new() - bind the socket (in /run/weightfs when root, else
- * $XDG_RUNTIME_DIR/weightfs or /tmp) without serving yet.
+ * fastpath_new() - bind the socket, under a random name in
+ * /run/weightfs-UID when root, else $XDG_RUNTIME_DIR/weightfs-UID or
+ * /tmp/weightfs-UID (a directory the daemon's user owns and nobody else
+ * may write), without serving yet.
  * @return 0 and *ret, or a negative errno.
  */
 int fastpath_new(struct daemon *d, struct fastpath **ret);

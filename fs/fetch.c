@@ -39,6 +39,7 @@ struct job {
 	CURL *h;
 	struct curl_slist *hdrs;
 	size_t got;
+	int status; /* of the response being received */
 	bool overflow;
 	bool range_ok;
 	bool etag_mismatch;
@@ -60,6 +61,8 @@ struct fetch {
 	struct queue ahead;  /* protected by lock */
 	bool stop;	     /* protected by lock */
 	CURLM *multi;	     /* owned by the curl thread once started */
+	CURL **idle;	     /* the curl thread's: reusable handles */
+	struct job **act;    /* the curl thread's: transfers running */
 	pthread_t threads[FILE_THREADS_MAX];
 	unsigned nthreads;
 };
@@ -245,6 +248,7 @@ static struct job *take_ready(struct fetch *f, uint64_t now, uint64_t *next_due)
 static int file_read(struct fetch *f, struct job *j)
 {
 	char *path = NULL;
+	char etag[SOURCE_FILE_ETAG_MAX];
 	struct stat st;
 	ssize_t n;
 	int fd, err = 0;
@@ -259,9 +263,9 @@ static int file_read(struct fetch *f, struct job *j)
 		err = -errno;
 		goto out;
 	}
-	if ((uint64_t)st.st_size != j->size ||
-	    st.st_mtim.tv_sec != j->file->mtime.tv_sec ||
-	    st.st_mtim.tv_nsec != j->file->mtime.tv_nsec) {
+	/* Still the file that was listed (not changed, not swapped)? */
+	source_file_etag(&st, etag, sizeof(etag));
+	if (!j->etag || strcmp(etag, j->etag)) {
 		err = -ESTALE;
 		goto out;
 	}
@@ -322,6 +326,9 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	struct job *j = arg;
 	size_t len = size * n;
 
+	/* An error's body is not the block's: drop it (the status says). */
+	if (j->status < 200 || j->status > 299)
+		return len;
 	if (len > j->len - j->got) {
 		j->overflow = true; /* the server sent more than we asked */
 		return 0;
@@ -344,6 +351,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	memcpy(line, p, len);
 	line[len] = '\0';
 	if (!strncasecmp(line, "HTTP/", 5)) {
+		const char *sp = strchr(line, ' ');
+
+		j->status = sp ? atoi(sp + 1) : 0;
 		j->range_ok = false;
 		j->etag_mismatch = false;
 	} else if (!strncasecmp(line, "Content-Range:", 14)) {
@@ -358,8 +368,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 
 		while (*v == ' ' || *v == '\t')
 			v++;
-		while (e > v &&
-		       (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
+		while (e > v && (e[-1] == '\r' || e[-1] == '\n' ||
+				 e[-1] == ' ' || e[-1] == '\t'))
 			e--;
 		*e = '\0';
 		if (strcmp(v, j->etag))
@@ -390,8 +400,13 @@ static int curl_prepare(struct fetch *f, struct job *j, CURL *h)
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, j);
 	curl_easy_setopt(h, CURLOPT_PRIVATE, j);
-	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+	/* Large receive buffers, within 64 MiB over all connections. */
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE,
+			 (long)(f->opts->connections <= 128
+					? 512u << 10
+					: (64u << 20) / f->opts->connections));
 	j->got = 0;
+	j->status = 0;
 	j->overflow = j->range_ok = j->etag_mismatch = false;
 	j->h = h;
 	return 0;
@@ -445,16 +460,10 @@ static int judge(struct job *j, CURLcode code, bool *retry)
 static void *curl_worker(void *arg)
 {
 	struct fetch *f = arg;
-	unsigned nconn = f->opts->connections, nidle = 0, active = 0, i;
-	CURL **idle = calloc(nconn, sizeof(CURL *));
-	struct job **act = calloc(nconn, sizeof(struct job *));
+	unsigned nidle = 0, active = 0, i;
+	CURL **idle = f->idle;
+	struct job **act = f->act;
 	bool stop = false;
-
-	if (!idle || !act) {
-		free(idle);
-		free(act);
-		return NULL;
-	}
 
 	for (;;) {
 		uint64_t next_due = UINT64_MAX;
@@ -538,10 +547,8 @@ static void *curl_worker(void *arg)
 		curl_easy_cleanup(act[i]->h);
 		finish(f, act[i], -ESHUTDOWN);
 	}
-	free(act);
 	while (nidle)
 		curl_easy_cleanup(idle[--nidle]);
-	free(idle);
 	return NULL;
 }
 
@@ -558,8 +565,11 @@ int fetch_start(struct fetch *f)
 		if (n == 0)
 			n = 1;
 	} else {
+		/* Allocated here, so the thread cannot fail to start work. */
 		f->multi = curl_multi_init();
-		if (!f->multi)
+		f->idle = calloc(f->opts->connections, sizeof(CURL *));
+		f->act = calloc(f->opts->connections, sizeof(struct job *));
+		if (!f->multi || !f->idle || !f->act)
 			return -ENOMEM;
 		curl_multi_setopt(f->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
 				  (long)f->opts->connections);
@@ -597,6 +607,8 @@ void fetch_free(struct fetch *f)
 		finish(f, j, -ESHUTDOWN);
 	if (f->multi)
 		curl_multi_cleanup(f->multi);
+	free(f->idle);
+	free(f->act);
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);

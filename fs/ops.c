@@ -21,7 +21,6 @@
 /* The tree changes only when a file is found changed, which the kernel
  * is told about, so its answers may be cached for long. */
 #define TTL 3600.0
-#define MAX_IOV 64
 
 #define XATTR_SOURCE "user.weightfs.source"
 #define XATTR_ETAG "user.weightfs.etag"
@@ -214,33 +213,42 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/* A read within one block is answered straight from it. A read across
+ * blocks is copied out one block at a time, so that a reader never holds
+ * one block while it waits for another: with every slot held that way,
+ * the cache could not make progress. */
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct daemon *d = daemon_of(req);
 	struct node *n = tree_get(d->tree, ino);
-	struct block *blocks[MAX_IOV];
-	struct iovec iov[MAX_IOV];
+	struct block *b = NULL;
 	struct readpath rp;
-	size_t boff, len;
-	unsigned nb = 0, i;
+	char *buf = NULL;
+	size_t boff, len, done = 0;
+	uint64_t bs;
 	int err;
 
 	if (!n || n->is_dir) {
 		fuse_reply_err(req, n ? EISDIR : ENOENT);
 		return;
 	}
-	/* A read spans at most MAX_IOV blocks (block_size >= 64K, requests
-	 * <= 1M; clamp anyway). */
-	if (size > (MAX_IOV - 1) * cache_block_size(d->cache))
-		size = (MAX_IOV - 1) * cache_block_size(d->cache);
+	bs = cache_block_size(d->cache);
 	err = readpath_begin(d, n, off < 0 ? 0 : (uint64_t)off, size, &rp);
-	while (!err && nb < MAX_IOV &&
-	       (err = readpath_next(&rp, &blocks[nb], &boff, &len)) == 1) {
-		iov[nb].iov_base = blocks[nb]->data + boff;
-		iov[nb].iov_len = len;
-		nb++;
+	if (!err && rp.pos / bs != (rp.end - (rp.end > rp.pos)) / bs) {
+		buf = malloc(rp.end - rp.pos);
+		if (!buf)
+			err = -ENOMEM;
+	}
+	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
 		err = 0;
+		if (!buf)
+			break; /* the one block, replied from below */
+		memcpy(buf + done, b->data + boff, len);
+		done += len;
+		/* A block read to its end is in the page cache now. */
+		cache_unref_behind(d->cache, b, boff + len == b->len);
+		b = NULL;
 	}
 	if (err < 0) {
 		log_error("read %s at %lld: %s", n->key, (long long)off,
@@ -248,15 +256,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				      : strerror(-err));
 		fuse_reply_err(req,
 			       EIO); /* the contract; the cause is logged */
+	} else if (b) {
+		fuse_reply_buf(req, b->data + boff, len);
+		cache_unref_behind(d->cache, b, boff + len == b->len);
 	} else {
-		fuse_reply_iov(req, iov, (int)nb);
+		fuse_reply_buf(req, buf, done);
 	}
-	/* A block read to its end is in the page cache now (keep_cache). */
-	for (i = 0; i < nb; i++)
-		cache_unref_behind(
-			d->cache, blocks[i],
-			!err && (char *)iov[i].iov_base + iov[i].iov_len ==
-					blocks[i]->data + blocks[i]->len);
+	free(buf);
 }
 
 /* The URL of @n as the user gave the source, without secrets. */

@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct node;
@@ -67,6 +68,12 @@ struct source {
 int source_new(const char *spec, const struct options *opts,
 	       struct source **ret, char **ret_msg);
 void source_free(struct source *s);
+
+/* source_file_etag() - the validator file:// gives a file: its device,
+ * inode, mtime and size, so a file replaced or changed is noticed. */
+#define SOURCE_FILE_ETAG_MAX 96
+struct stat;
+void source_file_etag(const struct stat *st, char *buf, size_t len);
 
 /* Constructors, called by source_new() for their scheme. */
 int source_file_new(const char *spec, const struct options *opts,

@@ -21,15 +21,20 @@ struct source_file {
 	char *single; /* the one file, when the source names a file */
 };
 
-static int add_file(struct tree *t, const char *key, const struct stat *st)
+void source_file_etag(const struct stat *st, char *buf, size_t len)
 {
-	char etag[80];
-
-	snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx\"",
-		 (unsigned long long)st->st_ino,
+	snprintf(buf, len, "\"%llx-%llx-%llx-%llx\"",
+		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
 		 (unsigned long long)st->st_mtim.tv_sec * 1000000000ULL +
 			 (unsigned long long)st->st_mtim.tv_nsec,
 		 (unsigned long long)st->st_size);
+}
+
+static int add_file(struct tree *t, const char *key, const struct stat *st)
+{
+	char etag[SOURCE_FILE_ETAG_MAX];
+
+	source_file_etag(st, etag, sizeof(etag));
 	return tree_add(t, key, false, (uint64_t)st->st_size, st->st_mtim, etag,
 			NULL);
 }
@@ -54,7 +59,7 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 	}
 	while ((e = readdir(d))) {
 		char *key = NULL, *full = NULL;
-		struct stat st;
+		struct stat st, lst;
 
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
@@ -65,8 +70,16 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 			err = -ENOMEM;
 			break;
 		}
-		if (stat(full, &st) < 0) {
+		if (stat(full, &st) < 0 || lstat(full, &lst) < 0) {
 			err = msg_append(warnings, "skipping %s: unreadable",
+					 full);
+		} else if (S_ISDIR(st.st_mode) && S_ISLNK(lst.st_mode)) {
+			/* Symlinked files are followed (a Hugging Face cache
+			 * is made of them), symlinked directories are not:
+			 * they can loop. */
+			err = msg_append(warnings,
+					 "skipping %s: a symlink to a "
+					 "directory",
 					 full);
 		} else if (!tree_name_ok(e->d_name, strlen(e->d_name))) {
 			err = msg_append(warnings, "skipping %s: unusable name",

@@ -17,6 +17,7 @@
 
 #define MAX_DEPTH 64
 #define MAX_LISTING (64u << 20)
+#define MAX_NODES 1000000u
 
 struct source_http {
 	struct source s;
@@ -51,7 +52,7 @@ static int response_error(const char *what, const char *url, int err,
 static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		    int depth, char **ret_msg, char **warnings)
 {
-	struct http_response r;
+	struct http_response r = { 0 };
 	json_object *root = NULL;
 	char *url = url_of(sh, rel, true);
 	size_t i, n;
@@ -73,7 +74,15 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 			      url);
 		goto out;
 	}
+	/* Subdirectories are listed from here: hold the parsed index only. */
+	http_response_done(&r);
 	n = json_object_array_length(root);
+	if (n > MAX_NODES - t->count) {
+		err = msg_set(ret_msg, -EFBIG,
+			      "listing %s: more than %u entries in all", url,
+			      MAX_NODES);
+		goto out;
+	}
 	for (i = 0; i < n && !err; i++) {
 		json_object *e = json_object_array_get_idx(root, i), *v;
 		const char *name = NULL, *type = NULL;
@@ -89,7 +98,8 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		}
 		if (json_object_object_get_ex(e, "type", &v))
 			type = json_object_get_string(v);
-		if (json_object_object_get_ex(e, "mtime", &v))
+		if (json_object_object_get_ex(e, "mtime", &v) &&
+		    json_object_is_type(v, json_type_string))
 			mtime.tv_sec =
 				curl_getdate(json_object_get_string(v), NULL);
 		if (mtime.tv_sec < 0)
@@ -300,7 +310,7 @@ static const struct source_ops http_ops = {
  * JSON index. */
 static int probe_single(struct source_http *sh, const char *url, char **ret_msg)
 {
-	struct http_response r;
+	struct http_response r = { 0 };
 	int err = http_head(url, sh->opts, &r);
 
 	if (err) {
@@ -386,5 +396,5 @@ fail:
 		sh->s.display = sh->s.display;
 		http_free(&sh->s);
 	}
-	return err ? err : -ENOMEM;
+	return err < 0 ? err : -ENOMEM;
 }

@@ -11,6 +11,7 @@
 #include "reader.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +72,15 @@ static int conn_open(const char *path, struct fp_conn **ret)
 	err = wire_connect(path, &c->fd);
 	if (err < 0)
 		goto fail;
-	memfd = memfd_create("weightfs-fastpath", MFD_CLOEXEC);
-	if (memfd < 0 || ftruncate(memfd, BOUNCE_BYTES) < 0)
+	/* Sealed against shrinking (the daemon insists), and faulted in
+	 * here so the pages count against the loader, not the daemon. */
+	memfd = memfd_create("weightfs-fastpath",
+			     MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (memfd < 0 || ftruncate(memfd, BOUNCE_BYTES) < 0 ||
+	    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
 		goto fail_errno;
-	c->bounce = mmap(NULL, BOUNCE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
-			 memfd, 0);
+	c->bounce = mmap(NULL, BOUNCE_BYTES, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_POPULATE, memfd, 0);
 	if (c->bounce == MAP_FAILED) {
 		c->bounce = NULL;
 		goto fail_errno;
@@ -147,6 +152,8 @@ static ssize_t fp_read(struct reader *base, unsigned file, uint64_t off,
 		rq.h.tag = ++r->tag;
 		pthread_mutex_unlock(&r->lock);
 		err = wire_roundtrip(c->fd, &rq, sizeof(rq), -1);
+		if (!err && rq.result > (int64_t)rq.len)
+			err = -EPROTO; /* more than asked: not our daemon */
 		if (err < 0 || rq.result < 0) {
 			conn_free(c);
 			err = err < 0 ? err : (int)rq.result;

@@ -1,10 +1,11 @@
 /* Fuzz the fast-path server's message handling (fs/fastpath.c) with a real
  * daemon core behind it: a file:// source with one 3 MiB file, a block
  * cache and fetch threads. Each input is a series of packets, each
- * [flags:1][len:2 LE][bytes]; flags bit 0 attaches a memfd (of 1 MiB) as
- * SCM_RIGHTS. The packets go down one end of a socketpair and the server
+ * [flags:1][len:2 LE][bytes]; flags bit 0 attaches a memfd (of 1 MiB,
+ * sealed against shrinking) as SCM_RIGHTS. The packets go down one end of a socketpair and the server
  * reads the other until EOF. It must not crash, leak or hang. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +77,9 @@ static void send_packet(int fd, const uint8_t *p, size_t len, bool with_fd)
 	int memfd = -1;
 
 	if (with_fd) {
-		memfd = memfd_create("fuzz", MFD_CLOEXEC);
-		if (memfd >= 0 && ftruncate(memfd, 1 << 20) == 0) {
+		memfd = memfd_create("fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (memfd >= 0 && ftruncate(memfd, 1 << 20) == 0 &&
+		    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) == 0) {
 			struct cmsghdr *cm;
 
 			memset(&u, 0, sizeof(u));

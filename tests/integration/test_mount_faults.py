@@ -264,3 +264,65 @@ def test_hostile_names_skipped(mount, fault_server, tmp_path):
     log = m.log().lower()
     assert any(w in log for w in ("warn", "skip", "ignor")), \
         "no warning about the skipped names:\n" + m.log()
+
+
+ODD_FIELDS = [
+    {"name": "nullmtime.bin", "type": "file", "size": 3, "mtime": None},
+    {"name": "intmtime.bin", "type": "file", "size": 3, "mtime": 12},
+    {"name": "nulltype.bin", "type": None, "size": 3},
+    {"name": None, "type": "file", "size": 3},
+    {"name": "negative.bin", "type": "file", "size": -5},
+    {"name": "strsize.bin", "type": "file", "size": "big"},
+    {"type": "file"},
+    {},
+    [],
+    "just a string",
+    None,
+]
+
+
+def test_odd_listing_fields_harm_nothing(mount, fault_server, tmp_path):
+    """Fields of the wrong JSON type (null mtime, string size...) are
+    skipped or defaulted, never a crash; the real files still serve."""
+    root = tmp_path / "src"
+    root.mkdir()
+    sums = make_tree(str(root), {"good.bin": 5000})
+    srv = fault_server(str(root))
+    srv.extra_entries["/"] = ODD_FIELDS
+    for e in ODD_FIELDS:  # the named ones exist, for their HEAD
+        if isinstance(e, dict) and isinstance(e.get("name"), str):
+            (root / e["name"]).write_bytes(b"abc")
+    m = mount(srv.url, OPTS)
+    assert sha256_file(m.file("good.bin")) == sums["good.bin"]
+    assert "good.bin" in os.listdir(m.path)
+
+
+@pytest.mark.asan
+def test_tiny_cache_many_readers(mount, fault_server, tree):
+    """A cache of two blocks and many concurrent readers whose reads span
+    blocks: everything is read, nothing deadlocks."""
+    import concurrent.futures
+    srv = fault_server(tree.root)
+    m = mount(srv.url, {"block_size": "64K", "cache_mem": "128K",
+                        "retries": 5, "timeout": 5})
+
+    def read_all(rel, direct):
+        flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
+        fd = os.open(m.file(rel), flags)
+        try:
+            import mmap
+            buf = mmap.mmap(-1, MiB)
+            out = bytearray()
+            while True:
+                n = os.readv(fd, [buf])
+                out += buf[:n]
+                if n < MiB:
+                    return bytes(out)
+        finally:
+            os.close(fd)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        jobs = [ex.submit(read_all, rel, i % 2 == 0)
+                for i, rel in enumerate(["a.bin", "b.bin", "sub/c.bin"] * 3)]
+        for f, rel in zip(jobs, ["a.bin", "b.bin", "sub/c.bin"] * 3):
+            assert f.result(timeout=120) == tree.data(rel)
