@@ -191,7 +191,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_unlock(&n->lock);
 	if (changed) {
 		log_error("%s changed at the source since it was listed; "
-			  "remount to see the new version",
+			  "remount (or mount with list_ttl) to see the new "
+			  "version",
 			  n->key);
 		fuse_reply_err(req, EIO);
 		return;
