@@ -24,6 +24,7 @@
 #include "opts.h"
 #include "s3_list.h"
 
+#define ASSUMED_LIFETIME_S (15 * 60)
 #define MAX_RESPONSE (1u << 20)
 #define MAX_TOKEN_FILE (64u << 10)
 #define REFRESH_MARGIN_S 300
@@ -418,6 +419,10 @@ int aws_creds_parse_json(const char *json, size_t len,
 		msg_set(ret_msg, 0, "malformed Expiration");
 		goto out;
 	}
+	/* Temporary credentials without an expiry: assume a short life and
+	 * refresh, rather than keep them until requests fail. */
+	if (token && *token && !exp)
+		ts.tv_sec = time(NULL) + ASSUMED_LIFETIME_S;
 	err = credentials_set(ret, id, secret, token, ts.tv_sec);
 out:
 	json_object_put(o);
@@ -849,12 +854,51 @@ static void install(struct aws_creds *c, struct aws_credentials *n, time_t now)
 	c->retry_at = 0;
 }
 
-int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
-		  char **ret_msg)
+/* Fetch new credentials and install them, or note why not. Called with
+ * c->refreshing set by the caller and c->lock NOT held. @return 0 or the
+ * fetch's negative errno. */
+static int refresh(struct aws_creds *c)
 {
 	struct aws_credentials n = { 0 };
 	char *msg = NULL;
+	time_t now;
+	int err = fetch(c, &n, &msg);
+
+	pthread_mutex_lock(&c->lock);
+	c->refreshing = false;
+	now = time(NULL);
+	if (!err && n.expiration && n.expiration <= now) {
+		/* Already expired on arrival (a clock or server problem):
+		 * not something to fetch again at every request. */
+		aws_credentials_done(&n);
+		err = -EKEYEXPIRED;
+		msg_set(&msg, err, "they arrived already expired");
+	}
+	if (!err) {
+		install(c, &n, now);
+	} else {
+		c->retry_at = now + RETRY_AFTER_S;
+		free(c->last_error);
+		c->last_error = msg;
+		msg = NULL;
+	}
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	free(msg);
+	return err;
+}
+
+static void *refresh_thread(void *arg)
+{
+	refresh(arg);
+	return NULL;
+}
+
+int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
+		  char **ret_msg)
+{
 	time_t now = time(NULL);
+	pthread_t t;
 	int err;
 
 	pthread_mutex_lock(&c->lock);
@@ -868,6 +912,17 @@ int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
 		 * current credentials serve while they last. */
 		if (valid && (c->refreshing || now < c->retry_at))
 			goto copy;
+		/* Still valid: refresh in the background. The caller may be
+		 * the fetch thread, which must not wait for STS or IMDS. */
+		if (valid) {
+			c->refreshing = true;
+			if (pthread_create(&t, NULL, refresh_thread, c) == 0) {
+				pthread_detach(t);
+				goto copy;
+			}
+			c->refreshing = false;
+			break;
+		}
 		if (!c->refreshing)
 			break;
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -880,26 +935,15 @@ int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
 		pthread_mutex_unlock(&c->lock);
 		return err;
 	}
+	/* Expired (or none yet): this caller fetches, and waits. */
 	c->refreshing = true;
 	pthread_mutex_unlock(&c->lock);
-
-	err = fetch(c, &n, &msg);
-
+	refresh(c);
 	pthread_mutex_lock(&c->lock);
-	c->refreshing = false;
 	now = time(NULL);
-	if (!err) {
-		install(c, &n, now);
-	} else {
-		c->retry_at = now + RETRY_AFTER_S;
-		free(c->last_error);
-		c->last_error = msg;
-		msg = NULL;
-	}
-	pthread_cond_broadcast(&c->cond);
-	if (err && c->cur.expiration && now >= c->cur.expiration) {
-		err = msg_set(ret_msg, err, "credentials from %s expired: %s",
-			      c->provider,
+	if (c->cur.expiration && now >= c->cur.expiration) {
+		err = msg_set(ret_msg, -EKEYEXPIRED,
+			      "credentials from %s expired: %s", c->provider,
 			      c->last_error ? c->last_error : "refresh failed");
 		pthread_mutex_unlock(&c->lock);
 		return err;
@@ -907,7 +951,6 @@ int aws_creds_get(struct aws_creds *c, struct aws_credentials *ret,
 copy:
 	err = credentials_copy(&c->cur, ret);
 	pthread_mutex_unlock(&c->lock);
-	free(msg);
 	return err;
 }
 
@@ -920,6 +963,11 @@ void aws_creds_free(struct aws_creds *c)
 {
 	if (!c)
 		return;
+	/* A background refresh still uses @c. */
+	pthread_mutex_lock(&c->lock);
+	while (c->refreshing)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
 	aws_credentials_done(&c->cur);
 	free(c->provider);
 	free(c->sts_url);

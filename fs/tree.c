@@ -135,7 +135,7 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	struct node *dir = tree_root(t), *n = NULL;
 	const char *p = key;
 
-	if (!*key)
+	if (!*key || size > (uint64_t)INT64_MAX)
 		return -EINVAL;
 	/* Validate every component before changing anything. */
 	while (*p) {

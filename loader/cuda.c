@@ -52,6 +52,23 @@ int cuda_use(int device)
 	return from_cuda(cudaSetDevice(device), "set device");
 }
 
+int cuda_device_save(void)
+{
+	int d = -1;
+
+	if (cudaGetDevice(&d) != cudaSuccess) {
+		cudaGetLastError(); /* not sticky: nothing went wrong */
+		return -1;
+	}
+	return d;
+}
+
+void cuda_device_restore(int device)
+{
+	if (device >= 0)
+		cudaSetDevice(device);
+}
+
 int cuda_malloc(size_t len, void **ret_ptr)
 {
 	void *p = NULL;

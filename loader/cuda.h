@@ -12,6 +12,12 @@
  * @return 0, -ENODEV (no GPU, no driver, no such device) or -EOPNOTSUPP. */
 int cuda_use(int device);
 
+/* cuda_device_save() - the calling thread's current device, or -1 (none
+ * set, or no CUDA); cuda_device_restore() - make it current again (-1:
+ * nothing to do). A load must not leave the caller on another device. */
+int cuda_device_save(void);
+void cuda_device_restore(int device);
+
 /* cuda_malloc()/cuda_free() - device memory on the current device. */
 int cuda_malloc(size_t len, void **ret_ptr);
 void cuda_free(void *ptr);

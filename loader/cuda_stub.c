@@ -15,6 +15,15 @@ int cuda_use(int device)
 	return unsupported();
 }
 
+int cuda_device_save(void)
+{
+	return -1;
+}
+
+void cuda_device_restore(int device)
+{
+}
+
 int cuda_malloc(size_t len, void **ret_ptr)
 {
 	return unsupported();

@@ -20,6 +20,8 @@
 #define DEFAULT_ALIGN 256
 #define MAX_THREADS 16
 #define HUGE_PAGE (2u << 20)
+#define MAX_ALIGN (1u << 30)
+#define MAX_CHUNK (1u << 30)
 
 static double now(void)
 {
@@ -56,9 +58,13 @@ static int get_opts(const struct wfs_load_opts *user, struct wfs_load_opts *o)
 		o->chunk_bytes = DEFAULT_CHUNK;
 	if (!o->alignment)
 		o->alignment = DEFAULT_ALIGN;
-	if (o->alignment & (o->alignment - 1))
-		return err_set(-EINVAL, "alignment %zu is not a power of two",
+	if (o->alignment & (o->alignment - 1) || o->alignment > MAX_ALIGN)
+		return err_set(-EINVAL,
+			       "alignment %zu is not a power of two up to "
+			       "1 GiB",
 			       o->alignment);
+	if (o->chunk_bytes > MAX_CHUNK)
+		o->chunk_bytes = MAX_CHUNK;
 	if (o->device < WFS_DEVICE_CPU)
 		return err_set(-EINVAL, "bad device %d", o->device);
 	return 0;
@@ -80,15 +86,28 @@ static int alloc_dest(struct wfs_model *m, uint64_t need, size_t align)
 	} else if (len >= HUGE_PAGE) {
 		/* Huge pages: far fewer page faults while the reads fill
 		 * a fresh allocation. */
-		m->data = mmap(NULL, len, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (m->data == MAP_FAILED) {
-			m->data = NULL;
+		size_t a = align > HUGE_PAGE ? align : HUGE_PAGE;
+		char *map, *start;
+
+		/* Over-map, then trim to a start aligned for the caller
+		 * and for huge pages. */
+		if (len > SIZE_MAX - a)
+			return err_set(-ENOMEM, "model too large");
+		map = mmap(NULL, len + a, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (map == MAP_FAILED)
 			return err_set(-ENOMEM,
 				       "cannot allocate %zu bytes of host "
 				       "memory",
 				       len);
-		}
+		start = (char *)(((uintptr_t)map + a - 1) &
+				 ~(uintptr_t)(a - 1));
+		if (start > map)
+			munmap(map, (size_t)(start - map));
+		if (map + len + a > start + len)
+			munmap(start + len,
+			       (size_t)(map + len + a - (start + len)));
+		m->data = start;
 		madvise(m->data, len, MADV_HUGEPAGE);
 		m->data_mapped = true;
 	} else if (posix_memalign(&m->data, align < 64 ? 64 : align, len)) {
@@ -187,7 +206,7 @@ static int make_pieces(const struct wfs_model *m, struct pipe_piece **ret,
 	return 0;
 }
 
-int wfs_model_load(struct wfs_model *m, const struct wfs_load_opts *user)
+static int load(struct wfs_model *m, const struct wfs_load_opts *user)
 {
 	struct wfs_load_opts o;
 	struct pipe_piece *pieces = NULL;
@@ -278,11 +297,21 @@ fail:
 	return r;
 }
 
+int wfs_model_load(struct wfs_model *m, const struct wfs_load_opts *user)
+{
+	int dev = user && user->device != WFS_DEVICE_CPU ? cuda_device_save()
+							 : -1;
+	int r = load(m, user);
+
+	cuda_device_restore(dev);
+	return r;
+}
+
 int wfs_model_read(const struct wfs_model *m, size_t index, uint64_t offset,
 		   void *buf, size_t len)
 {
 	const struct wfs_tensor *t = wfs_model_tensor(m, index);
-	int r;
+	int r, dev;
 
 	err_clear();
 	if (!t)
@@ -298,8 +327,10 @@ int wfs_model_read(const struct wfs_model *m, size_t index, uint64_t offset,
 		memcpy(buf, (const char *)t->data + offset, len);
 		return 0;
 	}
+	dev = cuda_device_save();
 	r = cuda_use(m->device);
-	if (r < 0)
-		return r;
-	return cuda_copy_to_host(buf, (const char *)t->data + offset, len);
+	if (r == 0)
+		r = cuda_copy_to_host(buf, (const char *)t->data + offset, len);
+	cuda_device_restore(dev);
+	return r;
 }

@@ -111,7 +111,7 @@ static int tensor_digest(const struct wfs_model *m, size_t i,
 			 char hex[DIGEST_HEX_MAX])
 {
 	const struct wfs_tensor *t = wfs_model_tensor(m, i);
-	struct digest *d;
+	struct digest *d = NULL;
 	int r = digest_new(algo, &d);
 
 	for (uint64_t off = 0; r == 0 && off < t->nbytes;) {

@@ -74,6 +74,11 @@ def load_file(filename, device="cpu", raw_fallback=True, threads=0,
         size = m.alloc_size()
         raw = torch.empty(size + ALIGN, dtype=torch.uint8, device=dev)
         start = -raw.data_ptr() % ALIGN
+        if dev.type == "cuda":
+            # The caching allocator may hand back memory that kernels
+            # queued on PyTorch's stream still read; the loader writes
+            # from streams of its own, so let those kernels finish.
+            torch.cuda.current_stream(dev).synchronize()
         m.load(ordinal, dest=raw.data_ptr() + start, dest_bytes=size,
                threads=threads, direct_io=direct_io)
         infos = m.tensors()
