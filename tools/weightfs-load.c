@@ -64,6 +64,11 @@ static void usage(FILE *f)
 		"\"seconds\" covers opening\n"
 		"(header parsing) and loading, summed over all PATHs; "
 		"digests are computed after.\n"
+		"On a weightfs mount the bytes come from the daemon's cache "
+		"over its socket\n"
+		"(\"path\": \"fastpath\"), not through the page cache; "
+		"WEIGHTFS_FASTPATH=0\n"
+		"reads the files instead (\"direct\").\n"
 		"Exit status: 0 on success, 1 if a model failed to load, 2 "
 		"on a usage error.\n");
 }
