@@ -1030,8 +1030,9 @@ static int setup_web_identity(struct aws_creds *c, const char *region,
 		if (base && asprintf(&c->sts_url, "%s/", base) < 0)
 			c->sts_url = NULL;
 		free(base);
-	} else if (asprintf(&c->sts_url, "https://sts.%s.amazonaws.com/",
-			    region) < 0) {
+	} else if (asprintf(&c->sts_url, "https://sts.%s.amazonaws.com%s/",
+			    region,
+			    strncmp(region, "cn-", 3) ? "" : ".cn") < 0) {
 		c->sts_url = NULL;
 	}
 	return c->token_file && c->role_arn && c->session_name && c->sts_url

@@ -29,8 +29,9 @@ void http_setup_common(CURL *h, const struct options *opts)
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	/* A transfer that moves under 1 byte/s for timeout_s has stalled. */
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	/* A transfer that moves under 1 KiB/s for timeout_s has stalled
+	 * (a server trickling a few bytes a second too). */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(
 		h, CURLOPT_LOW_SPEED_TIME,
 		(long)(opts && opts->timeout_s ? opts->timeout_s : 30));

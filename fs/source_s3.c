@@ -359,7 +359,8 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 {
 	struct source_s3 *s = (struct source_s3 *)src;
 	char *token = NULL, *warnings = NULL;
-	size_t nwarn = 0;
+	char **seen = NULL; /* every token so far (a cycle never ends) */
+	size_t nwarn = 0, nseen = 0;
 	int err = 0;
 
 	for (size_t page = 0;; page++) {
@@ -386,23 +387,32 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 		for (size_t i = 0; i < p.nobjects && !err; i++)
 			err = add_object(s, t, &p.objects[i], &warnings,
 					 &nwarn);
-		if (!err && p.truncated && token &&
-		    !strcmp(token, p.next_token))
-			err = msg_set(ret_msg, -EPROTO,
-				      "listing %s: the server repeated a "
-				      "continuation token",
-				      s->s.display);
-		free(token);
+		for (size_t i = 0; !err && p.truncated && i < nseen; i++)
+			if (!strcmp(seen[i], p.next_token))
+				err = msg_set(ret_msg, -EPROTO,
+					      "listing %s: the server repeated "
+					      "a continuation token",
+					      s->s.display);
 		token = NULL;
 		if (!err && p.truncated) {
-			token = p.next_token;
-			p.next_token = NULL;
+			char **more =
+				realloc(seen, (nseen + 1) * sizeof(*seen));
+
+			if (!more) {
+				err = -ENOMEM;
+			} else {
+				seen = more;
+				seen[nseen++] = token = p.next_token;
+				p.next_token = NULL;
+			}
 		}
 		s3_list_page_done(&p);
 		if (err || !token)
 			break;
 	}
-	free(token);
+	for (size_t i = 0; i < nseen; i++)
+		free(seen[i]);
+	free(seen);
 	if (err == -ENOMEM && !*ret_msg)
 		msg_set(ret_msg, err, "listing %s: out of memory",
 			s->s.display);
@@ -516,8 +526,8 @@ static int setup_endpoint(struct source_s3 *s, char **ret_msg)
 	if (!ep)
 		ep = env("AWS_ENDPOINT_URL");
 	if (!ep) {
-		if (asprintf(&url, "https://s3.%s.amazonaws.com", s->region) <
-		    0)
+		if (asprintf(&url, "https://s3.%s.amazonaws.com%s", s->region,
+			     strncmp(s->region, "cn-", 3) ? "" : ".cn") < 0)
 			return -ENOMEM;
 		ep = url;
 	}

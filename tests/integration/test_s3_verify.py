@@ -263,3 +263,14 @@ def test_bad_sources_fail(weightfs_run, tmp_path):
     r = weightfs_run("-f", "-o", "endpoint=ftp://x", "s3://bucket", mp,
                      env=env_for(tmp_path))
     assert r.returncode == 2 and "endpoint" in r.stderr, r.stderr
+
+
+def test_looping_continuation_tokens_fail(server, weightfs_run, tmp_path):
+    """A server whose tokens cycle (A -> B -> A) ends the mount with a
+    message instead of listing forever."""
+    for i in range(3500):
+        server.put("k%05d" % i, b"")
+    server.cycle_tokens = True
+    check_fails(weightfs_run, tmp_path, server.url, env_for(tmp_path),
+                "continuation token")
+    assert len([r for r in server.log if r["query"]]) <= 4

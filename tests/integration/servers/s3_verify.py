@@ -68,6 +68,8 @@ class S3VerifyServer:
     def __init__(self, bucket="bucket", region="us-east-1", host="127.0.0.1",
                  vhost_suffix="s3.test"):
         self.bucket = bucket
+        self.cycle_tokens = False
+        self.issued = []  # continuation tokens handed out, in order
         self.region = region
         self.vhost_suffix = vhost_suffix
         self.objects = {}
@@ -295,8 +297,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             out.append("<ContinuationToken>%s</ContinuationToken>" %
                        escape(q["continuation-token"]))
         if rest:
+            tok = make_token(page[-1])
+            with self.srv.lock:
+                # cycle_tokens: a broken server whose tokens loop
+                # (A -> B -> A ...), which a client must notice.
+                if self.srv.cycle_tokens and len(self.srv.issued) >= 2:
+                    tok = self.srv.issued[0]
+                self.srv.issued.append(tok)
             out.append("<NextContinuationToken>%s</NextContinuationToken>"
-                       % escape(make_token(page[-1])))
+                       % escape(tok))
         for k in page:
             o = self.srv.objects[k]
             out.append(
