@@ -111,6 +111,14 @@ class Client:
         self.s.close()
 
 
+def page_cache_bytes(path):
+    """Bytes of @path in the kernel's page cache (fincore)."""
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output",
+                        "RES", path], capture_output=True, text=True,
+                       check=True)
+    return int(r.stdout.split()[0])
+
+
 def socket_of(path):
     return os.getxattr(path, "user.weightfs.socket").decode()
 
@@ -153,10 +161,7 @@ def test_no_page_cache_and_each_byte_fetched_once(mount, nginx, tmp_path,
     assert got["path"] == "fastpath"
     assert {t["name"]: t["digest"] for t in got["tensors"]} == sums
     # Almost nothing went through the kernel's page cache ...
-    r = subprocess.run(["fincore", "--bytes", "--noheadings",
-                        "--output", "RES", f], capture_output=True,
-                       text=True, check=True)
-    assert int(r.stdout.split()[0]) < 0.05 * os.path.getsize(f)
+    assert page_cache_bytes(f) < 0.05 * os.path.getsize(f)
     # ... and each byte came from the source once, though the cache is
     # smaller than the file.
     st = m.stats()
@@ -322,10 +327,7 @@ def test_ctl_prefetch_and_evict(mount, nginx, tmp_path, build_dir):
     assert st["bytes_fetched"] == len(data) + MiB
     assert st["cache_bytes"] == len(data) + MiB
     # Warmed without the page cache; reads now hit the daemon's cache.
-    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output",
-                        "RES", m.file("d/a.bin")], capture_output=True,
-                       text=True, check=True)
-    assert int(r.stdout.split()[0]) == 0
+    assert page_cache_bytes(m.file("d/a.bin")) == 0
     with open(m.file("d/a.bin"), "rb") as f:
         assert f.read() == data
     assert m.stats()["bytes_fetched"] == len(data) + MiB
@@ -334,10 +336,7 @@ def test_ctl_prefetch_and_evict(mount, nginx, tmp_path, build_dir):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert m.stats()["cache_bytes"] == MiB
-    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--output",
-                        "RES", m.file("d/a.bin")], capture_output=True,
-                       text=True, check=True)
-    assert int(r.stdout.split()[0]) == 0
+    assert page_cache_bytes(m.file("d/a.bin")) == 0
     with open(m.file("d/a.bin"), "rb") as f:
         assert f.read() == data
     assert m.stats()["bytes_fetched"] == 2 * len(data) + MiB
