@@ -1,5 +1,6 @@
 #include "fastpath.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -370,6 +371,34 @@ static int socket_dir(char *buf, size_t len)
 	return 0;
 }
 
+/* Sockets of daemons that died without cleaning up: nothing answers
+ * there any more (a live daemon accepts, so its socket stays). */
+static void remove_stale(const char *dir)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *e;
+
+	while (dp && (e = readdir(dp))) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		size_t len = strlen(e->d_name);
+		int fd;
+
+		if (len < 6 || strcmp(e->d_name + len - 5, ".sock") ||
+		    (size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
+				     dir, e->d_name) >= sizeof(sa.sun_path))
+			continue;
+		fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd >= 0 &&
+		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+		    errno == ECONNREFUSED)
+			unlink(sa.sun_path);
+		if (fd >= 0)
+			close(fd);
+	}
+	if (dp)
+		closedir(dp);
+}
+
 int fastpath_new(struct daemon *d, struct fastpath **ret)
 {
 	struct fastpath *fp = calloc(1, sizeof(*fp));
@@ -386,6 +415,7 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 	err = socket_dir(dir, sizeof(dir));
 	if (err)
 		goto fail;
+	remove_stale(dir);
 	fp->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fp->listen_fd < 0) {
 		err = -errno;

@@ -346,3 +346,22 @@ def test_ctl_prefetch_and_evict(mount, nginx, tmp_path, build_dir):
     assert r.returncode == 1
     assert "not on a weightfs mount" in r.stderr
     assert "/nonexistent" in r.stderr
+
+
+def test_stale_sockets_are_cleared(mount, tmp_path):
+    """A socket left by a daemon that died is removed by the next one; a
+    live daemon's socket is left alone."""
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "f.bin").write_bytes(b"x")
+    m1 = mount("file://" + str(root))
+    live = socket_of(m1.file("f.bin"))
+    stale = os.path.join(os.path.dirname(live), "00000000deadbeef.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.bind(stale)
+    s.close()  # the file stays; nothing listens
+    assert os.path.exists(stale)
+    m2 = mount("file://" + str(root))
+    assert not os.path.exists(stale)
+    assert os.path.exists(live)
+    assert socket_of(m2.file("f.bin")) != live
