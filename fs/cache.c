@@ -172,8 +172,6 @@ static struct block *take_slot(struct cache *c, bool keep_unread)
 		c->free_list = b->next;
 		c->nfree--;
 		b->next = NULL;
-		/* First use of the slot: fault it in with one call. */
-		madvise(b->data, c->block_size, MADV_POPULATE_WRITE);
 		return b;
 	}
 	for (b = c->lru.prev; b != &c->lru; b = b->prev) {
@@ -205,6 +203,18 @@ static void claim(struct cache *c, struct block *b, struct node *file,
 	c->hash[h] = b;
 }
 
+/* Hand a claimed block to the fetch engine. The block is ours alone until
+ * then, so a slot's first use is faulted in here, outside the lock, with
+ * one call rather than a page fault per page. */
+static void start_fetch(struct cache *c, struct block *b)
+{
+	if (!b->populated) {
+		madvise(b->data, c->block_size, MADV_POPULATE_WRITE);
+		b->populated = true;
+	}
+	c->fetch(c->ctx, b);
+}
+
 int cache_get(struct cache *c, struct node *file, uint32_t generation,
 	      uint64_t index, size_t len, struct block **ret_block)
 {
@@ -222,7 +232,7 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 			b->refs++;
 			STAT_ADD(cache_misses, 1);
 			pthread_mutex_unlock(&c->lock);
-			c->fetch(c->ctx, b);
+			start_fetch(c, b);
 			pthread_mutex_lock(&c->lock);
 			goto wait;
 		}
@@ -273,7 +283,7 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 	claim(c, b, file, generation, index, len, true);
 	pthread_mutex_unlock(&c->lock);
 	STAT_ADD(prefetched, 1);
-	c->fetch(c->ctx, b);
+	start_fetch(c, b);
 	return 1;
 }
 

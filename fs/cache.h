@@ -32,11 +32,12 @@ struct block {
 	uint32_t generation;
 	uint64_t index;
 	enum block_state state;
-	int err;       /* BLOCK_FAILED: negative errno */
-	size_t len;    /* bytes of the file in this block */
-	char *data;    /* the block's slot in the arena */
-	unsigned refs; /* holders: readers, and the fetch while it runs */
-	bool prefetch; /* started by readahead, not read yet */
+	int err;	/* BLOCK_FAILED: negative errno */
+	size_t len;	/* bytes of the file in this block */
+	char *data;	/* the block's slot in the arena */
+	unsigned refs;	/* holders: readers, and the fetch while it runs */
+	bool prefetch;	/* started by readahead, not read yet */
+	bool populated; /* its slot's memory is faulted in */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
 	void *fetch_priv; /* owned by the fetch engine while FETCHING */
