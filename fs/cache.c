@@ -28,6 +28,7 @@ struct cache {
 	size_t unread_prefetched; /* LRU blocks with prefetch set */
 	uint64_t ready_bytes;
 	cache_fetch_fn fetch;
+	cache_fetch_fn promote; /* or NULL */
 	void *ctx;
 };
 
@@ -242,10 +243,18 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 	if (b->refs == 0 && b->state == BLOCK_READY)
 		lru_unlink(c, b);
 	b->refs++;
-	if (b->state == BLOCK_READY)
+	if (b->state == BLOCK_READY) {
 		STAT_ADD(cache_hits, 1);
-	else
+	} else {
 		STAT_ADD(cache_misses, 1);
+		/* A reader now waits for what readahead queued: it goes
+		 * first. Our reference keeps the block from being reused. */
+		if (b->prefetch && c->promote) {
+			pthread_mutex_unlock(&c->lock);
+			c->promote(c->ctx, b);
+			pthread_mutex_lock(&c->lock);
+		}
+	}
 wait:
 	while (b->state == BLOCK_FETCHING)
 		pthread_cond_wait(&c->cond, &c->lock);
@@ -345,6 +354,11 @@ void cache_drop_file(struct cache *c, struct node *file)
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_set_promote(struct cache *c, cache_fetch_fn promote)
+{
+	c->promote = promote;
 }
 
 uint64_t cache_headroom(struct cache *c)

@@ -77,6 +77,13 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		   uint64_t index, size_t len);
 
+/*
+ * cache_set_promote() - @promote(ctx, b) is called, without cache->lock,
+ * when a reader starts waiting for a block that readahead queued: the
+ * fetch engine then moves it ahead of other readahead.
+ */
+void cache_set_promote(struct cache *c, cache_fetch_fn promote);
+
 /* cache_unref() - release a reference from cache_get(). NULL is fine. */
 void cache_unref(struct cache *c, struct block *b);
 

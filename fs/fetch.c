@@ -213,6 +213,29 @@ void fetch_block(void *arg, struct block *b)
 		curl_multi_wakeup(f->multi);
 }
 
+void fetch_promote(void *arg, struct block *b)
+{
+	struct fetch *f = arg;
+	struct job **p, *prev = NULL;
+
+	pthread_mutex_lock(&f->lock);
+	for (p = &f->ahead.head; *p; prev = *p, p = &(*p)->next) {
+		struct job *j = *p;
+
+		if (j->b != b)
+			continue;
+		*p = j->next;
+		if (f->ahead.tail == j)
+			f->ahead.tail = prev;
+		j->next = f->demand.head;
+		f->demand.head = j;
+		if (!f->demand.tail)
+			f->demand.tail = j;
+		break;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* Next job whose backoff has passed: demand first, then readahead.
  * Called with f->lock held. */
 static struct job *take_ready(struct fetch *f, uint64_t now, uint64_t *next_due)

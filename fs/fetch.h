@@ -35,4 +35,8 @@ void fetch_free(struct fetch *f);
 /* fetch_block() - a cache_fetch_fn: queue the fetch of @b. */
 void fetch_block(void *fetch, struct block *b);
 
+/* fetch_promote() - a cache_fetch_fn: if @b's fetch still waits among
+ * readahead, move it to the front (a reader waits for it). */
+void fetch_promote(void *fetch, struct block *b);
+
 #endif

@@ -355,6 +355,7 @@ int main(int argc, char *argv[])
 			     d.fetch, &d.cache)) < 0)
 		goto fail;
 	fetch_attach(d.fetch, d.cache);
+	cache_set_promote(d.cache, fetch_promote);
 	err = fastpath_new(&d, &d.fastpath);
 	if (err < 0) {
 		fprintf(stderr,

@@ -59,6 +59,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		      &d.cache))
 		abort();
 	fetch_attach(d.fetch, d.cache);
+	cache_set_promote(d.cache, fetch_promote);
 	if (fetch_start(d.fetch))
 		abort();
 	unlink(path);

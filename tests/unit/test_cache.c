@@ -42,6 +42,13 @@ static void fake_fetch(void *ctx, struct block *b)
 }
 
 static struct node file;
+static atomic_int promotes;
+
+static void fake_promote(void *ctx, struct block *b)
+{
+	assert(b->state == BLOCK_FETCHING || b->state == BLOCK_READY);
+	atomic_fetch_add(&promotes, 1);
+}
 
 static void *reader(void *arg)
 {
@@ -129,6 +136,18 @@ int main(void)
 	assert(cache_get(cache, &file, 4, 0, BS, &b) == 0);
 	cache_unref(cache, b);
 	assert(atomic_load(&fetches) == i + 2);
+
+	/* A reader waiting for a block readahead queued promotes its fetch;
+	 * one that finds it ready does not. */
+	cache_set_promote(cache, fake_promote);
+	cache_drop_file(cache, &file);
+	assert(cache_prefetch(cache, &file, 5, 0, BS) == 1);
+	assert(cache_get(cache, &file, 5, 0, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&promotes) == 1);
+	assert(cache_get(cache, &file, 5, 0, BS, &b) == 0);
+	cache_unref(cache, b);
+	assert(atomic_load(&promotes) == 1);
 
 	/* Budget: never more ready bytes than the cache holds. */
 	assert(cache_bytes(cache) <= 4 * BS);
