@@ -327,7 +327,6 @@ void cache_fetch_done(struct cache *c, struct block *b, int err)
 		b->state = BLOCK_READY;
 		c->ready_bytes += b->len;
 	}
-	b->fetch_priv = NULL;
 	if (--b->refs == 0)
 		retire(c, b, false);
 	pthread_cond_broadcast(&c->cond);

@@ -40,7 +40,6 @@ struct block {
 	bool populated; /* its slot's memory is faulted in */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
-	void *fetch_priv; /* owned by the fetch engine while FETCHING */
 };
 
 /* Starts the fetch of @b (state FETCHING, holding one reference); calls

@@ -148,7 +148,6 @@ static void finish(struct fetch *f, struct job *j, int err)
 		if (err == -ESTALE)
 			mark_changed(j);
 	}
-	j->b->fetch_priv = NULL;
 	cache_fetch_done(f->cache, j->b, err);
 	job_free(j);
 }
@@ -199,7 +198,6 @@ void fetch_block(void *arg, struct block *b)
 	if (n->etag)
 		j->etag = strdup(n->etag);
 	pthread_mutex_unlock(&n->lock);
-	b->fetch_priv = j;
 	pthread_mutex_lock(&f->lock);
 	if (f->stop) {
 		pthread_mutex_unlock(&f->lock);

@@ -30,8 +30,9 @@ void readahead_done(struct readahead *ra);
 /*
  * readahead_update() - account a read of [@off, @off + @len) and say how
  * far ahead to fetch: returns the window (bytes past @off + @len, 0 for
- * none). A new stream starts at @initial; windows double per sequential
- * read up to @max (which the caller lowers under memory pressure).
+ * none; always 0 when @max is 0). A new stream starts at @initial (0:
+ * @max); windows double per sequential read up to @max (which the
+ * caller lowers under memory pressure).
  */
 uint64_t readahead_update(struct readahead *ra, uint64_t off, uint64_t len,
 			  uint64_t initial, uint64_t max);
