@@ -1,11 +1,14 @@
 /* weightfs: mount an S3 prefix, an HTTP(S) directory or a local directory
  * as a read-only filesystem. */
+#include <dirent.h>
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -218,6 +221,18 @@ static int make_options(const struct cmdline *c, struct options *o)
 				"between 64K and 256M\n");
 		return -EINVAL;
 	}
+	if (c->cache_mem && sysconf(_SC_PHYS_PAGES) > 0 &&
+	    o->cache_mem / sysconf(_SC_PAGESIZE) >
+		    (uint64_t)sysconf(_SC_PHYS_PAGES)) {
+		fprintf(stderr,
+			"weightfs: cache_mem %s is more than this machine's "
+			"memory (%llu MiB)\n",
+			c->cache_mem,
+			(unsigned long long)sysconf(_SC_PHYS_PAGES) *
+					sysconf(_SC_PAGESIZE) >>
+				20);
+		return -EINVAL;
+	}
 	if (o->cache_mem < 2 * o->block_size) {
 		fprintf(stderr, "weightfs: cache_mem must hold at least two "
 				"blocks (2 x block_size)\n");
@@ -289,6 +304,115 @@ static void set_kernel_readahead(const char *mountpoint, uint64_t bytes)
 	fclose(f);
 }
 
+/* Undo mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape_mountinfo(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* Whether the absolute path @path is a weightfs mount, per mountinfo. */
+static bool is_weightfs_mount(const char *path)
+{
+	char line[8192], mnt[4096], type[256];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	const char *sep;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*u %*u %*s %*s %4095s", mnt) != 1 ||
+		    sscanf(sep, " - %255s", type) != 1)
+			continue;
+		unescape_mountinfo(mnt);
+		/* The last mount on a path is the one seen there. */
+		if (!strcmp(mnt, path))
+			found = !strcmp(type, "fuse.weightfs");
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/*
+ * Check @mp as mount(8) would, before mounting: it must be a directory
+ * and not already a weightfs mount (a message, then -EINVAL); one that is
+ * not empty only warns, since its files are hidden while mounted.
+ * Its parent is resolved rather than @mp itself, so that a dead mount
+ * there (ENOTCONN) is still recognized.
+ */
+static int check_mountpoint(const char *mp)
+{
+	char *copy = strdup(mp), *slash, *parent, real[PATH_MAX + 1];
+	const char *base;
+	struct stat st;
+	struct dirent *e;
+	DIR *d;
+	bool mounted = false;
+
+	if (!copy)
+		return -ENOMEM;
+	while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/')
+		copy[strlen(copy) - 1] = '\0';
+	slash = strrchr(copy, '/');
+	parent = slash ? (slash == copy ? "/" : copy) : ".";
+	base = slash ? slash + 1 : copy;
+	if (slash)
+		*slash = '\0';
+	if (*base && strcmp(base, ".") && strcmp(base, "..") &&
+	    realpath(parent, real) &&
+	    strlen(real) + strlen(base) + 2 <= sizeof(real)) {
+		if (strcmp(real, "/"))
+			strcat(real, "/");
+		strcat(real, base);
+		mounted = is_weightfs_mount(real);
+	} else if (realpath(mp, real)) {
+		mounted = is_weightfs_mount(real);
+	}
+	free(copy);
+	if (mounted) {
+		fprintf(stderr,
+			"weightfs: %s is already mounted (a weightfs mount; "
+			"unmount it first: fusermount3 -u %s)\n",
+			mp, mp);
+		return -EINVAL;
+	}
+	if (stat(mp, &st) < 0) {
+		fprintf(stderr, "weightfs: mountpoint %s: %s\n", mp,
+			strerror(errno));
+		return -EINVAL;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "weightfs: mountpoint %s is not a directory\n",
+			mp);
+		return -EINVAL;
+	}
+	d = opendir(mp);
+	while (d && (e = readdir(d))) {
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			fprintf(stderr,
+				"weightfs: warning: mountpoint %s is not "
+				"empty: its files are hidden while mounted\n",
+				mp);
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+	return 0;
+}
+
 static void print_warnings(const char *w)
 {
 	const char *p = w, *nl;
@@ -326,7 +450,7 @@ int main(int argc, char *argv[])
 		fputs(usage, stderr);
 		goto out;
 	}
-	if (make_options(&c, &d.opts) < 0)
+	if (make_options(&c, &d.opts) < 0 || check_mountpoint(c.mountpoint) < 0)
 		goto out;
 	log_debug_on = c.debug;
 	if (c.debug)

@@ -79,6 +79,7 @@ def test_listing_not_json_array(weightfs_run, fault_server, web, mountpoint,
     ("block_size=0", "block_size"),
     ("cache_mem=-1", "cache_mem"),
     ("cache_mem=12Q", "cache_mem"),
+    ("cache_mem=100000G", "memory"),  # more than RAM: refused
     ("connections=0", "connections"),
     ("connections=many", "connections"),
     ("prefetch=maybe", "prefetch"),
@@ -138,3 +139,35 @@ def test_nothing_left_on_mountpoint(weightfs_run, web, mountpoint):
     with open(probe, "w") as f:
         f.write("ok")
     os.unlink(probe)
+
+
+# -- mountpoints, checked as mount(8) would ------------------------------
+
+def test_mountpoint_is_a_file(weightfs_run, web, tmp_path):
+    mp = tmp_path / "regular-file"
+    mp.write_bytes(b"not a directory")
+    r = weightfs_run(web.url + "dir/", str(mp))
+    check_refused(r, str(mp), "not a directory")
+    assert mp.read_bytes() == b"not a directory"
+
+
+def test_mountpoint_already_mounted(weightfs_run, mount, web, mountpoint):
+    # weightfs_run first: its teardown (which kills what it left mounted)
+    # then runs after mount's clean unmount.
+    first = mount(web.url + "dir/", mountpoint=mountpoint)
+    assert os.listdir(first.path) == ["f.bin"]
+    r = weightfs_run(web.url + "dir/", mountpoint)
+    assert r.returncode == 2, "exit %d: %s" % (r.returncode, r.stderr)
+    assert "already mounted" in r.stderr.lower(), r.stderr
+    # The first mount is untouched, and only one daemon serves it.
+    assert os.listdir(first.path) == ["f.bin"]
+    assert find_daemon_pid(mountpoint, exclude=(first.pid,)) is None
+
+
+def test_mountpoint_not_empty_warns(mount, web, tmp_path):
+    mp = tmp_path / "full"
+    mp.mkdir()
+    (mp / "hidden.txt").write_bytes(b"x")
+    m = mount(web.url + "dir/", mountpoint=str(mp))
+    assert os.listdir(m.path) == ["f.bin"]
+    assert "not empty" in m.log().lower(), m.log()
