@@ -276,7 +276,7 @@ static int file_read(struct fetch *f, struct job *j)
 
 	if (asprintf(&path, "%s/%s", f->src->root_dir, j->file->key) < 0)
 		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = source_file_open(f->src, j->file->key);
 	free(path);
 	if (fd < 0)
 		return errno == ENOENT ? -ESTALE : -errno;

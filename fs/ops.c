@@ -33,24 +33,32 @@ static struct daemon *daemon_of(fuse_req_t req)
 
 static void fill_attr(struct node *n, struct stat *st)
 {
+	uint64_t size;
+
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
-	st->st_uid = getuid();
-	st->st_gid = getgid();
+	/* file:// shows the source's owner and permissions (less write);
+	 * other sources are the daemon's, readable by all. */
+	st->st_uid = n->has_perm ? n->uid : getuid();
+	st->st_gid = n->has_perm ? n->gid : getgid();
 	st->st_blksize = 1 << 20;
 	pthread_mutex_lock(&n->lock);
 	st->st_mtim = n->mtime;
 	st->st_ctim = n->mtime;
 	st->st_atim = n->mtime;
-	st->st_size = n->is_dir ? 0 : (off_t)n->size;
+	size = n->is_dir ? 0 : n->size;
 	pthread_mutex_unlock(&n->lock);
+	/* A listed size may be anything up to INT64_MAX: no signed math. */
+	if (size > (uint64_t)INT64_MAX)
+		size = (uint64_t)INT64_MAX;
+	st->st_size = (off_t)size;
 	if (n->is_dir) {
-		st->st_mode = S_IFDIR | 0555;
+		st->st_mode = S_IFDIR | (n->has_perm ? n->perm : 0555);
 		st->st_nlink = 2;
 	} else {
-		st->st_mode = S_IFREG | 0444;
+		st->st_mode = S_IFREG | (n->has_perm ? n->perm : 0444);
 		st->st_nlink = 1;
-		st->st_blocks = (st->st_size + 511) / 512;
+		st->st_blocks = (blkcnt_t)(size / 512 + (size % 512 != 0));
 	}
 }
 

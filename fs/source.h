@@ -75,6 +75,12 @@ void source_free(struct source *s);
 struct stat;
 void source_file_etag(const struct stat *st, char *buf, size_t len);
 
+/* source_file_open() - open @key of the file:// source @s for reading,
+ * never outside its root: symlinks are followed only while they stay
+ * beneath it. @return a descriptor, or -1 with errno as open(2) (EXDEV:
+ * the path leads outside the root). */
+int source_file_open(const struct source *s, const char *key);
+
 /* Constructors, called by source_new() for their scheme. */
 int source_file_new(const char *spec, const struct options *opts,
 		    struct source **ret, char **ret_msg);

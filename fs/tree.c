@@ -294,6 +294,12 @@ int tree_merge(struct tree *t, const struct tree *fresh,
 		if (!n) {
 			err = tree_add(t, f->key, f->is_dir, f->size, f->mtime,
 				       f->etag, &n);
+			if (!err) {
+				n->has_perm = f->has_perm; /* file:// owner */
+				n->perm = f->perm;
+				n->uid = f->uid;
+				n->gid = f->gid;
+			}
 			if (!err)
 				err = push(&c.added, &c.nadded, n);
 			continue;

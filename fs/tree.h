@@ -27,6 +27,13 @@ struct node {
 	struct node **children; /* sorted by name once tree_finish() ran */
 	size_t nchildren;
 	size_t children_cap;
+	/* file:// mirrors the source's owner and permissions (less the
+	 * write bits); other sources leave has_perm false: 0444/0555, owned
+	 * by the daemon's user. Set at listing, read-only afterwards. */
+	bool has_perm;
+	uint32_t perm; /* permission bits, 07777 */
+	uint32_t uid;
+	uint32_t gid;
 
 	pthread_mutex_t lock;
 	uint64_t size; /* protected by lock once mounted, as are mtime */

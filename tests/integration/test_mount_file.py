@@ -6,8 +6,11 @@ import concurrent.futures
 import errno
 import json
 import os
+import shutil
 import stat
 import subprocess
+import sys
+import tempfile
 
 import pytest
 
@@ -112,3 +115,144 @@ def test_daemonized_and_unmount(mount, sample_tree):
     assert sha256_file(m.file("small.txt")) == sample_tree.sums["small.txt"]
     subprocess.run(["fusermount3", "-u", m.path], check=True)
     assert m.wait_exit(30)
+
+
+# -- allow_other: what other users see ------------------------------------
+#
+# The daemon runs as root with allow_other (as packaging/weightfs@.service
+# does); other users must get exactly what the source grants them.
+
+NOBODY = 65534
+
+
+def as_nobody(code, *args):
+    """Run python @code as uid/gid nobody; returns (rc, stdout)."""
+    r = subprocess.run([sys.executable, "-c", code] + list(args),
+                       user=NOBODY, group=NOBODY, extra_groups=[],
+                       capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout.strip() + r.stderr.strip()
+
+
+READ_AS = """
+import errno, sys
+try:
+    with open(sys.argv[1], "rb") as f:
+        sys.stdout.write(f.read().decode())
+except OSError as e:
+    sys.stdout.write(errno.errorcode[e.errno])
+"""
+
+LIST_AS = """
+import errno, os, sys
+try:
+    print(sorted(os.listdir(sys.argv[1])))
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"""
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory under /tmp that other users may traverse (pytest's
+    tmp_path is 0700), removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: a root daemon, and setuid to nobody")
+    d = tempfile.mkdtemp(prefix="wfs-allow-other-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def write(path, data, mode, uid=0):
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+    os.chown(path, uid, uid)
+
+
+@pytest.mark.asan
+def test_allow_other_mirrors_permissions(mount, shared_dir):
+    src, mp = os.path.join(shared_dir, "src"), os.path.join(shared_dir, "mnt")
+    os.makedirs(os.path.join(src, "private"))
+    os.mkdir(mp, 0o755)
+    os.chmod(src, 0o755)
+    os.chmod(os.path.join(src, "private"), 0o700)
+    write(os.path.join(src, "public.bin"), b"public", 0o644)
+    write(os.path.join(src, "secret.bin"), b"root only", 0o600)
+    write(os.path.join(src, "nobodys.bin"), b"nobody's own", 0o600, NOBODY)
+    write(os.path.join(src, "private", "in.bin"), b"in private", 0o644)
+    m = mount(file_url(src), dict(OPTS, allow_other=True), mountpoint=mp)
+
+    # What stat shows: the source's mode less write bits, its owner.
+    st = os.stat(m.file("secret.bin"))
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o400, 0)
+    st = os.stat(m.file("public.bin"))
+    assert stat.S_IMODE(st.st_mode) == 0o444
+    st = os.stat(m.file("nobodys.bin"))
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == \
+        (0o400, NOBODY, NOBODY)
+    st = os.stat(m.file("private"))
+    assert stat.S_IMODE(st.st_mode) == 0o500
+
+    # What the kernel grants (default_permissions), as nobody.
+    assert as_nobody(READ_AS, m.file("public.bin")) == (0, "public")
+    assert as_nobody(READ_AS, m.file("secret.bin")) == (0, "EACCES")
+    assert as_nobody(READ_AS, m.file("nobodys.bin")) == (0, "nobody's own")
+    assert as_nobody(LIST_AS, m.file("private")) == (0, "EACCES")
+    assert as_nobody(READ_AS, m.file("private/in.bin")) == (0, "EACCES")
+    # Root still reads everything.
+    with open(m.file("secret.bin"), "rb") as f:
+        assert f.read() == b"root only"
+
+
+@pytest.mark.asan
+def test_symlinks_stay_inside_the_source(mount, shared_dir):
+    src, mp = os.path.join(shared_dir, "src"), os.path.join(shared_dir, "mnt")
+    out = os.path.join(shared_dir, "outside")
+    os.makedirs(os.path.join(src, "sub"))
+    os.makedirs(out)
+    os.mkdir(mp, 0o755)
+    write(os.path.join(src, "real.bin"), b"inside", 0o644)
+    write(os.path.join(out, "x.bin"), b"outside the source", 0o644)
+    links = {
+        "shadow": "/etc/shadow",                      # absolute, outside
+        "out_abs": os.path.join(out, "x.bin"),        # absolute, outside
+        "out_rel": "../outside/x.bin",                # relative, outside
+        "sub/out_deep": "../../outside/x.bin",
+        "in_rel": "real.bin",                         # relative, inside
+        "in_abs": os.path.join(src, "real.bin"),      # absolute, inside
+        "sub/in_up": "../real.bin",                   # up, still inside
+        "dangling": "no-such-file",
+    }
+    for name, target in links.items():
+        os.symlink(target, os.path.join(src, name))
+    m = mount(file_url(src), dict(OPTS, allow_other=True), mountpoint=mp)
+
+    assert sorted(os.listdir(m.path)) == ["in_abs", "in_rel", "real.bin",
+                                          "sub"]
+    assert os.listdir(m.file("sub")) == ["in_up"]
+    for name in ("in_rel", "in_abs", "sub/in_up"):
+        with open(m.file(name), "rb") as f:
+            assert f.read() == b"inside", name
+        assert as_nobody(READ_AS, m.file(name)) == (0, "inside"), name
+    for name in ("shadow", "out_abs", "out_rel", "sub/out_deep"):
+        assert not os.path.exists(m.file(name)), name
+        assert as_nobody(READ_AS, m.file(name)) == (0, "ENOENT"), name
+        assert "outside the source" in m.log(), m.log()
+
+
+def test_symlink_swapped_after_listing(mount, shared_dir):
+    """A symlink turned to point outside after the mount listed it: the
+    read fails (EIO), it never returns the outside file's bytes."""
+    src, mp = os.path.join(shared_dir, "src"), os.path.join(shared_dir, "mnt")
+    os.makedirs(src)
+    os.mkdir(mp, 0o755)
+    write(os.path.join(src, "real.bin"), b"inside", 0o644)
+    os.symlink("real.bin", os.path.join(src, "link"))
+    m = mount(file_url(src), dict(OPTS, allow_other=True), mountpoint=mp)
+    os.unlink(os.path.join(src, "link"))
+    os.symlink("/etc/shadow", os.path.join(src, "link"))
+    with pytest.raises(OSError) as e:
+        with open(m.file("link"), "rb") as f:
+            f.read()
+    assert e.value.errno == errno.EIO
