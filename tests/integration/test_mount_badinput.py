@@ -1,7 +1,10 @@
 """Bad input to `weightfs`: a clear message on stderr that names the
 problem, exit status 2, nothing mounted, no daemon left behind."""
 
+import http.server
+import json
 import os
+import threading
 
 import pytest
 
@@ -171,3 +174,76 @@ def test_mountpoint_not_empty_warns(mount, web, tmp_path):
     m = mount(web.url + "dir/", mountpoint=str(mp))
     assert os.listdir(m.path) == ["f.bin"]
     assert "not empty" in m.log().lower(), m.log()
+
+
+# -- sizes near 2^63 ------------------------------------------------------
+
+class _HugeHandler(http.server.BaseHTTPRequestHandler):
+    """A JSON listing (nginx's format) whose sizes no real file has:
+    nginx cannot be made to claim them."""
+    SIZES = {"huge.bin": 2**63 + 5, "max.bin": 2**63 - 1,
+             "near.bin": 2**63 - 100, "ok.bin": 5}
+    HEAD_SIZES = {"huge.bin": 2**63 - 1, "max.bin": 2**63 - 1,
+                  "near.bin": 2**63 - 100, "ok.bin": 5}
+
+    def log_message(self, *args):
+        pass
+
+    def _headers(self, length, ctype="application/octet-stream"):
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT")
+        self.send_header("ETag", '"%x"' % length)
+        self.end_headers()
+
+    def do_HEAD(self):
+        name = self.path.lstrip("/")
+        if name not in self.HEAD_SIZES:
+            self.send_error(404)
+            return
+        self._headers(self.HEAD_SIZES[name])
+
+    def do_GET(self):
+        if self.path == "/":
+            body = json.dumps([
+                {"name": n, "type": "file", "size": s,
+                 "mtime": "Tue, 01 Dec 2026 10:00:00 GMT"}
+                for n, s in sorted(self.SIZES.items())]).encode()
+            self._headers(len(body), "application/json")
+            self.wfile.write(body)
+        elif self.path == "/ok.bin":
+            self._headers(5)
+            self.wfile.write(b"hello")
+        else:
+            self.send_error(416)
+
+
+@pytest.fixture
+def huge_server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HugeHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield "http://127.0.0.1:%d/" % srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.asan
+def test_size_near_2_63(mount, huge_server):
+    """A listing that claims sizes near or past 2^63 (st_size is an off_t):
+    each such file is clamped to at most INT64_MAX or skipped, stat
+    works, the rest of the mount is fine; under the ASan/UBSan build the
+    daemon must not hit signed overflow (the fixture fails the test on
+    any sanitizer report)."""
+    m = mount(huge_server)
+    names = sorted(os.listdir(m.path))
+    assert "ok.bin" in names and "near.bin" in names, names
+    for name in names:
+        st = os.stat(os.path.join(m.path, name))
+        assert 0 <= st.st_size <= 2**63 - 1, (name, st.st_size)
+        assert st.st_blocks == (st.st_size + 511) // 512, name
+    assert os.stat(m.file("near.bin")).st_size == 2**63 - 100
+    with open(m.file("ok.bin"), "rb") as f:
+        assert f.read() == b"hello"
+    os.statvfs(m.path)
