@@ -9,23 +9,40 @@
 #include "stats.h"
 
 #define HUGE_PAGE (2u << 20)
+/* Slots for small blocks: a cached file costs at least a page, but the
+ * slots (and so the number of files cached) are capped at one per
+ * SMALL_COST of the budget, and MAX_SLOTS in all. */
+#define SMALL_COST (64u << 10)
+#define MAX_SLOTS 32768
 
+/*
+ * Slots come in up to two classes, each a contiguous part of the arena:
+ * class 0, nbig slots of block_size bytes; class 1, nsmall slots of
+ * HUGE_PAGE bytes for blocks shorter than that. Where block_size is a
+ * multiple of a huge page, class 0 uses huge pages (a 4 KiB fault per
+ * 4 KiB filled cost a third of the daemon's CPU on a cold read) and
+ * class 1 holds small blocks in 4 KiB pages; otherwise there is only
+ * class 0, in 4 KiB pages, with more slots than blocks fit the budget.
+ */
 struct cache {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a fetch ended or a slot was freed */
 	size_t block_size;
-	size_t nblocks;
+	size_t page;
+	bool huge; /* class 0 uses huge pages; class 1 exists */
+	size_t nbig, nsmall;
 	void *map; /* the mapping, of map_len bytes */
 	size_t map_len;
 	char *arena;	      /* its first huge-page boundary */
-	struct block *blocks; /* nblocks, block i owns slot i */
+	struct block *blocks; /* nbig + nsmall, block i owns slot i */
 	struct block **hash;  /* protected by lock, as is all below */
 	size_t hash_mask;
-	struct block *free_list;
-	struct block lru;	  /* sentinel: next is hottest, prev coldest */
-	size_t nfree;		  /* blocks on the free list */
-	size_t nlru;		  /* blocks on the LRU */
-	size_t unread_prefetched; /* LRU blocks with prefetch set */
+	struct block *free_list[2]; /* per class; their slots hold nothing */
+	struct block lru;    /* sentinel: next is hottest, prev coldest */
+	uint64_t mem;	     /* the budget */
+	uint64_t used;	     /* sum of blocks' mem */
+	uint64_t lru_mem;    /* sum of mem of blocks on the LRU */
+	uint64_t unread_mem; /* ... of those with prefetch set */
 	uint64_t ready_bytes;
 	cache_fetch_fn fetch;
 	cache_fetch_fn promote; /* or NULL */
@@ -40,11 +57,33 @@ static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
 	return (size_t)(h ^ (h >> 29));
 }
 
+static int class_of(const struct cache *c, const struct block *b)
+{
+	return (size_t)(b - c->blocks) >= c->nbig;
+}
+
+/* The class of slot a block of @len bytes goes to. */
+static int class_for(const struct cache *c, size_t len)
+{
+	return c->huge && len < HUGE_PAGE;
+}
+
+/* What a block of @len bytes in a slot of class @cls costs: its pages. */
+static size_t cost(const struct cache *c, int cls, size_t len)
+{
+	size_t unit = c->huge && cls == 0 ? HUGE_PAGE : c->page;
+
+	if (len == 0)
+		len = 1; /* an empty block still takes its slot */
+	return (len + unit - 1) / unit * unit;
+}
+
 int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
 	      struct cache **ret)
 {
 	struct cache *c;
-	size_t i, hsize = 16;
+	size_t i, n, hsize = 16, want;
+	long page = sysconf(_SC_PAGESIZE);
 
 	if (block_size < 4096 || block_size % 4096 || mem / block_size < 2)
 		return -EINVAL;
@@ -52,39 +91,64 @@ int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
 	if (!c)
 		return -ENOMEM;
 	c->block_size = block_size;
-	c->nblocks = mem / block_size;
+	c->page = page > 0 ? (size_t)page : 4096;
+	c->mem = mem;
+	c->huge = block_size % HUGE_PAGE == 0;
 	c->fetch = fetch;
 	c->ctx = ctx;
 	c->map = MAP_FAILED;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cond, NULL);
 	c->lru.next = c->lru.prev = &c->lru;
-	while (hsize < c->nblocks * 2)
+	n = mem / block_size; /* full blocks that fit */
+	want = mem / SMALL_COST < MAX_SLOTS ? mem / SMALL_COST : MAX_SLOTS;
+	c->nbig = n;
+	if (c->huge)
+		c->nsmall = want;
+	else if (want > n)
+		c->nbig = want;
+	/* Address space only (MAP_NORESERVE); halve the extra slots where
+	 * even that is refused. */
+	for (;;) {
+		c->map_len = c->nbig * block_size + c->nsmall * HUGE_PAGE +
+			     HUGE_PAGE;
+		c->map = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+			      0);
+		if (c->map != MAP_FAILED)
+			break;
+		if (c->huge && c->nsmall > 0)
+			c->nsmall /= 2;
+		else if (!c->huge && c->nbig > n)
+			c->nbig = c->nbig / 2 > n ? c->nbig / 2 : n;
+		else
+			goto fail;
+	}
+	c->arena = (char *)(((uintptr_t)c->map + HUGE_PAGE - 1) &
+			    ~(uintptr_t)(HUGE_PAGE - 1));
+	/* Memory is only touched, and so only counted, as blocks fill. */
+	madvise(c->arena, c->nbig * block_size,
+		c->huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	if (c->nsmall)
+		madvise(c->arena + c->nbig * block_size, c->nsmall * HUGE_PAGE,
+			MADV_NOHUGEPAGE);
+	while (hsize < (c->nbig + c->nsmall) * 2)
 		hsize *= 2;
 	c->hash_mask = hsize - 1;
 	c->hash = calloc(hsize, sizeof(*c->hash));
-	c->blocks = calloc(c->nblocks, sizeof(*c->blocks));
+	c->blocks = calloc(c->nbig + c->nsmall, sizeof(*c->blocks));
 	if (!c->hash || !c->blocks)
 		goto fail;
-	/* Memory is only touched, and so only counted, as blocks fill. */
-	c->map_len = c->nblocks * block_size + HUGE_PAGE;
-	c->map = mmap(NULL, c->map_len, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (c->map == MAP_FAILED)
-		goto fail;
-	c->arena = (char *)(((uintptr_t)c->map + HUGE_PAGE - 1) &
-			    ~(uintptr_t)(HUGE_PAGE - 1));
-	/* Huge pages: a 4 KiB page fault per 4 KiB filled cost a third of
-	 * the daemon's CPU on a cold read. */
-	madvise(c->arena, c->nblocks * block_size, MADV_HUGEPAGE);
-	for (i = c->nblocks; i-- > 0;) {
+	for (i = c->nbig + c->nsmall; i-- > 0;) {
 		struct block *b = &c->blocks[i];
+		int cls = i >= c->nbig;
 
-		b->data = c->arena + i * block_size;
-		b->next = c->free_list;
-		c->free_list = b;
+		b->data = cls ? c->arena + c->nbig * block_size +
+					  (i - c->nbig) * HUGE_PAGE
+			      : c->arena + i * block_size;
+		b->next = c->free_list[cls];
+		c->free_list[cls] = b;
 	}
-	c->nfree = c->nblocks;
 	*ret = c;
 	return 0;
 fail:
@@ -134,9 +198,24 @@ static void lru_unlink(struct cache *c, struct block *b)
 	b->prev->next = b->next;
 	b->next->prev = b->prev;
 	b->prev = b->next = NULL;
-	c->nlru--;
+	c->lru_mem -= b->mem;
 	if (b->prefetch)
-		c->unread_prefetched--;
+		c->unread_mem -= b->mem;
+}
+
+/* Give a block's slot back, memory and all: it holds nothing now. Its
+ * data is nobody's (no references, or it is being evicted). */
+static void release(struct cache *c, struct block *b)
+{
+	if (b->pop)
+		madvise(b->data, b->pop, MADV_DONTNEED);
+	b->pop = 0;
+	c->used -= b->mem;
+	b->mem = 0;
+	b->state = BLOCK_FREE;
+	b->file = NULL;
+	b->next = c->free_list[class_of(c, b)];
+	c->free_list[class_of(c, b)] = b;
 }
 
 /* Retire a block nobody references: to the LRU if it holds data (the
@@ -150,41 +229,54 @@ static void retire(struct cache *c, struct block *b, bool behind)
 		b->prev = at;
 		at->next->prev = b;
 		at->next = b;
-		c->nlru++;
+		c->lru_mem += b->mem;
 		if (b->prefetch)
-			c->unread_prefetched++;
+			c->unread_mem += b->mem;
 		return;
 	}
 	hash_remove(c, b);
-	b->state = BLOCK_FREE;
-	b->file = NULL;
-	b->next = c->free_list;
-	c->free_list = b;
-	c->nfree++;
+	release(c, b);
 }
 
-/* A slot for a new block: a free one, else the coldest ready block nobody
- * holds; @keep_unread spares prefetched blocks not read yet. */
-static struct block *take_slot(struct cache *c, bool keep_unread)
+/*
+ * A slot for a new block of @len bytes, its cost charged: a free slot of
+ * its class while the budget allows, else the coldest ready blocks nobody
+ * holds are evicted until it does (one of the same class is reused as
+ * is, the others give their memory back); @keep_unread spares prefetched
+ * blocks not read yet. NULL when nothing more can be evicted.
+ */
+static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 {
-	struct block *b = c->free_list;
+	int cls = class_for(c, len);
+	size_t need = cost(c, cls, len);
+	struct block *b;
 
-	if (b) {
-		c->free_list = b->next;
-		c->nfree--;
-		b->next = NULL;
-		return b;
-	}
-	for (b = c->lru.prev; b != &c->lru; b = b->prev) {
-		if (keep_unread && b->prefetch)
-			continue;
+	for (;;) {
+		b = c->free_list[cls];
+		if (b && c->used + need <= c->mem) {
+			c->free_list[cls] = b->next;
+			b->next = NULL;
+			b->mem = need;
+			c->used += need;
+			return b;
+		}
+		for (b = c->lru.prev; b != &c->lru; b = b->prev)
+			if (!keep_unread || !b->prefetch)
+				break;
+		if (b == &c->lru)
+			return NULL;
 		lru_unlink(c, b);
 		hash_remove(c, b);
 		c->ready_bytes -= b->len;
 		STAT_ADD(cache_evictions, 1);
-		return b;
+		if (class_of(c, b) == cls &&
+		    c->used - b->mem + need <= c->mem) {
+			c->used = c->used - b->mem + need;
+			b->mem = need;
+			return b;
+		}
+		release(c, b);
 	}
-	return NULL;
 }
 
 static void claim(struct cache *c, struct block *b, struct node *file,
@@ -205,14 +297,16 @@ static void claim(struct cache *c, struct block *b, struct node *file,
 }
 
 /* Hand a claimed block to the fetch engine. The block is ours alone until
- * then, so a slot's first use is faulted in here, outside the lock, with
- * one call rather than a page fault per page. */
+ * then, so its slot is sized here, outside the lock: the memory it needs
+ * faulted in with one call rather than a page fault per page, what a
+ * larger block left beyond it given back. */
 static void start_fetch(struct cache *c, struct block *b)
 {
-	if (!b->populated) {
-		madvise(b->data, c->block_size, MADV_POPULATE_WRITE);
-		b->populated = true;
-	}
+	if (b->pop > b->mem)
+		madvise(b->data + b->mem, b->pop - b->mem, MADV_DONTNEED);
+	else if (b->pop < b->mem)
+		madvise(b->data + b->pop, b->mem - b->pop, MADV_POPULATE_WRITE);
+	b->pop = b->mem;
 	c->fetch(c->ctx, b);
 }
 
@@ -227,7 +321,7 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 		b = find(c, file, generation, index);
 		if (b)
 			break;
-		b = take_slot(c, false);
+		b = take_slot(c, len, false);
 		if (b) {
 			claim(c, b, file, generation, index, len, false);
 			b->refs++;
@@ -284,7 +378,7 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
-	b = take_slot(c, true);
+	b = take_slot(c, len, true);
 	if (!b) {
 		pthread_mutex_unlock(&c->lock);
 		return -EBUSY;
@@ -345,11 +439,7 @@ void cache_drop_file(struct cache *c, struct node *file)
 		lru_unlink(c, b);
 		hash_remove(c, b);
 		c->ready_bytes -= b->len;
-		b->state = BLOCK_FREE;
-		b->file = NULL;
-		b->next = c->free_list;
-		c->free_list = b;
-		c->nfree++;
+		release(c, b);
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
@@ -362,12 +452,12 @@ void cache_set_promote(struct cache *c, cache_fetch_fn promote)
 
 uint64_t cache_headroom(struct cache *c)
 {
-	size_t n;
+	uint64_t n;
 
 	pthread_mutex_lock(&c->lock);
-	n = c->nfree + c->nlru - c->unread_prefetched;
+	n = c->mem - c->used + c->lru_mem - c->unread_mem;
 	pthread_mutex_unlock(&c->lock);
-	return (uint64_t)n * c->block_size;
+	return n;
 }
 
 uint64_t cache_bytes(struct cache *c)
@@ -376,6 +466,16 @@ uint64_t cache_bytes(struct cache *c)
 
 	pthread_mutex_lock(&c->lock);
 	n = c->ready_bytes;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+uint64_t cache_used(struct cache *c)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->used;
 	pthread_mutex_unlock(&c->lock);
 	return n;
 }

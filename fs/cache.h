@@ -1,7 +1,12 @@
-/* The block cache: fixed-size blocks of files in one memory budget.
+/* The block cache: blocks of files (up to block_size bytes) in one memory
+ * budget, counted in bytes.
  *
- * The memory is one arena, touched only as blocks first fill; block i
- * always owns slot i.
+ * The memory is one arena of slots, more slots than cache_mem/block_size
+ * so that small files do not each take a whole block's memory; block i
+ * always owns slot i. A block costs what it holds, rounded up to a page
+ * (to a huge page in block-size slots, which use them): only that much
+ * of its slot is faulted in, and a slot reused for a smaller block gives
+ * the rest back. Blocks are evicted until a new one fits the budget.
  * A block is identified by (file, generation, index). The first caller to
  * ask for a missing block starts its fetch; others wait for that one fetch
  * (single flight). Blocks with references are never evicted; unreferenced
@@ -32,12 +37,13 @@ struct block {
 	uint32_t generation;
 	uint64_t index;
 	enum block_state state;
-	int err;	/* BLOCK_FAILED: negative errno */
-	size_t len;	/* bytes of the file in this block */
-	char *data;	/* the block's slot in the arena */
-	unsigned refs;	/* holders: readers, and the fetch while it runs */
-	bool prefetch;	/* started by readahead, not read yet */
-	bool populated; /* its slot's memory is faulted in */
+	int err;       /* BLOCK_FAILED: negative errno */
+	size_t len;    /* bytes of the file in this block */
+	char *data;    /* the block's slot in the arena */
+	unsigned refs; /* holders: readers, and the fetch while it runs */
+	bool prefetch; /* started by readahead, not read yet */
+	size_t mem;    /* bytes of its slot charged to the budget */
+	size_t pop;    /* bytes of its slot faulted in */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
 };
@@ -49,8 +55,8 @@ typedef void (*cache_fetch_fn)(void *ctx, struct block *b);
 struct cache;
 
 /*
- * cache_new() - a cache of @mem bytes in blocks of @block_size (at least
- * two blocks). @return 0 and *ret, -EINVAL, or -ENOMEM.
+ * cache_new() - a cache of @mem bytes in blocks of at most @block_size
+ * (@mem at least two blocks). @return 0 and *ret, -EINVAL, or -ENOMEM.
  */
 int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
 	      struct cache **ret);
@@ -102,12 +108,16 @@ void cache_fetch_done(struct cache *c, struct block *b, int err);
 /* cache_drop_file() - forget every unreferenced block of @file. */
 void cache_drop_file(struct cache *c, struct node *file);
 
-/* cache_headroom() - bytes that readahead may still claim: free and
- * evictable blocks, less those holding prefetched data not read yet. */
+/* cache_headroom() - bytes that readahead may still claim: the budget not
+ * in use and evictable blocks, less those holding prefetched data not
+ * read yet. */
 uint64_t cache_headroom(struct cache *c);
 
-/* Introspection for stats and the fast path. */
+/* Introspection for stats and the fast path. cache_bytes(): bytes of
+ * files held in ready blocks; cache_used(): bytes of the budget charged
+ * (what the slots hold, rounded to their pages). */
 uint64_t cache_bytes(struct cache *c);
+uint64_t cache_used(struct cache *c);
 size_t cache_block_size(const struct cache *c);
 
 #endif

@@ -256,3 +256,36 @@ def test_symlink_swapped_after_listing(mount, shared_dir):
         with open(m.file("link"), "rb") as f:
             f.read()
     assert e.value.errno == errno.EIO
+
+
+# -- memory: a small file costs its size, not a block ---------------------
+
+def vm_rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+@pytest.mark.parametrize("block_size", ["8M", "1M"])
+def test_small_files_cost_their_size(mount, tmp_path, block_size):
+    """400 files of 400 bytes: every one stays cached (no eviction: the
+    cache is bounded by memory, not by cache_mem / block_size slots), and
+    the daemon's RSS stays far below 400 blocks' worth."""
+    src = tmp_path / "small"
+    src.mkdir()
+    for i in range(400):
+        (src / ("f%03d.bin" % i)).write_bytes(bytes([i % 251]) * 400)
+    m = mount(file_url(str(src)),
+              {"block_size": block_size, "cache_mem": "1G"})
+    rss0 = vm_rss(m.pid)
+    for i in range(400):
+        with open(m.file("f%03d.bin" % i), "rb") as f:
+            assert f.read() == bytes([i % 251]) * 400, i
+    st = m.stats()
+    rss = vm_rss(m.pid)
+    assert st["cache_bytes"] == 400 * 400, st
+    assert st["cache_evictions"] == 0, st
+    assert rss - rss0 < 64 * MiB and rss < 256 * MiB, \
+        "RSS %d MiB (%d MiB before the reads)" % (rss // MiB, rss0 // MiB)
