@@ -241,9 +241,10 @@ static void retire(struct cache *c, struct block *b, bool behind)
 /*
  * A slot for a new block of @len bytes, its cost charged: a free slot of
  * its class while the budget allows, else the coldest ready blocks nobody
- * holds are evicted until it does (one of the same class is reused as
- * is, the others give their memory back); @keep_unread spares prefetched
- * blocks not read yet. NULL when nothing more can be evicted.
+ * holds (of its class, when none of those is free) are evicted until it
+ * does (one of the same class is reused as is, the others give their
+ * memory back); @keep_unread spares prefetched blocks not read yet. NULL
+ * when nothing more can be evicted.
  */
 static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 {
@@ -260,8 +261,11 @@ static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 			c->used += need;
 			return b;
 		}
+		/* Short of slots of its class rather than of memory: the
+		 * coldest of that class goes, not every colder other one. */
 		for (b = c->lru.prev; b != &c->lru; b = b->prev)
-			if (!keep_unread || !b->prefetch)
+			if ((!keep_unread || !b->prefetch) &&
+			    (c->free_list[cls] || class_of(c, b) == cls))
 				break;
 		if (b == &c->lru)
 			return NULL;

@@ -230,12 +230,51 @@ static void test_huge_cost(void)
 	cache_free(cache);
 }
 
+/* Out of slots of one class, not of memory: a block of that class is
+ * evicted, not the colder small blocks that hold little. */
+static void test_class_short_of_slots(void)
+{
+	struct block *b;
+	int i, err = 0;
+
+	/* 8 MiB of 4 MiB blocks: two block-size slots. */
+	CHECK(cache_new(8 * MiB, 4 * MiB, sync_fetch, NULL, &cache) == 0,
+	      "cache_new");
+	atomic_store(&fetches, 0);
+	for (i = 0; i < 10 && !err; i++) { /* small, and coldest */
+		err = get((uint64_t)(100 + i), 1000, &b);
+		if (!err)
+			cache_unref(cache, b);
+	}
+	for (i = 0; i < 2 && !err; i++) { /* two 2 MiB tails */
+		err = get((uint64_t)i, 2 * MiB, &b);
+		if (!err)
+			cache_unref(cache, b);
+	}
+	err = err ? err : get(2, 2 * MiB, &b);
+	CHECK(!err, "get: %d", err);
+	if (!err)
+		cache_unref(cache, b);
+	for (i = 0; i < 10 && !err; i++) {
+		err = get((uint64_t)(100 + i), 1000, &b);
+		if (!err)
+			cache_unref(cache, b);
+	}
+	CHECK(atomic_load(&fetches) == 13,
+	      "%d fetches: small blocks were evicted for a slot",
+	      atomic_load(&fetches));
+	CHECK(cache_used(cache) == 4 * MiB + 10 * 4 * KiB, "used %llu",
+	      (unsigned long long)cache_used(cache));
+	cache_free(cache);
+}
+
 int main(void)
 {
 	test_many_small_files();
 	test_budget_in_bytes();
 	test_slot_shrinks();
 	test_huge_cost();
+	test_class_short_of_slots();
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
 	return failures != 0;
