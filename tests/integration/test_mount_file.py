@@ -182,6 +182,12 @@ def test_allow_other_mirrors_permissions(mount, shared_dir):
     write(os.path.join(src, "nobodys.bin"), b"nobody's own", 0o600, NOBODY)
     write(os.path.join(src, "private", "in.bin"), b"in private", 0o644)
     m = mount(file_url(src), dict(OPTS, allow_other=True), mountpoint=mp)
+    # The kernel does the checking: default_permissions is in effect.
+    with open("/proc/self/mountinfo") as f:
+        opts = [ln.split(" - ")[1].split()[2] for ln in f
+                if ln.split()[4] == os.path.realpath(mp)]
+    assert opts and "default_permissions" in opts[-1].split(",") and \
+        "allow_other" in opts[-1].split(","), opts
 
     # What stat shows: the source's mode less write bits, its owner.
     st = os.stat(m.file("secret.bin"))
