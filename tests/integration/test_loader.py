@@ -4,7 +4,8 @@ library (EXPECTED.json: dtype, shape, SHA-256 of every tensor), and against
 malformed files.
 
 Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES
-(default <repo>/../shared/fixtures).
+(default <repo>/tests/fixtures); WEIGHTFS_REQUIRE_FIXTURES=1 fails instead of
+skipping when they are missing.
 """
 
 import hashlib
@@ -20,15 +21,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("WEIGHTFS_BUILD", REPO / "build"))
 FIXTURES = Path(os.environ.get("WEIGHTFS_FIXTURES",
-                               REPO.parent / "shared" / "fixtures"))
+                               REPO / "tests" / "fixtures"))
 ST = FIXTURES / "safetensors"
 LOAD = BUILD / "tools" / "weightfs-load"
 LIB = BUILD / "loader" / "libweightfs.so"
 
-pytestmark = [
-    pytest.mark.skipif(not (ST / "EXPECTED.json").exists(),
-                       reason=f"no fixtures at {ST} (set WEIGHTFS_FIXTURES)"),
-]
+
+@pytest.fixture(autouse=True)
+def _fixtures_present():
+    if not (ST / "EXPECTED.json").exists():
+        msg = f"fixture missing: {ST} (set WEIGHTFS_FIXTURES)"
+        if os.environ.get("WEIGHTFS_REQUIRE_FIXTURES", "") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
 needs_cli = pytest.mark.skipif(not LOAD.exists(),
                                reason=f"no {LOAD} (build first, or set "
                                "WEIGHTFS_BUILD)")
