@@ -52,11 +52,9 @@ static void expect_open(const char *name, int err, const char *msg)
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	r = wfs_model_open(path, &m);
-	if (r != err || !strstr(wfs_last_error(), msg)) {
-		fprintf(stderr, "%s: got %d \"%s\", expected %d \"%s\"\n", name,
-			r, wfs_last_error(), err, msg);
-		exit(1);
-	}
+	CHECK(r == err && strstr(wfs_last_error(), msg),
+	      "%s: got %d \"%s\", expected %d \"%s\"", name, r,
+	      wfs_last_error(), err, msg);
 	if (err == 0) {
 		CHECK(wfs_model_load(m, NULL) == 0);
 		wfs_model_free(m);
