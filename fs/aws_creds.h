@@ -11,7 +11,12 @@
  * aws_creds_get() is thread-safe: it hands out copies under c->lock, and
  * one caller refreshes temporary credentials while the others keep using
  * the current ones until they expire. Nothing here logs; no message
- * returned contains a secret. */
+ * returned contains a secret.
+ *
+ * Files: aws_creds.c (the chain, refresh), aws_profile.c (the shared
+ * files), aws_providers.c (web identity, container, IMDS), aws_creds_doc.c
+ * (credential values, JSON and STS XML documents); aws_creds_priv.h is
+ * what they share. */
 #ifndef WFS_FS_AWS_CREDS_H
 #define WFS_FS_AWS_CREDS_H
 

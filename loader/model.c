@@ -39,6 +39,38 @@ static int read_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/*
+ * open_regular() - open @path for reading if it is a regular file.
+ * Opened with O_NONBLOCK, so that a FIFO (or a device) is refused at once
+ * instead of blocking open() or read() forever; O_NONBLOCK is cleared again
+ * for the regular file. @return the descriptor and *ret_sb, or a negative
+ * errno with the message set (-EINVAL: not a regular file).
+ */
+static int open_regular(const char *path, struct stat *ret_sb)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	int fl, err;
+
+	if (fd < 0)
+		return err_set(-errno, "%s: %s", path, strerror(errno));
+	if (fstat(fd, ret_sb) < 0) {
+		err = -errno;
+		close(fd);
+		return err_set(err, "%s: %s", path, strerror(-err));
+	}
+	if (!S_ISREG(ret_sb->st_mode)) {
+		close(fd);
+		return err_set(-EINVAL, "%s: not a regular file", path);
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		err = -errno;
+		close(fd);
+		return err_set(err, "%s: %s", path, strerror(-err));
+	}
+	return fd;
+}
+
 static int open_file(struct model_file *f)
 {
 	uint8_t prefix[8];
@@ -47,13 +79,12 @@ static int open_file(struct model_file *f)
 	struct stat sb;
 	int r;
 
-	f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
-	if (f->fd < 0)
-		return err_set(-errno, "%s: %s", f->path, strerror(errno));
-	if (fstat(f->fd, &sb) < 0)
-		return err_set(-errno, "%s: %s", f->path, strerror(errno));
-	if (!S_ISREG(sb.st_mode))
-		return err_set(-EINVAL, "%s: not a regular file", f->path);
+	f->fd = open_regular(f->path, &sb);
+	if (f->fd < 0) {
+		r = f->fd;
+		f->fd = -1;
+		return r;
+	}
 	f->size = (uint64_t)sb.st_size;
 	r = f->size >= 8 ? read_full(f->fd, prefix, 8, 0) : 0;
 	if (r == 0)
@@ -129,14 +160,12 @@ static struct json_object *read_index(const char *path)
 	struct json_object *root = NULL;
 	struct stat sb;
 	char *buf = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+	int fd = open_regular(path, &sb), r;
 
-	if (fd < 0) {
-		err_set(-errno, "%s: %s", path, strerror(errno));
+	if (fd < 0)
 		return NULL;
-	}
-	if (fstat(fd, &sb) < 0 || sb.st_size > MAX_INDEX_BYTES) {
-		err_set(-EINVAL, "%s: unreadable or too large", path);
+	if (sb.st_size > MAX_INDEX_BYTES) {
+		err_set(-EINVAL, "%s: too large", path);
 		goto out;
 	}
 	buf = malloc((size_t)sb.st_size + 1);

@@ -315,6 +315,27 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/*
+ * Whether the JSON text @s of @len bytes has an escaped NUL (\u0000) in a
+ * string. The parser's names and values are C strings: "a\u0000x" would
+ * become "a" and merge with a tensor "a" that a strict parser keeps apart,
+ * so such a header is refused. A backslash outside a string is invalid
+ * JSON anyway; each escape pair is skipped whole, so "\\u0000" (an escaped
+ * backslash, then text) is not one.
+ */
+static bool has_escaped_nul(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (s[i] != '\\')
+			continue;
+		if (s[i + 1] == 'u' && i + 6 <= len &&
+		    !memcmp(s + i + 2, "0000", 4))
+			return true;
+		i++; /* the escaped character */
+	}
+	return false;
+}
+
 int safetensors_parse(const char *json, size_t len, uint64_t data_bytes,
 		      struct safetensors **ret_st)
 {
@@ -335,6 +356,10 @@ int safetensors_parse(const char *json, size_t len, uint64_t data_bytes,
 					"not a safetensors file");
 	if (memchr(json, '\0', len))
 		return err_set(-EINVAL, "header contains a NUL byte");
+	if (has_escaped_nul(json, len))
+		return err_set(-EINVAL, "header contains an escaped NUL "
+					"(\\u0000): names and values cannot "
+					"hold NUL");
 	buf = malloc(len + 1);
 	st = calloc(1, sizeof(*st));
 	tok = json_tokener_new();

@@ -43,6 +43,8 @@ int safetensors_header_size(const uint8_t prefix[8], uint64_t file_size,
 /*
  * safetensors_parse() - parse the JSON header @json of @len bytes, of a
  * file whose data section (everything after the header) is @data_bytes.
+ * A name or value holding NUL (\u0000) is refused: names are C strings,
+ * and "a\u0000x" must not become "a".
  * @return 0 and *ret_st, or -EINVAL (malformed, with a message naming the
  * tensor and the rule) or -ENOMEM.
  */

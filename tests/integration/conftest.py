@@ -110,8 +110,7 @@ def ctl_bin(weightfs_bin):
 @pytest.fixture(scope="session")
 def fixtures_dir():
     if not os.path.isdir(lib.FIXTURES):
-        pytest.skip("fixtures not found at %s (set WEIGHTFS_FIXTURES)" %
-                    lib.FIXTURES)
+        lib.missing_fixture(lib.FIXTURES)
     return lib.FIXTURES
 
 

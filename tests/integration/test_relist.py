@@ -69,6 +69,10 @@ def test_without_list_ttl_listing_stays(mount, tmp_path):
     root.mkdir()
     (root / "a.bin").write_bytes(b"a")
     m = mount("file://" + str(root))
+    # A second mount of the same source with list_ttl=1 is the control:
+    # once it shows b.bin, a relist of the first one would have too.
+    control = mount("file://" + str(root), options={"list_ttl": "1"})
+    assert os.listdir(m.path) == ["a.bin"]
     (root / "b.bin").write_bytes(b"b")
-    time.sleep(1.5)
+    assert wait_until(lambda: "b.bin" in os.listdir(control.path), 10)
     assert os.listdir(m.path) == ["a.bin"]

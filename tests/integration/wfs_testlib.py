@@ -2,7 +2,9 @@
 fixtures; test modules may import them directly).
 
 Paths: the build directory is $WEIGHTFS_BUILD (default <repo>/build), the
-shared fixtures $WEIGHTFS_FIXTURES (default <repo>/../shared/fixtures).
+fixtures $WEIGHTFS_FIXTURES (default <repo>/tests/fixtures). With
+WEIGHTFS_REQUIRE_FIXTURES=1 (tools/run-tests sets it) a missing fixture fails
+the test instead of skipping it.
 """
 
 import errno
@@ -21,13 +23,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 BUILD = os.path.abspath(os.environ.get("WEIGHTFS_BUILD",
                                        os.path.join(REPO, "build")))
 FIXTURES = os.path.abspath(os.environ.get(
-    "WEIGHTFS_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures")))
+    "WEIGHTFS_FIXTURES", os.path.join(REPO, "tests", "fixtures")))
+REQUIRE_FIXTURES = os.environ.get("WEIGHTFS_REQUIRE_FIXTURES", "") == "1"
 WEIGHTFS = os.path.join(BUILD, "fs", "weightfs")
 WEIGHTFS_CTL = os.path.join(BUILD, "tools", "weightfs-ctl")
 WEIGHTFS_LOAD = os.path.join(BUILD, "tools", "weightfs-load")
 FUSERMOUNT = "fusermount3"
 
 MiB = 1024 * 1024
+
+
+def missing_fixture(what):
+    """A test cannot run without fixture @what: skip it, or fail it when
+    WEIGHTFS_REQUIRE_FIXTURES=1 (CI: the fixtures are part of the tree)."""
+    import pytest
+    msg = "fixture missing: %s (set WEIGHTFS_FIXTURES)" % what
+    if REQUIRE_FIXTURES:
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "runtime error:", "UndefinedBehaviorSanitizer",
                      "ThreadSanitizer")

@@ -1,20 +1,80 @@
-/* A tiny check macro for the C unit tests: a failed check is reported
- * and counted, and the test goes on; main() returns check_failures != 0. */
+/* The one assertion helper of the C unit tests. A failed check prints
+ * FILE:LINE, the expression and an optional printf-style message, and ends
+ * the test at once with exit status 1: nothing after it runs on a state it
+ * did not expect. Unlike assert(), a check is never compiled out (NDEBUG,
+ * -Db_ndebug=true), so a broken test fails in every build.
+ *
+ *   CHECK(cond);                      CHECK(cond, "fmt", args...);
+ *   CHECK_EQ(a, b);                   integers, both values printed
+ *   CHECK_STREQ(a, b);                strings (NULL is a value)
+ *
+ * A test file may define CHECK_NOTE() (before including this) to a
+ * function returning a string printed with every failure (e.g. the
+ * library's last error message), or NULL. */
 #ifndef WFS_TESTS_CHECK_H
 #define WFS_TESTS_CHECK_H
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-static int failures;
+#ifndef CHECK_NOTE
+#define CHECK_NOTE() ((const char *)NULL)
+#endif
+
+/* Always 0: a failed check has already exited. Kept only so that a test
+ * written for the old counting CHECK ("return failures != 0") still
+ * builds; new tests do not need it. */
+__attribute__((unused)) static int failures;
+
+__attribute__((noreturn, format(printf, 5, 6), unused)) static void
+check_fail(const char *file, int line, const char *expr, const char *note,
+	   const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "FAIL %s:%d: CHECK(%s)", file, line, expr);
+	if (fmt[0] && fmt[1]) { /* " " alone: no message */
+		fputc(':', stderr);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+	}
+	if (note && *note)
+		fprintf(stderr, " [%s]", note);
+	fputc('\n', stderr);
+	fflush(NULL);
+	exit(1);
+}
 
 #define CHECK(cond, ...)                                                       \
 	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			failures++;                                            \
-		}                                                              \
+		if (!(cond))                                                   \
+			check_fail(__FILE__, __LINE__, #cond, CHECK_NOTE(),    \
+				   " " __VA_ARGS__);                           \
+	} while (0)
+
+#define CHECK_EQ(a, b)                                                         \
+	do {                                                                   \
+		long long check_a_ = (long long)(a);                           \
+		long long check_b_ = (long long)(b);                           \
+		if (check_a_ != check_b_)                                      \
+			check_fail(__FILE__, __LINE__, #a " == " #b,           \
+				   CHECK_NOTE(), " %lld != %lld", check_a_,    \
+				   check_b_);                                  \
+	} while (0)
+
+#define CHECK_STREQ(a, b)                                                      \
+	do {                                                                   \
+		const char *check_a_ = (a);                                    \
+		const char *check_b_ = (b);                                    \
+		if (check_a_ != check_b_ &&                                    \
+		    (!check_a_ || !check_b_ || strcmp(check_a_, check_b_)))    \
+			check_fail(__FILE__, __LINE__, #a " == " #b,           \
+				   CHECK_NOTE(), " \"%s\" != \"%s\"",          \
+				   check_a_ ? check_a_ : "(null)",             \
+				   check_b_ ? check_b_ : "(null)");            \
 	} while (0)
 
 #endif

@@ -2,6 +2,7 @@
 #ifndef WFS_TESTS_LOADER_TEST_UTIL_H
 #define WFS_TESTS_LOADER_TEST_UTIL_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -9,16 +10,18 @@
 
 #include "weightfs.h"
 
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed (%s)\n",      \
-				__FILE__, __LINE__, #cond, wfs_last_error());  \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
+/* Every failed check also prints the loader's last error message. */
+#define CHECK_NOTE() wfs_last_error()
+#include "check.h"
 
-/* The safetensors fixtures directory; exits 77 (skip) if absent. */
+/* WEIGHTFS_REQUIRE_FIXTURES=1: a missing fixture is a failure (CI). */
+bool fixtures_required(void);
+
+/* Whether the safetensors fixtures (EXPECTED.json) are there. */
+bool fixtures_present(void);
+
+/* The safetensors fixtures directory; exits 77 (skip) if absent, 1 if
+ * fixtures_required(). */
 const char *fixtures_dir(void);
 
 /* EXPECTED.json, parsed (exits on failure). */

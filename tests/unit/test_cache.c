@@ -1,7 +1,6 @@
 /* The block cache: single flight, LRU eviction, blocks in use never
  * evicted, failed fetches not cached, the budget respected. Fetches run
  * on a thread of this test, as the real engine's do. */
-#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,6 +11,7 @@
 #include "cache.h"
 #include "stats.h"
 #include "tree.h"
+#include "check.h"
 
 #define BS (64u << 10)
 
@@ -36,7 +36,7 @@ static void fake_fetch(void *ctx, struct block *b)
 	pthread_t t;
 
 	atomic_fetch_add(&fetches, 1);
-	assert(b->state == BLOCK_FETCHING);
+	CHECK_EQ(b->state, BLOCK_FETCHING);
 	pthread_create(&t, NULL, complete, b);
 	pthread_detach(t);
 }
@@ -46,7 +46,7 @@ static atomic_int promotes;
 
 static void fake_promote(void *ctx, struct block *b)
 {
-	assert(b->state == BLOCK_FETCHING || b->state == BLOCK_READY);
+	CHECK(b->state == BLOCK_FETCHING || b->state == BLOCK_READY);
 	atomic_fetch_add(&promotes, 1);
 }
 
@@ -55,8 +55,8 @@ static void *reader(void *arg)
 	struct block *b;
 	int err = cache_get(cache, &file, 0, 7, BS, &b);
 
-	assert(!err);
-	assert(b->len == BS && (unsigned char)b->data[BS - 1] == 7);
+	CHECK(!err);
+	CHECK(b->len == BS && (unsigned char)b->data[BS - 1] == 7);
 	cache_unref(cache, b);
 	return NULL;
 }
@@ -67,90 +67,90 @@ int main(void)
 	pthread_t t[8];
 	int i;
 
-	assert(cache_new(BS, BS, fake_fetch, NULL, &cache) == -EINVAL);
-	assert(cache_new(4 * BS, 1000, fake_fetch, NULL, &cache) == -EINVAL);
-	assert(cache_new(4 * BS, BS, fake_fetch, NULL, &cache) == 0);
+	CHECK_EQ(cache_new(BS, BS, fake_fetch, NULL, &cache), -EINVAL);
+	CHECK_EQ(cache_new(4 * BS, 1000, fake_fetch, NULL, &cache), -EINVAL);
+	CHECK_EQ(cache_new(4 * BS, BS, fake_fetch, NULL, &cache), 0);
 
 	/* Single flight: eight readers of one block, one fetch. */
 	for (i = 0; i < 8; i++)
 		pthread_create(&t[i], NULL, reader, NULL);
 	for (i = 0; i < 8; i++)
 		pthread_join(t[i], NULL);
-	assert(atomic_load(&fetches) == 1);
-	assert(cache_bytes(cache) == BS);
+	CHECK_EQ(atomic_load(&fetches), 1);
+	CHECK_EQ(cache_bytes(cache), BS);
 
 	/* A hit fetches nothing. */
-	assert(cache_get(cache, &file, 0, 7, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 0, 7, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&fetches) == 1);
+	CHECK_EQ(atomic_load(&fetches), 1);
 
 	/* Another generation of the file is another block. */
-	assert(cache_get(cache, &file, 1, 7, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 1, 7, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&fetches) == 2);
+	CHECK_EQ(atomic_load(&fetches), 2);
 
 	/* Fill the cache and hold every block: prefetch finds no slot. */
 	for (i = 0; i < 4; i++)
-		assert(cache_get(cache, &file, 2, (uint64_t)i, BS, &held[i]) ==
-		       0);
-	assert(cache_prefetch(cache, &file, 2, 99, BS) == -EBUSY);
-	assert(cache_headroom(cache) == 0);
+		CHECK_EQ(cache_get(cache, &file, 2, (uint64_t)i, BS, &held[i]),
+			 0);
+	CHECK_EQ(cache_prefetch(cache, &file, 2, 99, BS), -EBUSY);
+	CHECK_EQ(cache_headroom(cache), 0);
 	/* Blocks in use were not evicted: their bytes are intact. */
 	for (i = 0; i < 4; i++)
-		assert((unsigned char)held[i]->data[0] == i);
+		CHECK_EQ((unsigned char)held[i]->data[0], i);
 	for (i = 0; i < 4; i++)
 		cache_unref(cache, held[i]);
-	assert(cache_headroom(cache) == 4 * BS);
+	CHECK_EQ(cache_headroom(cache), 4 * BS);
 
 	/* LRU: touch block 0, then a new block evicts the coldest (1). */
-	assert(cache_get(cache, &file, 2, 0, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 2, 0, BS, &b), 0);
 	cache_unref(cache, b);
 	i = atomic_load(&fetches);
-	assert(cache_get(cache, &file, 2, 50, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 2, 50, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(cache_get(cache, &file, 2, 0, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 2, 0, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&fetches) == i + 1);
-	assert(cache_get(cache, &file, 2, 1, BS, &b) == 0);
+	CHECK_EQ(atomic_load(&fetches), i + 1);
+	CHECK_EQ(cache_get(cache, &file, 2, 1, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&fetches) == i + 2);
+	CHECK_EQ(atomic_load(&fetches), i + 2);
 
 	/* Prefetched blocks not read yet are not taken by more readahead. */
 	cache_drop_file(cache, &file);
-	assert(cache_headroom(cache) == 4 * BS);
+	CHECK_EQ(cache_headroom(cache), 4 * BS);
 	for (i = 0; i < 4; i++)
-		assert(cache_prefetch(cache, &file, 3, (uint64_t)i, BS) == 1);
+		CHECK_EQ(cache_prefetch(cache, &file, 3, (uint64_t)i, BS), 1);
 	usleep(100000);
-	assert(cache_prefetch(cache, &file, 3, 10, BS) == -EBUSY);
-	assert(cache_prefetch(cache, &file, 3, 2, BS) == 0);
-	assert(cache_headroom(cache) == 0);
+	CHECK_EQ(cache_prefetch(cache, &file, 3, 10, BS), -EBUSY);
+	CHECK_EQ(cache_prefetch(cache, &file, 3, 2, BS), 0);
+	CHECK_EQ(cache_headroom(cache), 0);
 	/* ... and reading one makes it evictable. */
-	assert(cache_get(cache, &file, 3, 2, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 3, 2, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(cache_headroom(cache) == BS);
+	CHECK_EQ(cache_headroom(cache), BS);
 
 	/* A failed fetch is reported and not cached: the next get retries. */
 	atomic_store(&fail_next, 1);
 	i = atomic_load(&fetches);
-	assert(cache_get(cache, &file, 4, 0, BS, &b) == -EIO);
-	assert(cache_get(cache, &file, 4, 0, BS, &b) == 0);
+	CHECK_EQ(cache_get(cache, &file, 4, 0, BS, &b), -EIO);
+	CHECK_EQ(cache_get(cache, &file, 4, 0, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&fetches) == i + 2);
+	CHECK_EQ(atomic_load(&fetches), i + 2);
 
 	/* A reader waiting for a block readahead queued promotes its fetch;
 	 * one that finds it ready does not. */
 	cache_set_promote(cache, fake_promote);
 	cache_drop_file(cache, &file);
-	assert(cache_prefetch(cache, &file, 5, 0, BS) == 1);
-	assert(cache_get(cache, &file, 5, 0, BS, &b) == 0);
+	CHECK_EQ(cache_prefetch(cache, &file, 5, 0, BS), 1);
+	CHECK_EQ(cache_get(cache, &file, 5, 0, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&promotes) == 1);
-	assert(cache_get(cache, &file, 5, 0, BS, &b) == 0);
+	CHECK_EQ(atomic_load(&promotes), 1);
+	CHECK_EQ(cache_get(cache, &file, 5, 0, BS, &b), 0);
 	cache_unref(cache, b);
-	assert(atomic_load(&promotes) == 1);
+	CHECK_EQ(atomic_load(&promotes), 1);
 
 	/* Budget: never more ready bytes than the cache holds. */
-	assert(cache_bytes(cache) <= 4 * BS);
+	CHECK(cache_bytes(cache) <= 4 * BS);
 
 	cache_free(cache);
 	cache_free(NULL);

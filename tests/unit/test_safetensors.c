@@ -52,11 +52,9 @@ static void expect_open(const char *name, int err, const char *msg)
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	r = wfs_model_open(path, &m);
-	if (r != err || !strstr(wfs_last_error(), msg)) {
-		fprintf(stderr, "%s: got %d \"%s\", expected %d \"%s\"\n", name,
-			r, wfs_last_error(), err, msg);
-		exit(1);
-	}
+	CHECK(r == err && strstr(wfs_last_error(), msg),
+	      "%s: got %d \"%s\", expected %d \"%s\"", name, r,
+	      wfs_last_error(), err, msg);
 	if (err == 0) {
 		CHECK(wfs_model_load(m, NULL) == 0);
 		wfs_model_free(m);
@@ -247,6 +245,64 @@ static void test_dirs(void)
 	expect_open("d", -EINVAL, "not valid JSON");
 }
 
+/* A name holding NUL ("a\u0000x") would be cut to "a" and merge with
+ * tensor "a", where strict parsers see two tensors: refused. An escaped
+ * backslash followed by "u0000" is just text. */
+static void test_nul_names(void)
+{
+	static const char lit[] = "{\"a\\\\u0000\":{\"dtype\":\"U8\","
+				  "\"shape\":[1],\"data_offsets\":[0,1]}}";
+	char path[256];
+	struct wfs_model *m;
+
+	st_case("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],"
+		"\"data_offsets\":[0,1]},"
+		"\"a\\u0000x\":{\"dtype\":\"U8\",\"shape\":[1],"
+		"\"data_offsets\":[1,2]}}",
+		2, -EINVAL, "escaped NUL");
+	st_case("{\"a\\u0000\":{\"dtype\":\"U8\",\"shape\":[1],"
+		"\"data_offsets\":[0,1]}}",
+		1, -EINVAL, "escaped NUL");
+	st_case("{\"__metadata__\":{\"k\":\"v\\u0000w\"}}", 0, -EINVAL,
+		"escaped NUL");
+
+	write_st("lit.safetensors", lit, 0, 1);
+	snprintf(path, sizeof(path), "%s/lit.safetensors", dir);
+	CHECK(wfs_model_open(path, &m) == 0);
+	CHECK_EQ(wfs_model_tensor_count(m), 1);
+	CHECK_STREQ(wfs_model_tensor(m, 0)->name, "a\\u0000");
+	wfs_model_free(m);
+}
+
+/* A FIFO as the model, a shard or the index is refused at once: opening
+ * or reading one would block forever (alarm() fails the test if so). */
+static void test_fifos(void)
+{
+	static const char t1[] = "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],"
+				 "\"data_offsets\":[0,4]}}";
+	char path[256];
+
+	alarm(30);
+	snprintf(path, sizeof(path), "%s/fifo.safetensors", dir);
+	CHECK(mkfifo(path, 0644) == 0);
+	expect_open("fifo.safetensors", -EINVAL, "not a regular file");
+
+	CHECK(mkdir(strcat(strcpy(path, dir), "/shards"), 0755) == 0);
+	write_st("shards/1.safetensors", t1, 0, 4);
+	CHECK(mkfifo(strcat(strcpy(path, dir), "/shards/2.safetensors"),
+		     0644) == 0);
+	expect_open("shards", -EINVAL, "2.safetensors: not a regular file");
+
+	CHECK(mkdir(strcat(strcpy(path, dir), "/index"), 0755) == 0);
+	write_st("index/1.safetensors", t1, 0, 4);
+	CHECK(mkfifo(strcat(strcpy(path, dir),
+			    "/index/model.safetensors.index.json"),
+		     0644) == 0);
+	expect_open("index", -EINVAL,
+		    "model.safetensors.index.json: not a regular file");
+	alarm(0);
+}
+
 /* A file that changes between open and load fails the load with EIO. */
 static void test_changed(void)
 {
@@ -308,6 +364,8 @@ int main(void)
 	test_files();
 	test_dirs();
 	test_changed();
+	test_nul_names();
+	test_fifos();
 	printf("ok\n");
 	return 0;
 }

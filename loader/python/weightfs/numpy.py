@@ -59,7 +59,9 @@ def load_file(filename, threads=0, direct_io="auto"):
         raw = np.empty(size + ALIGN, dtype=np.uint8)
         start = -raw.ctypes.data % ALIGN
         buf = raw[start:start + size]
-        m.load("cpu", dest=buf.ctypes.data, dest_bytes=size,
+        # The aligned address from raw: an empty slice (a model whose
+        # tensors are all empty, or none) may not report its offset.
+        m.load("cpu", dest=raw.ctypes.data + start, dest_bytes=size,
                threads=threads, direct_io=direct_io)
         infos = m.tensors()
     out = {}
