@@ -34,6 +34,7 @@ struct fp_conn {
 
 struct fp_file {
 	uint64_t ino;
+	int fd; /* borrowed: proves to the daemon that we may read it */
 	const char *path;
 };
 
@@ -58,8 +59,9 @@ static void conn_free(struct fp_conn *c)
 	free(c);
 }
 
-/* Connect, say hello, share a bounce region. */
-static int conn_open(const char *path, struct fp_conn **ret)
+/* Connect, say hello, prove access to every file, share a bounce
+ * region. */
+static int conn_open(struct fp_reader *r, struct fp_conn **ret)
 {
 	struct wire_map map = { .h = { WIRE_MAGIC, WIRE_MAP, 2 },
 				.len = BOUNCE_BYTES };
@@ -69,9 +71,20 @@ static int conn_open(const char *path, struct fp_conn **ret)
 	if (!c)
 		return -ENOMEM;
 	c->fd = -1;
-	err = wire_connect(path, &c->fd);
+	err = wire_connect(r->sock, r->files[0].fd, &c->fd);
 	if (err < 0)
 		goto fail;
+	for (unsigned i = 0; i < r->nfiles; i++) {
+		uint64_t ino;
+
+		err = wire_grant(c->fd, r->files[i].fd, &ino);
+		if (err < 0)
+			goto fail;
+		if (ino != r->files[i].ino) {
+			err = -EPROTO;
+			goto fail;
+		}
+	}
 	/* Sealed against shrinking (the daemon insists), and faulted in
 	 * here so the pages count against the loader, not the daemon. */
 	memfd = memfd_create("weightfs-fastpath",
@@ -116,7 +129,7 @@ static int conn_take(struct fp_reader *r, struct fp_conn **ret)
 		*ret = c;
 		return 0;
 	}
-	return conn_open(r->sock, ret);
+	return conn_open(r, ret);
 }
 
 static void conn_give(struct fp_reader *r, struct fp_conn *c)
@@ -225,6 +238,7 @@ int reader_fastpath_new(const char *const *paths, const int *fds,
 		else if (strcmp(sock, r->sock))
 			goto not_here;
 		r->files[i].ino = st.st_ino;
+		r->files[i].fd = fds[i];
 		r->files[i].path = paths[i];
 	}
 	r->base.ops = &fp_ops;
@@ -232,7 +246,7 @@ int reader_fastpath_new(const char *const *paths, const int *fds,
 	r->nfiles = nfiles;
 	pthread_mutex_init(&r->lock, NULL);
 	/* An old or gone daemon: the caller falls back to plain reads. */
-	err = conn_open(r->sock, &c);
+	err = conn_open(r, &c);
 	if (err < 0) {
 		pthread_mutex_destroy(&r->lock);
 		free(r);
