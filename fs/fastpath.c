@@ -20,6 +20,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "readpath.h"
+#include "stats.h"
 #include "tree.h"
 #include "wire.h"
 
@@ -189,9 +190,11 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 	if (!err)
 		err = readpath_begin(d, n, rq->off, rq->len, &rp);
 	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
-		if (copy)
+		if (copy) {
 			memcpy(r->base + rq->region_off + done, b->data + boff,
 			       len);
+			STAT_ADD(fastpath_copied, len);
+		}
 		cache_unref(d->cache, b);
 		done += len;
 		err = 0;

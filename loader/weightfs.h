@@ -158,6 +158,7 @@ struct wfs_load_stats {
 	unsigned threads;
 	size_t staging_bytes;	  /* staging memory used (0: read in place) */
 	unsigned direct_io_files; /* files read with O_DIRECT */
+	uint64_t bytes_copied;	  /* bytes this process copied with the CPU */
 };
 
 struct wfs_model;

@@ -561,3 +561,33 @@ def test_stale_sockets_are_cleared(mount, tmp_path):
     assert not os.path.exists(stale)
     assert os.path.exists(live)
     assert socket_of(m2.file("f.bin")) != live
+
+
+def test_warm_fastpath_load_copies_each_byte_once(mount, tmp_path, load_bin,
+                                                  build_dir):
+    """Issue 14: with the model in the daemon's cache, a host load over the
+    fast path costs one CPU copy per byte, the daemon's (from its cache
+    straight into the loader's memfd); the loader copies nothing. The
+    counters: weightfs-load --json and weightfs-ctl stats."""
+    root = tmp_path / "src"
+    root.mkdir()
+    sums = write_safetensors(str(root / "m.safetensors"),
+                             [3 * MiB + 5, 17 * MiB, 1, 4 * MiB])
+    m = mount("file://" + str(root), options={"block_size": "1M"})
+    f = m.file("m.safetensors")
+    ctl = os.path.join(build_dir, "tools", "weightfs-ctl")
+    r = subprocess.run([ctl, "prefetch", f], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    before = m.stats()["fastpath_bytes_copied"]
+    got = load_json(load_bin, f)
+    assert got["path"] == "fastpath"
+    assert {t["name"]: t["digest"] for t in got["tensors"]} == sums
+    n = got["bytes"]
+    assert n == 24 * MiB + 6
+    assert got["loader_bytes_copied"] == 0
+    assert got["daemon_bytes_copied"] == n
+    assert m.stats()["fastpath_bytes_copied"] - before == n
+    # The plain path copies nothing over the socket.
+    plain = load_json(load_bin, f, env={"WEIGHTFS_FASTPATH": "0"})
+    assert plain["path"] == "direct" and plain["daemon_bytes_copied"] == 0
