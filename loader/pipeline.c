@@ -357,6 +357,12 @@ int pipeline_run(const struct pipe_params *p, struct pipe_result *ret)
 					(char *)pl.staging.buf + t * per +
 					i * pl.chunk_bytes;
 	}
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ret->io_start = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	}
 	for (; started < threads; started++) {
 		workers[started].pl = &pl;
 		if (pthread_create(&workers[started].tid, NULL, worker_main,

@@ -77,7 +77,8 @@ def test_cli_json_matches_expected(model):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"path", "bytes", "seconds", "gbps", "tensors",
-                        "loader_bytes_copied", "daemon_bytes_copied"}
+                        "startup_seconds", "loader_bytes_copied",
+                        "daemon_bytes_copied"}
     assert out["path"] == "direct"
     assert out["seconds"] > 0 and out["gbps"] > 0
     want = expected(MODELS[model])
