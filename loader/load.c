@@ -104,6 +104,9 @@ static int alloc_shared(struct wfs_model *m, size_t len, size_t align,
 		munmap(map, (size_t)(start - map));
 	if (map + len + a > start + len)
 		munmap(start + len, (size_t)(map + len + a - (start + len)));
+	/* Huge pages where the kernel allows them for shmem (not with
+	 * shmem_enabled=never: then 4 KiB faults, in the daemon's copy). */
+	madvise(start, len, MADV_HUGEPAGE);
 	m->data = start;
 	m->data_bytes = len;
 	m->data_mapped = true;
