@@ -1,9 +1,13 @@
 #include "wire_client.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -62,15 +66,57 @@ int wire_roundtrip(int sock, void *msg, size_t len, int fd)
 	return 0;
 }
 
-int wire_connect(const char *path, int *ret_fd)
+/*
+ * The uid that mounted the FUSE file system on device @dev (its user_id=
+ * super option; the kernel sets it from the mounter's credentials).
+ * @return 0 and *ret_uid, or -ENOENT.
+ */
+static int mount_owner(dev_t dev, unsigned *ret_uid)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	int err = -ENOENT;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned maj, min;
+		const char *sep = strstr(line, " - "), *u;
+		int opts = 0;
+
+		/* " - TYPE SOURCE OPTIONS": the options, not a SOURCE that
+		 * says user_id= (the mounter names it). */
+		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) != 2 ||
+		    makedev(maj, min) != dev || !sep ||
+		    strncmp(sep + 3, "fuse", 4) ||
+		    sscanf(sep + 3, "%*s %*s %n", &opts) != 0 || !opts)
+			continue;
+		u = strstr(sep + 3 + opts, "user_id=");
+		if (u && (u == sep + 3 + opts || u[-1] == ',') &&
+		    sscanf(u + 8, "%u", ret_uid) == 1)
+			err = 0;
+	}
+	if (f)
+		fclose(f);
+	return err;
+}
+
+int wire_connect(const char *path, int file_fd, int *ret_fd)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct wire_hello hello = { .h = { WIRE_MAGIC, WIRE_HELLO, 1 },
 				    .version = WIRE_VERSION };
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	struct stat st;
+	unsigned owner;
 	int fd, err;
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
+	if (fstat(file_fd, &st) < 0)
+		return -errno;
+	err = mount_owner(st.st_dev, &owner);
+	if (err < 0)
+		return -EPERM;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -79,16 +125,40 @@ int wire_connect(const char *path, int *ret_fd)
 		err = -errno;
 		goto fail;
 	}
+	/* Whoever serves the mount could serve other bytes anyway; anyone
+	 * else must not. */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+	    (cred.uid != 0 && cred.uid != owner)) {
+		err = -EPERM;
+		goto fail;
+	}
 	err = wire_roundtrip(fd, &hello, sizeof(hello), -1);
 	if (err == -EPIPE)
 		err = -EPROTONOSUPPORT;
 	if (err < 0)
 		goto fail;
+	if (hello.dev != (uint64_t)st.st_dev) {
+		err = -EPERM; /* the daemon of another mount */
+		goto fail;
+	}
 	*ret_fd = fd;
 	return 0;
 fail:
 	close(fd);
 	return err;
+}
+
+int wire_grant(int sock, int file_fd, uint64_t *ret_ino)
+{
+	struct wire_grant g = { .h = { WIRE_MAGIC, WIRE_GRANT, 3 } };
+	int err = wire_roundtrip(sock, &g, sizeof(g), file_fd);
+
+	if (err < 0)
+		return err;
+	if (g.result < 0)
+		return (int)g.result;
+	*ret_ino = g.ino;
+	return 0;
 }
 
 int wire_socket_of(int fd, char *buf, size_t len)

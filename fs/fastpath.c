@@ -12,16 +12,20 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "cache.h"
 #include "daemon.h"
+#include "log.h"
 #include "readpath.h"
+#include "stats.h"
 #include "tree.h"
 #include "wire.h"
 
 #define MAX_CLIENTS 256
+#define OWNER_RESERVED 64 /* connections only the owner and root may take */
 #define WIRE_MAX_MAPPED (64ULL << 30) /* per client */
 
 struct region {
@@ -33,9 +37,13 @@ struct client {
 	struct daemon *d;
 	int fd;
 	unsigned uid;
+	uint64_t dev;	/* the mount's st_dev: granted files are on it */
+	bool grant_all; /* the fuzz target's: every file counts as granted */
 	struct region regions[WIRE_MAX_REGIONS];
 	unsigned nregions;
-	uint64_t mapped; /* bytes of all regions */
+	uint64_t mapped;  /* bytes of all regions */
+	uint64_t *grants; /* inodes the peer proved it may read */
+	unsigned ngrants, grants_cap;
 	bool hello;
 };
 
@@ -54,28 +62,99 @@ struct fastpath {
 	struct conn *conns;  /* protected by lock */
 	unsigned nconns;     /* protected by lock */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	uint64_t dev; /* st_dev of the mount, 0 until known */
 	pthread_t thread;
 	bool started;
 	bool bound; /* path is our socket, to remove at the end */
 };
 
-static bool peer_allowed(const struct client *c)
+/* Who may connect at all: the mount's owner, root, or with allow_other
+ * anyone (as for open() through the mount; the files each need a grant). */
+static bool peer_allowed(const struct daemon *d, unsigned uid)
 {
-	return c->d->opts.allow_other || c->uid == 0 || c->uid == getuid();
+	return d->opts.allow_other || uid == 0 || uid == getuid();
 }
 
-/* The file a request names, if the peer may read it. */
+/* The owner or root: may change what the daemon caches. */
+static bool peer_owns(const struct client *c)
+{
+	return c->uid == 0 || c->uid == getuid();
+}
+
+static bool granted(const struct client *c, uint64_t ino)
+{
+	unsigned i;
+
+	if (c->grant_all)
+		return true;
+	for (i = c->ngrants; i-- > 0;)
+		if (c->grants[i] == ino)
+			return true;
+	return false;
+}
+
+/*
+ * Take @fd as proof that the peer may read the file it is open on: the
+ * kernel checked the file's permissions when the peer opened it. It must
+ * be open for reading (an O_PATH descriptor needs no permission on the
+ * file), on this mount, and a file of ours. @return 0 and *ret_ino.
+ */
+static int do_grant(struct client *c, int fd, uint64_t *ret_ino)
+{
+	struct statx stx;
+	struct node *n;
+	int fl;
+
+	*ret_ino = 0;
+	if (fd < 0)
+		return -EBADF;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
+		return -EBADF;
+	/* DONT_SYNC: the device and inode numbers need no FUSE round trip
+	 * to ourselves. */
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+		  STATX_TYPE | STATX_INO, &stx) < 0)
+		return -errno;
+	if (!c->dev || makedev(stx.stx_dev_major, stx.stx_dev_minor) != c->dev)
+		return -EXDEV;
+	if (!S_ISREG(stx.stx_mode))
+		return -EISDIR;
+	n = tree_get(c->d->tree, stx.stx_ino);
+	if (!n || n->is_dir)
+		return -ENOENT;
+	*ret_ino = stx.stx_ino;
+	if (granted(c, stx.stx_ino))
+		return 0;
+	if (c->ngrants == c->grants_cap) {
+		unsigned cap = c->grants_cap ? 2 * c->grants_cap : 16;
+		uint64_t *g;
+
+		if (c->grants_cap >= WIRE_MAX_GRANTS)
+			return -ENOSPC;
+		g = realloc(c->grants, cap * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		c->grants = g;
+		c->grants_cap = cap;
+	}
+	c->grants[c->ngrants++] = stx.stx_ino;
+	return 0;
+}
+
+/* The file a request names, if the peer proved it may read it. */
 static int file_of(struct client *c, const struct wire_read *rq,
 		   struct node **ret)
 {
-	struct node *n = tree_get(c->d->tree, rq->ino);
+	struct node *n;
 
+	if (!granted(c, rq->ino))
+		return -EACCES;
+	n = tree_get(c->d->tree, rq->ino);
 	if (!n)
 		return -ENOENT;
 	if (n->is_dir)
 		return -EISDIR;
-	if (!peer_allowed(c))
-		return -EACCES;
 	*ret = n;
 	return 0;
 }
@@ -93,6 +172,8 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 	uint64_t done = 0;
 	int err;
 
+	if (!granted(c, rq->ino))
+		return -EACCES; /* before saying anything about the request */
 	if (copy) {
 		if (rq->region < 0 || (unsigned)rq->region >= c->nregions)
 			return -EBADF;
@@ -103,13 +184,17 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 	}
 	if (rq->len > WIRE_MAX_READ)
 		return -EINVAL;
+	if (!copy && !peer_owns(c))
+		return -EPERM;
 	err = file_of(c, rq, &n);
 	if (!err)
 		err = readpath_begin(d, n, rq->off, rq->len, &rp);
 	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
-		if (copy)
+		if (copy) {
 			memcpy(r->base + rq->region_off + done, b->data + boff,
 			       len);
+			STAT_ADD(fastpath_copied, len);
+		}
 		cache_unref(d->cache, b);
 		done += len;
 		err = 0;
@@ -121,7 +206,7 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 static int64_t do_evict(struct client *c, const struct wire_read *rq)
 {
 	struct node *n;
-	int err = file_of(c, rq, &n);
+	int err = peer_owns(c) ? file_of(c, rq, &n) : -EPERM;
 
 	if (err)
 		return err;
@@ -138,8 +223,6 @@ static int do_map(struct client *c, struct wire_map *m, int memfd)
 
 	int seals;
 
-	if (!peer_allowed(c))
-		return -EACCES;
 	if (memfd < 0)
 		return -EBADF;
 	if (c->nregions >= WIRE_MAX_REGIONS)
@@ -220,6 +303,7 @@ static int serve(struct client *c, char *pkt, size_t n, int fd)
 			return -EPROTONOSUPPORT;
 		c->hello = true;
 		m->block_size = (uint32_t)cache_block_size(c->d->cache);
+		m->dev = c->dev;
 		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
 								    : 0;
 	}
@@ -229,6 +313,15 @@ static int serve(struct client *c, char *pkt, size_t n, int fd)
 		if (n != sizeof(*m))
 			return -EPROTO;
 		m->region = do_map(c, m, fd);
+		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
+								    : 0;
+	}
+	case WIRE_GRANT: {
+		struct wire_grant *m = (struct wire_grant *)pkt;
+
+		if (n != sizeof(*m))
+			return -EPROTO;
+		m->result = do_grant(c, fd, &m->ino);
 		return send(c->fd, m, sizeof(*m), MSG_NOSIGNAL) < 0 ? -errno
 								    : 0;
 	}
@@ -250,7 +343,8 @@ static int serve(struct client *c, char *pkt, size_t n, int fd)
 	}
 }
 
-void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid)
+void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
+			uint64_t mount_dev, bool grant_all)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	union {
@@ -265,6 +359,8 @@ void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid)
 		c->d = d;
 		c->fd = fd;
 		c->uid = peer_uid;
+		c->dev = mount_dev;
+		c->grant_all = grant_all;
 		for (;;) {
 			int mfd;
 			ssize_t n = recv_packet(fd, &pkt, sizeof(pkt), &mfd);
@@ -278,6 +374,7 @@ void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid)
 		}
 		for (i = 0; i < c->nregions; i++)
 			munmap(c->regions[i].base, c->regions[i].len);
+		free(c->grants);
 		free(c);
 	}
 	close(fd);
@@ -288,7 +385,7 @@ static void *client_thread(void *arg)
 	struct conn *cn = arg, **p;
 	struct fastpath *fp = cn->fp;
 
-	fastpath_serve_one(fp->d, cn->fd, cn->uid);
+	fastpath_serve_one(fp->d, cn->fd, cn->uid, fp->dev, false);
 	pthread_mutex_lock(&fp->lock);
 	for (p = &fp->conns; *p != cn; p = &(*p)->next)
 		;
@@ -298,6 +395,28 @@ static void *client_thread(void *arg)
 	pthread_mutex_unlock(&fp->lock);
 	free(cn);
 	return NULL;
+}
+
+/* Room for one more connection of @uid: at most WIRE_MAX_CONN_PER_UID
+ * for each uid other than the owner's and root's, and those together
+ * leave OWNER_RESERVED slots for the owner and root. Under fp->lock. */
+static bool conn_fits(struct fastpath *fp, unsigned uid)
+{
+	unsigned mine = 0, others = 0;
+	struct conn *cn;
+
+	if (fp->nconns >= MAX_CLIENTS)
+		return false;
+	if (uid == 0 || uid == getuid())
+		return true;
+	for (cn = fp->conns; cn; cn = cn->next) {
+		if (cn->uid == uid)
+			mine++;
+		if (cn->uid != 0 && cn->uid != getuid())
+			others++;
+	}
+	return mine < WIRE_MAX_CONN_PER_UID &&
+	       others < MAX_CLIENTS - OWNER_RESERVED;
 }
 
 static void *accept_thread(void *arg)
@@ -327,8 +446,14 @@ static void *accept_thread(void *arg)
 		cn->fp = fp;
 		cn->fd = fd;
 		cn->uid = cred.uid;
+		/* Nobody else gets a thread, or a slot. */
+		if (!peer_allowed(fp->d, cred.uid)) {
+			close(fd);
+			free(cn);
+			continue;
+		}
 		pthread_mutex_lock(&fp->lock);
-		if (fp->nconns >= MAX_CLIENTS) {
+		if (!conn_fits(fp, cred.uid)) {
 			pthread_mutex_unlock(&fp->lock);
 			close(fd);
 			free(cn);
@@ -350,24 +475,33 @@ static void *accept_thread(void *arg)
 	return NULL;
 }
 
-/* The directory for the socket: ours alone, so that no other user can
- * put a socket of theirs where a loader looks. */
-static int socket_dir(char *buf, size_t len)
+/*
+ * The directory for the socket: ours alone, so that no other user can
+ * put a socket of theirs where a loader looks, and 0711, so that others
+ * may reach a socket whose name they were told (the xattr, readable only
+ * by those who may read a file of the mount) but cannot list the names.
+ * With allow_other the base must let others through: not
+ * $XDG_RUNTIME_DIR (0700).
+ */
+static int socket_dir(const struct daemon *d, char *buf, size_t len)
 {
 	const char *base = getuid() == 0 ? "/run" : getenv("XDG_RUNTIME_DIR");
 	struct stat st;
 
-	if (!base || !*base)
+	if (!base || !*base || (getuid() != 0 && d->opts.allow_other))
 		base = "/tmp";
 	if ((size_t)snprintf(buf, len, "%s/weightfs-%u", base,
 			     (unsigned)getuid()) >= len)
 		return -ENAMETOOLONG;
-	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+	if (mkdir(buf, 0711) < 0 && errno != EEXIST)
 		return -errno;
 	if (lstat(buf, &st) < 0)
 		return -errno;
 	if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022))
 		return -EPERM;
+	/* One made by an older daemon was listable. */
+	if ((st.st_mode & 07777) != 0711 && chmod(buf, 0711) < 0)
+		return -errno;
 	return 0;
 }
 
@@ -412,7 +546,7 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 	fp->listen_fd = -1;
 	pthread_mutex_init(&fp->lock, NULL);
 	pthread_cond_init(&fp->cond, NULL);
-	err = socket_dir(dir, sizeof(dir));
+	err = socket_dir(d, dir, sizeof(dir));
 	if (err)
 		goto fail;
 	remove_stale(dir);
@@ -423,15 +557,17 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 	}
 	/* A random name, never taken over from a live daemon. */
 	for (tries = 0;; tries++) {
-		uint64_t r;
+		uint64_t r[2];
 
-		if (getrandom(&r, sizeof(r), 0) != sizeof(r)) {
+		if (getrandom(r, sizeof(r), 0) != sizeof(r)) {
 			err = -EIO;
 			goto fail;
 		}
-		if ((size_t)snprintf(
-			    fp->path, sizeof(fp->path), "%s/%016llx.sock", dir,
-			    (unsigned long long)r) >= sizeof(fp->path)) {
+		if ((size_t)snprintf(fp->path, sizeof(fp->path),
+				     "%s/%016llx%016llx.sock", dir,
+				     (unsigned long long)r[0],
+				     (unsigned long long)r[1]) >=
+		    sizeof(fp->path)) {
 			err = -ENAMETOOLONG;
 			goto fail;
 		}
@@ -445,7 +581,9 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 		}
 	}
 	fp->bound = true;
-	if (chmod(fp->path, 0666) < 0 || listen(fp->listen_fd, 64) < 0) {
+	/* Others connect only where they may read the mount at all. */
+	if (chmod(fp->path, d->opts.allow_other ? 0666 : 0600) < 0 ||
+	    listen(fp->listen_fd, 64) < 0) {
 		err = -errno;
 		goto fail;
 	}
@@ -456,10 +594,46 @@ fail:
 	return err;
 }
 
-int fastpath_start(struct fastpath *fp)
+/*
+ * The device number of the mount on @mountpoint, from mountinfo (a stat()
+ * would wait for this daemon, not serving yet); the last match is the
+ * newest mount there. @return it, or 0 if none.
+ */
+static uint64_t mount_dev(const char *mountpoint)
 {
-	int r = pthread_create(&fp->thread, NULL, accept_thread, fp);
+	char *real = realpath(mountpoint, NULL), line[4096];
+	uint64_t dev = 0;
+	unsigned m1, m2;
+	FILE *f;
 
+	if (!real)
+		return 0;
+	f = fopen("/proc/self/mountinfo", "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		char mnt[4096];
+		const char *sep = strstr(line, " - ");
+
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &m1, &m2, mnt) ==
+			    3 &&
+		    !strcmp(mnt, real) && sep && !strncmp(sep + 3, "fuse", 4))
+			dev = makedev(m1, m2);
+	}
+	if (f)
+		fclose(f);
+	free(real);
+	return dev;
+}
+
+int fastpath_start(struct fastpath *fp, const char *mountpoint)
+{
+	int r;
+
+	/* Without it every grant fails and loaders read through FUSE. */
+	fp->dev = mount_dev(mountpoint);
+	if (!fp->dev)
+		log_error("fast path: %s not in mountinfo, serving nothing",
+			  mountpoint);
+	r = pthread_create(&fp->thread, NULL, accept_thread, fp);
 	if (r)
 		return -r;
 	fp->started = true;

@@ -521,7 +521,8 @@ int main(int argc, char *argv[])
 		log_error("cannot start fetch threads: %s", strerror(-err));
 		goto out_unmount;
 	}
-	if (d.fastpath && (err = fastpath_start(d.fastpath)) < 0) {
+	if (d.fastpath &&
+	    (err = fastpath_start(d.fastpath, c.mountpoint)) < 0) {
 		log_error("cannot start the fast path: %s", strerror(-err));
 		goto out_unmount;
 	}

@@ -18,12 +18,13 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"cache_misses\": %llu, \"cache_evictions\": %llu, "
 		"\"cache_bytes\": %llu, \"cache_mem\": %llu, "
 		"\"prefetched_blocks\": %llu, \"reads\": %llu, "
-		"\"bytes_read\": %llu, \"objects_changed\": %llu}",
+		"\"bytes_read\": %llu, \"objects_changed\": %llu, "
+		"\"fastpath_bytes_copied\": %llu}",
 		LOAD(bytes_fetched), LOAD(requests), LOAD(retries),
 		LOAD(errors), LOAD(cache_hits), LOAD(cache_misses),
 		LOAD(cache_evictions), (unsigned long long)cache_bytes,
 		(unsigned long long)cache_mem, LOAD(prefetched), LOAD(reads),
-		LOAD(bytes_read), LOAD(changed));
+		LOAD(bytes_read), LOAD(changed), LOAD(fastpath_copied));
 
 	if (n < 0 || (size_t)n >= len)
 		return -ERANGE;

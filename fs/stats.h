@@ -20,6 +20,8 @@ struct stats {
 	atomic_uint_fast64_t reads;	 /* FUSE read requests */
 	atomic_uint_fast64_t bytes_read; /* bytes replied to FUSE reads */
 	atomic_uint_fast64_t changed;	 /* objects found changed (412) */
+	/* bytes the fast path copied into loaders' memory */
+	atomic_uint_fast64_t fastpath_copied;
 };
 
 extern struct stats stats;

@@ -102,6 +102,47 @@ void cuda_host_free(void *ptr)
 		cudaFreeHost(ptr);
 }
 
+int cuda_host_register(void *ptr, size_t len)
+{
+	return from_cuda(cudaHostRegister(ptr, len, cudaHostRegisterPortable),
+			 "host register");
+}
+
+void cuda_host_unregister(void *ptr)
+{
+	if (ptr)
+		cudaHostUnregister(ptr);
+}
+
+int cuda_event_new(void **ret_event)
+{
+	cudaEvent_t e;
+	int r = from_cuda(
+		cudaEventCreateWithFlags(&e, cudaEventBlockingSync |
+						     cudaEventDisableTiming),
+		"event create");
+
+	if (r == 0)
+		*ret_event = e;
+	return r;
+}
+
+void cuda_event_free(void *event)
+{
+	if (event)
+		cudaEventDestroy(event);
+}
+
+int cuda_event_record(void *event, void *stream)
+{
+	return from_cuda(cudaEventRecord(event, stream), "event record");
+}
+
+int cuda_event_sync(void *event)
+{
+	return from_cuda(cudaEventSynchronize(event), "event sync");
+}
+
 int cuda_stream_new(void **ret_stream)
 {
 	cudaStream_t s;

@@ -26,6 +26,27 @@ void cuda_free(void *ptr);
 int cuda_host_alloc(size_t len, void **ret_ptr);
 void cuda_host_free(void *ptr);
 
+/*
+ * cuda_host_register()/cuda_host_unregister() - pin @len bytes of host
+ * memory at @ptr that we mapped ourselves (staging shared with the
+ * daemon). Slow (about 0.7 s/GiB): once per buffer, not per load.
+ */
+int cuda_host_register(void *ptr, size_t len);
+void cuda_host_unregister(void *ptr);
+
+/*
+ * cuda_event_new()/cuda_event_free() - an event whose wait blocks the
+ * thread instead of spinning (cudaEventBlockingSync), without timing.
+ */
+int cuda_event_new(void **ret_event);
+void cuda_event_free(void *event);
+
+/* cuda_event_record() - mark the end of what is queued on @stream now. */
+int cuda_event_record(void *event, void *stream);
+
+/* cuda_event_sync() - sleep until @event's work is done. */
+int cuda_event_sync(void *event);
+
 /* cuda_stream_new()/cuda_stream_free() - a non-blocking stream. */
 int cuda_stream_new(void **ret_stream);
 void cuda_stream_free(void *stream);

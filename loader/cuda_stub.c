@@ -42,6 +42,34 @@ void cuda_host_free(void *ptr)
 {
 }
 
+int cuda_host_register(void *ptr, size_t len)
+{
+	return unsupported();
+}
+
+void cuda_host_unregister(void *ptr)
+{
+}
+
+int cuda_event_new(void **ret_event)
+{
+	return unsupported();
+}
+
+void cuda_event_free(void *event)
+{
+}
+
+int cuda_event_record(void *event, void *stream)
+{
+	return unsupported();
+}
+
+int cuda_event_sync(void *event)
+{
+	return unsupported();
+}
+
 int cuda_stream_new(void **ret_stream)
 {
 	return unsupported();

@@ -1,6 +1,7 @@
 /* wfs_model_load(): choose the destination and the read mode, then run the
  * pipeline over every tensor of the model. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,55 @@ static int get_opts(const struct wfs_load_opts *user, struct wfs_load_opts *o)
 	if (o->device < WFS_DEVICE_CPU)
 		return err_set(-EINVAL, "bad device %d", o->device);
 	return 0;
+}
+
+/*
+ * Host memory for the model that is a memfd, so that the fast path's
+ * daemon maps it and writes the tensors there itself: its copy from its
+ * cache is the only one. Sealed against shrinking (the daemon insists).
+ * @return 0, m->data and *ret_memfd (the caller closes it), or -errno.
+ */
+static int alloc_shared(struct wfs_model *m, size_t len, size_t align,
+			int *ret_memfd)
+{
+	size_t a = align > 4096 ? align : 4096;
+	int fd =
+		memfd_create("weightfs-model", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	char *map = MAP_FAILED, *start;
+
+	if (fd < 0)
+		return -errno;
+	if (len > SIZE_MAX - a || ftruncate(fd, (off_t)len) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
+		    0)
+		goto fail;
+	/* Reserve room to align the start, then put the memfd there. */
+	map = mmap(NULL, len + a, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		   0);
+	if (map == MAP_FAILED)
+		goto fail;
+	start = (char *)(((uintptr_t)map + a - 1) & ~(uintptr_t)(a - 1));
+	if (mmap(start, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+		 0) == MAP_FAILED)
+		goto fail;
+	if (start > map)
+		munmap(map, (size_t)(start - map));
+	if (map + len + a > start + len)
+		munmap(start + len, (size_t)(map + len + a - (start + len)));
+	/* Huge pages where the kernel allows them for shmem (not with
+	 * shmem_enabled=never: then 4 KiB faults, in the daemon's copy). */
+	madvise(start, len, MADV_HUGEPAGE);
+	m->data = start;
+	m->data_bytes = len;
+	m->data_mapped = true;
+	m->owns_data = true;
+	*ret_memfd = fd;
+	return 0;
+fail:
+	if (map != MAP_FAILED)
+		munmap(map, len + a);
+	close(fd);
+	return -ENOMEM;
 }
 
 static int alloc_dest(struct wfs_model *m, uint64_t need, size_t align)
@@ -216,7 +266,7 @@ static int load(struct wfs_model *m, const struct wfs_load_opts *user)
 	uint64_t need, bytes = 0;
 	size_t npieces = 0;
 	double t0 = now();
-	int r;
+	int memfd = -1, r = 0;
 
 	err_clear();
 	if (!m)
@@ -245,15 +295,25 @@ static int load(struct wfs_model *m, const struct wfs_load_opts *user)
 			if (r < 0)
 				goto fail;
 		}
-	} else {
-		r = alloc_dest(m, need, o.alignment);
-		if (r < 0)
-			goto fail;
 	}
 	for (unsigned i = 0; i < m->nfiles && r == 0; i++)
 		r = check_unchanged(&m->files[i]);
 	if (r == 0)
 		r = make_reader(m, &o, &reader);
+	if (r < 0)
+		goto fail;
+	/* A host destination on the fast path: memory the daemon writes
+	 * into itself (else, or if the daemon refuses it, the reads copy
+	 * from its bounce buffer). */
+	if (!o.dest && o.device == WFS_DEVICE_CPU &&
+	    reader->path == WFS_PATH_FASTPATH &&
+	    alloc_shared(m, need ? (size_t)need : 1, o.alignment, &memfd) ==
+		    0) {
+		reader_share(reader, m->data, m->data_bytes, memfd);
+		close(memfd);
+	} else if (!o.dest) {
+		r = alloc_dest(m, need, o.alignment);
+	}
 	if (r == 0)
 		r = make_pieces(m, &pieces, &npieces);
 	if (r < 0)
@@ -286,6 +346,8 @@ static int load(struct wfs_model *m, const struct wfs_load_opts *user)
 		.threads = res.threads,
 		.staging_bytes = res.staging_bytes,
 		.direct_io_files = reader->direct_io_files,
+		.bytes_copied = reader->bytes_copied,
+		.setup_seconds = res.io_start > t0 ? res.io_start - t0 : 0,
 	};
 	reader_free(reader);
 	free(pieces);

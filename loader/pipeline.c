@@ -27,6 +27,7 @@ struct chunk {
 struct slot {
 	char *buf;
 	void *stream; /* GPU only */
+	void *event;  /* GPU only: recorded after the slot's copies */
 	bool busy;    /* copies queued from buf, not yet waited for */
 };
 
@@ -130,15 +131,26 @@ static int place(struct pipeline *pl, const struct chunk *c, const char *src,
 
 		if (p->device == WFS_DEVICE_CPU) {
 			memcpy(dst, src + (pos - src_off), n);
+			__atomic_fetch_add(&p->reader->bytes_copied, n,
+					   __ATOMIC_RELAXED);
 		} else {
 			r = cuda_copy_async(slot->stream, dst,
 					    src + (pos - src_off), n);
-			if (r < 0)
+			if (r < 0) {
+				/* Still mark what was queued before. */
+				if (slot->busy)
+					cuda_event_record(slot->event,
+							  slot->stream);
 				return r;
+			}
 			slot->busy = true;
 		}
 		pos += n;
 	}
+	/* One event per slot: waiting for it sleeps, where a stream sync
+	 * would spin a core. */
+	if (slot && slot->busy)
+		return cuda_event_record(slot->event, slot->stream);
 	return 0;
 }
 
@@ -181,7 +193,7 @@ static int read_staged(struct pipeline *pl, const struct chunk *c,
 	int r;
 
 	if (slot->busy) {
-		r = cuda_stream_sync(slot->stream);
+		r = cuda_event_sync(slot->event);
 		if (r < 0)
 			return r;
 		slot->busy = false;
@@ -211,6 +223,8 @@ static int worker_run(struct worker *w)
 			return r;
 		for (unsigned i = 0; i < SLOTS_PER_THREAD; i++) {
 			r = cuda_stream_new(&w->slots[i].stream);
+			if (r == 0)
+				r = cuda_event_new(&w->slots[i].event);
 			if (r < 0)
 				return r;
 		}
@@ -244,10 +258,11 @@ static void *worker_main(void *arg)
 		fail(w->pl, r);
 	for (unsigned i = 0; i < SLOTS_PER_THREAD; i++) {
 		if (w->slots[i].busy) {
-			r = cuda_stream_sync(w->slots[i].stream);
+			r = cuda_event_sync(w->slots[i].event);
 			if (r < 0)
 				fail(w->pl, r);
 		}
+		cuda_event_free(w->slots[i].event);
 		cuda_stream_free(w->slots[i].stream);
 	}
 	atomic_fetch_add(&w->pl->finished, 1);
@@ -331,11 +346,22 @@ int pipeline_run(const struct pipe_params *p, struct pipe_result *ret)
 				 &pl.staging);
 		if (r < 0)
 			goto out;
+		/* Staging shared with the daemon: it writes the reads there
+		 * itself (a reader that cannot just copies). */
+		if (pl.staging.memfd >= 0)
+			reader_share(p->reader, pl.staging.buf, pl.staging.len,
+				     pl.staging.memfd);
 		for (unsigned t = 0; t < threads; t++)
 			for (unsigned i = 0; i < SLOTS_PER_THREAD; i++)
 				workers[t].slots[i].buf =
 					(char *)pl.staging.buf + t * per +
 					i * pl.chunk_bytes;
+	}
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ret->io_start = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 	}
 	for (; started < threads; started++) {
 		workers[started].pl = &pl;

@@ -40,6 +40,9 @@ struct pipe_params {
 struct pipe_result {
 	unsigned threads;
 	size_t staging_bytes;
+	/* CLOCK_MONOTONIC seconds when staging was ready and the threads
+	 * started reading (the end of the start-up) */
+	double io_start;
 };
 
 /*

@@ -104,6 +104,11 @@ int reader_pread_new(const char *const *paths, const int *fds,
 	return 0;
 }
 
+int reader_share(struct reader *r, void *base, size_t len, int memfd)
+{
+	return r->ops->share ? r->ops->share(r, base, len, memfd) : -ENOTSUP;
+}
+
 void reader_free(struct reader *r)
 {
 	if (r)

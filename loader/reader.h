@@ -27,6 +27,14 @@ struct reader_ops {
 			void *buf, size_t len);
 	/* align() - the alignment reads of @file need (1: none). */
 	size_t (*align)(struct reader *r, unsigned file);
+	/*
+	 * share() - optional (NULL: not supported): the memory [@base,
+	 * @base + @len) is @memfd mapped from offset 0, so reads into it
+	 * may be written there by the daemon itself, with no copy here.
+	 * Call before the reads start; the reader keeps a dup of @memfd.
+	 * @return 0 or a negative errno (then reads there copy as usual).
+	 */
+	int (*share)(struct reader *r, void *base, size_t len, int memfd);
 	void (*free)(struct reader *r);
 };
 
@@ -34,7 +42,14 @@ struct reader {
 	const struct reader_ops *ops;
 	enum wfs_path path;
 	unsigned direct_io_files; /* files read with O_DIRECT */
+	/* Bytes this process copied with the CPU (memcpy) on their way to
+	 * the destination: the reader's and the pipeline's. Updated with
+	 * __atomic builtins. */
+	uint64_t bytes_copied;
 };
+
+/* reader_share() - ops->share() where the reader has it, else -ENOTSUP. */
+int reader_share(struct reader *r, void *base, size_t len, int memfd);
 
 /*
  * reader_pread_new() - a reader that preads @nfiles files. @fds are the

@@ -1,9 +1,10 @@
 /* The fast path: on a weightfs mount, ask the daemon for byte ranges over
  * its Unix socket (common/wire.h) instead of reading through FUSE and the
  * kernel page cache. The daemon copies from its block cache into memory
- * shared with it (a memfd per connection), from which read() copies to
- * the caller's buffer; with a buffer from reader_fastpath_alloc() that
- * second copy goes away.
+ * shared with it: straight into the caller's buffer where that is a
+ * memfd handed over with reader_share() (pinned staging, a host
+ * destination), so each byte is copied once, by the daemon; elsewhere
+ * into a 16 MiB bounce memfd per connection, from which read() copies.
  *
  * One connection per concurrent read: a read takes an idle connection (or
  * opens one) and gives it back, so reader threads never wait on each
@@ -25,15 +26,25 @@
 #include "wire_client.h"
 
 #define BOUNCE_BYTES (16u << 20)
+#define MAX_SHARES 4
+
+/* Memory of ours the daemon may write into (reader_share()). */
+struct fp_share {
+	char *base;
+	size_t len;
+	int memfd; /* our dup, sent with WIRE_MAP on each connection */
+};
 
 struct fp_conn {
 	int fd;
-	char *bounce; /* shared with the daemon as region 0 */
+	char *bounce;		/* shared with the daemon as region 0 */
+	int region[MAX_SHARES]; /* the daemon's id of each share, or -1 */
 	struct fp_conn *next;
 };
 
 struct fp_file {
 	uint64_t ino;
+	int fd; /* borrowed: proves to the daemon that we may read it */
 	const char *path;
 };
 
@@ -41,6 +52,8 @@ struct fp_reader {
 	struct reader base;
 	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	pthread_mutex_t lock;
+	struct fp_share shares[MAX_SHARES]; /* set before reads start */
+	unsigned nshares;
 	struct fp_conn *idle; /* protected by lock */
 	uint64_t tag;	      /* protected by lock */
 	unsigned nfiles;
@@ -58,8 +71,9 @@ static void conn_free(struct fp_conn *c)
 	free(c);
 }
 
-/* Connect, say hello, share a bounce region. */
-static int conn_open(const char *path, struct fp_conn **ret)
+/* Connect, say hello, prove access to every file, share a bounce
+ * region. */
+static int conn_open(struct fp_reader *r, struct fp_conn **ret)
 {
 	struct wire_map map = { .h = { WIRE_MAGIC, WIRE_MAP, 2 },
 				.len = BOUNCE_BYTES };
@@ -69,9 +83,22 @@ static int conn_open(const char *path, struct fp_conn **ret)
 	if (!c)
 		return -ENOMEM;
 	c->fd = -1;
-	err = wire_connect(path, &c->fd);
+	for (unsigned i = 0; i < MAX_SHARES; i++)
+		c->region[i] = -1;
+	err = wire_connect(r->sock, r->files[0].fd, &c->fd);
 	if (err < 0)
 		goto fail;
+	for (unsigned i = 0; i < r->nfiles; i++) {
+		uint64_t ino;
+
+		err = wire_grant(c->fd, r->files[i].fd, &ino);
+		if (err < 0)
+			goto fail;
+		if (ino != r->files[i].ino) {
+			err = -EPROTO;
+			goto fail;
+		}
+	}
 	/* Sealed against shrinking (the daemon insists), and faulted in
 	 * here so the pages count against the loader, not the daemon. */
 	memfd = memfd_create("weightfs-fastpath",
@@ -116,7 +143,7 @@ static int conn_take(struct fp_reader *r, struct fp_conn **ret)
 		*ret = c;
 		return 0;
 	}
-	return conn_open(r->sock, ret);
+	return conn_open(r, ret);
 }
 
 static void conn_give(struct fp_reader *r, struct fp_conn *c)
@@ -127,25 +154,75 @@ static void conn_give(struct fp_reader *r, struct fp_conn *c)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* The share holding all of [@buf, @buf + @len), or -1. */
+static int share_of(const struct fp_reader *r, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	for (unsigned i = 0; i < r->nshares; i++) {
+		const struct fp_share *s = &r->shares[i];
+
+		if (p >= s->base && p <= s->base + s->len &&
+		    len <= (size_t)(s->base + s->len - p))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Map share @i on connection @c, once. @return its region id or -errno. */
+static int conn_region(struct fp_reader *r, struct fp_conn *c, int i)
+{
+	struct wire_map map = { .h = { WIRE_MAGIC, WIRE_MAP, 2 },
+				.len = r->shares[i].len };
+	int err;
+
+	if (c->region[i] >= 0)
+		return c->region[i];
+	err = wire_roundtrip(c->fd, &map, sizeof(map), r->shares[i].memfd);
+	if (err < 0)
+		return err;
+	if (map.region < 0)
+		return map.region;
+	c->region[i] = map.region;
+	return map.region;
+}
+
+/*
+ * Read into @buf: where it is memory shared with the daemon, the daemon
+ * writes there itself and this process copies nothing; elsewhere through
+ * the bounce region and one memcpy (counted in bytes_copied).
+ */
 static ssize_t fp_read(struct reader *base, unsigned file, uint64_t off,
 		       void *buf, size_t len)
 {
 	struct fp_reader *r = (struct fp_reader *)base;
+	int sh = share_of(r, buf, len), region = 0;
 	struct fp_conn *c;
-	size_t done = 0;
+	size_t done = 0, max = BOUNCE_BYTES;
 	int err = conn_take(r, &c);
 
 	if (err < 0)
 		return err_set(err, "%s: weightfs fast path: %s",
 			       r->files[file].path, strerror(-err));
+	if (sh >= 0) {
+		region = conn_region(r, c, sh);
+		if (region < 0) {
+			sh = -1; /* refused: copy as before */
+			region = 0;
+		} else {
+			max = WIRE_MAX_READ;
+		}
+	}
 	while (done < len) {
 		struct wire_read rq = {
 			.h = { WIRE_MAGIC, WIRE_READ, 0 },
 			.ino = r->files[file].ino,
 			.off = off + done,
-			.len = len - done < BOUNCE_BYTES ? len - done
-							 : BOUNCE_BYTES,
-			.region = 0,
+			.len = len - done < max ? len - done : max,
+			.region = region,
+			.region_off = sh >= 0 ? (uint64_t)((char *)buf + done -
+							   r->shares[sh].base)
+					      : 0,
 		};
 
 		pthread_mutex_lock(&r->lock);
@@ -164,13 +241,38 @@ static ssize_t fp_read(struct reader *base, unsigned file, uint64_t off,
 				       (unsigned long long)(off + done),
 				       strerror(-err));
 		}
-		memcpy((char *)buf + done, c->bounce, (size_t)rq.result);
+		if (sh < 0) {
+			memcpy((char *)buf + done, c->bounce,
+			       (size_t)rq.result);
+			__atomic_fetch_add(&r->base.bytes_copied,
+					   (uint64_t)rq.result,
+					   __ATOMIC_RELAXED);
+		}
 		done += (size_t)rq.result;
 		if ((uint64_t)rq.result < rq.len)
 			break; /* end of file */
 	}
 	conn_give(r, c);
 	return (ssize_t)done;
+}
+
+static int fp_share(struct reader *base, void *buf, size_t len, int memfd)
+{
+	struct fp_reader *r = (struct fp_reader *)base;
+	struct fp_share *s;
+
+	if (r->nshares == MAX_SHARES)
+		return -ENOSPC;
+	if (len > WIRE_MAX_REGION)
+		return -EFBIG;
+	s = &r->shares[r->nshares];
+	s->memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0);
+	if (s->memfd < 0)
+		return -errno;
+	s->base = buf;
+	s->len = len;
+	r->nshares++;
+	return 0;
 }
 
 static size_t fp_align(struct reader *r, unsigned file)
@@ -187,6 +289,8 @@ static void fp_free(struct reader *base)
 		r->idle = c->next;
 		conn_free(c);
 	}
+	for (unsigned i = 0; i < r->nshares; i++)
+		close(r->shares[i].memfd);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
@@ -194,6 +298,7 @@ static void fp_free(struct reader *base)
 static const struct reader_ops fp_ops = {
 	.read = fp_read,
 	.align = fp_align,
+	.share = fp_share,
 	.free = fp_free,
 };
 
@@ -225,6 +330,7 @@ int reader_fastpath_new(const char *const *paths, const int *fds,
 		else if (strcmp(sock, r->sock))
 			goto not_here;
 		r->files[i].ino = st.st_ino;
+		r->files[i].fd = fds[i];
 		r->files[i].path = paths[i];
 	}
 	r->base.ops = &fp_ops;
@@ -232,7 +338,7 @@ int reader_fastpath_new(const char *const *paths, const int *fds,
 	r->nfiles = nfiles;
 	pthread_mutex_init(&r->lock, NULL);
 	/* An old or gone daemon: the caller falls back to plain reads. */
-	err = conn_open(r->sock, &c);
+	err = conn_open(r, &c);
 	if (err < 0) {
 		pthread_mutex_destroy(&r->lock);
 		free(r);

@@ -1,6 +1,9 @@
 /* Staging memory that reads land in before they are copied to the device.
  * For a GPU it is pinned, and pinning is slow (about 0.7 s/GiB), so one
- * pinned buffer is kept between loads and reused; host staging is plain
+ * pinned buffer is kept between loads and reused. Pinned staging is a
+ * memfd (sealed against shrinking and growing) mapped here and
+ * registered with CUDA, so that the weightfs daemon can map it too and
+ * write reads straight into it (reader_share()); host staging is plain
  * page-aligned memory. Thread-safe (the kept buffer is under a lock). */
 #ifndef WFS_LOADER_STAGING_H
 #define WFS_LOADER_STAGING_H
@@ -12,6 +15,7 @@ struct staging {
 	void *buf;
 	size_t len; /* >= what was asked for */
 	bool pinned;
+	int memfd; /* >= 0: @buf is this memfd mapped (pinned by register) */
 };
 
 /*

@@ -158,6 +158,10 @@ struct wfs_load_stats {
 	unsigned threads;
 	size_t staging_bytes;	  /* staging memory used (0: read in place) */
 	unsigned direct_io_files; /* files read with O_DIRECT */
+	uint64_t bytes_copied;	  /* bytes this process copied with the CPU */
+	/* of @seconds, the start-up before the first read: CUDA context,
+	 * allocations, pinning staging, connecting to the daemon */
+	double setup_seconds;
 };
 
 struct wfs_model;

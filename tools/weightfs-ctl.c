@@ -83,7 +83,7 @@ static int connect_for(int file_fd)
 	if (conn.fd >= 0)
 		close(conn.fd);
 	conn.fd = -1;
-	err = wire_connect(sock, &conn.fd);
+	err = wire_connect(sock, file_fd, &conn.fd);
 	if (err == 0)
 		memcpy(conn.path, sock, sizeof(sock));
 	return err;
@@ -131,7 +131,10 @@ static int one_file(const char *path)
 	err = connect_for(fd);
 	if (err < 0)
 		goto out;
-	rq.ino = st.st_ino;
+	/* The daemon serves only files we show it we could open. */
+	err = wire_grant(conn.fd, fd, &rq.ino);
+	if (err < 0)
+		goto out;
 	if (evicting) {
 		rq.h.type = WIRE_EVICT;
 		rq.h.tag = ++tag;
@@ -165,6 +168,7 @@ out:
 			err == -ENOTSUP		  ? "not on a weightfs mount"
 			: err == -EPROTONOSUPPORT ? "the daemon is too old"
 			: err == -EPIPE ? "the daemon does not support this"
+			: err == -EPERM ? "only the mount's owner or root may"
 					: strerror(-err));
 		failures++;
 	}

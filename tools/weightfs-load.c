@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +47,15 @@ static void usage(FILE *f)
 		"                        of its raw bytes: sha256 or xxh3\n"
 		"  -j, --json            print one JSON object: {\"path\", "
 		"\"bytes\", \"seconds\",\n"
-		"                        \"gbps\", \"tensors\": [{\"name\", "
+		"                        \"gbps\" (the transfer; start-up "
+		"apart, in\n"
+		"                        \"startup_seconds\": opening, CUDA "
+		"context, allocations),\n"
+		"                        \"loader_bytes_copied\" (by this "
+		"process's CPU),\n"
+		"                        \"daemon_bytes_copied\" (by the "
+		"weightfs daemon, -1 off a\n"
+		"                        mount), \"tensors\": [{\"name\", "
 		"\"dtype\", \"shape\", \"digest\"}]}\n"
 		"  -t, --threads=N       reader threads (default: one per "
 		"CPU, at most 16)\n"
@@ -285,15 +295,56 @@ static int parse_args(int argc, char **argv, struct args *a)
 	return 0;
 }
 
+/*
+ * The weightfs daemon's count of bytes it copied to loaders over the fast
+ * path, from the stats of the mount that @path is on (the root of the
+ * mount: the top directory on the same device), or -1 when unknown.
+ */
+static long long daemon_copied(const char *path)
+{
+	char *dir = realpath(path, NULL), buf[8192];
+	const char *k;
+	struct stat st, up;
+	long long v = -1;
+	ssize_t n;
+
+	if (!dir || stat(dir, &st) < 0) {
+		free(dir);
+		return -1;
+	}
+	for (;;) {
+		char *slash = strrchr(dir, '/');
+
+		if (!slash || slash == dir)
+			break;
+		*slash = '\0';
+		if (stat(dir, &up) < 0 || up.st_dev != st.st_dev) {
+			*slash = '/';
+			break;
+		}
+	}
+	n = getxattr(dir, "user.weightfs.stats", buf, sizeof(buf) - 1);
+	if (n > 0) {
+		buf[n] = '\0';
+		k = strstr(buf, "\"fastpath_bytes_copied\": ");
+		if (k)
+			v = strtoll(k + 25, NULL, 10);
+	}
+	free(dir);
+	return v;
+}
+
 int main(int argc, char **argv)
 {
 	struct args a = { 0 };
 	char *list = NULL, *buf = NULL;
 	size_t list_len = 0, ntensors = 0;
 	uint64_t bytes = 0;
-	double seconds = 0;
+	double seconds = 0, startup = 0;
 	enum wfs_path path = WFS_PATH_DIRECT;
 	unsigned threads = 0;
+	uint64_t copied = 0;
+	long long daemon_before = -1, daemon_after = -1;
 	bool first = true;
 	FILE *out;
 	int status = 0;
@@ -315,6 +366,8 @@ int main(int argc, char **argv)
 			!a.json && !a.quiet && isatty(2) ? progress : NULL;
 		a.opts.progress_arg = argv[i];
 		r = wfs_model_open(argv[i], &m);
+		if (a.json && r == 0 && i == optind)
+			daemon_before = daemon_copied(argv[i]);
 		if (r == 0)
 			r = wfs_model_load(m, &a.opts);
 		if (r < 0) {
@@ -324,10 +377,19 @@ int main(int argc, char **argv)
 			status = 1;
 			break;
 		}
-		seconds += now() - t0;
+		/* The transfer alone: CUDA context creation, allocations and
+		 * opening the files are start-up, reported apart. */
+		seconds += wfs_model_stats(m)->seconds -
+			   wfs_model_stats(m)->setup_seconds;
+		startup += now() - t0 -
+			   (wfs_model_stats(m)->seconds -
+			    wfs_model_stats(m)->setup_seconds);
 		bytes += wfs_model_stats(m)->bytes;
 		path = wfs_model_stats(m)->path;
 		threads = wfs_model_stats(m)->threads;
+		copied += wfs_model_stats(m)->bytes_copied;
+		if (a.json && i == argc - 1)
+			daemon_after = daemon_copied(argv[i]);
 		ntensors += wfs_model_tensor_count(m);
 		r = print_tensors(out, m, &a, &first, buf);
 		wfs_model_free(m);
@@ -340,16 +402,24 @@ int main(int argc, char **argv)
 		fclose(out);
 	if (status == 0 && a.json) {
 		printf("{\"path\": \"%s\", \"bytes\": %llu, \"seconds\": %.6f, "
-		       "\"gbps\": %.4f, \"tensors\": [%s]}\n",
+		       "\"gbps\": %.4f, \"startup_seconds\": %.6f, "
+		       "\"loader_bytes_copied\": %llu, "
+		       "\"daemon_bytes_copied\": %lld, \"tensors\": [%s]}\n",
 		       path == WFS_PATH_FASTPATH ? "fastpath" : "direct",
 		       (unsigned long long)bytes, seconds,
 		       seconds > 0 ? (double)bytes / seconds / 1e9 : 0.0,
+		       startup, (unsigned long long)copied,
+		       daemon_before >= 0 && daemon_after >= daemon_before
+			       ? daemon_after - daemon_before
+			       : -1LL,
 		       list ? list : "");
 	} else if (status == 0) {
 		printf("loaded %zu tensors, %.3f GB in %.3f s: %.2f GB/s "
-		       "(path: %s, %u threads, device %s)\n",
+		       "(start-up %.3f s apart; path: %s, %u threads, device "
+		       "%s)\n",
 		       ntensors, (double)bytes / 1e9, seconds,
 		       seconds > 0 ? (double)bytes / seconds / 1e9 : 0.0,
+		       startup,
 		       path == WFS_PATH_FASTPATH ? "fastpath" : "direct",
 		       threads,
 		       a.opts.device == WFS_DEVICE_CPU ? "cpu" : "cuda");

@@ -2,7 +2,8 @@
  * daemon core behind it: a file:// source with one 3 MiB file, a block
  * cache and fetch threads. Each input is a series of packets, each
  * [flags:1][len:2 LE][bytes]; flags bit 0 attaches a memfd (of 1 MiB,
- * sealed against shrinking) as SCM_RIGHTS. The packets go down one end of a socketpair and the server
+ * sealed against shrinking) as SCM_RIGHTS; bit 1 of the first packet's
+ * flags serves every file as if granted (WIRE_GRANT needs a mount). The packets go down one end of a socketpair and the server
  * reads the other until EOF. It must not crash, leak or hang. */
 #include <errno.h>
 #include <fcntl.h>
@@ -103,6 +104,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int sv[2], sndbuf = 1 << 20;
 	unsigned packets = 0;
 	char reply[256];
+	/* Flags bit 1 of the first packet: every file counts as granted, to
+	 * reach the reads; else only WIRE_GRANT of a memfd (refused). */
+	bool grant_all = size && (data[0] & 2);
 
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return 0;
@@ -121,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size -= len;
 	}
 	shutdown(sv[0], SHUT_WR);
-	fastpath_serve_one(&d, sv[1], 0); /* closes sv[1] */
+	fastpath_serve_one(&d, sv[1], 0, 1, grant_all); /* closes sv[1] */
 	while (recv(sv[0], reply, sizeof(reply), MSG_DONTWAIT) > 0)
 		;
 	close(sv[0]);

@@ -24,8 +24,9 @@ LOAD_TIMEOUT = 300
 
 # common/wire.h
 MAGIC = 0x53465457
-HELLO, MAP, READ = 1, 2, 3
-HELLO_FMT = "=IIQII"
+HELLO, MAP, READ, PREFETCH, EVICT, GRANT = 1, 2, 3, 4, 5, 6
+HELLO_FMT = "=IIQIIQ"
+GRANT_FMT = "=IIQQq"
 MAP_FMT = "=IIQQiI"
 READ_FMT = "=IIQQQQQiIq"
 
@@ -88,7 +89,20 @@ class Client:
         return struct.unpack(fmt, self.s.recv(4096))
 
     def hello(self):
-        return self.call(HELLO_FMT, MAGIC, HELLO, 1, 1, 0)
+        return self.call(HELLO_FMT, MAGIC, HELLO, 1, 2, 0, 0)
+
+    def grant(self, fd):
+        """-> (ino, result) for a descriptor sent as the proof."""
+        r = self.call(GRANT_FMT, MAGIC, GRANT, 3, 0, 0,
+                      fds=[fd] if fd is not None else None)
+        return r[3], r[4]
+
+    def grant_path(self, path, flags=os.O_RDONLY):
+        fd = os.open(path, flags)
+        try:
+            return self.grant(fd)
+        finally:
+            os.close(fd)
 
     def map(self, size, seal=True):
         fd = os.memfd_create("t", os.MFD_ALLOW_SEALING)
@@ -100,9 +114,9 @@ class Client:
         os.close(fd)
         return r[4], m
 
-    def read(self, ino, off, n, region=0, region_off=0):
+    def read(self, ino, off, n, region=0, region_off=0, kind=READ):
         self.tag += 1
-        r = self.call(READ_FMT, MAGIC, READ, self.tag, ino, off, n,
+        r = self.call(READ_FMT, MAGIC, kind, self.tag, ino, off, n,
                       region_off, region, 0, 0)
         assert r[2] == self.tag
         return r[-1]
@@ -206,10 +220,11 @@ def test_garbage_and_dead_clients_harm_nothing(mount, tmp_path):
 
     # Garbage, wrong magic, truncated messages, no hello first.
     for junk in [b"", b"x", b"\0" * 7, os.urandom(300),
-                 struct.pack(HELLO_FMT, 0xdead, HELLO, 1, 1, 0),
-                 struct.pack(HELLO_FMT, MAGIC, HELLO, 1, 99, 0),
+                 struct.pack(HELLO_FMT, 0xdead, HELLO, 1, 2, 0, 0),
+                 struct.pack(HELLO_FMT, MAGIC, HELLO, 1, 99, 0, 0),
+                 struct.pack("=IIQII", MAGIC, HELLO, 1, 1, 0),  # version 1
                  struct.pack(READ_FMT, MAGIC, READ, 1, ino, 0, 10, 0, 0, 0, 0),
-                 struct.pack(HELLO_FMT, MAGIC, 77, 1, 1, 0)]:
+                 struct.pack(HELLO_FMT, MAGIC, 77, 1, 2, 0, 0)]:
         c = Client(sock)
         c.s.send(junk)
         assert dropped(c), junk
@@ -217,6 +232,13 @@ def test_garbage_and_dead_clients_harm_nothing(mount, tmp_path):
 
     c = Client(sock)
     assert c.hello()[4] == 1 << 20
+    # Nothing is served before a grant; bad grants are refused.
+    assert c.read(ino, 0, 10) == -13  # EACCES, no grant
+    assert c.grant(None)[1] < 0
+    assert c.grant_path(m.path)[1] < 0  # a directory
+    assert c.grant_path(path, os.O_PATH)[1] < 0
+    assert c.grant_path("/proc/self/status")[1] < 0  # not this mount
+    assert c.grant_path(path) == (ino, 0)
     # Bad maps: no fd, a pipe, a region larger than the memfd, too big.
     assert c.call(MAP_FMT, MAGIC, MAP, 2, 4096, 0, 0)[4] < 0
     rfd, wfd = os.pipe()
@@ -252,6 +274,7 @@ def test_garbage_and_dead_clients_harm_nothing(mount, tmp_path):
         try:
             k = Client(sock)
             k.hello()
+            k.grant_path(path)
             k.map(4 * MiB)
             k.s.send(struct.pack(READ_FMT, MAGIC, READ, 9, ino, 0, 3 * MiB,
                                  0, 0, 0, 0))
@@ -260,7 +283,7 @@ def test_garbage_and_dead_clients_harm_nothing(mount, tmp_path):
     os.waitpid(child, 0)
 
     # Many clients at once, each whole; the mount still reads right.
-    clients = [Client(sock) for _ in range(20)]
+    clients = [Client(sock) for _ in range(40)]
     for k in clients:
         k.hello()
         k.map(MiB)
@@ -270,45 +293,242 @@ def test_garbage_and_dead_clients_harm_nothing(mount, tmp_path):
         assert f.read() == data
 
 
-def test_other_uid_needs_allow_other(mount, tmp_path):
+NOBODY = 65534
+
+AS_NOBODY = r"""
+import array, json, os, socket, struct, sys
+MAGIC = 0x53465457
+args = json.loads(sys.argv[1])
+out = {}
+
+def conn(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(10)
+    s.connect(path)
+    return s
+
+def call(s, fmt, *fields, fds=None):
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+            array.array("i", fds))] if fds else []
+    s.sendmsg([struct.pack(fmt, *fields)], anc)
+    b = s.recv(4096)
+    if not b:
+        raise ConnectionResetError("dropped")
+    return struct.unpack(fmt, b)
+
+def attempt(name, f):
+    try:
+        out[name] = f()
+    except OSError as e:
+        out[name] = "error:" + type(e).__name__
+
+def hello(path):
+    s = conn(path)
+    try:
+        call(s, "=IIQIIQ", MAGIC, 1, 1, 2, 0, 0)
+    except OSError:
+        # A daemon of protocol version 1 (before grants): the probe then
+        # shows what that one served.
+        s = conn(path)
+        call(s, "=IIQII", MAGIC, 1, 1, 1, 0)
+    return s
+
+try:
+    os.listdir(os.path.dirname(args["sock"]))
+    out["listdir"] = "listed"
+except OSError as e:
+    out["listdir"] = "error:" + type(e).__name__
+attempt("open", lambda: open(args["file"], "rb").read(6).decode())
+attempt("hello", lambda: hello(args["sock"]) and "ok")
+
+def reads():
+    s = hello(args["sock"])
+    fd = os.memfd_create("t", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, 1 << 20)
+    import fcntl
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    assert call(s, "=IIQQiI", MAGIC, 2, 2, 1 << 20, 0, 0, fds=[fd])[4] == 0
+    res = {}
+    # Every inode, without a grant.
+    res["ungranted"] = sorted({call(s, "=IIQQQQQiIq", MAGIC, 3, 9, ino, 0, 6,
+                                    0, 0, 0, 0)[-1]
+                               for ino in range(1, 50)})
+    # A grant with a descriptor of a file elsewhere.
+    g = os.open("/proc/self/status", os.O_RDONLY)
+    try:
+        res["foreign_grant"] = call(s, "=IIQQq", MAGIC, 6, 3, 0, 0,
+                                    fds=[g])[4]
+    except OSError as e:
+        res["foreign_grant"] = "error:" + type(e).__name__
+        return res
+    for name in ("readable",):
+        if args.get(name):
+            f = os.open(args[name], os.O_RDONLY)
+            ino, r = call(s, "=IIQQq", MAGIC, 6, 3, 0, 0, fds=[f])[3:5]
+            res["grant"] = r
+            res["read"] = call(s, "=IIQQQQQiIq", MAGIC, 3, 9, ino, 0, 6,
+                               0, 0, 0, 0)[-1]
+            res["prefetch"] = call(s, "=IIQQQQQiIq", MAGIC, 4, 9, ino, 0, 6,
+                                   0, 0, 0, 0)[-1]
+            res["evict"] = call(s, "=IIQQQQQiIq", MAGIC, 5, 9, ino, 0, 0,
+                                0, 0, 0, 0)[-1]
+    return res
+attempt("reads", reads)
+
+def many():
+    held, ok = [], 0
+    for _ in range(args.get("many", 0)):
+        try:
+            held.append(hello(args["sock"]))
+            ok += 1
+        except OSError:
+            pass
+    if args.get("hold"):
+        sys.stdout.write(json.dumps({"held": ok}) + "\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+    return ok
+if args.get("many"):
+    attempt("many", many)
+print(json.dumps(out))
+"""
+
+
+def as_nobody(args, hold=False):
+    """Run the probe above as uid/gid nobody; -> its results (or, with
+    hold, the process still holding its connections)."""
+    import sys
+    cmd = [sys.executable, "-c", AS_NOBODY, json.dumps(args)]
+    if hold:
+        return subprocess.Popen(cmd, user=NOBODY, group=NOBODY,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+    r = subprocess.run(cmd, user=NOBODY, group=NOBODY, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.fixture
+def places(tmp_path):
+    """A directory nobody may enter (0700) and one anybody may (0755),
+    outside pytest's own 0700 temporary directory."""
+    import shutil
+    import tempfile
+    top = tempfile.mkdtemp(prefix="wfs-fastpath-")
+    os.chmod(top, 0o755)
+    priv, pub = os.path.join(top, "priv"), os.path.join(top, "pub")
+    os.mkdir(priv, 0o700)
+    os.mkdir(pub, 0o755)
+    os.chmod(pub, 0o755)
+    yield priv, pub
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_fastpath_grants_what_open_grants(mount, tmp_path, places, load_bin):
+    """Issue 9 item 3: on an allow_other mount under a 0700 directory, a
+    user who cannot open a file cannot read it over the fast path either:
+    no listing of the socket directory, no read of any inode without a
+    descriptor opened on the mount, no grant from a descriptor elsewhere;
+    where the user can open the file, the fast path serves it, but
+    prefetch and evict stay the owner's."""
+    priv, pub = places
     root = tmp_path / "src"
     root.mkdir()
-    os.chmod(str(tmp_path), 0o755)
     (root / "f.bin").write_bytes(b"secret" * 1000)
-    nobody = 65534
+    hidden = mount("file://" + str(root), options=["allow_other"],
+                   mountpoint=os.path.join(priv, "mnt"))
+    f = hidden.file("f.bin")
+    sock = socket_of(f)
+    got = as_nobody({"sock": sock, "file": f})
+    assert got["open"] == "error:PermissionError"
+    assert got["listdir"] == "error:PermissionError"
+    assert got["hello"] == "ok"  # allow_other: it may connect ...
+    # ... but gets no byte of any inode.
+    assert got["reads"]["ungranted"] == [-13]
+    assert got["reads"]["foreign_grant"] < 0
+    assert stat_mode(os.path.dirname(sock)) == 0o711
 
-    def read_as(uid, sock, ino):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            res = -1
-            try:
-                os.close(r)
-                os.setgid(nobody)
-                os.setuid(uid)
-                c = Client(sock)
-                c.hello()
-                res = c.map(MiB)[0]
-                if res >= 0:
-                    res = c.read(ino, 0, 6)
-            except Exception:
-                res = -1000
-            finally:
-                os.write(w, struct.pack("=q", res))
-                os._exit(0)
-        os.close(w)
-        res = struct.unpack("=q", os.read(r, 8))[0]
-        os.close(r)
-        os.waitpid(pid, 0)
-        return res
+    # A mount nobody may read: its own descriptor is the proof.
+    seen = mount("file://" + str(root), options=["allow_other"],
+                 mountpoint=os.path.join(pub, "mnt"))
+    g = seen.file("f.bin")
+    got = as_nobody({"sock": socket_of(g), "file": g, "readable": g})
+    assert got["open"] == "secret"
+    assert got["reads"]["grant"] == 0
+    assert got["reads"]["read"] == 6
+    assert got["reads"]["prefetch"] == -1  # EPERM: the owner's
+    assert got["reads"]["evict"] == -1
+    # The loader, run by that user, takes the fast path (it trusts the
+    # socket: its peer is root, the mount's user_id) and gets the bytes.
+    sums = write_safetensors(str(root / "m.safetensors"), [MiB, 5])
+    seen2 = mount("file://" + str(root), options=["allow_other"],
+                  mountpoint=os.path.join(pub, "mnt2"))
+    r = subprocess.run([load_bin, "--json", "--digest", "sha256",
+                        seen2.file("m.safetensors")], user=NOBODY,
+                       group=NOBODY, capture_output=True, text=True,
+                       timeout=LOAD_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["path"] == "fastpath"
+    assert {t["name"]: t["digest"] for t in got["tensors"]} == sums
+    # The owner may.
+    c = Client(socket_of(g))
+    c.hello()
+    ino, r = c.grant_path(g)
+    assert r == 0
+    assert c.read(ino, 0, 6, kind=PREFETCH) == 6
+    assert c.read(ino, 0, 0, kind=EVICT) == 0
+    c.close()
 
-    m = mount("file://" + str(root))
-    sock, ino = socket_of(m.file("f.bin")), os.stat(m.file("f.bin")).st_ino
-    assert read_as(nobody, sock, ino) == -13  # EACCES
-    assert read_as(0, sock, ino) == 6
-    m2 = mount("file://" + str(root), options=["allow_other"])
-    sock, ino = socket_of(m2.file("f.bin")), os.stat(m2.file("f.bin")).st_ino
-    assert read_as(nobody, sock, ino) == 6
+
+def stat_mode(p):
+    return os.stat(p).st_mode & 0o7777
+
+
+def test_fastpath_other_uid_dropped_without_allow_other(mount, tmp_path,
+                                                        places):
+    priv, pub = places
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "f.bin").write_bytes(b"secret" * 1000)
+    m = mount("file://" + str(root), mountpoint=os.path.join(pub, "mnt"))
+    sock = socket_of(m.file("f.bin"))
+    assert stat_mode(sock) == 0o600
+    # Even if it could reach the socket: the daemon drops it at accept.
+    os.chmod(sock, 0o666)
+    got = as_nobody({"sock": sock, "file": m.file("f.bin")})
+    assert got["hello"].startswith("error:"), got
+    assert got["reads"].startswith("error:"), got
+
+
+def test_fastpath_connections_capped_per_uid(mount, tmp_path, places,
+                                             load_bin):
+    """A user holding as many connections as it can does not starve the
+    owner: it gets at most 32, and the owner's loader still takes the
+    fast path."""
+    priv, pub = places
+    root = tmp_path / "src"
+    root.mkdir()
+    sums = write_safetensors(str(root / "m.safetensors"), [MiB, 2 * MiB])
+    m = mount("file://" + str(root), options=["allow_other"],
+              mountpoint=os.path.join(priv, "mnt"))
+    f = m.file("m.safetensors")
+    p = as_nobody({"sock": socket_of(f), "file": f, "many": 300,
+                   "hold": True}, hold=True)
+    try:
+        held = json.loads(p.stdout.readline())["held"]
+        assert held == 32
+        got = load_json(load_bin, f)
+        assert got["path"] == "fastpath"
+        assert {t["name"]: t["digest"] for t in got["tensors"]} == sums
+        c = Client(socket_of(f))
+        c.hello()
+        ino, r = c.grant_path(f)
+        assert r == 0 and c.read(ino, 0, 8, kind=PREFETCH) == 8
+        c.close()
+    finally:
+        p.communicate(timeout=60)
 
 
 def test_ctl_prefetch_and_evict(mount, nginx, tmp_path, build_dir):
@@ -365,3 +585,33 @@ def test_stale_sockets_are_cleared(mount, tmp_path):
     assert not os.path.exists(stale)
     assert os.path.exists(live)
     assert socket_of(m2.file("f.bin")) != live
+
+
+def test_warm_fastpath_load_copies_each_byte_once(mount, tmp_path, load_bin,
+                                                  build_dir):
+    """Issue 14: with the model in the daemon's cache, a host load over the
+    fast path costs one CPU copy per byte, the daemon's (from its cache
+    straight into the loader's memfd); the loader copies nothing. The
+    counters: weightfs-load --json and weightfs-ctl stats."""
+    root = tmp_path / "src"
+    root.mkdir()
+    sums = write_safetensors(str(root / "m.safetensors"),
+                             [3 * MiB + 5, 17 * MiB, 1, 4 * MiB])
+    m = mount("file://" + str(root), options={"block_size": "1M"})
+    f = m.file("m.safetensors")
+    ctl = os.path.join(build_dir, "tools", "weightfs-ctl")
+    r = subprocess.run([ctl, "prefetch", f], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    before = m.stats()["fastpath_bytes_copied"]
+    got = load_json(load_bin, f)
+    assert got["path"] == "fastpath"
+    assert {t["name"]: t["digest"] for t in got["tensors"]} == sums
+    n = got["bytes"]
+    assert n == 24 * MiB + 6
+    assert got["loader_bytes_copied"] == 0
+    assert got["daemon_bytes_copied"] == n
+    assert m.stats()["fastpath_bytes_copied"] - before == n
+    # The plain path copies nothing over the socket.
+    plain = load_json(load_bin, f, env={"WEIGHTFS_FASTPATH": "0"})
+    assert plain["path"] == "direct" and plain["daemon_bytes_copied"] == 0

@@ -83,7 +83,9 @@ def test_cli_json_matches_expected(model):
     r = run_load("--json", "--digest", "sha256", ST / model)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"path", "bytes", "seconds", "gbps", "tensors"}
+    assert set(out) == {"path", "bytes", "seconds", "gbps", "tensors",
+                        "startup_seconds", "loader_bytes_copied",
+                        "daemon_bytes_copied"}
     assert out["path"] == "direct"
     assert out["seconds"] > 0 and out["gbps"] > 0
     want = expected(MODELS[model])
