@@ -38,7 +38,7 @@ static const char usage[] =
 	"into DIR/NAME.zst in the zstd seekable format: independent frames of\n"
 	"--frame-size uncompressed bytes and a seek table in a trailing\n"
 	"skippable frame, so a reader can fetch and decode any byte range\n"
-	"alone. Plain `zstd -d` restores these files (not --group ones). Each\n"
+	"alone. Plain `zstd -d` restores these files too. Each\n"
 	"output is written under a temporary name, decoded and compared with\n"
 	"its source, then renamed into place: a failed or interrupted run "
 	"never\n"
@@ -51,19 +51,17 @@ static const char usage[] =
 	"nothing\n"
 	"  -f, --frame-size SIZE uncompressed bytes per frame (K, M, G "
 	"suffixes;\n"
-	"                        4K..1G; default 1M: the ratio is within 0.2%\n"
-	"                        of 16M frames, and a mount can fetch a 1 MiB\n"
-	"                        range alone)\n"
-	"  -l, --level N         zstd level, 1..19 (default 3: higher levels\n"
-	"                        gain under 1% on weights at 3x+ the time)\n"
+	"                        4K..1G; default 1M: on BF16 weights as small\n"
+	"                        as 4M or 16M frames, and a reader can fetch\n"
+	"                        and decode 1 MiB alone; tools/bench-zstd)\n"
+	"  -l, --level N         zstd level, 1..22 (default 3: on BF16/FP16\n"
+	"                        weights levels 1 to 9 give sizes within 0.2%\n"
+	"                        of each other, 9 at ~8x the time; 3 does "
+	"better\n"
+	"                        on the text files of a model directory)\n"
 	"  -T, --threads N       frames compressed/decoded in parallel "
 	"(default:\n"
 	"                        the online CPUs)\n"
-	"  -g, --group           the weightfs byte-grouped variant for 16-bit\n"
-	"                        weights (BF16, FP16): high bytes, then low\n"
-	"                        bytes, per frame; smaller, but only\n"
-	"                        weightfs-pack --unpack and weightfs read it\n"
-	"                        (plain zstd -d refuses it)\n"
 	"  -q, --quiet           no progress bar, no per-file summary\n"
 	"  -h, --help            this help\n"
 	"\n"
@@ -77,7 +75,6 @@ static struct {
 	uint64_t frame_size;
 	int level;
 	int threads;
-	bool group;
 	bool quiet;
 	bool progress;
 } opt = { .frame_size = DEFAULT_FRAME_SIZE, .level = DEFAULT_LEVEL };
@@ -217,17 +214,11 @@ static int compress_frame(struct batch *b, int wid, uint32_t i)
 	uint64_t off = (uint64_t)i * opt.frame_size;
 	size_t n = b->src_size - off < opt.frame_size ? b->src_size - off
 						      : opt.frame_size;
-	const void *src = b->src + off;
 	struct zstd_seekable_frame *f = &b->frames[i - b->first];
 	size_t c;
 
-	if (opt.group) {
-		if (scratch(w, n))
-			return -ENOMEM;
-		zstd_seekable_group(w->scratch, src, n, 2);
-		src = w->scratch;
-	}
-	c = ZSTD_compress2(w->cctx, b->slot[i - b->first], b->slot_cap, src, n);
+	c = ZSTD_compress2(w->cctx, b->slot[i - b->first], b->slot_cap,
+			   b->src + off, n);
 	if (ZSTD_isError(c))
 		return -EIO;
 	f->csize = c;
@@ -421,9 +412,9 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	struct map in = { 0 }, out = { 0 };
 	struct zstd_seekable_frame *frames = NULL;
 	struct zstd_seekable *zs = NULL;
-	uint8_t **slot = NULL, hdr[ZSTD_SEEKABLE_GROUP_HEADER_SIZE], *table;
+	uint8_t **slot = NULL, *table;
 	uint64_t nf, tsize;
-	uint32_t per, nhead = opt.group ? 1 : 0, i;
+	uint32_t per, i;
 	size_t cap = ZSTD_compressBound(opt.frame_size);
 	char *tmp = NULL;
 	int fd = -1, r;
@@ -432,11 +423,11 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	if (r)
 		return r;
 	nf = (in.size + opt.frame_size - 1) / opt.frame_size;
-	if (nf + nhead > ZSTD_SEEKABLE_MAX_FRAMES) {
+	if (nf > ZSTD_SEEKABLE_MAX_FRAMES) {
 		r = -EFBIG;
 		goto out;
 	}
-	frames = calloc(nf + nhead + 1, sizeof(*frames));
+	frames = calloc(nf + 1, sizeof(*frames));
 	per = batch_frames(cap);
 	slot = slots_new(per, cap);
 	if (!frames || !slot) {
@@ -448,19 +439,12 @@ static int pack_one(const char *src, const char *dst, const char *name,
 		r = fd;
 		goto out;
 	}
-	if (opt.group) {
-		zstd_seekable_group_header(2, hdr);
-		frames[0].csize = sizeof(hdr);
-		r = write_full(fd, hdr, sizeof(hdr));
-		if (r)
-			goto out;
-	}
 	for (i = 0; i < nf; i += per) {
 		struct batch b = { .src = in.p,
 				   .src_size = in.size,
 				   .slot = slot,
 				   .slot_cap = cap,
-				   .frames = frames + nhead + i,
+				   .frames = frames + i,
 				   .fn = compress_frame,
 				   .first = i,
 				   .count = nf - i < per ? nf - i : per };
@@ -475,14 +459,13 @@ static int pack_one(const char *src, const char *dst, const char *name,
 			goto out;
 		progress(name, false);
 	}
-	tsize = zstd_seekable_table_bytes(nf + nhead, 1);
+	tsize = zstd_seekable_table_bytes(nf, 1);
 	table = malloc(tsize);
 	if (!table) {
 		r = -ENOMEM;
 		goto out;
 	}
-	zstd_seekable_write_table(frames, nf + nhead, 1, opt.group, table,
-				  tsize);
+	zstd_seekable_write_table(frames, nf, 1, table, tsize);
 	r = write_full(fd, table, tsize);
 	free(table);
 	if (r || fdatasync(fd) < 0) {
@@ -494,7 +477,7 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	if (r)
 		goto out;
 	r = zstd_seekable_parse(out.p, out.size, out.size, &zs);
-	if (r == 0 && (zs->size != in.size || zs->nframes != nf + nhead))
+	if (r == 0 && (zs->size != in.size || zs->nframes != nf))
 		r = -EBADMSG;
 	if (r == 0)
 		r = verify(zs, out.p, in.p);
@@ -727,7 +710,6 @@ int main(int argc, char **argv)
 		{ "frame-size", required_argument, NULL, 'f' },
 		{ "level", required_argument, NULL, 'l' },
 		{ "threads", required_argument, NULL, 'T' },
-		{ "group", no_argument, NULL, 'g' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -736,7 +718,7 @@ int main(int argc, char **argv)
 	int c, i, failed = 0;
 	size_t k;
 
-	while ((c = getopt_long(argc, argv, "o:utf:l:T:gqh", longopts, NULL)) !=
+	while ((c = getopt_long(argc, argv, "o:utf:l:T:qh", longopts, NULL)) !=
 	       -1) {
 		switch (c) {
 		case 'o':
@@ -775,9 +757,6 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			break;
-		case 'g':
-			opt.group = true;
-			break;
 		case 'q':
 			opt.quiet = true;
 			break;
@@ -792,11 +771,6 @@ int main(int argc, char **argv)
 	if (optind >= argc || (opt.mode != TEST && !opt.outdir) ||
 	    (opt.mode == TEST && opt.outdir)) {
 		fputs(usage, stderr);
-		return EXIT_USAGE;
-	}
-	if (opt.group && opt.mode != PACK) {
-		fprintf(stderr, "weightfs-pack: --group is for packing; "
-				"--unpack and --test read it from the file\n");
 		return EXIT_USAGE;
 	}
 	if (!opt.threads) {
