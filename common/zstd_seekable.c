@@ -174,6 +174,8 @@ void zstd_seekable_range(const struct zstd_seekable *zs, uint64_t off,
 
 struct zstd_seekable_dctx {
 	ZSTD_DCtx *dctx;
+	uint8_t *scratch; /* a frame cut by a read's range */
+	size_t scratch_cap;
 };
 
 int zstd_seekable_dctx_new(struct zstd_seekable_dctx **ret)
@@ -196,6 +198,7 @@ void zstd_seekable_dctx_free(struct zstd_seekable_dctx *dc)
 	if (!dc)
 		return;
 	ZSTD_freeDCtx(dc->dctx);
+	free(dc->scratch);
 	free(dc);
 }
 
@@ -247,6 +250,64 @@ ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
 	    zstd_seekable_checksum(dst, f->dsize) != f->checksum)
 		return -EBADMSG;
 	return f->dsize;
+}
+
+ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
+			   const struct zstd_seekable *zs, uint64_t off,
+			   uint64_t len, const void *src, size_t src_len,
+			   void *dst)
+{
+	const uint8_t *in = src;
+	uint8_t *out = dst;
+	uint64_t end, base;
+	uint32_t first, count, i;
+
+	zstd_seekable_range(zs, off, len, &first, &count);
+	if (count == 0)
+		return 0;
+	end = len > zs->size - off ? zs->size : off + len;
+	base = zs->frames[first].coff;
+	if (zs->frames[first + count - 1].coff +
+		    zs->frames[first + count - 1].csize - base !=
+	    src_len)
+		return -EINVAL;
+	for (i = first; i < first + count; i++) {
+		const struct zstd_seekable_frame *f = &zs->frames[i];
+		const uint8_t *fsrc = in + (f->coff - base);
+		ssize_t r;
+
+		if (f->dsize == 0)
+			continue;
+		if (f->doff >= off && f->doff + f->dsize <= end) {
+			r = zstd_seekable_decode(dc, zs, i, fsrc, f->csize,
+						 out + (f->doff - off),
+						 f->dsize);
+		} else {
+			uint64_t from = f->doff > off ? f->doff : off;
+			uint64_t to = f->doff + f->dsize < end
+					      ? f->doff + f->dsize
+					      : end;
+
+			if (dc->scratch_cap < f->dsize) {
+				uint8_t *p = malloc(f->dsize);
+
+				if (!p)
+					return -ENOMEM;
+				free(dc->scratch);
+				dc->scratch = p;
+				dc->scratch_cap = f->dsize;
+			}
+			r = zstd_seekable_decode(dc, zs, i, fsrc, f->csize,
+						 dc->scratch, f->dsize);
+			if (r >= 0)
+				memcpy(out + (from - off),
+				       dc->scratch + (from - f->doff),
+				       to - from);
+		}
+		if (r < 0)
+			return r;
+	}
+	return end - off;
 }
 
 ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,

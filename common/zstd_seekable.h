@@ -122,6 +122,24 @@ ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
 			     const void *src, size_t src_len, void *dst,
 			     size_t dst_cap);
 
+/*
+ * zstd_seekable_read() - the uncompressed bytes [@off, @off + @len) (clamped
+ * to the data) into @dst, from @src: the @src_len compressed bytes of frames
+ * [first, first + count) that zstd_seekable_range(@zs, @off, @len) gives,
+ * i.e. the object's bytes from frames[first].coff on. Frames wholly inside
+ * the range are decoded straight into @dst, a frame cut by either end goes
+ * through a scratch buffer of the context's. Every frame is verified as by
+ * zstd_seekable_decode(). This is what one cache block's fill needs: one
+ * ranged GET of [frames[first].coff, end of frames[first + count - 1]),
+ * then this call.
+ * @return the bytes written (0 past the end); -EBADMSG (a corrupt frame;
+ * @dst unspecified), -EINVAL (@src_len is not those frames' size), -ENOMEM.
+ */
+ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
+			   const struct zstd_seekable *zs, uint64_t off,
+			   uint64_t len, const void *src, size_t src_len,
+			   void *dst);
+
 /* Writing (weightfs-pack, tests). */
 
 /* zstd_seekable_table_bytes() - the seek table's size for @nframes. */

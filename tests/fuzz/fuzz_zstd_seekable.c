@@ -1,9 +1,10 @@
 /* Fuzz the seekable-zstd seek table parser and frame decoder
  * (common/zstd_seekable.c). Each input is a whole object: its tail is parsed
  * as a seek table (first the footer alone, then the table alone, then the
- * whole input), every range lookup must stay inside the table, and every
- * frame is decoded into a buffer of exactly its size. It must not crash,
- * leak or read out of bounds, and what parses must be self-consistent. */
+ * whole input), every range lookup must stay inside the table, every frame
+ * is decoded into a buffer of exactly its size, and a range cut mid-frame is
+ * read. It must not crash, leak or read out of bounds, and what parses must
+ * be self-consistent. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = zstd_seekable_decode(dc, whole, i, data + f->coff, f->csize,
 					 out, f->dsize);
 		if (n >= 0 && (size_t)n != f->dsize)
+			abort();
+		free(out);
+	}
+	/* a read of a range cut mid-frame at both ends, when small */
+	zstd_seekable_range(whole, size % (whole->size + 1), 3000, &first,
+			    &count);
+	if (count && whole->max_dsize <= (1u << 20)) {
+		const struct zstd_seekable_frame *a = &whole->frames[first];
+		const struct zstd_seekable_frame *z =
+			&whole->frames[first + count - 1];
+		uint8_t *out = malloc(3000);
+		ssize_t n;
+
+		if (!out)
+			goto out;
+		n = zstd_seekable_read(dc, whole, size % (whole->size + 1),
+				       3000, data + a->coff,
+				       z->coff + z->csize - a->coff, out);
+		if (n > 3000)
 			abort();
 		free(out);
 	}

@@ -341,6 +341,79 @@ static void test_every_flip(void)
 	}
 }
 
+/* zstd_seekable_read() over random ranges, as a cache block fill would
+ * use it: one contiguous run of compressed bytes in, the range out. */
+static void test_read(void)
+{
+	const size_t n = 50001;
+	uint8_t *d = sample(n, 9), *out = malloc(n + 64);
+	struct obj o = build(d, n, 4096, 1, 0, 3);
+	struct zstd_seekable *zs;
+	struct zstd_seekable_dctx *dc;
+	uint32_t x = 12345, first, count;
+	int k, bad = 0;
+
+	if (zstd_seekable_parse(o.buf, o.len, o.len, &zs) ||
+	    zstd_seekable_dctx_new(&dc)) {
+		CHECK(0, "setup");
+		return;
+	}
+	for (k = 0; k < 3000; k++) {
+		uint64_t off, len, want;
+		const uint8_t *src;
+		size_t src_len;
+		ssize_t r;
+
+		x = x * 1103515245U + 12345U;
+		off = k == 0 ? 0 : (x >> 8) % (n + 10);
+		x = x * 1103515245U + 12345U;
+		len = k == 0	   ? n
+		      : k % 7 == 0 ? UINT64_MAX / 2
+				   : (x >> 8) % 20000;
+		zstd_seekable_range(zs, off, len, &first, &count);
+		src = count ? o.buf + zs->frames[first].coff : o.buf;
+		src_len = count ? zs->frames[first + count - 1].coff +
+					  zs->frames[first + count - 1].csize -
+					  zs->frames[first].coff
+				: 0;
+		want = off >= n ? 0 : len > n - off ? n - off : len;
+		memset(out, 0xee, n + 64);
+		r = zstd_seekable_read(dc, zs, off, len, src, src_len, out);
+		if (r != (ssize_t)want ||
+		    memcmp(out, d + (off < n ? off : 0), want) ||
+		    out[want] != 0xee) {
+			if (bad++ < 5)
+				CHECK(0, "read [%llu,+%llu): %zd",
+				      (unsigned long long)off,
+				      (unsigned long long)len, r);
+		}
+	}
+	CHECK(bad == 0, "%d bad reads", bad);
+	/* the wrong compressed length, a corrupt frame in the range */
+	zstd_seekable_range(zs, 5000, 10000, &first, &count);
+	{
+		size_t sl = zs->frames[first + count - 1].coff +
+			    zs->frames[first + count - 1].csize -
+			    zs->frames[first].coff;
+		uint8_t *copy = malloc(sl);
+
+		memcpy(copy, o.buf + zs->frames[first].coff, sl);
+		CHECK(zstd_seekable_read(dc, zs, 5000, 10000, copy, sl - 1,
+					 out) == -EINVAL,
+		      "short src");
+		copy[sl / 2] ^= 0x10;
+		CHECK(zstd_seekable_read(dc, zs, 5000, 10000, copy, sl, out) ==
+			      -EBADMSG,
+		      "corrupt frame in range");
+		free(copy);
+	}
+	zstd_seekable_dctx_free(dc);
+	zstd_seekable_free(zs);
+	free(o.buf);
+	free(out);
+	free(d);
+}
+
 static void test_checksum(void)
 {
 	/* XXH64("") = 0xEF46DB3751D8E999 */
@@ -354,6 +427,7 @@ int main(void)
 	test_table_errors();
 	test_frame_errors();
 	test_every_flip();
+	test_read();
 	test_checksum();
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
