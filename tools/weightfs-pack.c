@@ -33,16 +33,17 @@ static const char usage[] =
 	"       weightfs-pack --unpack [OPTIONS] SRC... -o DIR\n"
 	"       weightfs-pack --test [OPTIONS] SRC...\n"
 	"\n"
-	"Packs each file SRC (a directory: every file below it, the tree "
-	"kept)\n"
-	"into DIR/NAME.zst in the zstd seekable format: independent frames of\n"
-	"--frame-size uncompressed bytes and a seek table in a trailing\n"
-	"skippable frame, so a reader can fetch and decode any byte range\n"
-	"alone. Plain `zstd -d` restores these files too. Each\n"
-	"output is written under a temporary name, decoded and compared with\n"
-	"its source, then renamed into place: a failed or interrupted run "
-	"never\n"
-	"leaves a partial file under the final name.\n"
+	"Packs each file SRC (a directory: every file below it, symlinks to\n"
+	"files included, the tree kept) into DIR/NAME.zst in the zstd "
+	"seekable\n"
+	"format: independent frames of --frame-size uncompressed bytes and a\n"
+	"seek table in a trailing skippable frame, so a reader can fetch and\n"
+	"decode any byte range alone. Plain `zstd -d` restores these files "
+	"too.\n"
+	"Each output is written under a temporary name, decoded and compared\n"
+	"with its source, then renamed into place: a failed or interrupted "
+	"run\n"
+	"never leaves a partial file under the final name.\n"
 	"\n"
 	"  -o, --output DIR      where outputs go (created if missing)\n"
 	"  -u, --unpack          restore the originals of NAME.zst files (a\n"
@@ -625,7 +626,15 @@ static int walk_cb(const char *path, const struct stat *st, int type,
 		   struct FTW *ftw)
 {
 	const char *rel = path + walk_root_len;
+	struct stat target;
 
+	/* A symlink to a file counts as that file (a Hugging Face snapshot
+	 * is symlinks into its blob store); directories are not followed. */
+	if (type == FTW_SL && stat(path, &target) == 0 &&
+	    S_ISREG(target.st_mode)) {
+		st = &target;
+		type = FTW_F;
+	}
 	if (type != FTW_F || !S_ISREG(st->st_mode))
 		return 0;
 	while (*rel == '/')
