@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -332,6 +333,19 @@ static int mkdirs(char *path)
 	return 0;
 }
 
+/* The temporary file being written, removed if a signal ends the run. */
+static char *volatile cur_tmp;
+
+static void on_signal(int sig)
+{
+	char *t = cur_tmp;
+
+	if (t)
+		unlink(t);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 /* Open a temporary file next to @final (".NAME.XXXXXX"). */
 static int open_tmp(const char *final, char **ret_tmp)
 {
@@ -350,6 +364,7 @@ static int open_tmp(const char *final, char **ret_tmp)
 		return e;
 	}
 	*ret_tmp = tmp;
+	cur_tmp = tmp;
 	return fd;
 }
 
@@ -489,6 +504,7 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	if (r == 0)
 		*ret_out = out.size;
 out:
+	cur_tmp = NULL;
 	if (fd >= 0)
 		close(fd);
 	if (r && tmp)
@@ -566,6 +582,7 @@ static int unpack_one(const char *src, const char *dst, const char *name,
 	}
 	*ret_out = zs->size;
 out:
+	cur_tmp = NULL;
 	if (fd >= 0)
 		close(fd);
 	if (r && tmp)
@@ -809,6 +826,9 @@ int main(int argc, char **argv)
 	for (k = 0; k < nitems; k++)
 		total_bytes += items[k].size;
 	opt.progress = !opt.quiet && isatty(STDERR_FILENO);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
 	t_start = now();
 
 	for (k = 0; k < nitems; k++) {

@@ -11,8 +11,10 @@ Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES
 import os
 import pty
 import shutil
+import signal
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -256,3 +258,17 @@ def test_progress_bar_on_a_terminal(big_file, tmp_path):
     # without a terminal: no bar
     r = pack("-f", "256K", big_file, "-o", tmp_path / "o2")
     assert "[#" not in r.stderr and "%" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_nothing(big_file, tmp_path, sig):
+    """Killed mid-file: neither NAME.zst nor a temporary is left."""
+    out = tmp_path / "o"
+    p = subprocess.Popen([PACK, "-q", "-T", "1", "-l", "19", "-f", "256K",
+                          str(big_file), "-o", str(out)])
+    # wait until its temporary exists, then interrupt
+    assert lib.wait_until(lambda: out.exists() and os.listdir(out), 20)
+    time.sleep(0.2)
+    p.send_signal(sig)
+    assert p.wait(timeout=20) == -sig, "it finished before the signal"
+    assert os.listdir(out) == []
