@@ -1,0 +1,344 @@
+/* The zstd seekable format: seek table parsing, frame lookup and verified
+ * decoding (see zstd_seekable.h). libzstd's codes are translated here only. */
+#include "zstd_seekable.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#define SKIPPABLE_HEADER 8
+/* Reserved bits 6-2 must be 0; bits 1-0 are "unused": not interpreted. */
+#define RESERVED_BITS 0x7c
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = v;
+	p[1] = v >> 8;
+	p[2] = v >> 16;
+	p[3] = v >> 24;
+}
+
+uint64_t zstd_seekable_table_bytes(uint32_t nframes, int checksums)
+{
+	return SKIPPABLE_HEADER + (uint64_t)nframes * (checksums ? 12 : 8) +
+	       ZSTD_SEEKABLE_FOOTER_SIZE;
+}
+
+int zstd_seekable_table_size(const void *tail, size_t len, uint64_t object_size,
+			     uint64_t *ret_size)
+{
+	const uint8_t *f;
+	uint32_t nframes;
+	uint8_t desc;
+	uint64_t size;
+
+	if (len < ZSTD_SEEKABLE_FOOTER_SIZE)
+		return -EINVAL;
+	f = (const uint8_t *)tail + len - ZSTD_SEEKABLE_FOOTER_SIZE;
+	if (rd32(f + 5) != ZSTD_SEEKABLE_MAGIC)
+		return -ENOMSG;
+	nframes = rd32(f);
+	desc = f[4];
+	if (desc & RESERVED_BITS)
+		return -EPROTO;
+	if (nframes > ZSTD_SEEKABLE_MAX_FRAMES)
+		return -EPROTO;
+	size = zstd_seekable_table_bytes(nframes,
+					 desc & ZSTD_SEEKABLE_CHECKSUM_FLAG);
+	if (size > object_size || size - SKIPPABLE_HEADER > UINT32_MAX)
+		return -EPROTO;
+	*ret_size = size;
+	return 0;
+}
+
+int zstd_seekable_parse(const void *tail, size_t len, uint64_t object_size,
+			struct zstd_seekable **ret)
+{
+	struct zstd_seekable *zs;
+	const uint8_t *t, *e;
+	uint64_t tsize, coff = 0, doff = 0;
+	uint32_t i, n, esz;
+	uint8_t desc;
+	int r;
+
+	r = zstd_seekable_table_size(tail, len, object_size, &tsize);
+	if (r)
+		return r;
+	if (len < tsize)
+		return -EINVAL;
+	t = (const uint8_t *)tail + len - tsize;
+	desc = t[tsize - 5];
+	n = rd32(t + tsize - 9);
+	if (rd32(t) != ZSTD_SEEKABLE_SKIPPABLE_MAGIC ||
+	    rd32(t + 4) != tsize - SKIPPABLE_HEADER)
+		return -EPROTO;
+
+	zs = calloc(1, sizeof(*zs));
+	if (!zs)
+		return -ENOMEM;
+	zs->frames = calloc(n ? n : 1, sizeof(*zs->frames));
+	if (!zs->frames) {
+		free(zs);
+		return -ENOMEM;
+	}
+	zs->nframes = n;
+	zs->has_checksum = !!(desc & ZSTD_SEEKABLE_CHECKSUM_FLAG);
+	zs->object_size = object_size;
+	zs->table_size = tsize;
+	esz = zs->has_checksum ? 12 : 8;
+	e = t + SKIPPABLE_HEADER;
+	for (i = 0; i < n; i++, e += esz) {
+		struct zstd_seekable_frame *fr = &zs->frames[i];
+
+		fr->csize = rd32(e);
+		fr->dsize = rd32(e + 4);
+		fr->checksum = zs->has_checksum ? rd32(e + 8) : 0;
+		fr->coff = coff;
+		fr->doff = doff;
+		/* A frame with data has at least a zstd frame header; the
+		 * sums cannot overflow (2^27 frames of < 2^32 bytes). */
+		if ((fr->dsize && fr->csize == 0) ||
+		    fr->dsize > ZSTD_SEEKABLE_MAX_FRAME_SIZE)
+			goto bad;
+		coff += fr->csize;
+		doff += fr->dsize;
+		if (fr->dsize > zs->max_dsize)
+			zs->max_dsize = fr->dsize;
+	}
+	if (coff != object_size - tsize)
+		goto bad;
+	zs->size = doff;
+	*ret = zs;
+	return 0;
+bad:
+	zstd_seekable_free(zs);
+	return -EPROTO;
+}
+
+void zstd_seekable_free(struct zstd_seekable *zs)
+{
+	if (!zs)
+		return;
+	free(zs->frames);
+	free(zs);
+}
+
+void zstd_seekable_range(const struct zstd_seekable *zs, uint64_t off,
+			 uint64_t len, uint32_t *ret_first, uint32_t *ret_count)
+{
+	uint64_t end;
+	uint32_t lo, hi, first;
+
+	*ret_first = 0;
+	*ret_count = 0;
+	if (len == 0 || off >= zs->size)
+		return;
+	end = len > zs->size - off ? zs->size : off + len;
+	/* first: the first frame whose data ends after @off */
+	lo = 0;
+	hi = zs->nframes;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const struct zstd_seekable_frame *f = &zs->frames[mid];
+
+		if (f->doff + f->dsize <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	first = lo;
+	/* last + 1: the first frame starting at or after @end */
+	hi = zs->nframes;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (zs->frames[mid].doff < end)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*ret_first = first;
+	*ret_count = lo - first;
+}
+
+struct zstd_seekable_dctx {
+	ZSTD_DCtx *dctx;
+	uint8_t *scratch; /* a frame cut by a read's range */
+	size_t scratch_cap;
+};
+
+int zstd_seekable_dctx_new(struct zstd_seekable_dctx **ret)
+{
+	struct zstd_seekable_dctx *dc = calloc(1, sizeof(*dc));
+
+	if (!dc)
+		return -ENOMEM;
+	dc->dctx = ZSTD_createDCtx();
+	if (!dc->dctx) {
+		free(dc);
+		return -ENOMEM;
+	}
+	*ret = dc;
+	return 0;
+}
+
+void zstd_seekable_dctx_free(struct zstd_seekable_dctx *dc)
+{
+	if (!dc)
+		return;
+	ZSTD_freeDCtx(dc->dctx);
+	free(dc->scratch);
+	free(dc);
+}
+
+ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
+			     const struct zstd_seekable *zs, uint32_t i,
+			     const void *src, size_t src_len, void *dst,
+			     size_t dst_cap)
+{
+	const struct zstd_seekable_frame *f;
+	unsigned long long content;
+	ZSTD_frameHeader fh;
+	int verified = 0;
+	size_t r;
+
+	if (i >= zs->nframes)
+		return -EINVAL;
+	f = &zs->frames[i];
+	if (src_len != f->csize || dst_cap < f->dsize)
+		return -EINVAL;
+	if (f->dsize == 0)
+		return 0;
+	/* Exactly one zstd frame, no trailing bytes or second frame. */
+	r = ZSTD_findFrameCompressedSize(src, src_len);
+	if (ZSTD_isError(r) || r != src_len)
+		return -EBADMSG;
+	content = ZSTD_getFrameContentSize(src, src_len);
+	if (content == ZSTD_CONTENTSIZE_ERROR ||
+	    (content != ZSTD_CONTENTSIZE_UNKNOWN && content != f->dsize))
+		return -EBADMSG;
+	/* A zstd frame with its own checksum (the same XXH64 low 32 bits, of
+	 * what it decodes to) is verified by libzstd: if the table's agrees
+	 * with it, hashing again would check nothing more. */
+	if (zs->has_checksum && ZSTD_getFrameHeader(&fh, src, src_len) == 0 &&
+	    fh.checksumFlag) {
+		if (rd32((const uint8_t *)src + src_len - 4) != f->checksum)
+			return -EBADMSG;
+		verified = 1;
+	}
+	/* Capacity exactly dsize: a frame that holds more fails here. */
+	r = ZSTD_decompressDCtx(dc->dctx, dst, f->dsize, src, src_len);
+	if (ZSTD_isError(r)) {
+		if (ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation)
+			return -ENOMEM;
+		return -EBADMSG;
+	}
+	if (r != f->dsize)
+		return -EBADMSG;
+	if (zs->has_checksum && !verified &&
+	    zstd_seekable_checksum(dst, f->dsize) != f->checksum)
+		return -EBADMSG;
+	return f->dsize;
+}
+
+ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
+			   const struct zstd_seekable *zs, uint64_t off,
+			   uint64_t len, const void *src, size_t src_len,
+			   void *dst)
+{
+	const uint8_t *in = src;
+	uint8_t *out = dst;
+	uint64_t end, base;
+	uint32_t first, count, i;
+
+	zstd_seekable_range(zs, off, len, &first, &count);
+	if (count == 0)
+		return 0;
+	end = len > zs->size - off ? zs->size : off + len;
+	base = zs->frames[first].coff;
+	if (zs->frames[first + count - 1].coff +
+		    zs->frames[first + count - 1].csize - base !=
+	    src_len)
+		return -EINVAL;
+	for (i = first; i < first + count; i++) {
+		const struct zstd_seekable_frame *f = &zs->frames[i];
+		const uint8_t *fsrc = in + (f->coff - base);
+		ssize_t r;
+
+		if (f->dsize == 0)
+			continue;
+		if (f->doff >= off && f->doff + f->dsize <= end) {
+			r = zstd_seekable_decode(dc, zs, i, fsrc, f->csize,
+						 out + (f->doff - off),
+						 f->dsize);
+		} else {
+			uint64_t from = f->doff > off ? f->doff : off;
+			uint64_t to = f->doff + f->dsize < end
+					      ? f->doff + f->dsize
+					      : end;
+
+			if (dc->scratch_cap < f->dsize) {
+				uint8_t *p = malloc(f->dsize);
+
+				if (!p)
+					return -ENOMEM;
+				free(dc->scratch);
+				dc->scratch = p;
+				dc->scratch_cap = f->dsize;
+			}
+			r = zstd_seekable_decode(dc, zs, i, fsrc, f->csize,
+						 dc->scratch, f->dsize);
+			if (r >= 0)
+				memcpy(out + (from - off),
+				       dc->scratch + (from - f->doff),
+				       to - from);
+		}
+		if (r < 0)
+			return r;
+	}
+	return end - off;
+}
+
+ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,
+				  uint32_t nframes, int checksums, void *buf,
+				  size_t cap)
+{
+	uint64_t size = zstd_seekable_table_bytes(nframes, checksums);
+	uint8_t *p = buf;
+	uint32_t i;
+
+	if (nframes > ZSTD_SEEKABLE_MAX_FRAMES || cap < size)
+		return -EINVAL;
+	wr32(p, ZSTD_SEEKABLE_SKIPPABLE_MAGIC);
+	wr32(p + 4, size - SKIPPABLE_HEADER);
+	p += SKIPPABLE_HEADER;
+	for (i = 0; i < nframes; i++) {
+		wr32(p, frames[i].csize);
+		wr32(p + 4, frames[i].dsize);
+		p += 8;
+		if (checksums) {
+			wr32(p, frames[i].checksum);
+			p += 4;
+		}
+	}
+	wr32(p, nframes);
+	p[4] = checksums ? ZSTD_SEEKABLE_CHECKSUM_FLAG : 0;
+	wr32(p + 5, ZSTD_SEEKABLE_MAGIC);
+	return size;
+}
+
+uint32_t zstd_seekable_checksum(const void *buf, size_t n)
+{
+	return (uint32_t)XXH64(buf, n, 0);
+}

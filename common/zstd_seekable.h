@@ -1,0 +1,161 @@
+/* The zstd seekable format (zstd's contrib/seekable_format, version 0.1.0):
+ * an object is a run of independent frames followed by a seek table in a
+ * trailing skippable frame, so any uncompressed byte range can be read by
+ * fetching and decoding only the frames that cover it.
+ *
+ *   [frame 0][frame 1]...[frame N-1][seek table]
+ *   seek table = magic 0x184D2A5E, u32 frame size, N entries of
+ *                (u32 compressed size, u32 decompressed size[, u32 checksum]),
+ *                footer (u32 N, u8 descriptor, u32 magic 0x8F92EAB1)
+ *
+ * All integers are little-endian. The checksum, when the descriptor's bit 7
+ * is set, is the low 32 bits of XXH64 (seed 0) of the frame's decompressed
+ * bytes.
+ *
+ * Nothing here does I/O: the caller fetches the bytes (the object's tail for
+ * the table, a frame's compressed bytes to decode it).
+ *
+ * Errors: -ENOMSG when the bytes end without the seekable magic (not a
+ * seekable object), -EPROTO for a malformed or inconsistent seek table,
+ * -EBADMSG for a frame that does not decode to exactly what its entry says.
+ * A corrupt input never yields wrong bytes.
+ *
+ * Thread-safety: a parsed struct zstd_seekable is read-only and may be shared;
+ * a struct zstd_seekable_dctx belongs to one thread at a time.
+ */
+#ifndef WFS_COMMON_ZSTD_SEEKABLE_H
+#define WFS_COMMON_ZSTD_SEEKABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ZSTD_SEEKABLE_SKIPPABLE_MAGIC 0x184D2A5EU
+#define ZSTD_SEEKABLE_MAGIC 0x8F92EAB1U
+#define ZSTD_SEEKABLE_FOOTER_SIZE 9
+/* Skippable frame header (8) + footer (9): the smallest seek table. */
+#define ZSTD_SEEKABLE_TABLE_MIN 17
+/* The reference implementation's limits, kept so that what we accept it
+ * accepts too (and a table cannot ask for absurd allocations). */
+#define ZSTD_SEEKABLE_MAX_FRAMES 0x8000000U
+#define ZSTD_SEEKABLE_MAX_FRAME_SIZE 0x40000000U
+
+/* Descriptor bits. */
+#define ZSTD_SEEKABLE_CHECKSUM_FLAG 0x80
+
+struct zstd_seekable_frame {
+	uint64_t coff;	   /* offset of its compressed bytes in the object */
+	uint64_t doff;	   /* offset of its bytes in the uncompressed data */
+	uint32_t csize;	   /* compressed bytes */
+	uint32_t dsize;	   /* decompressed bytes (0: a skippable frame) */
+	uint32_t checksum; /* low 32 bits of XXH64; valid if has_checksum */
+};
+
+/* A parsed seek table; read-only after zstd_seekable_parse(). */
+struct zstd_seekable {
+	struct zstd_seekable_frame *frames; /* nframes, by coff and doff */
+	uint32_t nframes;
+	int has_checksum;
+	uint64_t size;	      /* uncompressed bytes: the file as shown */
+	uint64_t object_size; /* compressed object, seek table included */
+	uint64_t table_size;  /* the seek table frame's bytes */
+	uint32_t max_dsize;   /* largest frame's decompressed size */
+};
+
+/*
+ * zstd_seekable_table_size() - read the footer from the last @len (>= 9)
+ * bytes of an object of @object_size bytes and say how many trailing bytes
+ * the whole seek table takes, so the caller can fetch exactly those.
+ * @return 0 and *ret_size; -ENOMSG (no seekable magic), -EPROTO (a footer
+ * that cannot be right for this object), -EINVAL (@len < 9).
+ */
+int zstd_seekable_table_size(const void *tail, size_t len, uint64_t object_size,
+			     uint64_t *ret_size);
+
+/*
+ * zstd_seekable_parse() - parse and validate the seek table at the end of
+ * @tail, the last @len bytes of an object of @object_size bytes (@len at
+ * least the table size; more is fine). Checks the magics, the reserved
+ * bits, the frame count against the table's length, that the frames'
+ * compressed sizes add up to exactly the bytes before the table, and each
+ * frame's size limits.
+ * @return 0 and *ret (free with zstd_seekable_free()); -ENOMSG, -EPROTO,
+ * -EINVAL (@len too short for the table), -ENOMEM.
+ */
+int zstd_seekable_parse(const void *tail, size_t len, uint64_t object_size,
+			struct zstd_seekable **ret);
+
+/* zstd_seekable_free() - NULL ok. */
+void zstd_seekable_free(struct zstd_seekable *zs);
+
+/*
+ * zstd_seekable_range() - the frames holding uncompressed bytes
+ * [@off, @off + @len) (clamped to the data): *ret_first and *ret_count
+ * (0 when the range is empty or starts at or past the end). Their
+ * compressed bytes are contiguous: from frames[first].coff to the end of
+ * frames[first + count - 1]. Zero-size frames between them are included.
+ */
+void zstd_seekable_range(const struct zstd_seekable *zs, uint64_t off,
+			 uint64_t len, uint32_t *ret_first,
+			 uint32_t *ret_count);
+
+struct zstd_seekable_dctx;
+
+/* zstd_seekable_dctx_new() - a decoding context. @return 0, -ENOMEM. */
+int zstd_seekable_dctx_new(struct zstd_seekable_dctx **ret);
+
+/* zstd_seekable_dctx_free() - NULL ok. */
+void zstd_seekable_dctx_free(struct zstd_seekable_dctx *dc);
+
+/*
+ * zstd_seekable_decode() - decode frame @i of @zs from its @src_len
+ * compressed bytes @src into @dst (@dst_cap >= frames[i].dsize). @src_len
+ * must equal frames[i].csize and hold exactly one frame; it must decode to
+ * exactly frames[i].dsize bytes, whose checksum (when the table has them)
+ * must match. A zero-size frame writes nothing.
+ * @return the bytes written (frames[i].dsize); -EBADMSG for a corrupt
+ * frame (@dst's contents are then unspecified), -EINVAL for a bad @i,
+ * @src_len or @dst_cap, -ENOMEM.
+ */
+ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
+			     const struct zstd_seekable *zs, uint32_t i,
+			     const void *src, size_t src_len, void *dst,
+			     size_t dst_cap);
+
+/*
+ * zstd_seekable_read() - the uncompressed bytes [@off, @off + @len) (clamped
+ * to the data) into @dst, from @src: the @src_len compressed bytes of frames
+ * [first, first + count) that zstd_seekable_range(@zs, @off, @len) gives,
+ * i.e. the object's bytes from frames[first].coff on. Frames wholly inside
+ * the range are decoded straight into @dst, a frame cut by either end goes
+ * through a scratch buffer of the context's. Every frame is verified as by
+ * zstd_seekable_decode(). This is what one cache block's fill needs: one
+ * ranged GET of [frames[first].coff, end of frames[first + count - 1]),
+ * then this call.
+ * @return the bytes written (0 past the end); -EBADMSG (a corrupt frame;
+ * @dst unspecified), -EINVAL (@src_len is not those frames' size), -ENOMEM.
+ */
+ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
+			   const struct zstd_seekable *zs, uint64_t off,
+			   uint64_t len, const void *src, size_t src_len,
+			   void *dst);
+
+/* Writing (weightfs-pack, tests). */
+
+/* zstd_seekable_table_bytes() - the seek table's size for @nframes. */
+uint64_t zstd_seekable_table_bytes(uint32_t nframes, int checksums);
+
+/*
+ * zstd_seekable_write_table() - write the seek table for @nframes frames
+ * (only csize, dsize and checksum are read) to @buf, which holds
+ * zstd_seekable_table_bytes() bytes. @return the bytes written, or -EINVAL
+ * (too many frames, @cap too small).
+ */
+ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,
+				  uint32_t nframes, int checksums, void *buf,
+				  size_t cap);
+
+/* zstd_seekable_checksum() - low 32 bits of XXH64(seed 0) of @n bytes. */
+uint32_t zstd_seekable_checksum(const void *buf, size_t n);
+
+#endif
