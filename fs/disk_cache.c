@@ -836,15 +836,10 @@ void disk_cache_stop(struct disk_cache *dc)
 
 	if (!dc)
 		return;
+	/* The threads finish what is queued (a bounded few blocks), so
+	 * what was read before an unmount is on disk after it. */
 	pthread_mutex_lock(&dc->lock);
 	dc->stop = true;
-	/* Queued writes are dropped; lookups still queued are done. */
-	while ((j = q_pop(&dc->writes))) {
-		pthread_mutex_unlock(&dc->lock);
-		cache_unref(dc->cache, j->b);
-		free(j);
-		pthread_mutex_lock(&dc->lock);
-	}
 	pthread_cond_broadcast(&dc->cond);
 	pthread_mutex_unlock(&dc->lock);
 	for (i = 0; i < dc->nthreads; i++)

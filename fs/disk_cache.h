@@ -117,9 +117,9 @@ void disk_cache_fill(void *dc, struct block *b);
 void disk_cache_promote(void *dc, struct block *b);
 
 /*
- * disk_cache_stop() - stop the threads: lookups still queued go to the
- * chained filler, writes still queued are dropped. Fills ending later are
- * not written. Call before stopping the chained filler.
+ * disk_cache_stop() - stop the threads once they finished what is queued
+ * (lookups go on to the chained filler, queued writes are written). Fills
+ * ending later are not written. Call before stopping the chained filler.
  */
 void disk_cache_stop(struct disk_cache *dc);
 
