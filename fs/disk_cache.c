@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +29,8 @@
 #define TMP_PREFIX ".tmp."
 #define TMP_STALE_S 600	 /* a temporary file this old is a dead writer's */
 #define RESCAN_WRITES 64 /* rescan DIR this often: other mounts write too */
-#define LOOKUP_THREADS 4
+#define LOOKUP_THREADS 8
+#define TOUCH_S 1 /* a hit moves its file's mtime when older than this */
 
 struct disk_hdr {
 	char magic[8];
@@ -274,18 +276,29 @@ nomem:
 	return -ENOMEM;
 }
 
-/* Read up to @req bytes at @off, stopping once @need arrived or at end of
- * file (an O_DIRECT read past the end is short; reading again at the
- * unaligned end would fail). @return bytes read or a negative errno. */
-static ssize_t read_upto(int fd, char *buf, size_t req, size_t need,
-			 uint64_t off)
+/* Read the header into @hdr (HDR_SIZE bytes) and up to @req bytes of data
+ * into @buf, stopping once @need data bytes arrived or at end of file (an
+ * O_DIRECT read past the end is short; reading again at the unaligned end
+ * would fail). @return bytes read, header included, or a negative errno. */
+static ssize_t read_block(int fd, char *hdr, char *buf, size_t req, size_t need)
 {
 	size_t done = 0;
 
-	while (done < need) {
-		ssize_t n =
-			pread(fd, buf + done, req - done, (off_t)(off + done));
+	while (done < HDR_SIZE + need) {
+		struct iovec iov[2];
+		int niov = 0;
+		ssize_t n;
 
+		if (done < HDR_SIZE) {
+			iov[niov].iov_base = hdr + done;
+			iov[niov++].iov_len = HDR_SIZE - done;
+			iov[niov].iov_base = buf;
+			iov[niov++].iov_len = req;
+		} else {
+			iov[niov].iov_base = buf + (done - HDR_SIZE);
+			iov[niov++].iov_len = req - (done - HDR_SIZE);
+		}
+		n = preadv(fd, iov, niov, (off_t)done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -341,26 +354,25 @@ int disk_cache_read(struct disk_cache *dc, const struct disk_key *key,
 	}
 	if ((uint64_t)st.st_size != HDR_SIZE + (uint64_t)len)
 		goto corrupt; /* torn, truncated, or another length */
-	n = read_upto(fd, hdr.raw, HDR_SIZE, HDR_SIZE, 0);
+	/* Header and data in one request (one I/O round trip). */
+	n = read_block(fd, hdr.raw, buf, direct ? round_up(len) : len, len);
 	if (n < 0) {
 		err = (int)n;
 		goto io_error;
 	}
-	if (n != HDR_SIZE || memcmp(hdr.h.magic, MAGIC, 8) ||
+	if ((size_t)n < HDR_SIZE || memcmp(hdr.h.magic, MAGIC, 8) ||
 	    hdr.h.hdr_hash != hdr_hash(&hdr.h) ||
 	    memcmp(hdr.h.key, key->h, sizeof(key->h)) || hdr.h.len != len)
 		goto corrupt;
-	n = read_upto(fd, buf, direct ? round_up(len) : len, len, HDR_SIZE);
-	if (n < 0) {
-		err = (int)n;
-		goto io_error;
-	}
+	n -= HDR_SIZE;
 	if ((size_t)n < len || XXH3_64bits(buf, len) != hdr.h.data_hash)
 		goto corrupt;
 	if (!direct)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-	/* Last use, for LRU eviction; a read-only DIR keeps its order. */
-	futimens(fd, NULL);
+	/* Last use, for LRU eviction (a second's precision is plenty, and
+	 * spares an inode write per read); a read-only DIR keeps its order. */
+	if (time(NULL) - st.st_mtime >= TOUCH_S)
+		futimens(fd, NULL);
 	close(fd);
 	STAT_ADD(disk_hits, 1);
 	STAT_ADD(disk_bytes, len);
