@@ -376,6 +376,10 @@ int main(int argc, char *argv[])
 	}
 	if (make_options(&c, &d.opts) < 0)
 		goto out;
+	if (c.cache_disk && !c.cache_dir) {
+		fprintf(stderr, "weightfs: cache_disk needs cache_dir\n");
+		goto out;
+	}
 	log_debug_on = c.debug;
 	if (c.debug)
 		c.foreground = 1;

@@ -313,3 +313,11 @@ def test_bad_cache_dir_is_refused(weightfs_run, src, tmp_path):
                      str(tmp_path / "mnt"))
     assert r.returncode == 2
     assert "cache_dir" in r.stderr
+
+
+def test_cache_disk_needs_cache_dir(weightfs_run, src, tmp_path):
+    root, _, _ = src
+    r = weightfs_run("-o", "cache_disk=1G", file_url(root),
+                     str(tmp_path / "mnt"))
+    assert r.returncode == 2
+    assert "cache_dir" in r.stderr
