@@ -686,16 +686,36 @@ void disk_cache_fill(void *arg, struct block *b)
 {
 	struct disk_cache *dc = arg;
 	struct job *j = calloc(1, sizeof(*j));
+	char path[4200];
+	bool there;
 
 	if (!j) {
 		dc->next(dc->next_ctx, b);
 		return;
 	}
 	j->b = b;
+	j->keyed = block_key(dc, b, &j->key);
+	/* A block not on disk goes to the source at once: a failed lookup
+	 * of a name costs the caller less than a hop to a lookup thread,
+	 * and the first read with the tier on is as fast as without. */
+	if (j->keyed) {
+		key_path(dc, &j->key, path, sizeof(path));
+		there = access(path, F_OK) == 0;
+		if (!there)
+			STAT_ADD(disk_misses, 1);
+	} else {
+		there = false;
+	}
 	pthread_mutex_lock(&dc->lock);
 	if (dc->stop) {
 		pthread_mutex_unlock(&dc->lock);
 		free(j);
+		dc->next(dc->next_ctx, b);
+		return;
+	}
+	if (!there) {
+		pend_add(dc, j);
+		pthread_mutex_unlock(&dc->lock);
 		dc->next(dc->next_ctx, b);
 		return;
 	}
@@ -724,9 +744,8 @@ static void lookup(struct disk_cache *dc, struct job *j)
 {
 	struct block *b = j->b;
 
-	j->keyed = block_key(dc, b, &j->key);
-	if (j->keyed && disk_cache_read(dc, &j->key, b->data, dc->block_size,
-					b->len) == 0) {
+	if (disk_cache_read(dc, &j->key, b->data, dc->block_size, b->len) ==
+	    0) {
 		free(j);
 		cache_fetch_done(dc->cache, b, 0);
 		return;

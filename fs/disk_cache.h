@@ -109,8 +109,10 @@ void disk_cache_chain(struct disk_cache *dc, cache_fetch_fn next,
  */
 int disk_cache_start(struct disk_cache *dc, struct cache *c);
 
-/* disk_cache_fill() - a cache_fetch_fn: look for @b on disk on a lookup
- * thread; on a miss hand it to the chained filler. */
+/* disk_cache_fill() - a cache_fetch_fn: a block whose file is in DIR is
+ * read and checked on a lookup thread; a block not there (one access(2)
+ * on the caller's thread), or that fails its check, goes to the chained
+ * filler. */
 void disk_cache_fill(void *dc, struct block *b);
 
 /* disk_cache_promote() - a cache_fetch_fn: a reader waits for @b. */

@@ -93,6 +93,7 @@ def test_off_unless_given(mount, src, tmp_path):
     assert s["disk_writes"] == 0, s
 
 
+@pytest.mark.asan
 def test_flipped_byte_is_refetched(mount, src, tmp_path):
     root, size, digest = src
     cd = tmp_path / "cache"
@@ -123,6 +124,7 @@ def test_flipped_byte_is_refetched(mount, src, tmp_path):
     assert s["bytes_fetched"] == 0 and s["disk_corrupt"] == 0, s
 
 
+@pytest.mark.asan
 def test_sigkill_during_large_read(mount, tmp_path):
     root = tmp_path / "src"
     size = 96 * MiB + 7
@@ -166,6 +168,7 @@ def test_changed_object_gets_new_bytes(mount, src, tmp_path):
     assert s["bytes_fetched"] == size, s
 
 
+@pytest.mark.asan
 def test_two_mounts_share_dir(mount, tmp_path):
     root = tmp_path / "src"
     size = 32 * MiB + 5
