@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -803,10 +805,22 @@ static void filled(void *arg, struct block *b, int err)
 	}
 }
 
+/* Writing behind yields to readers: this thread's CPU and I/O priority go
+ * down (best effort, lowest level: never starved for good). */
+static void lower_priority(void)
+{
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+
+	setpriority(PRIO_PROCESS, (id_t)tid, 10);
+	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, tid,
+		(2 << 13) | 7 /* IOPRIO_CLASS_BE, level 7 */);
+}
+
 static void *writer(void *arg)
 {
 	struct disk_cache *dc = arg;
 
+	lower_priority();
 	pthread_mutex_lock(&dc->lock);
 	for (;;) {
 		struct job *j = q_pop(&dc->writes);
