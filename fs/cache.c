@@ -47,6 +47,8 @@ struct cache {
 	cache_fetch_fn fetch;
 	cache_fetch_fn promote; /* or NULL */
 	void *ctx;
+	cache_filled_fn filled; /* or NULL */
+	void *filled_ctx;
 };
 
 static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
@@ -414,6 +416,8 @@ void cache_unref_behind(struct cache *c, struct block *b, bool behind)
 void cache_fetch_done(struct cache *c, struct block *b, int err)
 {
 	pthread_mutex_lock(&c->lock);
+	if (c->filled)
+		b->refs++; /* the filled hook's */
 	if (err) {
 		b->state = BLOCK_FAILED;
 		b->err = err;
@@ -429,6 +433,8 @@ void cache_fetch_done(struct cache *c, struct block *b, int err)
 		retire(c, b, false);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
+	if (c->filled)
+		c->filled(c->filled_ctx, b, err);
 }
 
 void cache_drop_file(struct cache *c, struct node *file)
@@ -452,6 +458,12 @@ void cache_drop_file(struct cache *c, struct node *file)
 void cache_set_promote(struct cache *c, cache_fetch_fn promote)
 {
 	c->promote = promote;
+}
+
+void cache_set_filled(struct cache *c, cache_filled_fn filled, void *ctx)
+{
+	c->filled_ctx = ctx;
+	c->filled = filled;
 }
 
 uint64_t cache_headroom(struct cache *c)

@@ -89,6 +89,16 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
  */
 void cache_set_promote(struct cache *c, cache_fetch_fn promote);
 
+/* Called, without cache->lock, when the fetch of @b ended with @err, holding
+ * a reference to @b that it must release with cache_unref(). */
+typedef void (*cache_filled_fn)(void *ctx, struct block *b, int err);
+
+/*
+ * cache_set_filled() - @filled(ctx, b, err) is called at the end of every
+ * fetch (the disk tier writes blocks behind). Set before fetches start.
+ */
+void cache_set_filled(struct cache *c, cache_filled_fn filled, void *ctx);
+
 /* cache_unref() - release a reference from cache_get(). NULL is fine. */
 void cache_unref(struct cache *c, struct block *b);
 

@@ -15,6 +15,7 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "disk_cache.h"
 #include "fastpath.h"
 #include "fetch.h"
 #include "log.h"
@@ -62,6 +63,11 @@ static const char usage[] =
 "  -o list_ttl=SECONDS     list the source again this often: new files\n"
 "                          appear, changed ones show their new version\n"
 "                          (default 0: list once, at mount)\n"
+"  -o cache_dir=DIR        keep fetched blocks in DIR too (local NVMe): a\n"
+"                          new daemon serves them without fetching again;\n"
+"                          every block is checked with XXH3 (default: off)\n"
+"  -o cache_disk=SIZE      budget of the disk cache, least recently used\n"
+"                          blocks go first (default 20G)\n"
 "  -o allow_other          let other users read the mount (the kernel checks\n"
 "                          permissions; file:// shows the source's owners\n"
 "                          and modes, less write bits)\n"
@@ -88,6 +94,7 @@ struct cmdline {
 	char *connections, *retries, *timeout, *list_ttl;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
+	char *cache_dir, *cache_disk;
 	int foreground, debug, help, version;
 };
 
@@ -104,6 +111,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("retries=%s", retries),
 	OPT("timeout=%s", timeout),
 	OPT("list_ttl=%s", list_ttl),
+	OPT("cache_dir=%s", cache_dir),
+	OPT("cache_disk=%s", cache_disk),
 	OPT("insecure", insecure),
 	OPT("path_style", path_style),
 	OPT("no_sign_request", no_sign_request),
@@ -415,6 +424,42 @@ static int check_mountpoint(const char *mp)
 	return 0;
 }
 
+/* The disk tier under -o cache_dir=DIR, budget -o cache_disk=SIZE. */
+static int open_disk_cache(const struct cmdline *c, const struct daemon *d,
+			   struct disk_cache **ret)
+{
+	struct disk_cache_config cfg = { 0 };
+	uint64_t nblocks = d->opts.cache_mem / d->opts.block_size;
+	char *id = NULL;
+	int err;
+
+	cfg.budget = 20ULL << 30;
+	if (parse_size_opt("cache_disk", c->cache_disk, &cfg.budget) < 0)
+		return -EINVAL;
+	if (cfg.budget < 2 * d->opts.block_size) {
+		fprintf(stderr, "weightfs: cache_disk must hold at least two "
+				"blocks (2 x block_size)\n");
+		return -EINVAL;
+	}
+	/* The source's identity: what it names, and where (S3 endpoint). */
+	if (asprintf(&id, "%s|%s", d->src->display,
+		     d->opts.endpoint ? d->opts.endpoint : "") < 0)
+		return -ENOMEM;
+	cfg.dir = c->cache_dir;
+	cfg.block_size = d->opts.block_size;
+	cfg.source_id = id;
+	/* Blocks waiting to be written hold cache slots: an eighth. */
+	cfg.max_queued = nblocks / 8 > 64 ? 64 : (unsigned)(nblocks / 8);
+	if (cfg.max_queued == 0)
+		cfg.max_queued = 1;
+	err = disk_cache_new(&cfg, ret);
+	free(id);
+	if (err < 0)
+		fprintf(stderr, "weightfs: cache_dir %s: %s\n", c->cache_dir,
+			strerror(-err));
+	return err;
+}
+
 static void print_warnings(const char *w)
 {
 	const char *p = w, *nl;
@@ -432,6 +477,9 @@ int main(int argc, char *argv[])
 	struct daemon d = { 0 };
 	struct fuse_loop_config *loop_cfg = NULL;
 	struct refresh *refresh = NULL;
+	struct disk_cache *disk = NULL;
+	cache_fetch_fn fill = fetch_block, promote = fetch_promote;
+	void *fill_ctx;
 	char *msg = NULL, *warnings = NULL;
 	int ret = EXIT_USAGE, err;
 
@@ -454,6 +502,10 @@ int main(int argc, char *argv[])
 	}
 	if (make_options(&c, &d.opts) < 0 || check_mountpoint(c.mountpoint) < 0)
 		goto out;
+	if (c.cache_disk && !c.cache_dir) {
+		fprintf(stderr, "weightfs: cache_disk needs cache_dir\n");
+		goto out;
+	}
 	log_debug_on = c.debug;
 	if (c.debug)
 		c.foreground = 1;
@@ -476,12 +528,22 @@ int main(int argc, char *argv[])
 	log_debug("listed %zu files, %llu bytes", d.tree->files,
 		  (unsigned long long)d.tree->bytes);
 
-	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0 ||
-	    (err = cache_new(d.opts.cache_mem, d.opts.block_size, fetch_block,
-			     d.fetch, &d.cache)) < 0)
+	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0)
+		goto fail;
+	fill_ctx = d.fetch;
+	if (c.cache_dir) { /* the disk tier wraps the fetch engine */
+		if ((err = open_disk_cache(&c, &d, &disk)) < 0)
+			goto out;
+		disk_cache_chain(disk, fetch_block, fetch_promote, d.fetch);
+		fill = disk_cache_fill;
+		promote = disk_cache_promote;
+		fill_ctx = disk;
+	}
+	if ((err = cache_new(d.opts.cache_mem, d.opts.block_size, fill,
+			     fill_ctx, &d.cache)) < 0)
 		goto fail;
 	fetch_attach(d.fetch, d.cache);
-	cache_set_promote(d.cache, fetch_promote);
+	cache_set_promote(d.cache, promote);
 	err = fastpath_new(&d, &d.fastpath);
 	if (err < 0) {
 		fprintf(stderr,
@@ -517,6 +579,11 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!c.foreground)
 		log_to_syslog();
+	if (disk && (err = disk_cache_start(disk, d.cache)) < 0) {
+		log_error("cannot start disk cache threads: %s",
+			  strerror(-err));
+		goto out_unmount;
+	}
 	if ((err = fetch_start(d.fetch)) < 0) {
 		log_error("cannot start fetch threads: %s", strerror(-err));
 		goto out_unmount;
@@ -552,7 +619,9 @@ out:
 	if (d.se)
 		fuse_session_destroy(d.se);
 	fastpath_free(d.fastpath);
+	disk_cache_stop(disk); /* before the fetch engine it hands misses to */
 	fetch_free(d.fetch);
+	disk_cache_free(disk);
 	cache_free(d.cache);
 	tree_free(d.tree);
 	source_free(d.src);
@@ -568,6 +637,8 @@ out:
 	free(c.retries);
 	free(c.timeout);
 	free(c.list_ttl);
+	free(c.cache_dir);
+	free(c.cache_disk);
 	free(c.endpoint);
 	free(c.region);
 	free(c.profile);

@@ -22,6 +22,14 @@ struct stats {
 	atomic_uint_fast64_t changed;	 /* objects found changed (412) */
 	/* bytes the fast path copied into loaders' memory */
 	atomic_uint_fast64_t fastpath_copied;
+	/* the disk tier (disk_cache.c) */
+	atomic_uint_fast64_t disk_hits;	  /* blocks read back and verified */
+	atomic_uint_fast64_t disk_misses; /* lookups that went to the source */
+	atomic_uint_fast64_t disk_bytes;  /* bytes served from disk */
+	atomic_uint_fast64_t disk_writes; /* blocks written */
+	atomic_uint_fast64_t disk_evictions; /* block files removed for room */
+	atomic_uint_fast64_t disk_corrupt; /* block files that failed checks */
+	atomic_uint_fast64_t disk_errors;  /* I/O errors, writes dropped */
 };
 
 extern struct stats stats;

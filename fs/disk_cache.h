@@ -1,0 +1,132 @@
+/* The disk tier of the block cache: blocks kept in a local directory, so a
+ * restarted daemon serves what an earlier one fetched.
+ *
+ * Layout: DIR/wfs1/XX/KEY.blk, KEY the XXH3-128 (32 hex digits, XX its
+ * first two) of the key material: source identity, file path, object
+ * version (ETag, else size and mtime), size, mtime, block size and index.
+ * A changed object has another key, so its old blocks are never served.
+ *
+ * A block file is a 4 KiB header (magic, the key, the length, an XXH3-64
+ * of the data, an XXH3-64 of the header) and the data. Every read checks
+ * all of it; a file that fails is unlinked and counted disk_corrupt, and
+ * the read is a miss.
+ *
+ * Crash safety: a block is written to a temporary file in the same
+ * directory and renamed into place, so a killed daemon leaves either no
+ * block or a whole one. There is no fsync: after a power loss a renamed
+ * file may be short or hold zeros, which the length and checksum catch.
+ *
+ * Sharing: several daemons may use one DIR at once with no locks: names
+ * are content keys, temporary names are unique per process, rename is
+ * atomic and readers verify. The budget is kept by whichever daemon
+ * writes: before a write that would pass it, the writer rescans DIR and
+ * unlinks the least recently used files (a hit touches its file's mtime).
+ *
+ * Reads use O_DIRECT where the filesystem allows it (else fadvise
+ * DONTNEED), so the page cache holds no second copy. Writes use O_DIRECT
+ * likewise. A full disk or a read-only DIR turns writes off or shrinks the
+ * budget, with one warning; readers never see an error from the tier.
+ *
+ * Thread-safe. */
+#ifndef WFS_FS_DISK_CACHE_H
+#define WFS_FS_DISK_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+
+struct disk_key {
+	unsigned char h[16]; /* XXH3-128 of the key material, canonical */
+};
+
+/*
+ * disk_key_make() - the key of block @index (of @block_size bytes) of the
+ * object @path of source @source_id at version @version (an ETag, or
+ * NULL), @size bytes, modified at @mtime_s.
+ */
+void disk_key_make(const char *source_id, const char *path, const char *version,
+		   uint64_t size, int64_t mtime_s, uint64_t block_size,
+		   uint64_t index, struct disk_key *ret);
+
+struct disk_cache_config {
+	const char *dir;	 /* created (one level) when missing */
+	uint64_t budget;	 /* bytes of block files, headers included */
+	size_t block_size;	 /* largest block */
+	const char *source_id;	 /* identity of the source, for keys */
+	unsigned max_queued;	 /* write-behind blocks held at once */
+	unsigned lookup_threads; /* 0: 4 */
+};
+
+struct disk_cache;
+
+/*
+ * disk_cache_new() - the store under @cfg->dir. A DIR that exists but
+ * cannot be written serves reads only (one warning).
+ * @return 0 and *ret, or a negative errno (DIR missing and not creatable).
+ */
+int disk_cache_new(const struct disk_cache_config *cfg,
+		   struct disk_cache **ret);
+
+/* --- the store, synchronous --- */
+
+/*
+ * disk_cache_read() - block @key, of @len bytes, into @buf (@cap bytes;
+ * O_DIRECT when @buf is 4 KiB-aligned and @len rounded up to 4 KiB fits).
+ * Counts disk_hits and disk_bytes, or disk_misses.
+ * @return 0, -ENOENT (not there), -EBADMSG (failed its check: unlinked,
+ * disk_corrupt counted) or another negative errno (disk_errors).
+ */
+int disk_cache_read(struct disk_cache *dc, const struct disk_key *key,
+		    void *buf, size_t cap, size_t len);
+
+/*
+ * disk_cache_write() - store @len bytes of @buf (@cap bytes) as @key,
+ * evicting least recently used blocks first so the budget holds.
+ * @return 0, or a negative errno (counted in disk_errors; the first
+ * ENOSPC, EROFS or EACCES is logged once and degrades the tier).
+ */
+int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
+		     const void *buf, size_t cap, size_t len);
+
+/* disk_cache_used() - bytes of block files in DIR now (a scan). */
+uint64_t disk_cache_used(struct disk_cache *dc);
+
+/* --- the filler decorator --- */
+
+/*
+ * disk_cache_chain() - where misses go: @next(@ctx, b) fills a block from
+ * the source (and calls cache_fetch_done()), @promote(@ctx, b) moves a
+ * queued fill ahead. Call before disk_cache_start().
+ */
+void disk_cache_chain(struct disk_cache *dc, cache_fetch_fn next,
+		      cache_fetch_fn promote, void *ctx);
+
+/*
+ * disk_cache_start() - fill blocks of @c: sets @c's filled hook (blocks
+ * the source filled are written behind) and starts the threads.
+ * @return 0 or a negative errno.
+ */
+int disk_cache_start(struct disk_cache *dc, struct cache *c);
+
+/* disk_cache_fill() - a cache_fetch_fn: a block whose file is in DIR is
+ * read and checked on a lookup thread; a block not there (one access(2)
+ * on the caller's thread), or that fails its check, goes to the chained
+ * filler. */
+void disk_cache_fill(void *dc, struct block *b);
+
+/* disk_cache_promote() - a cache_fetch_fn: a reader waits for @b. */
+void disk_cache_promote(void *dc, struct block *b);
+
+/*
+ * disk_cache_stop() - stop the threads once they finished what is queued
+ * (lookups go on to the chained filler, queued writes are written). Fills
+ * ending later are not written. Call before stopping the chained filler.
+ */
+void disk_cache_stop(struct disk_cache *dc);
+
+/* disk_cache_free() - after disk_cache_stop() and the chained filler's
+ * end. NULL is fine. */
+void disk_cache_free(struct disk_cache *dc);
+
+#endif

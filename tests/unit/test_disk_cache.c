@@ -1,0 +1,343 @@
+/* The disk tier's store: round trip, keys, corruption, torn files, the
+ * budget, restarts, a full disk and a read-only directory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "disk_cache.h"
+#include "stats.h"
+
+#define BS (64u << 10)
+#define HDR 4096u
+
+#define STAT(f) ((unsigned long long)atomic_load(&stats.f))
+
+static char *buf_new(unsigned seed)
+{
+	unsigned char *p;
+	size_t i;
+
+	if (posix_memalign((void **)&p, 4096, BS))
+		abort();
+	for (i = 0; i < BS; i++)
+		p[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 9));
+	return (char *)p;
+}
+
+static void key(uint64_t index, const char *version, struct disk_key *k)
+{
+	disk_key_make("file:///src|", "dir/model.bin", version, 10 * BS, 1234,
+		      BS, index, k);
+}
+
+static struct disk_cache *open_store(const char *dir, uint64_t budget)
+{
+	struct disk_cache_config cfg = {
+		.dir = dir,
+		.budget = budget,
+		.block_size = BS,
+		.source_id = "file:///src|",
+		.max_queued = 4,
+	};
+	struct disk_cache *dc = NULL;
+	int err = disk_cache_new(&cfg, &dc);
+
+	CHECK(err == 0, "disk_cache_new(%s): %d", dir, err);
+	return dc;
+}
+
+/* The path of @k's block file under @dir. */
+static void block_path(const char *dir, const struct disk_key *k, char *out,
+		       size_t len)
+{
+	char hex[33];
+	int i;
+
+	for (i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", k->h[i]);
+	snprintf(out, len, "%s/wfs1/%.2s/%s.blk", dir, hex, hex);
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[4200];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static void test_round_trip_and_keys(const char *dir)
+{
+	struct disk_cache *dc = open_store(dir, 100 * BS);
+	struct disk_key k, k2, other;
+	char *in = buf_new(1), *out = buf_new(99);
+	unsigned long long hits = STAT(disk_hits);
+	size_t len = BS - 100; /* not a multiple of 4 KiB */
+	int err;
+
+	key(0, "\"etag-1\"", &k);
+	key(0, "\"etag-1\"", &k2);
+	CHECK(!memcmp(&k, &k2, sizeof(k)), "keys are deterministic");
+	key(1, "\"etag-1\"", &other);
+	CHECK(memcmp(&k, &other, sizeof(k)), "index is in the key");
+	key(0, "\"etag-2\"", &other);
+	CHECK(memcmp(&k, &other, sizeof(k)), "version is in the key");
+	key(0, NULL, &other);
+	CHECK(memcmp(&k, &other, sizeof(k)), "no version differs from one");
+
+	CHECK(disk_cache_read(dc, &k, out, BS, len) == -ENOENT, "empty: miss");
+	err = disk_cache_write(dc, &k, in, BS, len);
+	CHECK(err == 0, "write: %d", err);
+	err = disk_cache_read(dc, &k, out, BS, len);
+	CHECK(err == 0, "read back: %d", err);
+	CHECK(!memcmp(in, out, len), "same bytes back");
+	CHECK(STAT(disk_hits) == hits + 1, "one disk hit");
+	/* An unaligned buffer takes the buffered path. */
+	memset(out, 0, BS);
+	err = disk_cache_read(dc, &k, out + 1, BS - 1, len);
+	CHECK(err == 0 && !memcmp(in, out + 1, len), "unaligned read: %d", err);
+	/* The object changed: its new version has no blocks. */
+	CHECK(disk_cache_read(dc, &other, out, BS, len) == -ENOENT,
+	      "changed version: miss");
+	/* Another length asked for than stored: not served. */
+	CHECK(disk_cache_read(dc, &k, out, BS, len - 1) == -EBADMSG,
+	      "wrong length: discarded");
+	disk_cache_free(dc);
+	free(in);
+	free(out);
+}
+
+static void test_corruption(const char *dir)
+{
+	struct disk_cache *dc = open_store(dir, 100 * BS);
+	struct disk_key k;
+	char *in = buf_new(2), *out = buf_new(98), path[4300];
+	unsigned long long corrupt = STAT(disk_corrupt);
+	unsigned char c;
+	struct stat st;
+	int fd, err;
+
+	/* A flipped byte in the data. */
+	key(5, "e", &k);
+	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write");
+	block_path(dir, &k, path, sizeof(path));
+	fd = open(path, O_RDWR);
+	CHECK(fd >= 0, "open %s", path);
+	CHECK(pread(fd, &c, 1, HDR + 1000) == 1, "pread");
+	c ^= 0x01;
+	CHECK(pwrite(fd, &c, 1, HDR + 1000) == 1, "pwrite");
+	close(fd);
+	err = disk_cache_read(dc, &k, out, BS, BS);
+	CHECK(err == -EBADMSG, "flipped byte: %d", err);
+	CHECK(STAT(disk_corrupt) == corrupt + 1, "disk_corrupt counted");
+	CHECK(stat(path, &st) < 0 && errno == ENOENT, "bad file discarded");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -ENOENT, "then a miss");
+
+	/* A flipped byte in the header. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	fd = open(path, O_RDWR);
+	CHECK(pread(fd, &c, 1, 20) == 1, "pread");
+	c ^= 0x80;
+	CHECK(pwrite(fd, &c, 1, 20) == 1, "pwrite");
+	close(fd);
+	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG,
+	      "header flipped: discarded");
+
+	/* A torn file: cut short, as after a crash mid-write. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(truncate(path, HDR + BS / 2) == 0, "truncate");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG, "torn: bad");
+	/* Torn with its length intact: zeros where the data never landed. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(truncate(path, HDR + BS / 2) == 0 &&
+		      truncate(path, HDR + BS) == 0,
+	      "zero the tail");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG,
+	      "zeroed tail: bad");
+	/* Only a header. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(truncate(path, HDR) == 0, "truncate to header");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG,
+	      "header only: bad");
+	CHECK(STAT(disk_corrupt) == corrupt + 5, "five corrupt files: %llu",
+	      STAT(disk_corrupt) - corrupt);
+	disk_cache_free(dc);
+	free(in);
+	free(out);
+}
+
+static void test_budget_lru_restart(const char *dir)
+{
+	uint64_t budget = 3 * (HDR + BS);
+	struct disk_cache *dc = open_store(dir, budget);
+	struct disk_key k[10];
+	char *in = buf_new(3), *out = buf_new(97);
+	unsigned long long ev = STAT(disk_evictions);
+	uint64_t used;
+	int i;
+
+	for (i = 0; i < 10; i++)
+		key(100 + i, "lru", &k[i]);
+	for (i = 0; i < 3; i++) {
+		CHECK(disk_cache_write(dc, &k[i], in, BS, BS) == 0, "write %d",
+		      i);
+		usleep(20000); /* mtimes are coarse: make the order clear */
+	}
+	sleep(1); /* a hit touches files older than a second */
+	/* k[0] used last: k[1] is now the least recently used. */
+	CHECK(disk_cache_read(dc, &k[0], out, BS, BS) == 0, "read k0");
+	CHECK(disk_cache_write(dc, &k[3], in, BS, BS) == 0, "write k3");
+	CHECK(disk_cache_read(dc, &k[1], out, BS, BS) == -ENOENT, "k1 evicted");
+	CHECK(disk_cache_read(dc, &k[0], out, BS, BS) == 0, "k0 kept");
+	CHECK(STAT(disk_evictions) == ev + 1, "one eviction");
+	for (i = 4; i < 10; i++) {
+		CHECK(disk_cache_write(dc, &k[i], in, BS, BS) == 0, "write %d",
+		      i);
+		used = disk_cache_used(dc);
+		CHECK(used <= budget + HDR + BS,
+		      "budget %llu exceeded by more than a block: %llu",
+		      (unsigned long long)budget, (unsigned long long)used);
+	}
+	disk_cache_free(dc);
+
+	/* A new daemon on the same DIR serves what is there... */
+	dc = open_store(dir, budget);
+	CHECK(disk_cache_read(dc, &k[9], out, BS, BS) == 0 &&
+		      !memcmp(in, out, BS),
+	      "restart: block served");
+	disk_cache_free(dc);
+	/* ...and keeps a smaller budget from its first write on. */
+	dc = open_store(dir, 1 * (HDR + BS));
+	key(999, "lru", &k[0]);
+	CHECK(disk_cache_write(dc, &k[0], in, BS, BS) == 0, "write");
+	used = disk_cache_used(dc);
+	CHECK(used <= HDR + BS, "restart with smaller budget: %llu",
+	      (unsigned long long)used);
+	/* A block larger than the budget is not written. */
+	disk_cache_free(dc);
+	free(in);
+	free(out);
+}
+
+/* A tmpfs of @size at @dir, or false (not root, no mount namespace). */
+static bool mount_tmpfs(const char *dir, const char *size)
+{
+	char opts[64];
+
+	snprintf(opts, sizeof(opts), "size=%s,mode=0755", size);
+	return mount("tmpfs", dir, "tmpfs", 0, opts) == 0;
+}
+
+static void test_full_disk(const char *base)
+{
+	char dir[4200];
+	struct disk_cache *dc;
+	struct disk_key k;
+	char *in = buf_new(4), *out = buf_new(96);
+	unsigned long long errs = STAT(disk_errors);
+	int i, err, ok = 0, full = 0;
+
+	snprintf(dir, sizeof(dir), "%s/full", base);
+	mkdir(dir, 0755);
+	if (!mount_tmpfs(dir, "512k")) {
+		printf("SKIP full disk: cannot mount tmpfs (%s)\n",
+		       strerror(errno));
+		free(in);
+		free(out);
+		return;
+	}
+	/* The budget says 100 blocks; the disk holds about 7. */
+	dc = open_store(dir, 100 * (HDR + BS));
+	for (i = 0; i < 30; i++) {
+		key(200 + i, "full", &k);
+		err = disk_cache_write(dc, &k, in, BS, BS);
+		if (err == 0)
+			ok++;
+		else if (err == -ENOSPC)
+			full++;
+		else
+			CHECK(0, "write %d: unexpected %d", i, err);
+	}
+	CHECK(full >= 1, "the disk filled up");
+	CHECK(STAT(disk_errors) > errs, "disk_errors counted");
+	/* The budget shrank to what fits: writes go on, evicting. */
+	CHECK(ok >= 20, "writes went on after ENOSPC: %d of 30", ok);
+	CHECK(disk_cache_read(dc, &k, out, BS, BS) == 0 || err != 0,
+	      "the last block written reads back");
+	disk_cache_free(dc);
+	CHECK(umount(dir) == 0, "umount %s", dir);
+	free(in);
+	free(out);
+}
+
+static void test_read_only(const char *base)
+{
+	char dir[4200];
+	struct disk_cache *dc;
+	struct disk_key k, k2;
+	char *in = buf_new(5), *out = buf_new(95);
+	int err;
+
+	snprintf(dir, sizeof(dir), "%s/ro", base);
+	mkdir(dir, 0755);
+	if (!mount_tmpfs(dir, "4m")) {
+		printf("SKIP read-only: cannot mount tmpfs (%s)\n",
+		       strerror(errno));
+		free(in);
+		free(out);
+		return;
+	}
+	dc = open_store(dir, 10 * (HDR + BS));
+	key(300, "ro", &k);
+	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write");
+	disk_cache_free(dc);
+	CHECK(mount(NULL, dir, NULL, MS_REMOUNT | MS_RDONLY, NULL) == 0,
+	      "remount ro: %s", strerror(errno));
+	dc = open_store(dir, 10 * (HDR + BS));
+	CHECK(dc != NULL, "a read-only DIR still opens");
+	if (dc) {
+		CHECK(disk_cache_read(dc, &k, out, BS, BS) == 0 &&
+			      !memcmp(in, out, BS),
+		      "read-only DIR serves its blocks");
+		key(301, "ro", &k2);
+		err = disk_cache_write(dc, &k2, in, BS, BS);
+		CHECK(err == -EROFS, "write to read-only DIR: %d", err);
+		disk_cache_free(dc);
+	}
+	CHECK(umount(dir) == 0, "umount %s", dir);
+	free(in);
+	free(out);
+}
+
+int main(void)
+{
+	char base[] = "/var/tmp/wfs-disk-test.XXXXXX", dir[4200];
+	int i;
+
+	if (!mkdtemp(base)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	for (i = 0; i < 3; i++) {
+		snprintf(dir, sizeof(dir), "%s/d%d", base, i);
+		if (i == 0)
+			test_round_trip_and_keys(dir);
+		else if (i == 1)
+			test_corruption(dir);
+		else
+			test_budget_lru_restart(dir);
+	}
+	test_full_disk(base);
+	test_read_only(base);
+	rm_rf(base);
+	if (failures)
+		fprintf(stderr, "%d checks failed\n", failures);
+	return failures != 0;
+}
