@@ -347,8 +347,8 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	tree_finish(d.tree);
-	log_debug("listed %zu files, %llu bytes", d.tree->files,
-		  (unsigned long long)d.tree->bytes);
+	log_debug("listed %zu files, %llu bytes", tree_files(d.tree),
+		  (unsigned long long)tree_bytes(d.tree));
 
 	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0 ||
 	    (err = cache_new(d.opts.cache_mem, d.opts.block_size, fetch_block,
