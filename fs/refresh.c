@@ -57,9 +57,15 @@ int refresh_once(struct daemon *d, char **ret_msg)
 		tree_finish(fresh);
 		err = tree_merge(d->tree, fresh, &c);
 	}
+	/* A merge applies whole or not at all (tree_merge() plans before it
+	 * changes anything), so whatever changed is told to the kernel. */
 	if (!err) {
 		log_debug("relisted: %zu new, %zu changed or gone", c.nadded,
 			  c.nchanged);
+		if (c.nconflicts)
+			log_info("relisted: %zu paths changed between file and "
+				 "directory; they show the new type",
+				 c.nconflicts);
 		notify(d, &c);
 		tree_changes_done(&c);
 	}

@@ -78,8 +78,7 @@ static char *page_xml(size_t page, size_t total, int v, size_t *ret_len)
 			"2026-01-01T00:00:00.000Z</LastModified></Contents>",
 			key, i * 7, i, v && i % 10 == 0);
 	}
-	len += (size_t)snprintf(x + len, cap - len,
-				"%s</ListBucketResult>",
+	len += (size_t)snprintf(x + len, cap - len, "%s</ListBucketResult>",
 				(page + 1) * 1000 < total
 					? "<NextContinuationToken>t"
 					  "</NextContinuationToken>"
