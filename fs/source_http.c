@@ -58,6 +58,7 @@ struct pending {
 	struct timespec mtime;
 	struct http_response r; /* its HEAD */
 	char *url;
+	CURL *h; /* while its HEAD runs */
 };
 
 struct listing {
@@ -295,6 +296,7 @@ static int head_files(struct listing *l)
 				err = -ENOMEM;
 				break;
 			}
+			f->h = h;
 			active++;
 		}
 		if (err)
@@ -314,6 +316,7 @@ static int head_files(struct listing *l)
 			e = http_perform_finish(h, msg->data.result, &f->r);
 			curl_multi_remove_handle(multi, h);
 			curl_easy_cleanup(h);
+			f->h = NULL;
 			active--;
 			if (e || f->r.status != 200) {
 				/* Again, one at a time, with retries. */
@@ -332,6 +335,10 @@ static int head_files(struct listing *l)
 	if (multi) {
 		/* Only on errors are handles still attached. */
 		for (i = 0; i < next; i++) {
+			if (l->files[i].h) {
+				curl_multi_remove_handle(multi, l->files[i].h);
+				curl_easy_cleanup(l->files[i].h);
+			}
 			http_response_done(&l->files[i].r);
 			free(l->files[i].url);
 			l->files[i].url = NULL;
