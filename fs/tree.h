@@ -108,7 +108,7 @@ uint64_t tree_max_hold_ns(struct tree *t);
 struct tree_changes {
 	struct node **changed; /* files whose content changed or went away */
 	size_t nchanged;
-	struct node **added; /* new files and directories */
+	struct node **added; /* new files and directories, by inode */
 	size_t nadded;
 	size_t nconflicts; /* paths whose type changed (replaced) */
 };
