@@ -223,7 +223,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			if (cache_prefetch(d->cache, n, gen, i, len) < 0)
 				break;
 		}
-		readahead_update(&n->ra, 0, 0, d->opts.readahead_max,
+		readahead_update(node_readahead(n), 0, 0, d->opts.readahead_max,
 				 d->opts.readahead_max);
 	}
 	fuse_reply_open(req, fi);

@@ -32,14 +32,14 @@ struct tree {
 	size_t nused;
 	uint64_t bytes; /* sum of file sizes */
 	size_t files;
-	uint64_t max_hold_ns;
+	struct tree_stats stats;
 };
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -102,23 +102,21 @@ static size_t slots_for(size_t n)
 }
 
 /* A node for child @name of @parent (NULL: the root), not yet linked. */
+/* A node for child @name of @parent (NULL: the root), not yet linked; its
+ * key is stored in the same allocation. */
 static struct node *node_alloc(struct node *parent, const char *name,
 			       size_t name_len, bool is_dir)
 {
-	struct node *n = calloc(1, sizeof(*n));
 	size_t plen = parent && *parent->key ? strlen(parent->key) + 1 : 0;
+	struct node *n = calloc(1, sizeof(*n) + plen + name_len + 1);
 
 	if (!n)
 		return NULL;
-	n->key = malloc(plen + name_len + 1);
-	if (is_dir)
-		n->dir = calloc(1, sizeof(*n->dir));
-	if (!n->key || (is_dir && !n->dir)) {
-		free(n->key);
-		free(n->dir);
+	if (is_dir && !(n->dir = calloc(1, sizeof(*n->dir)))) {
 		free(n);
 		return NULL;
 	}
+	n->key = (char *)(n + 1);
 	if (plen) {
 		memcpy(n->key, parent->key, plen - 1);
 		n->key[plen - 1] = '/';
@@ -129,20 +127,50 @@ static struct node *node_alloc(struct node *parent, const char *name,
 	n->is_dir = is_dir;
 	n->parent = parent ? parent : n;
 	pthread_mutex_init(&n->lock, NULL);
-	readahead_init(&n->ra);
 	return n;
 }
 
 static void node_free(struct node *n)
 {
 	pthread_mutex_destroy(&n->lock);
-	readahead_done(&n->ra);
+	if (n->ra) {
+		readahead_done(n->ra);
+		free(n->ra);
+	}
 	if (n->dir)
 		free(n->dir->children);
 	free(n->dir);
-	free(n->key);
 	free(n->etag);
-	free(n);
+	free(n); /* the key with it */
+}
+
+static struct readahead shared_ra;
+static pthread_once_t shared_ra_once = PTHREAD_ONCE_INIT;
+
+static void shared_ra_init(void)
+{
+	readahead_init(&shared_ra);
+}
+
+struct readahead *node_readahead(struct node *n)
+{
+	struct readahead *ra = __atomic_load_n(&n->ra, __ATOMIC_ACQUIRE), *exp;
+
+	if (ra)
+		return ra;
+	ra = malloc(sizeof(*ra));
+	if (!ra) {
+		pthread_once(&shared_ra_once, shared_ra_init);
+		return &shared_ra;
+	}
+	readahead_init(ra);
+	exp = NULL;
+	if (__atomic_compare_exchange_n(&n->ra, &exp, ra, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return ra;
+	readahead_done(ra); /* another thread made it first */
+	free(ra);
+	return exp;
 }
 
 static int grow(void *arrp, size_t *cap, size_t need, size_t size)
@@ -416,14 +444,11 @@ uint64_t tree_bytes(struct tree *t)
 	return n;
 }
 
-uint64_t tree_max_hold_ns(struct tree *t)
+void tree_stats(struct tree *t, struct tree_stats *ret)
 {
-	uint64_t n;
-
 	pthread_rwlock_rdlock(&t->lock);
-	n = t->max_hold_ns;
+	*ret = t->stats;
 	pthread_rwlock_unlock(&t->lock);
-	return n;
 }
 
 /*
@@ -771,24 +796,30 @@ int tree_merge(struct tree *t, const struct tree *fresh,
 		size_t k = 0;
 
 		while (k < p.nops) {
-			uint64_t start, held;
+			uint64_t start, cpu, held;
 			unsigned n = 0;
 
 			pthread_rwlock_wrlock(&t->lock);
-			start = now_ns();
+			start = clock_ns(CLOCK_MONOTONIC);
+			cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 			for (; k < p.nops; k++) {
 				if (op_pass(&p.ops[k]) != pass)
 					continue;
 				apply(t, &p.ops[k], &c);
 				if (!(++n & 63) &&
-				    now_ns() - start >= STEP_NS) {
+				    clock_ns(CLOCK_MONOTONIC) - start >=
+					    STEP_NS) {
 					k++;
 					break;
 				}
 			}
-			held = now_ns() - start;
-			if (held > t->max_hold_ns)
-				t->max_hold_ns = held;
+			held = clock_ns(CLOCK_MONOTONIC) - start;
+			if (held > t->stats.max_hold_ns)
+				t->stats.max_hold_ns = held;
+			cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+			if (cpu > t->stats.max_hold_cpu_ns)
+				t->stats.max_hold_cpu_ns = cpu;
+			t->stats.steps++;
 			pthread_rwlock_unlock(&t->lock);
 		}
 	}

@@ -39,8 +39,13 @@ struct node {
 	bool changed;  /* the object changed under us: reads fail; lock */
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
-	struct readahead ra; /* has its own lock */
+	struct readahead *ra; /* made on first use: node_readahead() */
 };
+
+/* node_readahead() - @n's readahead state (it has its own lock), made on
+ * first use, so a node never read costs nothing for it. Never NULL: out
+ * of memory, a state shared by such nodes (thread-safe, less precise). */
+struct readahead *node_readahead(struct node *n);
 
 int tree_new(struct tree **ret);
 void tree_free(struct tree *t);
@@ -100,9 +105,16 @@ size_t tree_count(struct tree *t); /* nodes, the root included */
 size_t tree_files(struct tree *t);
 uint64_t tree_bytes(struct tree *t);
 
-/* tree_max_hold_ns() - the longest time a merge held the lock lookups
- * need, since the tree was made (for benchmarks and tests). */
-uint64_t tree_max_hold_ns(struct tree *t);
+/* What merges cost, since the tree was made (for benchmarks and tests):
+ * the longest time one held the lock lookups need, as wall time and as
+ * the CPU time it spent then (the difference: the thread was preempted
+ * while holding it), and how many steps they took. */
+struct tree_stats {
+	uint64_t max_hold_ns;
+	uint64_t max_hold_cpu_ns;
+	uint64_t steps;
+};
+void tree_stats(struct tree *t, struct tree_stats *ret);
 
 /* What a merge changed, for the caller to tell the cache and the kernel. */
 struct tree_changes {
