@@ -121,3 +121,27 @@ def test_relist_type_change_is_applied_whole(mount, nginx, tmp_path, kind):
     with open(m.file("x"), "rb") as f:
         assert f.read() == b"a file again"
     assert "relisting failed" not in m.log()
+
+
+@pytest.mark.asan
+def test_readdir_across_a_relist_neither_skips_nor_repeats(mount, tmp_path):
+    """A directory read partly before a relist that adds names sorting
+    before the ones there, and the rest after it, lists exactly what was
+    there at opendir: each handle reads its own snapshot."""
+    root = tmp_path / "src"
+    root.mkdir()
+    before = ["m%05d" % i for i in range(3000)]
+    for n in before:
+        (root / n).write_bytes(b"")
+    m = mount("file://" + str(root), options={"list_ttl": "1"})
+    it = os.scandir(m.path)
+    seen = [next(it).name for _ in range(200)]
+    for i in range(3000):
+        (root / ("a%05d" % i)).write_bytes(b"")
+    assert wait_until(lambda: os.path.exists(m.file("a02999")), 15)
+    seen += [e.name for e in it]
+    it.close()
+    assert len(seen) == len(set(seen)), "entries repeated"
+    assert sorted(seen) == before, "entries skipped or foreign"
+    # A new handle sees the new names.
+    assert len(os.listdir(m.path)) == 6000
