@@ -361,7 +361,13 @@ void tree_finish(struct tree *t)
 	for (i = 0; i < t->count; i++) {
 		struct tree_dir *d = t->nodes[i]->dir;
 
-		if (d && d->n > 1)
+		size_t k = 1;
+
+		/* Listings mostly come sorted (S3's do): check first. */
+		while (d && k < d->n &&
+		       cmp_node(&d->children[k - 1], &d->children[k]) <= 0)
+			k++;
+		if (d && k < d->n)
 			qsort(d->children, d->n, sizeof(*d->children),
 			      cmp_node);
 	}
