@@ -500,12 +500,14 @@ int main(int argc, char *argv[])
 		fputs(usage, stderr);
 		goto out;
 	}
-	if (make_options(&c, &d.opts) < 0 || check_mountpoint(c.mountpoint) < 0)
+	if (make_options(&c, &d.opts) < 0)
 		goto out;
 	if (c.cache_disk && !c.cache_dir) {
 		fprintf(stderr, "weightfs: cache_disk needs cache_dir\n");
 		goto out;
 	}
+	if (check_mountpoint(c.mountpoint) < 0)
+		goto out;
 	log_debug_on = c.debug;
 	if (c.debug)
 		c.foreground = 1;
@@ -525,8 +527,8 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	tree_finish(d.tree);
-	log_debug("listed %zu files, %llu bytes", d.tree->files,
-		  (unsigned long long)d.tree->bytes);
+	log_debug("listed %zu files, %llu bytes", tree_files(d.tree),
+		  (unsigned long long)tree_bytes(d.tree));
 
 	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0)
 		goto fail;

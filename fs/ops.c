@@ -117,16 +117,24 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, TTL);
 }
 
+/* A directory handle remembers how many children the directory had at
+ * opendir: children are only appended (or replaced in place by a node of
+ * the same name), so the first N are a snapshot that a relist running
+ * meanwhile cannot reorder: readdir neither skips nor repeats. */
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct node *n = tree_get(daemon_of(req)->tree, ino);
+	struct tree *t = daemon_of(req)->tree;
+	struct node *n = tree_get(t, ino);
 
 	if (!n)
 		fuse_reply_err(req, ENOENT);
 	else if (!n->is_dir)
 		fuse_reply_err(req, ENOTDIR);
 	else {
+		tree_read_lock(t);
+		fi->fh = tree_nchildren(n);
+		tree_read_unlock(t);
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
 		fuse_reply_open(req, fi);
@@ -136,10 +144,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	struct node *dir = tree_get(daemon_of(req)->tree, ino);
+	struct tree *t = daemon_of(req)->tree;
+	struct node *dir = tree_get(t, ino);
 	char *buf;
 	size_t used = 0;
-	off_t i;
+	off_t i, end = (off_t)fi->fh + 2;
 
 	if (!dir || !dir->is_dir) {
 		fuse_reply_err(req, ENOTDIR);
@@ -150,13 +159,13 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* Offsets: 0 ".", 1 "..", 2 + i the i-th child (a merged listing
-	 * only adds children, so offsets stay valid). */
-	tree_read_lock(daemon_of(req)->tree);
-	for (i = off; i < (off_t)dir->nchildren + 2; i++) {
-		const struct node *c = i == 0	? dir
-				       : i == 1 ? dir->parent
-						: dir->children[i - 2];
+	/* Offsets: 0 ".", 1 "..", 2 + i the i-th child of the snapshot. */
+	tree_read_lock(t);
+	for (i = off < 0 ? 0 : off; i < end; i++) {
+		const struct node *c = i == 0 ? dir
+				       : i == 1
+					       ? dir->parent
+					       : tree_child(dir, (size_t)i - 2);
 		struct stat st = { .st_ino = c->ino,
 				   .st_mode = c->is_dir ? S_IFDIR : S_IFREG };
 		const char *name = i == 0 ? "." : i == 1 ? ".." : c->name;
@@ -167,9 +176,15 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		used += len;
 	}
-	tree_read_unlock(daemon_of(req)->tree);
+	tree_read_unlock(t);
 	fuse_reply_buf(req, buf, used);
 	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0); /* the snapshot is fi->fh: nothing to free */
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -216,7 +231,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			if (cache_prefetch(d->cache, n, gen, i, len) < 0)
 				break;
 		}
-		readahead_update(&n->ra, 0, 0, d->opts.readahead_max,
+		readahead_update(node_readahead(n), 0, 0, d->opts.readahead_max,
 				 d->opts.readahead_max);
 	}
 	fuse_reply_open(req, fi);
@@ -371,8 +386,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs st = {
 		.f_bsize = 4096,
 		.f_frsize = 4096,
-		.f_blocks = (d->tree->bytes + 4095) / 4096,
-		.f_files = d->tree->count,
+		.f_blocks = (tree_bytes(d->tree) + 4095) / 4096,
+		.f_files = tree_count(d->tree),
 		.f_namemax = 255,
 		.f_flag = ST_RDONLY,
 	};
@@ -391,6 +406,7 @@ const struct fuse_lowlevel_ops ops = {
 	.getattr = op_getattr,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.releasedir = op_releasedir,
 	.open = op_open,
 	.read = op_read,
 	.getxattr = op_getxattr,

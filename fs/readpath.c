@@ -17,7 +17,8 @@ static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
 
 	if (max > d->opts.readahead_max)
 		max = d->opts.readahead_max;
-	window = readahead_update(&n->ra, off, end - off, 2 * bs, max);
+	window = readahead_update(node_readahead(n), off, end - off, 2 * bs,
+				  max);
 	if (!window)
 		return;
 	last = end + window < fsize ? end + window : fsize;

@@ -22,10 +22,13 @@ struct refresh {
 };
 
 /* Tell the kernel: a changed file's pages and attributes are stale; a new
- * entry replaces a cached "no such file", and its directory's cached
- * listing is stale. */
+ * entry replaces a cached "no such file" (or the node it replaced), and
+ * its directory's cached listing is stale (dropped once per directory).
+ * Directories new in this merge are told too: the merge is applied in
+ * steps, so the kernel may have seen one half filled. */
 static void notify(struct daemon *d, const struct tree_changes *c)
 {
+	const struct node *last_dir = NULL;
 	size_t i;
 
 	for (i = 0; i < c->nchanged; i++) {
@@ -39,7 +42,10 @@ static void notify(struct daemon *d, const struct tree_changes *c)
 
 		fuse_lowlevel_notify_inval_entry(d->se, n->parent->ino, n->name,
 						 strlen(n->name));
-		fuse_lowlevel_notify_inval_inode(d->se, n->parent->ino, 0, 0);
+		if (n->parent != last_dir)
+			fuse_lowlevel_notify_inval_inode(d->se, n->parent->ino,
+							 0, 0);
+		last_dir = n->parent;
 	}
 }
 
@@ -57,9 +63,15 @@ int refresh_once(struct daemon *d, char **ret_msg)
 		tree_finish(fresh);
 		err = tree_merge(d->tree, fresh, &c);
 	}
+	/* A merge applies whole or not at all (tree_merge() plans before it
+	 * changes anything), so whatever changed is told to the kernel. */
 	if (!err) {
 		log_debug("relisted: %zu new, %zu changed or gone", c.nadded,
 			  c.nchanged);
+		if (c.nconflicts)
+			log_info("relisted: %zu paths changed between file and "
+				 "directory; they show the new type",
+				 c.nconflicts);
 		notify(d, &c);
 		tree_changes_done(&c);
 	}

@@ -1,6 +1,9 @@
 /* Re-listing the source every list_ttl seconds: new files appear, changed
  * files show their new version (new opens read it; the kernel forgets the
- * old pages), files gone from the source fail with EIO. One thread. */
+ * old pages), files gone from the source fail with EIO, a path that turned
+ * from file into directory (or back) shows its new type. A relist applies
+ * whole or not at all, and what it changed is always told to the kernel.
+ * One thread. */
 #ifndef WFS_FS_REFRESH_H
 #define WFS_FS_REFRESH_H
 

@@ -9,11 +9,14 @@
 #include <string.h>
 
 #include <expat.h>
+#include <xxhash.h>
 
 #include "sigv4.h"
 
 #define MAX_DEPTH 16
 #define MAX_TEXT (64u << 10)
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 char *s3_list_query(const char *prefix, const char *token)
 {
@@ -417,5 +420,45 @@ int s3_parse_time(const char *s, struct timespec *ret)
 		return -EINVAL;
 	ret->tv_sec = t;
 	ret->tv_nsec = nsec;
+	return 0;
+}
+
+int list_budget_request(struct list_budget *b, uint64_t bytes, size_t objects,
+			const char **ret_why)
+{
+	b->requests++;
+	b->bytes += bytes;
+	b->objects += objects;
+	if (b->requests > LIST_MAX_REQUESTS)
+		*ret_why = "more than " STR(LIST_MAX_REQUESTS) " requests";
+	else if (b->bytes > LIST_MAX_BYTES)
+		*ret_why = "more than 8 GiB of listings";
+	else if (b->objects > LIST_MAX_OBJECTS)
+		*ret_why = "more than " STR(LIST_MAX_OBJECTS) " entries";
+	else
+		return 0;
+	return -E2BIG;
+}
+
+int list_budget_token(struct list_budget *b, const char *token,
+		      const char **ret_why)
+{
+	size_t len = strlen(token), i, n;
+	uint64_t h;
+
+	if (len > LIST_MAX_TOKEN) {
+		*ret_why = "a continuation token longer than " STR(
+			LIST_MAX_TOKEN) " bytes";
+		return -E2BIG;
+	}
+	h = XXH3_64bits(token, len);
+	n = b->ntokens < LIST_RECENT_TOKENS ? b->ntokens : LIST_RECENT_TOKENS;
+	for (i = 0; i < n; i++) {
+		if (b->recent[i] == h) {
+			*ret_why = "the server repeated a continuation token";
+			return -ELOOP;
+		}
+	}
+	b->recent[b->ntokens++ % LIST_RECENT_TOKENS] = h;
 	return 0;
 }

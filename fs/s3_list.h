@@ -68,4 +68,45 @@ void s3_error_done(struct s3_error *e);
  */
 int s3_parse_time(const char *s, struct timespec *ret);
 
+/*
+ * Bounds on one whole listing (every page or directory index of one
+ * list() call), shared by the S3 and HTTP sources: a hostile or broken
+ * server cannot make a listing use unbounded requests, bytes, objects or
+ * memory. Continuation tokens are checked in constant memory: each is
+ * at most LIST_MAX_TOKEN bytes, and only hashes of the last
+ * LIST_RECENT_TOKENS are kept to notice a server going round in a cycle
+ * (a longer cycle ends at LIST_MAX_REQUESTS).
+ */
+#define LIST_MAX_REQUESTS 100000
+#define LIST_MAX_BYTES (8ull << 30)
+#define LIST_MAX_OBJECTS 10000000
+#define LIST_MAX_TOKEN 4096
+#define LIST_RECENT_TOKENS 64u
+
+struct list_budget {
+	size_t requests;
+	uint64_t bytes;
+	size_t objects;
+	uint64_t recent[LIST_RECENT_TOKENS]; /* hashes of recent tokens */
+	size_t ntokens;
+};
+
+/*
+ * list_budget_request() - account one response of @bytes bytes naming
+ * @objects entries (call once per page or directory index, after it
+ * arrived).
+ * @return 0, or -E2BIG and *ret_why ("more than 100000 requests", a
+ * static string) when a bound is passed.
+ */
+int list_budget_request(struct list_budget *b, uint64_t bytes, size_t objects,
+			const char **ret_why);
+
+/*
+ * list_budget_token() - check continuation @token before following it.
+ * @return 0; -E2BIG and *ret_why when it is longer than LIST_MAX_TOKEN;
+ * -ELOOP and *ret_why when it repeats one of the recent tokens.
+ */
+int list_budget_token(struct list_budget *b, const char *token,
+		      const char **ret_why);
+
 #endif

@@ -13,11 +13,11 @@
 #include "http.h"
 #include "msg.h"
 #include "opts.h"
+#include "s3_list.h"
 #include "tree.h"
 
 #define MAX_DEPTH 64
 #define MAX_LISTING (64u << 20)
-#define MAX_NODES 1000000u
 
 struct source_http {
 	struct source s;
@@ -49,44 +49,109 @@ static int response_error(const char *what, const char *url, int err,
 		       "%s %s: HTTP %ld", what, url, r->status);
 }
 
-static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
-		    int depth, char **ret_msg, char **warnings)
+/* One listing in progress: its bounds, and the files found, which are
+ * HEADed before they go into the tree (a file whose HEAD fails is
+ * skipped). */
+struct pending {
+	char *key;
+	uint64_t size;
+	struct timespec mtime;
+	struct http_response r; /* its HEAD */
+	char *url;
+	CURL *h; /* while its HEAD runs */
+};
+
+struct listing {
+	struct source_http *sh;
+	struct tree *t;
+	struct list_budget budget;
+	struct pending *files;
+	size_t nfiles;
+	size_t cap;
+	char **ret_msg;
+	char **warnings;
+};
+
+static int pending_push(struct listing *l, char *key, uint64_t size,
+			struct timespec mtime)
+{
+	if (l->nfiles == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		struct pending *f = reallocarray(l->files, cap, sizeof(*f));
+
+		if (!f)
+			return -ENOMEM;
+		l->files = f;
+		l->cap = cap;
+	}
+	l->files[l->nfiles++] =
+		(struct pending){ .key = key, .size = size, .mtime = mtime };
+	return 0;
+}
+
+/* Whether @r is an HTTP error (not a transport failure) of a listing or
+ * HEAD below the root: one bad directory or file is skipped, not the
+ * mount failed. */
+static bool skippable(int err, const struct http_response *r)
+{
+	return !err && r->status >= 400 && r->status < 600;
+}
+
+/*
+ * List directory @rel (in the tree already, listed once: the caller
+ * makes sure): its files go to l->files, its subdirectories into the
+ * tree, then each subdirectory is listed, after this index was freed.
+ */
+static int list_dir(struct listing *l, const char *rel, int depth)
 {
 	struct http_response r = { 0 };
 	json_object *root = NULL;
-	char *url = url_of(sh, rel, true);
-	size_t i, n;
+	char *url = url_of(l->sh, rel, true), **subdirs = NULL;
+	size_t i, n, nsub = 0;
+	const char *why;
 	int err;
 
 	if (!url)
 		return -ENOMEM;
-	err = http_get(url, NULL, sh->opts, MAX_LISTING, &r);
+	err = http_get(url, NULL, l->sh->opts, MAX_LISTING, &r);
 	if (err || r.status != 200) {
-		err = response_error("listing", url, err, &r, ret_msg);
+		if (*rel && skippable(err, &r)) {
+			err = msg_append(l->warnings,
+					 "listing %s: HTTP %ld; skipping "
+					 "this directory",
+					 url, r.status);
+			goto out;
+		}
+		err = response_error("listing", url, err, &r, l->ret_msg);
 		goto out;
 	}
 	root = json_tokener_parse(r.body);
 	if (!root || !json_object_is_type(root, json_type_array)) {
-		err = msg_set(ret_msg, -EPROTO,
+		if (*rel) {
+			err = msg_append(l->warnings,
+					 "listing %s: not a JSON directory "
+					 "index; skipping this directory",
+					 url);
+			goto out;
+		}
+		err = msg_set(l->ret_msg, -EPROTO,
 			      "listing %s: not a JSON directory index (the "
 			      "server must list directories as JSON, e.g. "
 			      "nginx 'autoindex on; autoindex_format json;')",
 			      url);
 		goto out;
 	}
-	/* Subdirectories are listed from here: hold the parsed index only. */
-	http_response_done(&r);
 	n = json_object_array_length(root);
-	if (n > MAX_NODES - t->count) {
-		err = msg_set(ret_msg, -EFBIG,
-			      "listing %s: more than %u entries in all", url,
-			      MAX_NODES);
+	err = list_budget_request(&l->budget, r.len, n, &why);
+	http_response_done(&r);
+	if (err) {
+		err = msg_set(l->ret_msg, err, "listing %s: %s", url, why);
 		goto out;
 	}
 	for (i = 0; i < n && !err; i++) {
 		json_object *e = json_object_array_get_idx(root, i), *v;
 		const char *name = NULL, *type = NULL;
-		size_t name_len = 0;
+		size_t name_len = 0, before;
 		struct timespec mtime = { 0 };
 		int64_t size = 0;
 		char *key = NULL;
@@ -114,7 +179,7 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 		    size < 0) {
 			/* The name itself may hold control characters:
 			 * not for a terminal. */
-			err = msg_append(warnings,
+			err = msg_append(l->warnings,
 					 "%s: skipping an entry with an "
 					 "unusable name or size",
 					 url);
@@ -124,120 +189,162 @@ static int list_dir(struct source_http *sh, struct tree *t, const char *rel,
 			err = -ENOMEM;
 			break;
 		}
-		if (!strcmp(type, "directory")) {
-			if (depth >= MAX_DEPTH) {
-				err = msg_append(warnings,
-						 "%s: skipping a directory "
-						 "nested too deep",
-						 url);
+		if (strcmp(type, "directory")) {
+			err = pending_push(l, key, (uint64_t)size, mtime);
+			if (err)
+				free(key);
+			continue;
+		}
+		if (depth >= MAX_DEPTH) {
+			err = msg_append(l->warnings,
+					 "%s: skipping a directory nested too "
+					 "deep",
+					 url);
+			free(key);
+			continue;
+		}
+		/* A directory named twice is listed once. */
+		before = tree_count(l->t);
+		err = tree_add(l->t, key, true, 0, mtime, NULL, NULL);
+		if (!err && tree_count(l->t) == before)
+			err = -EEXIST;
+		if (!err) {
+			char **more = reallocarray(subdirs, nsub + 1,
+						   sizeof(*subdirs));
+
+			if (!more) {
+				err = -ENOMEM;
 			} else {
-				err = tree_add(t, key, true, 0, mtime, NULL,
-					       NULL);
-				if (!err)
-					err = list_dir(sh, t, key, depth + 1,
-						       ret_msg, warnings);
+				subdirs = more;
+				subdirs[nsub++] = key;
+				key = NULL;
 			}
-		} else {
-			err = tree_add(t, key, false, (uint64_t)size, mtime,
-				       NULL, NULL);
 		}
 		if (err == -EINVAL || err == -EEXIST)
-			err = msg_append(warnings,
+			err = msg_append(l->warnings,
 					 "%s: skipping a duplicate entry", url);
 		free(key);
 	}
+	/* Subdirectories are listed from here: this index is freed first. */
+	json_object_put(root);
+	root = NULL;
+	for (i = 0; i < nsub && !err; i++)
+		err = list_dir(l, subdirs[i], depth + 1);
 out:
+	for (i = 0; i < nsub; i++)
+		free(subdirs[i]);
+	free(subdirs);
 	json_object_put(root);
 	http_response_done(&r);
 	free(url);
 	return err;
 }
 
+/* The outcome of one HEAD: the file goes into the tree with its ETag and
+ * exact size, or is skipped with a warning (an HTTP error below the
+ * root), or fails the listing. */
+static int head_done(struct listing *l, struct pending *f, int e)
+{
+	int err;
+
+	if (e || f->r.status != 200) {
+		if (!l->sh->single && skippable(e, &f->r))
+			return msg_append(l->warnings,
+					  "HEAD %s: HTTP %ld; skipping this "
+					  "file",
+					  f->url, f->r.status);
+		return response_error("HEAD", f->url, e, &f->r, l->ret_msg);
+	}
+	if (f->r.content_length >= 0)
+		f->size = (uint64_t)f->r.content_length;
+	err = tree_add(l->t, f->key, false, f->size, f->mtime, f->r.etag, NULL);
+	if (err == -EINVAL || err == -EEXIST)
+		err = msg_append(l->warnings, "%s: skipping a duplicate entry",
+				 f->url);
+	return err;
+}
+
 /* HEAD every file, several at once, for its ETag and exact size. */
-static int head_files(struct source_http *sh, struct tree *t, char **ret_msg)
+static int head_files(struct listing *l)
 {
 	CURLM *multi = curl_multi_init();
 	size_t next = 0, i;
-	unsigned active = 0, width = sh->opts->connections ?: 8;
-	int err = 0;
-	struct head {
-		struct http_response r;
-		char *url;
-		struct node *n;
-	} *heads = calloc(t->count, sizeof(*heads));
+	unsigned active = 0, width = l->sh->opts->connections ?: 8;
+	int err = multi ? 0 : -ENOMEM;
 
-	if (!multi || !heads) {
-		err = -ENOMEM;
-		goto out;
-	}
-	while (!err && (next < t->count || active)) {
+	while (!err && (next < l->nfiles || active)) {
 		CURLMsg *msg;
 		int running, left;
 
-		while (next < t->count && active < width) {
-			struct node *n = t->nodes[next];
-			struct head *hd = &heads[next++];
-			CURL *h;
+		while (next < l->nfiles && active < width) {
+			struct pending *f = &l->files[next++];
+			CURL *h = curl_easy_init();
 
-			if (n->is_dir)
-				continue;
-			h = curl_easy_init();
-			hd->n = n;
-			hd->url = url_of(sh, n->key, false);
-			if (!h || !hd->url) {
+			f->url = url_of(l->sh, f->key, false);
+			if (!h || !f->url) {
 				curl_easy_cleanup(h);
 				err = -ENOMEM;
 				break;
 			}
-			http_setup_common(h, sh->opts);
-			curl_easy_setopt(h, CURLOPT_URL, hd->url);
+			http_setup_common(h, l->sh->opts);
+			curl_easy_setopt(h, CURLOPT_URL, f->url);
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-			curl_easy_setopt(h, CURLOPT_PRIVATE, hd);
-			http_perform_setup(h, 0, &hd->r);
-			curl_multi_add_handle(multi, h);
+			curl_easy_setopt(h, CURLOPT_PRIVATE, f);
+			http_perform_setup(h, 0, &f->r);
+			if (curl_multi_add_handle(multi, h) != CURLM_OK) {
+				curl_easy_cleanup(h);
+				err = -ENOMEM;
+				break;
+			}
+			f->h = h;
 			active++;
 		}
-		curl_multi_perform(multi, &running);
+		if (err)
+			break;
+		if (curl_multi_perform(multi, &running) != CURLM_OK) {
+			err = -EIO;
+			break;
+		}
 		while ((msg = curl_multi_info_read(multi, &left))) {
-			struct head *hd;
+			struct pending *f;
 			CURL *h = msg->easy_handle;
 			int e;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
-			curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&hd);
-			e = http_perform_finish(h, msg->data.result, &hd->r);
+			curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&f);
+			e = http_perform_finish(h, msg->data.result, &f->r);
 			curl_multi_remove_handle(multi, h);
 			curl_easy_cleanup(h);
+			f->h = NULL;
 			active--;
-			if (e || hd->r.status != 200) {
+			if (e || f->r.status != 200) {
 				/* Again, one at a time, with retries. */
-				http_response_done(&hd->r);
-				e = http_head(hd->url, sh->opts, &hd->r);
+				http_response_done(&f->r);
+				e = http_head(f->url, l->sh->opts, &f->r);
 			}
-			if (!err && (e || hd->r.status != 200))
-				err = response_error("HEAD", hd->url, e, &hd->r,
-						     ret_msg);
-			if (!err && hd->r.content_length >= 0)
-				hd->n->size = (uint64_t)hd->r.content_length;
-			if (!err && hd->r.etag) {
-				hd->n->etag = hd->r.etag;
-				hd->r.etag = NULL;
-			}
+			if (!err)
+				err = head_done(l, f, e);
+			http_response_done(&f->r);
+			free(f->url);
+			f->url = NULL;
 		}
 		if (active)
 			curl_multi_poll(multi, NULL, 0, 1000, NULL);
 	}
-out:
 	if (multi) {
 		/* Only on errors are handles still attached. */
-		for (i = 0; heads && i < t->count; i++) {
-			http_response_done(&heads[i].r);
-			free(heads[i].url);
+		for (i = 0; i < next; i++) {
+			if (l->files[i].h) {
+				curl_multi_remove_handle(multi, l->files[i].h);
+				curl_easy_cleanup(l->files[i].h);
+			}
+			http_response_done(&l->files[i].r);
+			free(l->files[i].url);
+			l->files[i].url = NULL;
 		}
 		curl_multi_cleanup(multi);
 	}
-	free(heads);
 	return err;
 }
 
@@ -245,22 +352,27 @@ static int http_list(struct source *s, struct tree *t, char **ret_msg,
 		     char **ret_warnings)
 {
 	struct source_http *sh = (struct source_http *)s;
+	struct listing l = {
+		.sh = sh, .t = t, .ret_msg = ret_msg, .warnings = ret_warnings
+	};
 	struct timespec now = { 0 };
+	char *key = NULL;
+	size_t i;
 	int err;
 
-	if (sh->single)
-		err = tree_add(t, sh->single, false, 0, now, NULL, NULL);
-	else
-		err = list_dir(sh, t, "", 0, ret_msg, ret_warnings);
-	if (!err)
-		err = head_files(sh, t, ret_msg);
-	if (!err) {
-		size_t i;
-
-		t->bytes = 0;
-		for (i = 0; i < t->count; i++)
-			t->bytes += t->nodes[i]->size;
+	if (sh->single) {
+		key = strdup(sh->single);
+		err = key ? pending_push(&l, key, 0, now) : -ENOMEM;
+		if (err)
+			free(key);
+	} else {
+		err = list_dir(&l, "", 0);
 	}
+	if (!err)
+		err = head_files(&l);
+	for (i = 0; i < l.nfiles; i++)
+		free(l.files[i].key);
+	free(l.files);
 	return err;
 }
 

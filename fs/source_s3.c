@@ -359,8 +359,9 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 {
 	struct source_s3 *s = (struct source_s3 *)src;
 	char *token = NULL, *warnings = NULL;
-	char **seen = NULL; /* every token so far (a cycle never ends) */
-	size_t nwarn = 0, nseen = 0;
+	struct list_budget budget = { 0 }; /* bounds, in constant memory */
+	const char *why;
+	size_t nwarn = 0;
 	int err = 0;
 
 	for (size_t page = 0;; page++) {
@@ -374,45 +375,39 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 			break;
 		}
 		err = get_page(s, token, &r, ret_msg);
+		free(token);
+		token = NULL;
 		if (err)
 			break;
 		err = s3_list_parse(r.body, r.len, &p);
-		http_response_done(&r);
 		if (err) {
+			http_response_done(&r);
 			msg_set(ret_msg, err,
 				"listing %s: malformed ListObjectsV2 response",
 				s->s.display);
 			break;
 		}
+		err = list_budget_request(&budget, r.len, p.nobjects, &why);
+		http_response_done(&r);
 		for (size_t i = 0; i < p.nobjects && !err; i++)
 			err = add_object(s, t, &p.objects[i], &warnings,
 					 &nwarn);
-		for (size_t i = 0; !err && p.truncated && i < nseen; i++)
-			if (!strcmp(seen[i], p.next_token))
-				err = msg_set(ret_msg, -EPROTO,
-					      "listing %s: the server repeated "
-					      "a continuation token",
-					      s->s.display);
-		token = NULL;
+		if (!err && p.truncated)
+			err = list_budget_token(&budget, p.next_token, &why);
+		if (err == -E2BIG || err == -ELOOP)
+			msg_set(ret_msg, err == -ELOOP ? -EPROTO : err,
+				"listing %s: %s", s->s.display, why);
 		if (!err && p.truncated) {
-			char **more =
-				realloc(seen, (nseen + 1) * sizeof(*seen));
-
-			if (!more) {
-				err = -ENOMEM;
-			} else {
-				seen = more;
-				seen[nseen++] = token = p.next_token;
-				p.next_token = NULL;
-			}
+			token = p.next_token;
+			p.next_token = NULL;
 		}
 		s3_list_page_done(&p);
 		if (err || !token)
 			break;
 	}
-	for (size_t i = 0; i < nseen; i++)
-		free(seen[i]);
-	free(seen);
+	free(token);
+	if (err == -ELOOP)
+		err = -EPROTO;
 	if (err == -ENOMEM && !*ret_msg)
 		msg_set(ret_msg, err, "listing %s: out of memory",
 			s->s.display);

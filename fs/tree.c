@@ -4,69 +4,241 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
-static struct node *node_new(struct tree *t, struct node *parent,
-			     const char *name, size_t name_len, bool is_dir)
+/* A merge holds the write lock for about this long at a time. */
+#define STEP_NS 2000000ull
+
+struct tree_dir {
+	struct node **children; /* append-only; sorted by tree_finish() */
+	size_t n;
+	size_t cap;
+};
+
+struct tree {
+	/* The shape: nodes, slots, every directory's children, the totals.
+	 * Readers take it shared; a merge takes it exclusively in steps. */
+	pthread_rwlock_t lock;
+	/* One merge at a time. Once the tree is shared, only the holder of
+	 * this lock changes the shape, so it may read it without @lock. */
+	pthread_mutex_t merge;
+	struct node **nodes; /* nodes[ino - 1] */
+	size_t count;
+	size_t cap;
+	/* The children index: open addressing keyed by (parent, name),
+	 * linear probing, at most half full; nslots a power of two. */
+	struct node **slots;
+	size_t nslots;
+	size_t nused;
+	uint64_t bytes; /* sum of file sizes */
+	size_t files;
+	struct tree_stats stats;
+};
+
+static uint64_t clock_ns(clockid_t clock)
 {
-	struct node *n;
+	struct timespec ts;
 
-	if (t->count == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 64;
-		struct node **nodes = realloc(t->nodes, cap * sizeof(*nodes));
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
-		if (!nodes)
-			return NULL;
-		t->nodes = nodes;
-		t->cap = cap;
+static size_t hash_of(const struct node *dir, const char *name, size_t len)
+{
+	return (size_t)XXH3_64bits_withSeed(name, len, dir->ino);
+}
+
+/* The slot holding child @name (@len bytes) of @dir, or the empty slot
+ * where it would go. */
+static struct node **slot_of(struct node **slots, size_t nslots,
+			     const struct node *dir, const char *name,
+			     size_t len)
+{
+	size_t mask = nslots - 1, i = hash_of(dir, name, len) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		struct node *n = slots[i];
+
+		if (!n || (n->parent == dir && !strncmp(n->name, name, len) &&
+			   n->name[len] == '\0'))
+			return &slots[i];
 	}
-	if (parent && parent->nchildren == parent->children_cap) {
-		size_t cap =
-			parent->children_cap ? parent->children_cap * 2 : 8;
-		struct node **c = realloc(parent->children, cap * sizeof(*c));
+}
 
-		if (!c)
-			return NULL;
-		parent->children = c;
-		parent->children_cap = cap;
+static struct node *child_find(const struct tree *t, const struct node *dir,
+			       const char *name, size_t len)
+{
+	if (!t->nslots || !dir->is_dir)
+		return NULL;
+	return *slot_of(t->slots, t->nslots, dir, name, len);
+}
+
+/* A new index of @nslots slots holding every linked node of @t. */
+static struct node **index_build(const struct tree *t, size_t nslots)
+{
+	struct node **slots = calloc(nslots, sizeof(*slots));
+	size_t i;
+
+	if (!slots)
+		return NULL;
+	for (i = 1; i < t->count; i++) {
+		struct node *n = t->nodes[i];
+
+		if (!n->unlinked)
+			*slot_of(slots, nslots, n->parent, n->name,
+				 strlen(n->name)) = n;
 	}
-	n = calloc(1, sizeof(*n));
+	return slots;
+}
+
+/* Slots enough for @n entries at most half full. */
+static size_t slots_for(size_t n)
+{
+	size_t s = 64;
+
+	while (s < 2 * n)
+		s *= 2;
+	return s;
+}
+
+/* A node for child @name of @parent (NULL: the root), not yet linked. */
+/* A node for child @name of @parent (NULL: the root), not yet linked; its
+ * key is stored in the same allocation. */
+static struct node *node_alloc(struct node *parent, const char *name,
+			       size_t name_len, bool is_dir)
+{
+	size_t plen = parent && *parent->key ? strlen(parent->key) + 1 : 0;
+	struct node *n = calloc(1, sizeof(*n) + plen + name_len + 1);
+
 	if (!n)
 		return NULL;
-	n->name = strndup(name, name_len);
-	if (parent && *parent->key) {
-		if (asprintf(&n->key, "%s/%.*s", parent->key, (int)name_len,
-			     name) < 0)
-			n->key = NULL;
-	} else {
-		n->key = strndup(name, name_len);
-	}
-	if (!n->name || !n->key) {
-		free(n->name);
-		free(n->key);
+	if (is_dir && !(n->dir = calloc(1, sizeof(*n->dir)))) {
 		free(n);
 		return NULL;
 	}
+	n->key = (char *)(n + 1);
+	if (plen) {
+		memcpy(n->key, parent->key, plen - 1);
+		n->key[plen - 1] = '/';
+	}
+	memcpy(n->key + plen, name, name_len);
+	n->key[plen + name_len] = '\0';
+	n->name = n->key + plen;
 	n->is_dir = is_dir;
 	n->parent = parent ? parent : n;
 	pthread_mutex_init(&n->lock, NULL);
-	readahead_init(&n->ra);
+	return n;
+}
+
+static void node_free(struct node *n)
+{
+	pthread_mutex_destroy(&n->lock);
+	if (n->ra) {
+		readahead_done(n->ra);
+		free(n->ra);
+	}
+	if (n->dir)
+		free(n->dir->children);
+	free(n->dir);
+	free(n->etag);
+	free(n); /* the key with it */
+}
+
+static struct readahead shared_ra;
+static pthread_once_t shared_ra_once = PTHREAD_ONCE_INIT;
+
+static void shared_ra_init(void)
+{
+	readahead_init(&shared_ra);
+}
+
+struct readahead *node_readahead(struct node *n)
+{
+	struct readahead *ra = __atomic_load_n(&n->ra, __ATOMIC_ACQUIRE), *exp;
+
+	if (ra)
+		return ra;
+	ra = malloc(sizeof(*ra));
+	if (!ra) {
+		pthread_once(&shared_ra_once, shared_ra_init);
+		return &shared_ra;
+	}
+	readahead_init(ra);
+	exp = NULL;
+	if (__atomic_compare_exchange_n(&n->ra, &exp, ra, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return ra;
+	readahead_done(ra); /* another thread made it first */
+	free(ra);
+	return exp;
+}
+
+static int grow(void *arrp, size_t *cap, size_t need, size_t size)
+{
+	void **arr = arrp;
+	size_t ncap = *cap ? *cap : 8;
+	void *a;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	a = realloc(*arr, ncap * size);
+	if (!a)
+		return -ENOMEM;
+	*arr = a;
+	*cap = ncap;
+	return 0;
+}
+
+/* Link @n into an unshared @t: give it the next inode, put it in its
+ * parent's children and the index. */
+static int node_link(struct tree *t, struct node *n)
+{
+	struct tree_dir *pd = n->parent->dir;
+
+	if (grow(&t->nodes, &t->cap, t->count + 1, sizeof(*t->nodes)))
+		return -ENOMEM;
+	if (n != n->parent) {
+		if (grow(&pd->children, &pd->cap, pd->n + 1,
+			 sizeof(*pd->children)))
+			return -ENOMEM;
+		if (2 * (t->nused + 1) > t->nslots) {
+			size_t ns = slots_for(t->nused + 1);
+			struct node **s = index_build(t, ns);
+
+			if (!s)
+				return -ENOMEM;
+			free(t->slots);
+			t->slots = s;
+			t->nslots = ns;
+		}
+	}
 	t->nodes[t->count++] = n;
 	n->ino = t->count;
-	if (parent)
-		parent->children[parent->nchildren++] = n;
-	return n;
+	if (n != n->parent) {
+		pd->children[pd->n++] = n;
+		*slot_of(t->slots, t->nslots, n->parent, n->name,
+			 strlen(n->name)) = n;
+		t->nused++;
+	}
+	return 0;
 }
 
 int tree_new(struct tree **ret)
 {
 	struct tree *t = calloc(1, sizeof(*t));
+	struct node *root;
 
 	if (!t)
 		return -ENOMEM;
 	pthread_rwlock_init(&t->lock, NULL);
-	if (!node_new(t, NULL, "", 0, true)) {
-		pthread_rwlock_destroy(&t->lock);
-		free(t);
+	pthread_mutex_init(&t->merge, NULL);
+	root = node_alloc(NULL, "", 0, true);
+	if (!root || node_link(t, root)) {
+		if (root)
+			node_free(root);
+		tree_free(t);
 		return -ENOMEM;
 	}
 	*ret = t;
@@ -79,18 +251,11 @@ void tree_free(struct tree *t)
 
 	if (!t)
 		return;
-	for (i = 0; i < t->count; i++) {
-		struct node *n = t->nodes[i];
-
-		pthread_mutex_destroy(&n->lock);
-		readahead_done(&n->ra);
-		free(n->children);
-		free(n->name);
-		free(n->key);
-		free(n->etag);
-		free(n);
-	}
+	for (i = 0; i < t->count; i++)
+		node_free(t->nodes[i]);
 	free(t->nodes);
+	free(t->slots);
+	pthread_mutex_destroy(&t->merge);
 	pthread_rwlock_destroy(&t->lock);
 	free(t);
 }
@@ -111,22 +276,6 @@ bool tree_name_ok(const char *name, size_t len)
 			return false;
 	}
 	return true;
-}
-
-/* Children are unsorted while building, so this is linear then; after
- * tree_finish() lookups use bsearch. */
-static struct node *child_find(const struct node *dir, const char *name,
-			       size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < dir->nchildren; i++) {
-		struct node *c = dir->children[i];
-
-		if (strlen(c->name) == len && !memcmp(c->name, name, len))
-			return c;
-	}
-	return NULL;
 }
 
 int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
@@ -155,20 +304,26 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 		bool last = p[len] == '\0';
 		bool want_dir = last ? is_dir : true;
 
-		n = child_find(dir, p, len);
+		n = child_find(t, dir, p, len);
 		if (n && n->is_dir != want_dir)
 			return -EEXIST;
 		if (n && last && !is_dir)
 			return -EEXIST;
 		if (!n) {
-			n = node_new(t, dir, p, len, want_dir);
+			n = node_alloc(dir, p, len, want_dir);
 			if (!n)
 				return -ENOMEM;
+			if (!want_dir && etag && !(n->etag = strdup(etag))) {
+				node_free(n);
+				return -ENOMEM;
+			}
+			if (node_link(t, n)) {
+				node_free(n);
+				return -ENOMEM;
+			}
 			n->mtime = mtime;
 			if (!want_dir) {
 				n->size = size;
-				if (etag && !(n->etag = strdup(etag)))
-					return -ENOMEM;
 				t->bytes += size;
 				t->files++;
 			}
@@ -183,6 +338,14 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	return 0;
 }
 
+void tree_set_size(struct tree *t, struct node *n, uint64_t size)
+{
+	pthread_mutex_lock(&n->lock);
+	t->bytes = t->bytes - n->size + size;
+	n->size = size;
+	pthread_mutex_unlock(&n->lock);
+}
+
 static int cmp_node(const void *a, const void *b)
 {
 	const struct node *x = *(struct node *const *)a;
@@ -195,10 +358,19 @@ void tree_finish(struct tree *t)
 {
 	size_t i;
 
-	for (i = 0; i < t->count; i++)
-		if (t->nodes[i]->nchildren)
-			qsort(t->nodes[i]->children, t->nodes[i]->nchildren,
-			      sizeof(struct node *), cmp_node);
+	for (i = 0; i < t->count; i++) {
+		struct tree_dir *d = t->nodes[i]->dir;
+
+		size_t k = 1;
+
+		/* Listings mostly come sorted (S3's do): check first. */
+		while (d && k < d->n &&
+		       cmp_node(&d->children[k - 1], &d->children[k]) <= 0)
+			k++;
+		if (d && k < d->n)
+			qsort(d->children, d->n, sizeof(*d->children),
+			      cmp_node);
+	}
 }
 
 struct node *tree_get(struct tree *t, uint64_t ino)
@@ -220,17 +392,10 @@ struct node *tree_root(const struct tree *t)
 struct node *tree_lookup(struct tree *t, const struct node *dir,
 			 const char *name)
 {
-	struct node key = { .name = (char *)name }, *kp = &key, **found;
-	struct node *n = NULL;
+	struct node *n;
 
-	if (!dir->is_dir)
-		return NULL;
 	pthread_rwlock_rdlock(&t->lock);
-	if (dir->nchildren) {
-		found = bsearch(&kp, dir->children, dir->nchildren,
-				sizeof(struct node *), cmp_node);
-		n = found ? *found : NULL;
-	}
+	n = child_find(t, dir, name, strlen(name));
 	pthread_rwlock_unlock(&t->lock);
 	return n;
 }
@@ -245,33 +410,131 @@ void tree_read_unlock(struct tree *t)
 	pthread_rwlock_unlock(&t->lock);
 }
 
-/* The node at @key, or NULL. */
-static struct node *find_key(const struct tree *t, const char *key)
+size_t tree_nchildren(const struct node *dir)
 {
-	struct node *n = t->nodes[0];
-	const char *p = key;
+	return dir->dir ? dir->dir->n : 0;
+}
 
-	while (n && *p) {
-		const char *slash = strchr(p, '/');
-		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+struct node *tree_child(const struct node *dir, size_t i)
+{
+	return dir->dir->children[i];
+}
 
-		n = child_find(n, p, len);
-		p += len;
-		if (*p == '/')
-			p++;
-	}
+size_t tree_count(struct tree *t)
+{
+	size_t n;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = t->count;
+	pthread_rwlock_unlock(&t->lock);
 	return n;
 }
 
-static int push(struct node ***list, size_t *n, struct node *node)
+size_t tree_files(struct tree *t)
 {
-	struct node **l = realloc(*list, (*n + 1) * sizeof(*l));
+	size_t n;
 
-	if (!l)
-		return -ENOMEM;
-	l[(*n)++] = node;
-	*list = l;
-	return 0;
+	pthread_rwlock_rdlock(&t->lock);
+	n = t->files;
+	pthread_rwlock_unlock(&t->lock);
+	return n;
+}
+
+uint64_t tree_bytes(struct tree *t)
+{
+	uint64_t n;
+
+	pthread_rwlock_rdlock(&t->lock);
+	n = t->bytes;
+	pthread_rwlock_unlock(&t->lock);
+	return n;
+}
+
+void tree_stats(struct tree *t, struct tree_stats *ret)
+{
+	pthread_rwlock_rdlock(&t->lock);
+	*ret = t->stats;
+	pthread_rwlock_unlock(&t->lock);
+}
+
+/*
+ * Merging. A plan (a list of ops) is made holding only t->merge: the merge
+ * is the only writer, so it reads the shape unlocked while lookups go on.
+ * Everything an op needs is allocated in the plan, so applying one cannot
+ * fail; ops are then applied under the write lock in steps of STEP_NS.
+ */
+enum op_kind {
+	OP_SWAP_NODES, /* install a larger nodes array */
+	OP_SWAP_INDEX, /* install a larger index */
+	OP_GROW,       /* install a larger children array in a directory */
+	OP_ADD,	       /* link new node n */
+	OP_REPLACE,    /* link new node n in place of old (other type) */
+	OP_UPDATE,     /* file n has a new version */
+	OP_GONE,       /* file n is gone from the source */
+};
+
+struct op {
+	enum op_kind kind;
+	struct node *n;
+	struct node *old; /* OP_REPLACE */
+	size_t index;	  /* OP_REPLACE: old's place among its siblings */
+	void *arr;	  /* OP_SWAP_*, OP_GROW: the new array, then the old */
+	size_t cap;	  /* OP_SWAP_*, OP_GROW */
+	char *etag;	  /* OP_UPDATE */
+	uint64_t size;	  /* OP_UPDATE */
+	struct timespec mtime; /* OP_UPDATE */
+};
+
+struct plan {
+	struct op *ops;
+	size_t nops;
+	size_t cap;
+	size_t nchanged; /* upper bounds for tree_changes */
+	size_t nadded;
+};
+
+static struct op *plan_push(struct plan *p, enum op_kind kind, struct node *n)
+{
+	struct op *o;
+
+	if (grow(&p->ops, &p->cap, p->nops + 1, sizeof(*p->ops)))
+		return NULL;
+	o = &p->ops[p->nops++];
+	memset(o, 0, sizeof(*o));
+	o->kind = kind;
+	o->n = n;
+	return o;
+}
+
+/* Free what a plan allocated and did not apply (all of it on failure,
+ * only the replaced arrays after success). */
+static void plan_free(struct plan *p, bool applied)
+{
+	size_t i;
+
+	for (i = 0; i < p->nops; i++) {
+		struct op *o = &p->ops[i];
+
+		switch (o->kind) {
+		case OP_SWAP_NODES:
+		case OP_SWAP_INDEX:
+		case OP_GROW:
+			free(o->arr);
+			break;
+		case OP_ADD:
+		case OP_REPLACE:
+			if (!applied)
+				node_free(o->n);
+			break;
+		case OP_UPDATE:
+			if (!applied)
+				free(o->etag);
+			break;
+		case OP_GONE:
+			break;
+		}
+	}
+	free(p->ops);
 }
 
 static bool same(const char *a, const char *b)
@@ -279,73 +542,299 @@ static bool same(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
+static size_t index_in_parent(const struct node *n)
+{
+	const struct tree_dir *d = n->parent->dir;
+	size_t i;
+
+	for (i = 0; i < d->n; i++)
+		if (d->children[i] == n)
+			return i;
+	return 0; /* not reached: a linked node is among its siblings */
+}
+
+static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
+{
+	struct node **map = calloc(fresh->count, sizeof(*map));
+	unsigned char *seen = calloc(t->count, 1);
+	size_t *adds = calloc(t->count + fresh->count, sizeof(*adds));
+	size_t next_ino = t->count + 1, nlinks = 0, i, nbefore;
+	int err = -ENOMEM;
+
+	if (!map || !seen || !adds)
+		goto out;
+	map[0] = tree_root(t);
+	seen[0] = 1;
+	/* Parents come before their children in fresh->nodes. */
+	for (i = 1; i < fresh->count; i++) {
+		const struct node *f = fresh->nodes[i];
+		struct node *dir = map[f->parent->ino - 1], *n = NULL, *m;
+		size_t len = strlen(f->name);
+		struct op *o;
+
+		if (dir->ino <= t->count)
+			n = child_find(t, dir, f->name, len);
+		if (n && n->is_dir == f->is_dir) {
+			bool differs;
+
+			map[i] = n;
+			seen[n->ino - 1] = 1;
+			if (f->is_dir)
+				continue;
+			pthread_mutex_lock(&n->lock);
+			differs = n->size != f->size ||
+				  !same(n->etag, f->etag) || n->changed;
+			pthread_mutex_unlock(&n->lock);
+			if (!differs)
+				continue;
+			o = plan_push(p, OP_UPDATE, n);
+			if (!o)
+				goto out;
+			o->size = f->size;
+			o->mtime = f->mtime;
+			if (f->etag && !(o->etag = strdup(f->etag)))
+				goto out;
+			p->nchanged++;
+			continue;
+		}
+		m = node_alloc(dir, f->name, len, f->is_dir);
+		if (!m)
+			goto out;
+		o = plan_push(p, n ? OP_REPLACE : OP_ADD, m);
+		if (!o) {
+			node_free(m);
+			goto out;
+		}
+		m->ino = next_ino++;
+		m->mtime = f->mtime;
+		m->size = f->size;
+		m->has_perm = f->has_perm; /* file:// owner and mode */
+		m->perm = f->perm;
+		m->uid = f->uid;
+		m->gid = f->gid;
+		if (f->etag && !(m->etag = strdup(f->etag)))
+			goto out;
+		map[i] = m;
+		p->nadded++;
+		if (n) {
+			o->old = n;
+			o->index = index_in_parent(n);
+		} else {
+			adds[dir->ino - 1]++;
+			nlinks++;
+		}
+	}
+	/* Files gone from the source (replaced ones included). */
+	for (i = 1; i < t->count; i++) {
+		struct node *n = t->nodes[i];
+		bool gone;
+
+		if (seen[i] || n->is_dir)
+			continue;
+		pthread_mutex_lock(&n->lock);
+		gone = !n->changed;
+		pthread_mutex_unlock(&n->lock);
+		if (gone && !plan_push(p, OP_GONE, n))
+			goto out;
+		p->nchanged += gone;
+	}
+	/* Room: new directories get theirs now, unlinked yet; existing ones,
+	 * the nodes array and the index get copies swapped in first. */
+	nbefore = p->nops;
+	for (i = 0; i < nbefore; i++) {
+		struct node *m = p->ops[i].n;
+		size_t k = m->ino - 1;
+
+		if ((p->ops[i].kind == OP_ADD ||
+		     p->ops[i].kind == OP_REPLACE) &&
+		    m->is_dir && adds[k]) {
+			m->dir->children =
+				malloc(adds[k] * sizeof(*m->dir->children));
+			if (!m->dir->children)
+				goto out;
+			m->dir->cap = adds[k];
+		}
+	}
+	for (i = 0; i < t->count; i++) {
+		struct tree_dir *d = t->nodes[i]->dir;
+		size_t cap = d ? d->cap : 0;
+		struct op *o;
+
+		if (!adds[i] || d->n + adds[i] <= d->cap)
+			continue;
+		while (cap < d->n + adds[i])
+			cap = cap ? 2 * cap : 8;
+		o = plan_push(p, OP_GROW, t->nodes[i]);
+		if (!o || !(o->arr = malloc(cap * sizeof(struct node *))))
+			goto out;
+		memcpy(o->arr, d->children, d->n * sizeof(struct node *));
+		o->cap = cap;
+	}
+	if (next_ino - 1 > t->cap) {
+		size_t cap = t->cap;
+		struct op *o;
+
+		while (cap < next_ino - 1)
+			cap *= 2;
+		o = plan_push(p, OP_SWAP_NODES, NULL);
+		if (!o || !(o->arr = malloc(cap * sizeof(*t->nodes))))
+			goto out;
+		memcpy(o->arr, t->nodes, t->count * sizeof(*t->nodes));
+		o->cap = cap;
+	}
+	if (2 * (t->nused + nlinks) > t->nslots) {
+		struct op *o = plan_push(p, OP_SWAP_INDEX, NULL);
+
+		if (!o)
+			goto out;
+		o->cap = slots_for(t->nused + nlinks);
+		if (!(o->arr = index_build(t, o->cap)))
+			goto out;
+	}
+	err = 0;
+out:
+	free(map);
+	free(seen);
+	free(adds);
+	return err;
+}
+
+static void apply(struct tree *t, struct op *o, struct tree_changes *c)
+{
+	struct node *n = o->n, *old = o->old;
+	void *prev;
+
+	switch (o->kind) {
+	case OP_SWAP_NODES:
+		prev = t->nodes;
+		t->nodes = o->arr;
+		t->cap = o->cap;
+		o->arr = prev;
+		break;
+	case OP_SWAP_INDEX:
+		prev = t->slots;
+		t->slots = o->arr;
+		t->nslots = o->cap;
+		o->arr = prev;
+		break;
+	case OP_GROW:
+		prev = n->dir->children;
+		n->dir->children = o->arr;
+		n->dir->cap = o->cap;
+		o->arr = prev;
+		break;
+	case OP_ADD:
+	case OP_REPLACE:
+		t->nodes[t->count++] = n; /* n->ino == t->count: planned so */
+		if (old) {
+			n->parent->dir->children[o->index] = n;
+			*slot_of(t->slots, t->nslots, n->parent, n->name,
+				 strlen(n->name)) = n;
+			old->unlinked = true;
+			c->nconflicts++;
+			if (!old->is_dir) {
+				t->files--;
+				t->bytes -= old->size;
+			}
+		} else {
+			struct tree_dir *pd = n->parent->dir;
+
+			pd->children[pd->n++] = n;
+			*slot_of(t->slots, t->nslots, n->parent, n->name,
+				 strlen(n->name)) = n;
+			t->nused++;
+		}
+		if (!n->is_dir) {
+			t->files++;
+			t->bytes += n->size;
+		}
+		c->added[c->nadded++] = n;
+		break;
+	case OP_UPDATE:
+		pthread_mutex_lock(&n->lock);
+		if (!n->unlinked)
+			t->bytes = t->bytes - n->size + o->size;
+		free(n->etag);
+		n->etag = o->etag;
+		o->etag = NULL;
+		n->size = o->size;
+		n->mtime = o->mtime;
+		n->changed = false;
+		n->generation++;
+		pthread_mutex_unlock(&n->lock);
+		c->changed[c->nchanged++] = n;
+		break;
+	case OP_GONE:
+		pthread_mutex_lock(&n->lock);
+		if (!n->changed) {
+			n->changed = true;
+			c->changed[c->nchanged++] = n;
+		}
+		pthread_mutex_unlock(&n->lock);
+		break;
+	}
+}
+
+/* Swaps first (they make room), then the rest in plan order. */
+static int op_pass(const struct op *o)
+{
+	return o->kind <= OP_GROW ? 0 : 1;
+}
+
 int tree_merge(struct tree *t, const struct tree *fresh,
 	       struct tree_changes *ret)
 {
 	struct tree_changes c = { 0 };
-	size_t i, count;
-	int err = 0;
+	struct plan p = { 0 };
+	int err, pass;
 
-	pthread_rwlock_wrlock(&t->lock);
-	for (i = 1; i < fresh->count && !err; i++) {
-		const struct node *f = fresh->nodes[i];
-		struct node *n = find_key(t, f->key);
-
-		if (!n) {
-			err = tree_add(t, f->key, f->is_dir, f->size, f->mtime,
-				       f->etag, &n);
-			if (!err) {
-				n->has_perm = f->has_perm; /* file:// owner */
-				n->perm = f->perm;
-				n->uid = f->uid;
-				n->gid = f->gid;
-			}
-			if (!err)
-				err = push(&c.added, &c.nadded, n);
-			continue;
-		}
-		if (n->is_dir || f->is_dir)
-			continue;
-		pthread_mutex_lock(&n->lock);
-		if (n->size != f->size || !same(n->etag, f->etag) ||
-		    n->changed) {
-			char *etag = f->etag ? strdup(f->etag) : NULL;
-
-			if (f->etag && !etag) {
-				err = -ENOMEM;
-			} else {
-				t->bytes = t->bytes - n->size + f->size;
-				free(n->etag);
-				n->etag = etag;
-				n->size = f->size;
-				n->mtime = f->mtime;
-				n->changed = false;
-				n->generation++;
-				err = push(&c.changed, &c.nchanged, n);
-			}
-		}
-		pthread_mutex_unlock(&n->lock);
+	pthread_mutex_lock(&t->merge);
+	err = plan_merge(t, fresh, &p);
+	if (!err) {
+		c.changed = malloc((p.nchanged + 1) * sizeof(*c.changed));
+		c.added = malloc((p.nadded + 1) * sizeof(*c.added));
+		if (!c.changed || !c.added)
+			err = -ENOMEM;
 	}
-	/* Files gone from the source: reads fail from now on. */
-	count = t->count;
-	for (i = 1; i < count && !err; i++) {
-		struct node *n = t->nodes[i];
-
-		if (n->is_dir || find_key(fresh, n->key))
-			continue;
-		pthread_mutex_lock(&n->lock);
-		if (!n->changed) {
-			n->changed = true;
-			err = push(&c.changed, &c.nchanged, n);
-		}
-		pthread_mutex_unlock(&n->lock);
-	}
-	tree_finish(t);
-	pthread_rwlock_unlock(&t->lock);
 	if (err) {
+		plan_free(&p, false);
 		tree_changes_done(&c);
+		pthread_mutex_unlock(&t->merge);
 		return err;
 	}
+	for (pass = 0; pass < 2; pass++) {
+		size_t k = 0;
+
+		while (k < p.nops) {
+			uint64_t start, cpu, held;
+			unsigned n = 0;
+
+			pthread_rwlock_wrlock(&t->lock);
+			start = clock_ns(CLOCK_MONOTONIC);
+			cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+			for (; k < p.nops; k++) {
+				if (op_pass(&p.ops[k]) != pass)
+					continue;
+				apply(t, &p.ops[k], &c);
+				if (!(++n & 63) &&
+				    clock_ns(CLOCK_MONOTONIC) - start >=
+					    STEP_NS) {
+					k++;
+					break;
+				}
+			}
+			held = clock_ns(CLOCK_MONOTONIC) - start;
+			if (held > t->stats.max_hold_ns)
+				t->stats.max_hold_ns = held;
+			cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+			if (cpu > t->stats.max_hold_cpu_ns)
+				t->stats.max_hold_cpu_ns = cpu;
+			t->stats.steps++;
+			pthread_rwlock_unlock(&t->lock);
+		}
+	}
+	plan_free(&p, true);
+	pthread_mutex_unlock(&t->merge);
 	*ret = c;
 	return 0;
 }
@@ -355,5 +844,5 @@ void tree_changes_done(struct tree_changes *c)
 	free(c->changed);
 	free(c->added);
 	c->changed = c->added = NULL;
-	c->nchanged = c->nadded = 0;
+	c->nchanged = c->nadded = c->nconflicts = 0;
 }

@@ -2,10 +2,13 @@
  *
  * Built single-threaded at mount (tree_add, then tree_finish). Later
  * listings (list_ttl) are merged in with tree_merge(): nodes are added,
- * never freed, so a node pointer stays valid for the tree's life, and the
- * tree's arrays (nodes, each directory's children) are protected by
- * tree->lock. A file's validator (etag, size, mtime) and state are
- * protected by node->lock. */
+ * never freed, so a node pointer stays valid for the tree's life. A
+ * directory's children are indexed by a hash table (lookups are O(1)) and
+ * kept in an append-only array, so a readdir position stays valid across
+ * merges. The tree's shape is protected by a lock private to tree.c:
+ * lookups take it shared, a merge takes it exclusively only for short
+ * steps (see tree_merge()). A file's validator (etag, size, mtime) and
+ * state are protected by node->lock. */
 #ifndef WFS_FS_TREE_H
 #define WFS_FS_TREE_H
 
@@ -17,16 +20,18 @@
 
 #include "readahead.h"
 
+struct tree;
+struct tree_dir; /* a directory's children: private to tree.c */
+
 struct node {
 	uint64_t ino; /* FUSE inode number; the root is 1 */
 	struct node *parent;
-	char *name; /* one path component; "" for the root */
 	char *key; /* path under the source root, '/'-separated, no leading / */
+	char *name; /* one path component, the tail of key; "" for the root */
 	bool is_dir;
+	bool unlinked; /* replaced by a node of another type; tree.c only */
+	struct tree_dir *dir; /* directories only; tree.c only */
 	struct timespec mtime;
-	struct node **children; /* sorted by name once tree_finish() ran */
-	size_t nchildren;
-	size_t children_cap;
 	/* file:// mirrors the source's owner and permissions (less the
 	 * write bits); other sources leave has_perm false: 0444/0555, owned
 	 * by the daemon's user. Set at listing, read-only afterwards. */
@@ -41,17 +46,13 @@ struct node {
 	bool changed;  /* the object changed under us: reads fail; lock */
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
-	struct readahead ra; /* has its own lock */
+	struct readahead *ra; /* made on first use: node_readahead() */
 };
 
-struct tree {
-	pthread_rwlock_t lock; /* the arrays below and nodes' children */
-	struct node **nodes;   /* nodes[ino - 1] */
-	size_t count;
-	size_t cap;
-	uint64_t bytes; /* sum of file sizes */
-	size_t files;
-};
+/* node_readahead() - @n's readahead state (it has its own lock), made on
+ * first use, so a node never read costs nothing for it. Never NULL: out
+ * of memory, a state shared by such nodes (thread-safe, less precise). */
+struct readahead *node_readahead(struct node *n);
 
 int tree_new(struct tree **ret);
 void tree_free(struct tree *t);
@@ -65,7 +66,8 @@ bool tree_name_ok(const char *name, size_t len);
 
 /*
  * tree_add() - add the file or directory at @key (relative, '/'-separated),
- * creating missing parent directories. @etag may be NULL.
+ * creating missing parent directories. @etag may be NULL. Only for a tree
+ * no other thread uses yet (a listing being built).
  * @return 0 and *ret_node (may be NULL), -EINVAL when a component of @key
  * is not tree_name_ok(), -EEXIST when @key exists with another type,
  * -ENOMEM.
@@ -74,7 +76,12 @@ bool tree_name_ok(const char *name, size_t len);
 int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	     struct timespec mtime, const char *etag, struct node **ret_node);
 
-/* tree_finish() - sort children; call once after the last tree_add(). */
+/* tree_set_size() - set the size of file @n of a tree being built (e.g.
+ * from a HEAD), keeping tree_bytes() right. */
+void tree_set_size(struct tree *t, struct node *n, uint64_t size);
+
+/* tree_finish() - sort each directory's children by name (readdir
+ * order); call once after the last tree_add(), before sharing @t. */
 void tree_finish(struct tree *t);
 
 /* tree_get() - the node of inode @ino, or NULL. */
@@ -85,24 +92,58 @@ struct node *tree_lookup(struct tree *t, const struct node *dir,
 			 const char *name);
 
 /* tree_read_lock() and tree_read_unlock() - hold the tree's shape still,
- * e.g. while walking a directory's children. */
+ * e.g. while walking a directory's children with tree_child(). Held only
+ * briefly: a merge waits for it. */
 void tree_read_lock(struct tree *t);
 void tree_read_unlock(struct tree *t);
+
+/* tree_nchildren() - how many children directory @dir has now; with the
+ * read lock held. Children are only ever appended (or replaced in place
+ * by a node of the same name), so the first N stay the same N names: a
+ * readdir that remembers N at opendir is a snapshot. */
+size_t tree_nchildren(const struct node *dir);
+
+/* tree_child() - the @i-th child of @dir (i < tree_nchildren()); with the
+ * read lock held. */
+struct node *tree_child(const struct node *dir, size_t i);
+
+/* Totals, for statfs and logs. */
+size_t tree_count(struct tree *t); /* nodes, the root included */
+size_t tree_files(struct tree *t);
+uint64_t tree_bytes(struct tree *t);
+
+/* What merges cost, since the tree was made (for benchmarks and tests):
+ * the longest time one held the lock lookups need, as wall time and as
+ * the CPU time it spent then (the difference: the thread was preempted
+ * while holding it), and how many steps they took. */
+struct tree_stats {
+	uint64_t max_hold_ns;
+	uint64_t max_hold_cpu_ns;
+	uint64_t steps;
+};
+void tree_stats(struct tree *t, struct tree_stats *ret);
 
 /* What a merge changed, for the caller to tell the cache and the kernel. */
 struct tree_changes {
 	struct node **changed; /* files whose content changed or went away */
 	size_t nchanged;
-	struct node **added; /* new files and directories */
+	struct node **added; /* new files and directories, by inode */
 	size_t nadded;
+	size_t nconflicts; /* paths whose type changed (replaced) */
 };
 
 /*
  * tree_merge() - bring @t up to date with @fresh, a new listing of the
- * same source: new entries are added, files whose validator or size
- * changed get the new one and a new generation, files gone from the
- * source are marked changed (reads fail with EIO). Entries of another
- * type than before are left as they were.
+ * same source (finished, not shared): new entries are added, files whose
+ * validator or size changed get the new one and a new generation, files
+ * gone from the source are marked changed (reads fail with EIO), and a
+ * path whose type changed (file <-> directory) is replaced by a new node
+ * of the new type (the old one reads as gone).
+ *
+ * The whole merge is planned and allocated first, without blocking
+ * lookups; then applied in steps that hold the lock lookups need for at
+ * most a few milliseconds each. Applying cannot fail: either nothing
+ * changed (an error return) or every change is in *ret.
  * @return 0 and *ret (release with tree_changes_done()), or -ENOMEM.
  */
 int tree_merge(struct tree *t, const struct tree *fresh,

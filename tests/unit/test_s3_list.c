@@ -200,6 +200,58 @@ static void times(void)
 	CHECK(s3_parse_time("", &t) == -EINVAL, "empty");
 }
 
+/* Listing bounds: caps on requests, bytes and objects; tokens too long
+ * or repeating; memory that does not grow with the number of tokens. */
+static void budget(void)
+{
+	struct list_budget b = { 0 };
+	const char *why = NULL;
+	char tok[32], *big;
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < LIST_MAX_REQUESTS && !err; i++)
+		err = list_budget_request(&b, 100, 1, &why);
+	CHECK(!err, "under the request cap: %d", err);
+	err = list_budget_request(&b, 100, 1, &why);
+	CHECK(err == -E2BIG && why && strstr(why, "requests"),
+	      "request cap: %d %s", err, why ? why : "");
+
+	memset(&b, 0, sizeof(b));
+	err = list_budget_request(&b, LIST_MAX_BYTES + 1, 1, &why);
+	CHECK(err == -E2BIG && strstr(why, "GiB"), "byte cap: %d", err);
+	memset(&b, 0, sizeof(b));
+	err = list_budget_request(&b, 1, LIST_MAX_OBJECTS + 1, &why);
+	CHECK(err == -E2BIG && strstr(why, "entries"), "object cap: %d", err);
+
+	/* A million fresh tokens: accepted, in the same fixed struct. */
+	memset(&b, 0, sizeof(b));
+	for (i = 0, err = 0; i < 1000000 && !err; i++) {
+		snprintf(tok, sizeof(tok), "token-%zu", i);
+		err = list_budget_token(&b, tok, &why);
+	}
+	CHECK(!err, "fresh tokens: %d at %zu", err, i);
+	/* A cycle among the recent ones is noticed. */
+	err = list_budget_token(&b, "token-999990", &why);
+	CHECK(err == -ELOOP && strstr(why, "repeated"), "cycle: %d", err);
+	memset(&b, 0, sizeof(b));
+	CHECK(!list_budget_token(&b, "A", &why) &&
+		      !list_budget_token(&b, "B", &why) &&
+		      list_budget_token(&b, "A", &why) == -ELOOP,
+	      "A B A");
+
+	big = malloc(LIST_MAX_TOKEN + 2);
+	if (big) {
+		memset(big, 't', LIST_MAX_TOKEN + 1);
+		big[LIST_MAX_TOKEN + 1] = '\0';
+		err = list_budget_token(&b, big, &why);
+		CHECK(err == -E2BIG && strstr(why, "longer"), "long: %d", err);
+		big[LIST_MAX_TOKEN] = '\0';
+		CHECK(!list_budget_token(&b, big, &why), "at the limit");
+		free(big);
+	}
+}
+
 int main(void)
 {
 	query();
@@ -208,6 +260,7 @@ int main(void)
 	malformed();
 	errors();
 	times();
+	budget();
 	printf("s3_list: ok\n");
 	return 0;
 }

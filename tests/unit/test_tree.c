@@ -1,0 +1,242 @@
+/* The tree: indexed lookups, merges (updates, additions, files gone, type
+ * changes), readdir snapshots across merges, lookups during a merge. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "tree.h"
+
+static const struct timespec t0;
+
+/* @t with the nodes of @keys ("d/" ends a directory) added and finished. */
+static struct tree *make(const char *const *keys, size_t n)
+{
+	struct tree *t = NULL;
+	size_t i;
+
+	CHECK(tree_new(&t) == 0, "tree_new");
+	for (i = 0; t && i < n; i++) {
+		size_t len = strlen(keys[i]);
+		char *k = strdup(keys[i]);
+		bool dir = keys[i][len - 1] == '/';
+		int err;
+
+		if (dir)
+			k[len - 1] = '\0';
+		err = tree_add(t, k, dir, dir ? 0 : len, t0, dir ? NULL : k,
+			       NULL);
+		CHECK(err == 0, "tree_add %s: %d", keys[i], err);
+		free(k);
+	}
+	if (t)
+		tree_finish(t);
+	return t;
+}
+
+static struct node *at(struct tree *t, const char *path)
+{
+	struct node *n = tree_root(t);
+	char *p = strdup(path), *s, *save = NULL;
+
+	for (s = strtok_r(p, "/", &save); n && s;
+	     s = strtok_r(NULL, "/", &save))
+		n = tree_lookup(t, n, s);
+	free(p);
+	return n;
+}
+
+static void test_add_lookup(void)
+{
+	static const char *const keys[] = { "b", "a/x", "a/y", "c/" };
+	struct tree *t = make(keys, 4);
+	struct node *n;
+
+	if (!t)
+		return;
+	CHECK(tree_count(t) == 6, "count %zu", tree_count(t));
+	CHECK(tree_files(t) == 3, "files %zu", tree_files(t));
+	CHECK(tree_bytes(t) == 1 + 3 + 3, "bytes");
+	n = at(t, "a/y");
+	CHECK(n && !strcmp(n->key, "a/y") && !strcmp(n->name, "y"), "a/y");
+	CHECK(n && n->parent == at(t, "a"), "parent");
+	CHECK(at(t, "c") && at(t, "c")->is_dir, "c/");
+	CHECK(!at(t, "a/z") && !at(t, "ab"), "misses");
+	CHECK(tree_add(t, "b/q", false, 1, t0, NULL, NULL) == -EEXIST,
+	      "file as a directory");
+	CHECK(tree_add(t, "a", false, 1, t0, NULL, NULL) == -EEXIST,
+	      "directory as a file");
+	CHECK(tree_add(t, "a/../b", false, 1, t0, NULL, NULL) == -EINVAL, "..");
+	CHECK(tree_add(t, "a", true, 0, t0, NULL, NULL) == 0, "dir again");
+	/* Sorted by name for readdir. */
+	n = tree_root(t);
+	CHECK(tree_nchildren(n) == 3, "root children");
+	CHECK(!strcmp(tree_child(n, 0)->name, "a") &&
+		      !strcmp(tree_child(n, 2)->name, "c"),
+	      "sorted");
+	tree_free(t);
+}
+
+static void test_merge(void)
+{
+	static const char *const before[] = { "keep", "change", "gone",
+					      "f2d",  "d2f/in", "dir/old" };
+	static const char *const after[] = { "keep", "change",	"f2d/in",
+					     "d2f",  "dir/old", "dir/new",
+					     "n/e/w" };
+	struct tree *t = make(before, 6), *fresh = make(after, 7);
+	struct tree_changes c;
+	struct node *keep, *change, *gone, *f2d, *d2f, *d2f_in, *root;
+	size_t snap, i;
+	char *names[8];
+	int err;
+
+	if (!t || !fresh)
+		return;
+	keep = at(t, "keep");
+	change = at(t, "change");
+	gone = at(t, "gone");
+	f2d = at(t, "f2d");
+	d2f = at(t, "d2f");
+	d2f_in = at(t, "d2f/in");
+	root = tree_root(t);
+	/* "change" changes: same key, another etag. */
+	free(change->etag);
+	change->etag = strdup("older");
+	snap = tree_nchildren(root);
+	for (i = 0; i < snap && i < 8; i++)
+		names[i] = strdup(tree_child(root, i)->name);
+
+	err = tree_merge(t, fresh, &c);
+	CHECK(err == 0, "merge: %d", err);
+	if (err)
+		return;
+	CHECK(at(t, "keep") == keep && keep->generation == 0 && !keep->changed,
+	      "unchanged file untouched");
+	CHECK(at(t, "change") == change && change->generation == 1 &&
+		      !strcmp(change->etag, "change") && !change->changed,
+	      "changed file updated in place");
+	CHECK(gone->changed, "gone file marked");
+	CHECK(at(t, "f2d") && at(t, "f2d") != f2d && at(t, "f2d")->is_dir,
+	      "file -> directory replaced");
+	CHECK(f2d->changed, "the replaced file reads as gone");
+	CHECK(at(t, "f2d/in") && !at(t, "f2d/in")->is_dir, "f2d/in");
+	CHECK(at(t, "d2f") && at(t, "d2f") != d2f && !at(t, "d2f")->is_dir,
+	      "directory -> file replaced");
+	CHECK(d2f_in->changed, "the file in a replaced directory is gone");
+	CHECK(at(t, "dir/new") && at(t, "n/e/w"), "added");
+	CHECK(tree_get(t, f2d->ino) == f2d, "old inodes stay valid");
+	CHECK(c.nconflicts == 2, "conflicts %zu", c.nconflicts);
+	/* changed: change, gone, f2d, d2f/in */
+	CHECK(c.nchanged == 4, "changed %zu", c.nchanged);
+	/* added: f2d (dir), f2d/in, d2f (file), dir/new, n, n/e, n/e/w */
+	CHECK(c.nadded == 7, "added %zu", c.nadded);
+	/* The snapshot taken before: the same names at the same places. */
+	CHECK(tree_nchildren(root) >= snap, "children only grow");
+	for (i = 0; i < snap && i < 8; i++) {
+		CHECK(!strcmp(tree_child(root, i)->name, names[i]),
+		      "child %zu: %s, was %s", i, tree_child(root, i)->name,
+		      names[i]);
+		free(names[i]);
+	}
+	tree_changes_done(&c);
+
+	/* Merging the same listing again changes nothing. */
+	err = tree_merge(t, fresh, &c);
+	CHECK(err == 0 && c.nchanged == 0 && c.nadded == 0,
+	      "second merge: %d %zu %zu", err, c.nchanged, c.nadded);
+	tree_changes_done(&c);
+	tree_free(fresh);
+	tree_free(t);
+}
+
+/* Lookups running during a large merge always find what exists. */
+struct prober {
+	struct tree *t;
+	size_t n;
+	atomic_bool stop;
+	size_t lookups;
+	size_t misses;
+};
+
+static void *probe(void *arg)
+{
+	struct prober *p = arg;
+	unsigned seed = 7;
+	char name[32];
+
+	while (!atomic_load(&p->stop)) {
+		snprintf(name, sizeof(name), "f%zu",
+			 (size_t)rand_r(&seed) % p->n);
+		p->misses += !tree_lookup(p->t, tree_root(p->t), name);
+		p->lookups++;
+	}
+	return NULL;
+}
+
+static void test_concurrent(void)
+{
+	enum { N = 100000 };
+	struct tree *t = NULL, *fresh = NULL;
+	struct prober p = { 0 };
+	struct tree_changes c;
+	struct tree_stats st;
+	pthread_t th;
+	char name[32];
+	size_t i;
+	int err = tree_new(&t) || tree_new(&fresh);
+
+	CHECK(!err, "tree_new");
+	if (err)
+		return;
+	for (i = 0; i < 2 * N; i++) {
+		snprintf(name, sizeof(name), "f%zu", i);
+		if (i < N)
+			err |= tree_add(t, name, false, i, t0, "a", NULL);
+		err |= tree_add(fresh, name, false, i, t0, i % 2 ? "b" : "a",
+				NULL);
+	}
+	CHECK(!err, "adds");
+	tree_finish(t);
+	tree_finish(fresh);
+	p.t = t;
+	p.n = N;
+	pthread_create(&th, NULL, probe, &p);
+	err = tree_merge(t, fresh, &c);
+	atomic_store(&p.stop, true);
+	pthread_join(th, NULL);
+	CHECK(err == 0, "merge");
+	CHECK(c.nadded == N && c.nchanged == N / 2, "added %zu changed %zu",
+	      c.nadded, c.nchanged);
+	CHECK(p.misses == 0, "%zu of %zu lookups missed during the merge",
+	      p.misses, p.lookups);
+	CHECK(tree_count(t) == 2 * N + 1, "count");
+	CHECK(tree_nchildren(tree_root(t)) == 2 * N, "children");
+	/* Steps are short: CPU time, as wall time on a loaded machine
+	 * counts the preemptions too; a lenient bound all the same. */
+	tree_stats(t, &st);
+	CHECK(st.steps > 1, "one step only");
+	CHECK(st.max_hold_cpu_ns < 20000000ull, "lock held %llu ns of CPU",
+	      (unsigned long long)st.max_hold_cpu_ns);
+	printf("merge of %d: %llu steps, longest lock hold %.2f ms "
+	       "(%.2f ms CPU), %zu lookups\n",
+	       2 * N, (unsigned long long)st.steps,
+	       (double)st.max_hold_ns / 1e6, (double)st.max_hold_cpu_ns / 1e6,
+	       p.lookups);
+	tree_changes_done(&c);
+	tree_free(fresh);
+	tree_free(t);
+}
+
+int main(void)
+{
+	test_add_lookup();
+	test_merge();
+	test_concurrent();
+	if (!failures)
+		printf("ok\n");
+	return failures != 0;
+}
