@@ -356,6 +356,7 @@ int main(int argc, char *argv[])
 	if (make_options(&c, &d.opts) < 0)
 		goto out;
 	log_debug_on = c.debug;
+	log_set_mountpoint(c.mountpoint);
 	if (c.debug)
 		c.foreground = 1;
 	curl_global_init(CURL_GLOBAL_ALL);
