@@ -123,8 +123,15 @@ static void put_family(FILE *out, const char *key,
 			first = v;
 	metric_name(name, sizeof(name), key);
 	if (is_histogram(first)) {
-		fprintf(out, "# HELP weightfs_%s %s\n", name,
-			"Block fetch latency from request to last byte");
+		if (!strcmp(key, "fetch_seconds"))
+			fprintf(out,
+				"# HELP weightfs_%s Range request latency, "
+				"from start to last byte (HTTP, S3)\n",
+				name);
+		else
+			fprintf(out,
+				"# HELP weightfs_%s weightfs histogram %s\n",
+				name, key);
 		fprintf(out, "# TYPE weightfs_%s histogram\n", name);
 		for (i = 0; i < n; i++)
 			if (json_object_object_get_ex(objs[i], key, &v) &&

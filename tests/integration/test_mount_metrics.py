@@ -91,3 +91,32 @@ def test_prometheus_not_a_mount(tmp_path):
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 1 and "not a weightfs mount" in r.stderr
     assert r.stdout == ""
+
+
+def test_fetch_latency_histogram(mount, nginx, tmp_path):
+    """Block fetches over HTTP land in weightfs_fetch_seconds, a histogram
+    whose buckets are cumulative and end in +Inf = _count."""
+    root = tmp_path / "www"
+    lib.write_random(str(root / "m.bin"), 3 * lib.MiB + 5, seed=3)
+    srv = nginx(root)
+    m = mount(srv.url, {"cache_mem": "64M", "block_size": "1M"})
+    with open(os.path.join(m.path, "m.bin"), "rb") as f:
+        assert len(f.read()) == 3 * lib.MiB + 5
+    stats = json.loads(subprocess.check_output(
+        [lib.WEIGHTFS_CTL, "stats", m.path], text=True))
+    h = stats["fetch_seconds"]
+    assert h["count"] >= 4 and h["count"] == stats["requests"], h
+    assert h["counts"] == sorted(h["counts"]) and h["counts"][-1] <= h["count"]
+    assert h["sum"] > 0
+    text = _prom(m.path)
+    assert "# TYPE weightfs_fetch_seconds histogram" in text
+    s = _samples(text)
+    inf = [v for lbl, v in s["weightfs_fetch_seconds_bucket"]
+           if 'le="+Inf"' in lbl]
+    assert inf == [str(h["count"])]
+    assert s["weightfs_fetch_seconds_count"][0][1] == str(h["count"])
+    if PROMTOOL:
+        r = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), \
+            r.stdout + r.stderr
