@@ -135,6 +135,14 @@ static const struct fuse_opt opt_spec[] = {
 	IGNORED("users"),
 	IGNORED("owner"),
 	IGNORED("group"),
+	IGNORED("relatime"),
+	IGNORED("norelatime"),
+	IGNORED("strictatime"),
+	IGNORED("nostrictatime"),
+	IGNORED("lazytime"),
+	IGNORED("nolazytime"),
+	IGNORED("diratime"),
+	IGNORED("nodiratime"),
 	FUSE_OPT_END
 };
 

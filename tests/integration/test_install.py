@@ -130,7 +130,7 @@ def test_mount_fstab_and_type(tmp_path, fixtures_dir):
         weightfs-ctl stats {mnt}
         umount {mnt}
         ! mountpoint -q {mnt}
-        mount -t fuse.weightfs -o ro,defaults,users,auto,rw file://{src} {mnt}
+        mount -t fuse.weightfs -o ro,defaults,users,auto,rw,relatime,nodiratime,lazytime file://{src} {mnt}
         sha256sum {mnt}/dtypes.safetensors
         findmnt -n -o OPTIONS {mnt}
         umount {mnt}
