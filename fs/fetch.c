@@ -437,11 +437,14 @@ static int curl_prepare(struct fetch *f, struct job *j, CURL *h)
  * to retry), or a final negative errno. */
 static int judge(struct job *j, CURLcode code, bool *retry)
 {
+	curl_off_t us = 0;
 	long status = 0;
 
 	*retry = false;
 	curl_easy_getinfo(j->h, CURLINFO_RESPONSE_CODE, &status);
 	STAT_ADD(bytes_fetched, j->got);
+	if (curl_easy_getinfo(j->h, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK)
+		stats_fetch_latency((uint64_t)us);
 	if (j->overflow)
 		return -EIO; /* more bytes than asked: the server lies */
 	if (code != CURLE_OK && code != CURLE_WRITE_ERROR) {

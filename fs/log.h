@@ -1,4 +1,6 @@
-/* Daemon logging: stderr in the foreground, syslog once daemonized. Only
+/* Daemon logging: stderr in the foreground, syslog (facility LOG_DAEMON, so
+ * journald on systemd machines) once daemonized, each message prefixed with
+ * the mountpoint there. Only
  * the daemon's edge (main.c, ops.c) logs; library-like modules return
  * errors. Thread-safe. */
 #ifndef WFS_FS_LOG_H
@@ -9,6 +11,8 @@
 
 extern bool log_debug_on;
 
+/* log_set_mountpoint() - name @mountpoint in every syslog message. */
+void log_set_mountpoint(const char *mountpoint);
 void log_to_syslog(void);
 void log_msg(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -72,6 +72,10 @@ static const char usage[] =
 "                          permissions; file:// shows the source's owners\n"
 "                          and modes, less write bits)\n"
 "  -o insecure             do not verify TLS certificates (testing only)\n"
+"  -o OPT                  mount(8)'s generic options (defaults, ro, rw,\n"
+"                          auto, noauto, _netdev, nofail, user, users,\n"
+"                          x-*, comment=...) are accepted and ignored, so\n"
+"                          fstab lines work; the mount is always read-only\n"
 "S3 (credentials come from the environment and the AWS files and\n"
 "services, never from the command line):\n"
 "  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
@@ -102,6 +106,12 @@ struct cmdline {
 	{                                                                      \
 		t, offsetof(struct cmdline, p), 1                              \
 	}
+/* Generic mount options that mount(8), mount.fuse3 and fstab pass on are
+ * meaningless here (the mount is read-only whatever "rw" says): accepted and
+ * dropped, so that fstab lines and systemd mounts work. x-* and comment=*
+ * are dropped in opt_proc; dev, suid, exec and their no* forms go to
+ * libfuse, which applies them. */
+#define IGNORED(t) FUSE_OPT_KEY(t, FUSE_OPT_KEY_DISCARD)
 static const struct fuse_opt opt_spec[] = {
 	OPT("cache_mem=%s", cache_mem),
 	OPT("block_size=%s", block_size),
@@ -127,6 +137,26 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("-V", version),
 	OPT("--version", version),
 	FUSE_OPT_KEY("allow_other", 1),
+	IGNORED("defaults"),
+	IGNORED("ro"),
+	IGNORED("rw"),
+	IGNORED("auto"),
+	IGNORED("noauto"),
+	IGNORED("_netdev"),
+	IGNORED("nofail"),
+	IGNORED("user"),
+	IGNORED("nouser"),
+	IGNORED("users"),
+	IGNORED("owner"),
+	IGNORED("group"),
+	IGNORED("relatime"),
+	IGNORED("norelatime"),
+	IGNORED("strictatime"),
+	IGNORED("nostrictatime"),
+	IGNORED("lazytime"),
+	IGNORED("nolazytime"),
+	IGNORED("diratime"),
+	IGNORED("nodiratime"),
 	FUSE_OPT_END
 };
 
@@ -139,6 +169,11 @@ static int opt_proc(void *data, const char *arg, int key,
 		c->allow_other = 1;
 		return 1;
 	}
+	/* mount(8)'s and systemd's own options (x-systemd.automount,
+	 * x-mount.mkdir, comment=...): not ours, not libfuse's. */
+	if (key == FUSE_OPT_KEY_OPT &&
+	    (!strncmp(arg, "x-", 2) || !strncmp(arg, "comment=", 8)))
+		return 0;
 	if (key == FUSE_OPT_KEY_NONOPT) {
 		if (!c->source) {
 			c->source = strdup(arg);
@@ -509,6 +544,7 @@ int main(int argc, char *argv[])
 	if (check_mountpoint(c.mountpoint) < 0)
 		goto out;
 	log_debug_on = c.debug;
+	log_set_mountpoint(c.mountpoint);
 	if (c.debug)
 		c.foreground = 1;
 	curl_global_init(CURL_GLOBAL_ALL);

@@ -5,6 +5,69 @@
 
 struct stats stats;
 
+/* The fetch latency histogram: upper bounds in microseconds, a count per
+ * bucket (not cumulative; stats_json() sums them), the sum and the count. */
+static const uint64_t latency_le_us[] = { 1000,	   2500,    5000,    10000,
+					  25000,   50000,   100000,  250000,
+					  500000,  1000000, 2500000, 5000000,
+					  10000000 };
+#define NLAT (sizeof(latency_le_us) / sizeof(latency_le_us[0]))
+static struct {
+	atomic_uint_fast64_t bucket[NLAT];
+	atomic_uint_fast64_t sum_us, count;
+} latency;
+
+void stats_fetch_latency(uint64_t us)
+{
+	size_t i = 0;
+
+	while (i < NLAT && us > latency_le_us[i])
+		i++;
+	if (i < NLAT)
+		atomic_fetch_add_explicit(&latency.bucket[i], 1,
+					  memory_order_relaxed);
+	atomic_fetch_add_explicit(&latency.sum_us, us, memory_order_relaxed);
+	atomic_fetch_add_explicit(&latency.count, 1, memory_order_relaxed);
+}
+
+/* Replace the closing brace of the object of @n bytes in @buf by
+ * , "fetch_seconds": {"le": [...], "counts": [cumulative], "sum": s,
+ * "count": n}}. @return the new length, or -1 when it does not fit. */
+static int append_latency(char *buf, size_t len, int n)
+{
+	uint64_t cum = 0;
+	size_t i;
+	int k;
+
+	if (n < 1 || (size_t)n >= len || buf[n - 1] != '}')
+		return -1;
+	n--;
+	k = snprintf(buf + n, len - n, ", \"fetch_seconds\": {\"le\": [");
+	for (i = 0; k >= 0 && (size_t)(n += k) < len && i < NLAT; i++)
+		k = snprintf(buf + n, len - n, "%s%g", i ? ", " : "",
+			     (double)latency_le_us[i] / 1e6);
+	if (k < 0 || (size_t)n >= len)
+		return -1;
+	k = snprintf(buf + n, len - n, "], \"counts\": [");
+	for (i = 0; k >= 0 && (size_t)(n += k) < len && i < NLAT; i++) {
+		cum += atomic_load_explicit(&latency.bucket[i],
+					    memory_order_relaxed);
+		k = snprintf(buf + n, len - n, "%s%llu", i ? ", " : "",
+			     (unsigned long long)cum);
+	}
+	if (k < 0 || (size_t)n >= len)
+		return -1;
+	k = snprintf(buf + n, len - n, "], \"sum\": %.6f, \"count\": %llu}}",
+		     (double)atomic_load_explicit(&latency.sum_us,
+						  memory_order_relaxed) /
+			     1e6,
+		     (unsigned long long)atomic_load_explicit(
+			     &latency.count, memory_order_relaxed));
+	if (k < 0 || (size_t)(n += k) >= len)
+		return -1;
+	return n;
+}
+
 #define LOAD(f)                                                                \
 	((unsigned long long)atomic_load_explicit(&stats.f,                    \
 						  memory_order_relaxed))
@@ -33,6 +96,8 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
 		LOAD(disk_errors));
 
+	if (n > 0 && (size_t)n < len)
+		n = append_latency(buf, len, n);
 	if (n < 0 || (size_t)n >= len)
 		return -ERANGE;
 	return n;

@@ -38,6 +38,13 @@ extern struct stats stats;
 	atomic_fetch_add_explicit(&stats.field, (n), memory_order_relaxed)
 
 /*
+ * stats_fetch_latency() - count one range request that took @us
+ * microseconds (curl's total time of the attempt) in the latency histogram
+ * that stats_json() reports as "fetch_seconds".
+ */
+void stats_fetch_latency(uint64_t us);
+
+/*
  * stats_json() - the counters, plus @cache_bytes and @cache_mem, as one
  * JSON object into @buf.
  * @return the length written (without NUL), or -ERANGE when @len is too

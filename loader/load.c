@@ -34,15 +34,27 @@ static double now(void)
 
 static int get_opts(const struct wfs_load_opts *user, struct wfs_load_opts *o)
 {
+	const unsigned char *tail;
 	size_t n;
 
-	wfs_load_opts_init(o);
+	wfs_load_opts_init(o, sizeof(*o));
 	if (user) {
-		n = user->struct_size < sizeof(*o) ? user->struct_size
-						   : sizeof(*o);
-		if (n < offsetof(struct wfs_load_opts, device) + sizeof(int))
+		if (user->struct_size < LOAD_OPTS_SIZE_MIN)
 			return err_set(-EINVAL, "wfs_load_opts not initialized "
 						"(use wfs_load_opts_init)");
+		n = user->struct_size < sizeof(*o) ? user->struct_size
+						   : sizeof(*o);
+		/* A newer caller's fields this library does not know must be
+		 * left at their defaults (zero), or the load would silently
+		 * not do what was asked. */
+		tail = (const unsigned char *)user + n;
+		for (size_t i = 0; i < user->struct_size - n; i++)
+			if (tail[i])
+				return err_set(
+					-EINVAL,
+					"wfs_load_opts sets a field this "
+					"libweightfs %s does not know",
+					WFS_VERSION_STRING);
 		memcpy(o, user, n);
 		o->struct_size = sizeof(*o);
 	}

@@ -11,6 +11,11 @@
 #include "safetensors.h"
 #include "weightfs.h"
 
+/* The smallest struct wfs_load_opts a caller may pass: struct_size and
+ * device; the caller's struct_size says which later fields it has. */
+#define LOAD_OPTS_SIZE_MIN                                                     \
+	(offsetof(struct wfs_load_opts, device) + sizeof(int))
+
 struct model_file {
 	char *path;
 	int fd;

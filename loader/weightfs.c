@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "errmsg.h"
+#include "model.h"
 #include "safetensors.h"
 #include "staging.h"
 #include "weightfs.h"
@@ -59,11 +60,25 @@ int wfs_device_parse(const char *s, int *ret_device)
 	return 0;
 }
 
-void wfs_load_opts_init(struct wfs_load_opts *opts)
+int wfs_load_opts_init(struct wfs_load_opts *opts, size_t size)
 {
-	memset(opts, 0, sizeof(*opts));
-	opts->struct_size = sizeof(*opts);
-	opts->device = WFS_DEVICE_CPU;
+	struct wfs_load_opts d = { 0 };
+
+	if (!opts || size < LOAD_OPTS_SIZE_MIN)
+		return err_set(-EINVAL,
+			       "wfs_load_opts_init: size %zu is smaller than "
+			       "any struct wfs_load_opts",
+			       size);
+	d.struct_size = size;
+	d.device = WFS_DEVICE_CPU;
+	/* Write the caller's @size bytes, never ours: an older caller's
+	 * struct is smaller; a newer caller's tail is zeroed. */
+	if (size > sizeof(d)) {
+		memset((char *)opts + sizeof(d), 0, size - sizeof(d));
+		size = sizeof(d);
+	}
+	memcpy(opts, &d, size);
+	return 0;
 }
 
 void wfs_release_staging(void)

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl_prom.h"
 #include "size.h"
 #include "wire.h"
 #include "wire_client.h"
@@ -21,7 +22,7 @@
 #define CHUNK (64u << 20)
 
 static const char usage[] =
-	"usage: weightfs-ctl stats MOUNTPOINT\n"
+	"usage: weightfs-ctl stats [--prometheus] MOUNTPOINT...\n"
 	"       weightfs-ctl prefetch PATH...\n"
 	"       weightfs-ctl evict PATH...\n"
 	"\n"
@@ -32,6 +33,13 @@ static const char usage[] =
 	"                     cache_evictions, cache_bytes, cache_mem,\n"
 	"                     prefetched_blocks, reads, bytes_read, "
 	"objects_changed\n"
+	"    --prometheus     instead, the Prometheus text format (for\n"
+	"                     node_exporter's textfile collector): counters\n"
+	"                     weightfs_KEY_total, gauges weightfs_cache_bytes "
+	"and\n"
+	"                     weightfs_cache_mem_bytes, the histogram\n"
+	"                     weightfs_fetch_seconds (range request latency),\n"
+	"                     a label mountpoint\n"
 	"  prefetch PATH...   bring files (directories: every file below) into "
 	"the\n"
 	"                     daemon's block cache, without filling the "
@@ -44,10 +52,10 @@ static const char usage[] =
 	"\n"
 	"Exit status: 0 done, 1 a path failed, 2 usage.\n";
 
-static int stats(const char *mnt)
+/* The stats JSON of @mnt into @buf; 0, or 1 said on stderr. */
+static int read_stats(const char *mnt, char *buf, size_t len)
 {
-	char buf[8192];
-	ssize_t n = getxattr(mnt, "user.weightfs.stats", buf, sizeof(buf) - 1);
+	ssize_t n = getxattr(mnt, "user.weightfs.stats", buf, len - 1);
 
 	if (n < 0) {
 		if (errno == ENODATA || errno == ENOTSUP)
@@ -61,8 +69,33 @@ static int stats(const char *mnt)
 		return 1;
 	}
 	buf[n] = '\0';
-	printf("%s\n", buf);
 	return 0;
+}
+
+static int stats(char **mnts, int n)
+{
+	static char bufs[64][8192];
+	const char *jsons[64];
+	bool prom = n > 0 && !strcmp(mnts[0], "--prometheus");
+
+	if (prom) {
+		mnts++;
+		n--;
+	}
+	if (n < 1 || n > 64 || (!prom && n != 1)) {
+		fprintf(stderr, "%s", usage);
+		return EXIT_USAGE;
+	}
+	for (int i = 0; i < n; i++) {
+		if (read_stats(mnts[i], bufs[i], sizeof(bufs[i])))
+			return 1;
+		jsons[i] = bufs[i];
+	}
+	if (!prom) {
+		printf("%s\n", bufs[0]);
+		return 0;
+	}
+	return prom_write(stdout, jsons, (const char *const *)mnts, n) ? 1 : 0;
 }
 
 /* One connection, kept while consecutive files are on the same mount. */
@@ -221,8 +254,8 @@ int main(int argc, char *argv[])
 		fputs(usage, stdout);
 		return 0;
 	}
-	if (argc == 3 && !strcmp(argv[1], "stats"))
-		return stats(argv[2]);
+	if (argc >= 3 && !strcmp(argv[1], "stats"))
+		return stats(argv + 2, argc - 2);
 	if (argc >= 3 && !strcmp(argv[1], "prefetch"))
 		return files(argv + 2, argc - 2);
 	if (argc >= 3 && !strcmp(argv[1], "evict")) {

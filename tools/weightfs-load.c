@@ -207,7 +207,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 	char *end;
 	int c;
 
-	wfs_load_opts_init(&a->opts);
+	wfs_load_opts_init(&a->opts, sizeof(a->opts));
 	while ((c = getopt_long(argc, argv, "d:D:jt:s:c:qhV", longopts,
 				NULL)) != -1) {
 		switch (c) {

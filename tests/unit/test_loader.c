@@ -100,19 +100,19 @@ static void test_fixtures(void)
 	for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
 		load_and_check(models[i].path, models[i].files, NULL);
 
-		wfs_load_opts_init(&o);
+		wfs_load_opts_init(&o, sizeof(o));
 		o.threads = 1;
 		load_and_check(models[i].path, models[i].files, &o);
 
 		/* Many small chunks over several threads. */
-		wfs_load_opts_init(&o);
+		wfs_load_opts_init(&o, sizeof(o));
 		o.threads = 3;
 		o.chunk_bytes = 64 * 1024;
 		o.alignment = 4096;
 		load_and_check(models[i].path, models[i].files, &o);
 
 		/* Staged through host slots, with O_DIRECT where allowed. */
-		wfs_load_opts_init(&o);
+		wfs_load_opts_init(&o, sizeof(o));
 		o.threads = 2;
 		o.staging_bytes = 256 * 1024;
 		o.direct_io = WFS_DIRECT_IO_ALWAYS;
@@ -157,7 +157,7 @@ static void test_dest_and_reload(void)
 	need = wfs_model_alloc_size(m, 0);
 	CHECK(need >= 408448);
 	CHECK(posix_memalign(&dest, 4096, need) == 0);
-	wfs_load_opts_init(&o);
+	wfs_load_opts_init(&o, sizeof(o));
 	o.dest = dest;
 	o.dest_bytes = need - 1;
 	CHECK(wfs_model_load(m, &o) == -ENOSPC);
@@ -246,7 +246,7 @@ static void test_synthetic(void)
 		struct wfs_model *m;
 		uint64_t off = 0;
 
-		wfs_load_opts_init(&o);
+		wfs_load_opts_init(&o, sizeof(o));
 		if (v == 1) {
 			o.threads = 4;
 			o.chunk_bytes = 64 * 1024;

@@ -45,7 +45,7 @@ int main(void)
 	CHECK(r == 0);
 	expected = expected_load();
 
-	wfs_load_opts_init(&o);
+	wfs_load_opts_init(&o, sizeof(o));
 	o.device = 0;
 	for (int i = 0; i < 10; i++)
 		load_check(expected, "tiny-llama-sharded", sharded_files, &o);
@@ -62,7 +62,7 @@ int main(void)
 	snprintf(path, sizeof(path), "%s/tiny-llama", fixtures_dir());
 	CHECK(wfs_model_open(path, &m) == 0);
 	CHECK(cuda_malloc(wfs_model_alloc_size(m, 0), &dest) == 0);
-	wfs_load_opts_init(&o);
+	wfs_load_opts_init(&o, sizeof(o));
 	o.device = 0;
 	o.dest = dest;
 	o.dest_bytes = wfs_model_alloc_size(m, 0);

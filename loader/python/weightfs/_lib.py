@@ -60,10 +60,16 @@ def _candidates():
         yield str(Path(os.environ["WEIGHTFS_BUILD"]) / "loader" /
                   "libweightfs.so")
     here = Path(__file__).resolve().parent
+    try:  # installed by meson: the library installed with this package
+        from ._config import LIBWEIGHTFS
+        yield LIBWEIGHTFS
+    except ImportError:
+        pass
     yield str(here / "libweightfs.so")
-    name = ctypes.util.find_library("weightfs")
+    name = ctypes.util.find_library("weightfs")  # ldconfig's cache
     if name:
         yield name
+    yield "libweightfs.so.0"  # the dynamic linker's own search
     if len(here.parents) > 2:
         yield str(here.parents[2] / "build" / "loader" / "libweightfs.so")
 
@@ -93,7 +99,8 @@ _version_string = _fn("wfs_version_string", ctypes.c_char_p)
 _last_error = _fn("wfs_last_error", ctypes.c_char_p)
 _device_parse = _fn("wfs_device_parse", ctypes.c_int, ctypes.c_char_p,
                     ctypes.POINTER(ctypes.c_int))
-_opts_init = _fn("wfs_load_opts_init", None, ctypes.POINTER(_LoadOpts))
+_opts_init = _fn("wfs_load_opts_init", ctypes.c_int,
+                 ctypes.POINTER(_LoadOpts), ctypes.c_size_t)
 _open = _fn("wfs_model_open", ctypes.c_int, ctypes.c_char_p,
             ctypes.POINTER(ctypes.c_void_p))
 _free = _fn("wfs_model_free", None, ctypes.c_void_p)
@@ -178,7 +185,7 @@ class Model:
         alloc_size() bytes, 256-byte aligned), or into an allocation the
         model owns if dest is None. Returns the load's statistics."""
         opts = _LoadOpts()
-        _opts_init(ctypes.byref(opts))
+        _check(_opts_init(ctypes.byref(opts), ctypes.sizeof(opts)))
         opts.device = device if isinstance(device, int) else \
             parse_device(device)
         opts.threads = threads
