@@ -27,8 +27,7 @@ struct cache {
 	size_t nlru;		  /* blocks on the LRU */
 	size_t unread_prefetched; /* LRU blocks with prefetch set */
 	uint64_t ready_bytes;
-	cache_fetch_fn fetch;
-	cache_fetch_fn promote; /* or NULL */
+	const struct cache_fill_ops *fill;
 	void *ctx;
 };
 
@@ -40,8 +39,8 @@ static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
 	return (size_t)(h ^ (h >> 29));
 }
 
-int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
-	      struct cache **ret)
+int cache_new(uint64_t mem, size_t block_size,
+	      const struct cache_fill_ops *fill, void *ctx, struct cache **ret)
 {
 	struct cache *c;
 	size_t i, hsize = 16;
@@ -53,7 +52,7 @@ int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
 		return -ENOMEM;
 	c->block_size = block_size;
 	c->nblocks = mem / block_size;
-	c->fetch = fetch;
+	c->fill = fill;
 	c->ctx = ctx;
 	c->map = MAP_FAILED;
 	pthread_mutex_init(&c->lock, NULL);
@@ -213,7 +212,7 @@ static void start_fetch(struct cache *c, struct block *b)
 		madvise(b->data, c->block_size, MADV_POPULATE_WRITE);
 		b->populated = true;
 	}
-	c->fetch(c->ctx, b);
+	c->fill->start(c->ctx, b);
 }
 
 int cache_get(struct cache *c, struct node *file, uint32_t generation,
@@ -249,9 +248,9 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 		STAT_ADD(cache_misses, 1);
 		/* A reader now waits for what readahead queued: it goes
 		 * first. Our reference keeps the block from being reused. */
-		if (b->prefetch && c->promote) {
+		if (b->prefetch && c->fill->promote) {
 			pthread_mutex_unlock(&c->lock);
-			c->promote(c->ctx, b);
+			c->fill->promote(c->ctx, b);
 			pthread_mutex_lock(&c->lock);
 		}
 	}
@@ -353,11 +352,6 @@ void cache_drop_file(struct cache *c, struct node *file)
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
-}
-
-void cache_set_promote(struct cache *c, cache_fetch_fn promote)
-{
-	c->promote = promote;
 }
 
 uint64_t cache_headroom(struct cache *c)

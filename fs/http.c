@@ -252,10 +252,9 @@ int http_status_errno(long status)
 	case 404:
 	case 410:
 		return -ENOENT;
-	case 412:
+	case 412: /* If-Match failed: the object changed */
+	case 416: /* the range is past its end: it shrank */
 		return -ESTALE;
-	case 416:
-		return -ERANGE;
 	case 408:
 	case 504:
 		return -ETIMEDOUT;
@@ -263,38 +262,13 @@ int http_status_errno(long status)
 	case 503:
 		return -EAGAIN;
 	default:
-		return -EIO;
+		/* 5xx: the server's trouble, transient; anything else
+		 * (3xx, other 4xx) is not an answer we asked for. */
+		return status >= 500 && status < 600 ? -EIO : -EPROTO;
 	}
 }
 
 int http_status_retryable(long status)
 {
 	return status >= 500 || status == 429 || status == 408;
-}
-
-char *http_url_escape_path(const char *key)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t len = strlen(key);
-	char *out, *o;
-
-	if (len > (SIZE_MAX - 1) / 3)
-		return NULL;
-	out = malloc(len * 3 + 1);
-	if (!out)
-		return NULL;
-	for (o = out; *key; key++) {
-		unsigned char c = (unsigned char)*key;
-
-		if (isalnum(c) || c == '-' || c == '.' || c == '_' ||
-		    c == '~' || c == '/') {
-			*o++ = (char)c;
-		} else {
-			*o++ = '%';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
-		}
-	}
-	*o = '\0';
-	return out;
 }

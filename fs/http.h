@@ -7,6 +7,9 @@
 #include <curl/curl.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "sigv4.h"
 
 struct options;
 
@@ -74,7 +77,10 @@ unsigned http_backoff_ms(unsigned attempt);
 /* http_curl_errno() - the errno for a failed transfer. */
 int http_curl_errno(CURLcode code);
 
-/* http_status_errno() - the errno for a final HTTP status (0 for 2xx). */
+/* http_status_errno() - the one HTTP status -> errno map, for listings
+ * and block reads alike (0 for 2xx): 401/403 -EACCES, 404/410 -ENOENT,
+ * 412/416 -ESTALE, 408/504 -ETIMEDOUT, 429/503 -EAGAIN, other 5xx -EIO,
+ * anything else -EPROTO. */
 int http_status_errno(long status);
 
 /* http_status_retryable() - 5xx, 429 and 408 are worth another try. */
@@ -82,8 +88,12 @@ int http_status_retryable(long status);
 
 /*
  * http_url_escape_path() - percent-encode @key for a URL path, keeping
- * '/' and RFC 3986 unreserved characters. @return malloc'd or NULL.
+ * '/' and RFC 3986 unreserved characters: the one URI encoder,
+ * sigv4_uri_encode(). @return malloc'd or NULL.
  */
-char *http_url_escape_path(const char *key);
+static inline char *http_url_escape_path(const char *key)
+{
+	return sigv4_uri_encode(key, strlen(key), true);
+}
 
 #endif

@@ -1,7 +1,10 @@
 /* weightfs: mount an S3 prefix, an HTTP(S) directory or a local directory
  * as a read-only filesystem. */
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,11 @@
 
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
+/* libfuse worker threads: reads waiting on a hung source each hold one
+ * (one per reading thread, plus the kernel's background readahead, at
+ * most max_background = 12), so the pool is sized well past that, and a
+ * stat or a read of another file still finds a worker. */
+#define FUSE_THREADS_MAX 64
 
 /* clang-format off */
 static const char usage[] =
@@ -299,6 +307,82 @@ static void print_warnings(const char *w)
 	}
 }
 
+/*
+ * Shutdown: SIGTERM, SIGINT or SIGHUP end the FUSE loop (libfuse's own
+ * handler), but the loop then joins its workers, and a worker waits for
+ * the block its read needs. So a second handler, chained before libfuse's,
+ * wakes a thread that stops fetching at once: every pending fetch fails
+ * with -ESHUTDOWN, each waiting read gets EIO, and the loop ends.
+ */
+static int stop_pipe[2] = { -1, -1 };
+static struct sigaction old_action[3];
+static const int stop_signals[3] = { SIGTERM, SIGINT, SIGHUP };
+
+static void on_stop_signal(int sig)
+{
+	int saved = errno;
+	char c = 1;
+	size_t i;
+
+	if (write(stop_pipe[1], &c, 1) < 0) {
+		/* the pipe is full: the thread is woken already */
+	}
+	for (i = 0; i < 3; i++)
+		if (stop_signals[i] == sig &&
+		    old_action[i].sa_handler != SIG_DFL &&
+		    old_action[i].sa_handler != SIG_IGN)
+			old_action[i].sa_handler(sig);
+	errno = saved;
+}
+
+static void *stop_watcher(void *arg)
+{
+	struct daemon *d = arg;
+	char c;
+
+	while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
+		;
+	fetch_shutdown(d->fetch);
+	return NULL;
+}
+
+/* Start the watcher and chain the handler (after libfuse's is set). */
+static int stop_watch_start(struct daemon *d, pthread_t *ret)
+{
+	struct sigaction sa;
+	size_t i;
+	int r;
+
+	if (pipe2(stop_pipe, O_CLOEXEC) < 0)
+		return -errno;
+	r = pthread_create(ret, NULL, stop_watcher, d);
+	if (r)
+		return -r;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < 3; i++)
+		if (sigaction(stop_signals[i], &sa, &old_action[i]) < 0)
+			return -errno;
+	return 0;
+}
+
+/* Restore libfuse's handlers, wake the watcher if no signal did, join. */
+static void stop_watch_end(pthread_t t)
+{
+	char c = 1;
+	size_t i;
+
+	for (i = 0; i < 3; i++)
+		sigaction(stop_signals[i], &old_action[i], NULL);
+	if (write(stop_pipe[1], &c, 1) < 0) {
+		/* full: it is woken already */
+	}
+	pthread_join(t, NULL);
+	close(stop_pipe[0]);
+	close(stop_pipe[1]);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -307,6 +391,8 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop_cfg = NULL;
 	struct refresh *refresh = NULL;
 	char *msg = NULL, *warnings = NULL;
+	pthread_t watcher;
+	bool watching = false;
 	int ret = EXIT_USAGE, err;
 
 	if (fuse_opt_parse(&args, &c, opt_spec, opt_proc) < 0)
@@ -351,11 +437,9 @@ int main(int argc, char *argv[])
 		  (unsigned long long)d.tree->bytes);
 
 	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0 ||
-	    (err = cache_new(d.opts.cache_mem, d.opts.block_size, fetch_block,
-			     d.fetch, &d.cache)) < 0)
+	    (err = cache_new(d.opts.cache_mem, d.opts.block_size,
+			     &fetch_fill_ops, d.fetch, &d.cache)) < 0)
 		goto fail;
-	fetch_attach(d.fetch, d.cache);
-	cache_set_promote(d.cache, fetch_promote);
 	err = fastpath_new(&d, &d.fastpath);
 	if (err < 0) {
 		fprintf(stderr,
@@ -366,11 +450,13 @@ int main(int argc, char *argv[])
 	}
 
 	/* libfuse's own options: read-only, and a name for mount(8). */
-	fuse_opt_add_arg(&args, "-oro,default_permissions");
-	fuse_opt_add_arg(&args, "-ofsname=weightfs");
-	fuse_opt_add_arg(&args, "-osubtype=weightfs");
-	if (c.debug)
-		fuse_opt_add_arg(&args, "-odebug");
+	if (fuse_opt_add_arg(&args, "-oro,default_permissions") ||
+	    fuse_opt_add_arg(&args, "-ofsname=weightfs") ||
+	    fuse_opt_add_arg(&args, "-osubtype=weightfs") ||
+	    (c.debug && fuse_opt_add_arg(&args, "-odebug"))) {
+		err = -ENOMEM;
+		goto fail;
+	}
 	d.se = fuse_session_new(&args, &ops, sizeof(ops), &d);
 	if (!d.se)
 		goto out; /* libfuse said which option it did not know */
@@ -391,7 +477,12 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!c.foreground)
 		log_to_syslog();
-	if ((err = fetch_start(d.fetch)) < 0) {
+	if ((err = stop_watch_start(&d, &watcher)) < 0) {
+		log_error("cannot watch for signals: %s", strerror(-err));
+		goto out_unmount;
+	}
+	watching = true;
+	if ((err = fetch_start(d.fetch, d.cache)) < 0) {
 		log_error("cannot start fetch threads: %s", strerror(-err));
 		goto out_unmount;
 	}
@@ -407,12 +498,19 @@ int main(int argc, char *argv[])
 	if (!loop_cfg)
 		goto out_unmount;
 	fuse_loop_cfg_set_clone_fd(loop_cfg, 1);
+	fuse_loop_cfg_set_max_threads(loop_cfg, FUSE_THREADS_MAX);
 	fuse_loop_cfg_set_idle_threads(loop_cfg, 16);
 	/* 0 on unmount, the signal number on SIGTERM/SIGINT: both clean. */
 	err = fuse_session_loop_mt(d.se, loop_cfg);
 	ret = err < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop_cfg);
 out_unmount:
+	/* Stop fetching first: whatever still waits for a block (relisting,
+	 * fast-path clients) gets its answer now, so the joins below are
+	 * quick whatever the source does. */
+	fetch_shutdown(d.fetch);
+	if (watching)
+		stop_watch_end(watcher);
 	refresh_stop(refresh);
 	fuse_session_unmount(d.se);
 out_signals:
@@ -422,6 +520,7 @@ fail:
 	fprintf(stderr, "weightfs: %s\n", strerror(-err));
 	ret = 1;
 out:
+	fetch_shutdown(d.fetch);
 	if (d.se)
 		fuse_session_destroy(d.se);
 	fastpath_free(d.fastpath);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "msg.h"
 #include "tree.h"
 
@@ -18,7 +19,8 @@
 
 struct source_file {
 	struct source s;
-	char *single; /* the one file, when the source names a file */
+	char *root_dir; /* the directory, absolute */
+	char *single;	/* the one file, when the source names a file */
 };
 
 void source_file_etag(const struct stat *st, char *buf, size_t len)
@@ -47,7 +49,7 @@ static int walk(struct source_file *sf, struct tree *t, const char *rel,
 	struct dirent *e;
 	int err = 0;
 
-	if (asprintf(&path, "%s%s%s", sf->s.root_dir, *rel ? "/" : "", rel) < 0)
+	if (asprintf(&path, "%s%s%s", sf->root_dir, *rel ? "/" : "", rel) < 0)
 		return -ENOMEM;
 	d = opendir(path);
 	if (!d) {
@@ -115,7 +117,7 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 
 	if (!sf->single)
 		return walk(sf, t, "", 0, ret_msg, ret_warnings);
-	if (asprintf(&path, "%s/%s", s->root_dir, sf->single) < 0)
+	if (asprintf(&path, "%s/%s", sf->root_dir, sf->single) < 0)
 		return -ENOMEM;
 	if (stat(path, &st) < 0) {
 		err = -errno;
@@ -127,11 +129,42 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 	return add_file(t, sf->single, &st);
 }
 
-static int file_prepare_get(struct source *s, CURL *h, const struct node *file,
-			    const char *etag, const char *range,
-			    struct curl_slist **hdrs)
+/* Read with pread, checking the file is still the one listed (device,
+ * inode, mtime, size): a file replaced, changed or gone is -ESTALE or
+ * -ENOENT, never a mix of versions. */
+static int file_read_block(struct source *s, const struct node *file,
+			   const char *etag, uint64_t off, size_t len,
+			   char *buf)
 {
-	return -EOPNOTSUPP; /* file:// is read with pread */
+	struct source_file *sf = (struct source_file *)s;
+	char *path = NULL, now[SOURCE_FILE_ETAG_MAX];
+	struct stat st;
+	ssize_t n;
+	int fd, err = 0;
+
+	if (asprintf(&path, "%s/%s", sf->root_dir, file->key) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -errno;
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	source_file_etag(&st, now, sizeof(now));
+	if (!etag || strcmp(now, etag)) {
+		err = -ESTALE;
+		goto out;
+	}
+	n = pread_full(fd, buf, len, off);
+	if (n < 0)
+		err = (int)n;
+	else if ((size_t)n < len)
+		err = -ESTALE; /* it shrank: changed */
+out:
+	close(fd);
+	return err;
 }
 
 static void file_free(struct source *s)
@@ -139,14 +172,14 @@ static void file_free(struct source *s)
 	struct source_file *sf = (struct source_file *)s;
 
 	free(sf->single);
-	free(s->root_dir);
+	free(sf->root_dir);
 	free(s->display);
 	free(sf);
 }
 
 static const struct source_ops file_ops = {
 	.list = file_list,
-	.prepare_get = file_prepare_get,
+	.read_block = file_read_block,
 	.free = file_free,
 };
 
@@ -178,20 +211,19 @@ int source_file_new(const char *spec, const struct options *opts,
 		return -ENOMEM;
 	}
 	sf->s.ops = &file_ops;
-	sf->s.kind = SOURCE_FILE;
 	sf->s.display = strdup(spec);
 	if (S_ISDIR(st.st_mode)) {
-		sf->s.root_dir = real;
+		sf->root_dir = real;
 	} else {
 		char *slash = strrchr(real, '/');
 
 		sf->single = strdup(slash + 1);
 		*slash = '\0';
-		sf->s.root_dir = *real ? real : strdup("/");
+		sf->root_dir = *real ? real : strdup("/");
 		if (!*real)
 			free(real);
 	}
-	if (!sf->s.display || !sf->s.root_dir) {
+	if (!sf->s.display || !sf->root_dir) {
 		file_free(&sf->s);
 		return -ENOMEM;
 	}
