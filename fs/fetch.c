@@ -205,7 +205,16 @@ static void fill_start(void *arg, struct block *b)
 	pthread_mutex_lock(&f->lock);
 	stop = f->stop;
 	if (!stop) {
-		queue_push(b->prefetch ? &f->ahead : &f->demand, j);
+		bool demand = !b->prefetch;
+		unsigned i;
+
+		for (i = 0; i < 16 && !demand; i++) {
+			if (f->early[i] == b) {
+				f->early[i] = NULL;
+				demand = true;
+			}
+		}
+		queue_push(demand ? &f->demand : &f->ahead, j);
 		pthread_cond_signal(&f->cond);
 	}
 	pthread_mutex_unlock(&f->lock);
@@ -238,6 +247,9 @@ static void fill_promote(void *arg, struct block *b)
 		pthread_cond_signal(&f->cond);
 		break;
 	}
+	/* Not queued yet (or running already, then this is harmless). */
+	if (!*p)
+		f->early[f->nearly++ % 16] = b;
 	pthread_mutex_unlock(&f->lock);
 	f->tp->wake(f);
 }

@@ -57,6 +57,11 @@ struct fetch {
 	struct fetch_queue retry;  /* protected by lock */
 	struct fetch_queue ahead;  /* protected by lock */
 	bool stop;		   /* protected by lock */
+	/* Blocks a reader waited for before their fetch was queued (the
+	 * cache starts fetches outside its lock): queued as demand when
+	 * they arrive. A small ring; protected by lock. */
+	struct block *early[16];
+	unsigned nearly;
 };
 
 extern const struct fetch_transport fetch_sync_transport;

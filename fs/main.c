@@ -26,11 +26,6 @@
 
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
-/* libfuse worker threads: reads waiting on a hung source each hold one
- * (one per reading thread, plus the kernel's background readahead, at
- * most max_background = 12), so the pool is sized well past that, and a
- * stat or a read of another file still finds a worker. */
-#define FUSE_THREADS_MAX 64
 
 /* clang-format off */
 static const char usage[] =

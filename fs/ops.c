@@ -50,7 +50,7 @@ static void fill_attr(struct node *n, struct stat *st)
 	} else {
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_blocks = (st->st_size + 511) / 512;
+		st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
 	}
 }
 
@@ -64,6 +64,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_read = 0;
 	conn->max_write = 1 << 20;
 	conn->max_readahead = (unsigned)d->kernel_readahead;
+	/* Reads are background requests (async_read): the kernel's default of
+	 * 12 in flight lets a few readers of a hung source block every read
+	 * of every other file. Well below main.c's worker pool, so that
+	 * lookups and stats always find a worker. */
+	conn->max_background = FUSE_BACKGROUND_MAX;
+	conn->congestion_threshold = FUSE_BACKGROUND_MAX * 3 / 4;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +229,10 @@ static int add_object(struct source_s3 *s, struct tree *t,
 	if (dir && o->size)
 		return warn(warnings, nwarn,
 			    "ends in '/' but holds data: not a usable name",
+			    o->key, o->key_len);
+	/* Sizes are off_t to the kernel and to readers. */
+	if (o->size > INT64_MAX)
+		return warn(warnings, nwarn, "a size over 2^63 - 1 bytes",
 			    o->key, o->key_len);
 	rel = strndup(o->key + plen, rlen - (dir ? 1 : 0));
 	if (!rel)
