@@ -161,7 +161,9 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
 	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, j->off,
 		 j->off + j->len - 1);
 	curl_easy_reset(x->h);
-	http_setup_common(x->h, f->opts);
+	err = http_setup_common(x->h, f->opts);
+	if (err)
+		return err;
 	curl_slist_free_all(x->hdrs);
 	x->hdrs = NULL;
 	memset(&x->r, 0, sizeof(x->r));

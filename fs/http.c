@@ -21,24 +21,32 @@ void http_response_done(struct http_response *r)
 	r->body = r->etag = r->last_modified = r->content_type = NULL;
 }
 
-void http_setup_common(CURL *h, const struct options *opts)
+int http_setup_common(CURL *h, const struct options *opts)
 {
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	long stall = opts && opts->timeout_s ? (long)opts->timeout_s : 30;
+	CURLcode c = CURLE_OK;
+
+#define SET(opt, v)                                                            \
+	do {                                                                   \
+		if (c == CURLE_OK)                                             \
+			c = curl_easy_setopt(h, opt, v);                       \
+	} while (0)
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_CONNECTTIMEOUT, 10L);
+	SET(CURLOPT_TCP_KEEPALIVE, 1L);
+	SET(CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	/* A transfer that moves under 1 KiB/s for timeout_s has stalled
 	 * (a server trickling a few bytes a second too). */
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(
-		h, CURLOPT_LOW_SPEED_TIME,
-		(long)(opts && opts->timeout_s ? opts->timeout_s : 30));
+	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	SET(CURLOPT_LOW_SPEED_TIME, stall);
 	if (opts && opts->insecure) {
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+		SET(CURLOPT_SSL_VERIFYPEER, 0L);
+		SET(CURLOPT_SSL_VERIFYHOST, 0L);
 	}
+#undef SET
+	return http_curl_errno(c);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)

@@ -33,8 +33,9 @@ void http_response_done(struct http_response *r);
  * http_setup_common() - options every request gets: timeouts, TLS
  * verification (off only with -o insecure), keep-alive, no signals,
  * User-Agent.
+ * @return 0, or the negative errno of the first option curl refused.
  */
-void http_setup_common(CURL *h, const struct options *opts);
+int http_setup_common(CURL *h, const struct options *opts);
 
 /*
  * http_perform() - run @h (already set up by the caller: URL, method,

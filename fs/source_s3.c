@@ -161,8 +161,12 @@ static int s3_prepare_get(struct source *src, CURL *h, const struct node *file,
 		free(path);
 		return -ENOMEM;
 	}
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	err = sign_get(s, path, NULL, range, etag, hdrs, NULL);
+	/* If-Match only with a strong ETag (a weak one never matches). */
+	if (etag && !strncmp(etag, "W/", 2))
+		etag = NULL;
+	err = curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK
+		      ? sign_get(s, path, NULL, range, etag, hdrs, NULL)
+		      : -EINVAL;
 	free(url);
 	free(path);
 	return err;

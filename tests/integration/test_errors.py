@@ -74,6 +74,7 @@ def sigterm_and_time(m):
     return exited, time.monotonic() - t0
 
 
+@pytest.mark.asan
 def test_sigterm_during_hung_read_exits_within_2s(srv, mount):
     """A read blocked on a server that never answers: SIGTERM ends the
     daemon in <= 2 s (not after retries x timeout), and the reader gets
@@ -139,6 +140,7 @@ def errors_in_log(m, text):
     return m.log().count(text)
 
 
+@pytest.mark.asan
 def test_error_classes(srv, mount):
     """Each failure class: what the reader gets, its stats counter, and
     one log line per file however often it fails."""
@@ -238,6 +240,7 @@ def test_credentials_never_shown(srv, mount, weightfs_run, tmp_path):
         assert "s3cr3t" not in text and "alice" not in text, text
 
 
+@pytest.mark.asan
 def test_size_near_2_pow_63(mount, tmp_path):
     """A file of 2^63 - 1 bytes (sparse, tmpfs) stats and reads without
     overflow (the ASan+UBSan build halts on one)."""
