@@ -96,7 +96,11 @@ int fetch_new(struct source *src, const struct options *opts,
 	/* Capability, not kind: the source says how it reads. */
 	f->tp = src->ops->read_block ? &fetch_sync_transport
 				     : &fetch_curl_transport;
+	/* A quarter of the connections, at least one when there are two,
+	 * stay for readers: hung readahead or retries cannot hold them all. */
 	f->reserved = opts->connections / 4;
+	if (!f->reserved && opts->connections >= 2)
+		f->reserved = 1;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
 	*ret = f;

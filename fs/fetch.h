@@ -7,8 +7,8 @@
  * `connections` ranged GETs at once (fetch_curl.c).
  *
  * Order: blocks a reader waits for first, then retries, then readahead;
- * retries and readahead never take the last quarter of the connections,
- * which stay for readers. Each attempt is pinned to the validator the file
+ * retries and readahead never take the last quarter of the connections
+ * (at least one of two or more), which stay for readers. Each attempt is pinned to the validator the file
  * had when listed and its response checked (fetch_judge()); transient
  * failures (5xx, resets, stalls, short bodies) are retried with capped,
  * jittered exponential backoff (http_backoff_ms(), the one policy). A changed or vanished

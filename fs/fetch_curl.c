@@ -253,7 +253,10 @@ static void *curl_worker(void *arg)
 					  xfer_errno(x, msg->data.result),
 					  &x->r);
 			STAT_ADD(bytes_fetched, x->r.got);
-			curl_multi_remove_handle(cs->multi, x->h);
+			mc = curl_multi_remove_handle(cs->multi, x->h);
+			if (mc)
+				log_warn("curl_multi_remove_handle: %s",
+					 curl_multi_strerror(mc));
 			x->j = NULL;
 			active--;
 			fetch_attempt_done(f, j, err);

@@ -1,7 +1,7 @@
 /* The fetch engine, core and sync transport, with the real cache and an
  * in-process mock source (mock_source.c): retries and their limit, error
- * classes, single flight, queue order (demand before readahead, readahead
- * promoted when a reader waits), shutdown failing fetches at once; and
+ * classes, single flight, queue order (demand before retries and
+ * readahead, readahead promoted when a reader waits), shutdown failing fetches at once; and
  * fetch_judge() on the responses a server can send (412, truncation, a
  * wrong range, a compressed body...). No sleeps order anything: reads are
  * held in the mock until the test releases them. */
@@ -270,6 +270,62 @@ static void queue_order(void)
 	rig_free(&r);
 }
 
+/* A retry waits behind demand reads: one connection; block 0 fails once
+ * and is retried while block 2 is read; then a reader wants block 1. Once
+ * the retry is due, the order is 2, then 1 (demand), then 0 (retry). */
+static void retry_after_demand(void)
+{
+	static const int script[] = { -ECONNRESET };
+	struct rig r;
+	struct getter g0, g1, g2;
+	uint64_t want[] = { 0, 2, 1, 0 };
+	int i;
+
+	CHECK(!rig_new(&r, 1, 3, 4 * BS), "rig");
+	mock_script(r.m, script, 1);
+	r.m->hold = true;
+	g0 = (struct getter){ .r = &r, .index = 0 };
+	pthread_create(&g0.t, NULL, get_thread, &g0);
+	CHECK(mock_wait_held(r.m, 1) == 0, "block 0 is being read");
+	g2 = (struct getter){ .r = &r, .index = 2 };
+	pthread_create(&g2.t, NULL, get_thread, &g2);
+	CHECK(wait_demand_queued(r.f) == 0, "block 2 queued");
+	mock_release(r.m, 1); /* 0 fails; 2 starts and is held */
+	for (i = 0; i < 5000 && mock_calls(r.m) < 2; i++) {
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	CHECK(mock_wait_held(r.m, 1) == 0, "block 2 is being read");
+	for (i = 0; i < 10000; i++) { /* until the retry of 0 is due */
+		struct timespec ts = { 0, 1000000 };
+		bool due;
+
+		pthread_mutex_lock(&r.f->lock);
+		due = r.f->retry.head &&
+		      r.f->retry.head->not_before_ms <= fetch_now_ms();
+		pthread_mutex_unlock(&r.f->lock);
+		if (due)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	g1 = (struct getter){ .r = &r, .index = 1 };
+	pthread_create(&g1.t, NULL, get_thread, &g1);
+	CHECK(wait_demand_queued(r.f) == 0, "block 1 queued");
+	mock_release(r.m, UINT_MAX);
+	pthread_join(g0.t, NULL);
+	pthread_join(g1.t, NULL);
+	pthread_join(g2.t, NULL);
+	CHECK(g0.err == 0 && g0.ok && g1.err == 0 && g1.ok && g2.err == 0 &&
+		      g2.ok,
+	      "readers: %d %d %d", g0.err, g1.err, g2.err);
+	CHECK(mock_calls(r.m) == 4, "reads: %u", mock_calls(r.m));
+	for (i = 0; i < 4; i++)
+		CHECK(r.m->offs[i] == want[i] * BS, "read %d was block %llu", i,
+		      (unsigned long long)(r.m->offs[i] / BS));
+	rig_free(&r);
+}
+
 /* Shutdown fails what is queued at once, and what runs when it returns. */
 static void shutdown_fails_at_once(void)
 {
@@ -393,6 +449,7 @@ int main(void)
 	final_errors();
 	single_flight();
 	queue_order();
+	retry_after_demand();
 	shutdown_fails_at_once();
 	judge();
 	redact();
