@@ -232,11 +232,13 @@ def test_credentials_never_shown(srv, mount, weightfs_run, tmp_path):
     assert shown[1] == srv.url + "e.bin"
     assert open(m.file("e.bin"), "rb").read() == \
         open(os.path.join(srv.root, "e.bin"), "rb").read()
+    log = m.log()
+    assert m.finish() == []  # before weightfs_run's teardown kills daemons
     mp = tmp_path / "bad"
     mp.mkdir()
     r = weightfs_run(url + "nowhere/", str(mp))
     assert r.returncode == 2
-    for text in shown + [m.log(), r.stderr, r.stdout]:
+    for text in shown + [log, r.stderr, r.stdout]:
         assert "s3cr3t" not in text and "alice" not in text, text
 
 
