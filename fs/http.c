@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +20,25 @@ void http_response_done(struct http_response *r)
 	free(r->last_modified);
 	free(r->content_type);
 	r->body = r->etag = r->last_modified = r->content_type = NULL;
+}
+
+static atomic_bool cancelled;
+
+void http_cancel_all(void)
+{
+	atomic_store(&cancelled, true);
+}
+
+bool http_cancelled(void)
+{
+	return atomic_load(&cancelled);
+}
+
+/* Called by curl at least once a second during a transfer. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	return atomic_load_explicit(&cancelled, memory_order_relaxed);
 }
 
 int http_setup_common(CURL *h, const struct options *opts)
@@ -41,6 +61,9 @@ int http_setup_common(CURL *h, const struct options *opts)
 	 * (a server trickling a few bytes a second too). */
 	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	SET(CURLOPT_LOW_SPEED_TIME, stall);
+	/* Shutdown ends every transfer within a second. */
+	SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+	SET(CURLOPT_NOPROGRESS, 0L);
 	if (opts && opts->insecure) {
 		SET(CURLOPT_SSL_VERIFYPEER, 0L);
 		SET(CURLOPT_SSL_VERIFYHOST, 0L);
@@ -197,7 +220,8 @@ static int request(const char *url, struct curl_slist *hdrs, bool head,
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 		err = http_perform(h, max_body, ret);
 		curl_easy_cleanup(h);
-		if (attempt >= retries || !retryable(err, ret))
+		if (attempt >= retries || !retryable(err, ret) ||
+		    http_cancelled())
 			return err;
 		http_response_done(ret);
 		usleep(http_backoff_ms(attempt++) * 1000u);
@@ -224,6 +248,8 @@ int http_curl_errno(CURLcode code)
 		return 0;
 	case CURLE_OUT_OF_MEMORY:
 		return -ENOMEM;
+	case CURLE_ABORTED_BY_CALLBACK:
+		return -ESHUTDOWN; /* http_cancel_all() */
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		return -EHOSTUNREACH;

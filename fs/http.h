@@ -5,6 +5,7 @@
 #define WFS_FS_HTTP_H
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -67,6 +68,15 @@ int http_get(const char *url, struct curl_slist *hdrs,
 /* http_head() - as http_get(), with HEAD. */
 int http_head(const char *url, const struct options *opts,
 	      struct http_response *ret);
+
+/*
+ * http_cancel_all() - the daemon is stopping: every transfer set up with
+ * http_setup_common() ends within a second with -ESHUTDOWN, and the retry
+ * loops give up. Async-signal-safe; irreversible. http_cancelled() says
+ * whether it was called.
+ */
+void http_cancel_all(void);
+bool http_cancelled(void);
 
 #define HTTP_BACKOFF_BASE_MS 100u
 #define HTTP_BACKOFF_CAP_MS 5000u

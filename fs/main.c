@@ -17,6 +17,7 @@
 #include "daemon.h"
 #include "fastpath.h"
 #include "fetch.h"
+#include "http.h"
 #include "log.h"
 #include "refresh.h"
 #include "size.h"
@@ -337,6 +338,7 @@ static void *stop_watcher(void *arg)
 
 	while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
 		;
+	http_cancel_all(); /* listings, credential requests */
 	fetch_shutdown(d->fetch);
 	return NULL;
 }
@@ -503,6 +505,7 @@ out_unmount:
 	/* Stop fetching first: whatever still waits for a block (relisting,
 	 * fast-path clients) gets its answer now, so the joins below are
 	 * quick whatever the source does. */
+	http_cancel_all();
 	fetch_shutdown(d.fetch);
 	if (watching)
 		stop_watch_end(watcher);

@@ -336,7 +336,7 @@ static int get_page(struct source_s3 *s, const char *token,
 		curl_slist_free_all(hdrs);
 		if (!err && ret->status == 200)
 			break;
-		if (attempt < retries &&
+		if (attempt < retries && !http_cancelled() &&
 		    (err ? transient(err)
 			 : http_status_retryable(ret->status))) {
 			http_response_done(ret);

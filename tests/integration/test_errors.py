@@ -106,6 +106,18 @@ def test_sigterm_during_mmap_fault(srv, mount):
     assert rc != 0
 
 
+def test_sigterm_during_hung_relist_exits_within_2s(srv, mount):
+    """A relisting (list_ttl) that hangs at the server does not hold up
+    shutdown either: every transfer is cancelled."""
+    m = mount(srv.url, {**OPTS, "list_ttl": 1, "timeout": 30})
+    srv.add_fault("hang", path="/", count=None)
+    assert wait_until(lambda: hung(srv, "/"), 10), srv.log
+    exited, took = sigterm_and_time(m)
+    print("shutdown during a hung relisting: %.2f s" % took)
+    assert exited and took <= 2.0, "daemon took %.1f s to exit" % took
+    assert m.returncode == 0
+
+
 def test_hung_readers_do_not_block_others(srv, mount):
     """Ten readers hung on one object hold neither every libfuse worker
     nor every connection: a stat and a read of other files answer
