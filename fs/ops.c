@@ -313,13 +313,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		b = NULL;
 	}
 	if (err < 0) {
-		fuse_reply_err(req, read_error(n, err));
+		err = fuse_reply_err(req, read_error(n, err));
 	} else if (b) {
-		fuse_reply_buf(req, b->data + boff, len);
+		err = fuse_reply_buf(req, b->data + boff, len);
 		cache_unref_behind(d->cache, b, boff + len == b->len);
 	} else {
-		fuse_reply_buf(req, buf, done);
+		err = fuse_reply_buf(req, buf, done);
 	}
+	/* The reader went away (interrupted): nothing is owed to anyone. */
+	if (err < 0)
+		log_debug("read %s: reply: %s", n->key, strerror(-err));
 	free(buf);
 }
 
