@@ -44,8 +44,7 @@ struct cache {
 	uint64_t lru_mem;    /* sum of mem of blocks on the LRU */
 	uint64_t unread_mem; /* ... of those with prefetch set */
 	uint64_t ready_bytes;
-	cache_fetch_fn fetch;
-	cache_fetch_fn promote; /* or NULL */
+	const struct cache_fill_ops *fill;
 	void *ctx;
 	cache_filled_fn filled; /* or NULL */
 	void *filled_ctx;
@@ -80,8 +79,8 @@ static size_t cost(const struct cache *c, int cls, size_t len)
 	return (len + unit - 1) / unit * unit;
 }
 
-int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
-	      struct cache **ret)
+int cache_new(uint64_t mem, size_t block_size,
+	      const struct cache_fill_ops *fill, void *ctx, struct cache **ret)
 {
 	struct cache *c;
 	size_t i, n, hsize = 16, want;
@@ -96,7 +95,7 @@ int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
 	c->page = page > 0 ? (size_t)page : 4096;
 	c->mem = mem;
 	c->huge = block_size % HUGE_PAGE == 0;
-	c->fetch = fetch;
+	c->fill = fill;
 	c->ctx = ctx;
 	c->map = MAP_FAILED;
 	pthread_mutex_init(&c->lock, NULL);
@@ -313,7 +312,7 @@ static void start_fetch(struct cache *c, struct block *b)
 	else if (b->pop < b->mem)
 		madvise(b->data + b->pop, b->mem - b->pop, MADV_POPULATE_WRITE);
 	b->pop = b->mem;
-	c->fetch(c->ctx, b);
+	c->fill->start(c->ctx, b);
 }
 
 int cache_get(struct cache *c, struct node *file, uint32_t generation,
@@ -349,9 +348,9 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 		STAT_ADD(cache_misses, 1);
 		/* A reader now waits for what readahead queued: it goes
 		 * first. Our reference keeps the block from being reused. */
-		if (b->prefetch && c->promote) {
+		if (b->prefetch && c->fill->promote) {
 			pthread_mutex_unlock(&c->lock);
-			c->promote(c->ctx, b);
+			c->fill->promote(c->ctx, b);
 			pthread_mutex_lock(&c->lock);
 		}
 	}
@@ -453,11 +452,6 @@ void cache_drop_file(struct cache *c, struct node *file)
 	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
-}
-
-void cache_set_promote(struct cache *c, cache_fetch_fn promote)
-{
-	c->promote = promote;
 }
 
 void cache_set_filled(struct cache *c, cache_filled_fn filled, void *ctx)

@@ -12,6 +12,11 @@
  * (single flight). Blocks with references are never evicted; unreferenced
  * ready blocks sit on an LRU list and are reused from its cold end.
  *
+ * Calls go both ways between the cache and whatever fills it (the fetch
+ * engine), through exactly two doors: the cache calls down through the
+ * struct cache_fill_ops given to cache_new() (start, promote); the filler
+ * calls back up only through cache_fetch_done().
+ *
  * Thread-safe: everything below is protected by cache->lock, except a
  * ready block's data, which is immutable while the caller holds a
  * reference. */
@@ -48,18 +53,25 @@ struct block {
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
 };
 
-/* Starts the fetch of @b (state FETCHING, holding one reference); calls
- * cache_fetch_done() when it ends. Called without cache->lock held. */
-typedef void (*cache_fetch_fn)(void *ctx, struct block *b);
+/* What fills the cache's blocks; called without cache->lock held. */
+struct cache_fill_ops {
+	/* Start the fetch of @b (state FETCHING, holding one reference);
+	 * call cache_fetch_done() when it ends (possibly before returning). */
+	void (*start)(void *ctx, struct block *b);
+	/* A reader now waits for @b, which readahead queued: fetch it
+	 * before other readahead. May be NULL. */
+	void (*promote)(void *ctx, struct block *b);
+};
 
 struct cache;
 
 /*
- * cache_new() - a cache of @mem bytes in blocks of at most @block_size
- * (@mem at least two blocks). @return 0 and *ret, -EINVAL, or -ENOMEM.
+ * cache_new() - a cache of @mem bytes in blocks of @block_size (at least
+ * two blocks), filled through @fill with @ctx (both kept).
+ * @return 0 and *ret, -EINVAL, or -ENOMEM.
  */
-int cache_new(uint64_t mem, size_t block_size, cache_fetch_fn fetch, void *ctx,
-	      struct cache **ret);
+int cache_new(uint64_t mem, size_t block_size,
+	      const struct cache_fill_ops *fill, void *ctx, struct cache **ret);
 void cache_free(struct cache *c);
 
 /*
@@ -81,13 +93,6 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
  */
 int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		   uint64_t index, size_t len);
-
-/*
- * cache_set_promote() - @promote(ctx, b) is called, without cache->lock,
- * when a reader starts waiting for a block that readahead queued: the
- * fetch engine then moves it ahead of other readahead.
- */
-void cache_set_promote(struct cache *c, cache_fetch_fn promote);
 
 /* Called, without cache->lock, when the fetch of @b ended with @err, holding
  * a reference to @b that it must release with cache_unref(). */

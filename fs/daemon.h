@@ -7,6 +7,13 @@
 
 #include "opts.h"
 
+/* libfuse worker threads at most, and kernel background requests (reads)
+ * in flight at most: reads waiting on a hung source each hold a worker,
+ * and cannot take more than FUSE_BACKGROUND_MAX of them, so a stat or an
+ * open always finds one. */
+#define FUSE_THREADS_MAX 256
+#define FUSE_BACKGROUND_MAX 128
+
 struct cache;
 struct fastpath;
 struct fetch;

@@ -75,7 +75,7 @@ struct disk_cache {
 	bool warned_full, warned_error;
 
 	/* the decorator */
-	cache_fetch_fn next, next_promote;
+	const struct cache_fill_ops *next; /* the filler misses go to */
 	void *next_ctx;
 	struct cache *cache;
 	pthread_mutex_t lock;
@@ -684,7 +684,7 @@ static bool block_key(struct disk_cache *dc, struct block *b,
 	return ok;
 }
 
-void disk_cache_fill(void *arg, struct block *b)
+static void disk_cache_fill(void *arg, struct block *b)
 {
 	struct disk_cache *dc = arg;
 	struct job *j = calloc(1, sizeof(*j));
@@ -692,7 +692,7 @@ void disk_cache_fill(void *arg, struct block *b)
 	bool there;
 
 	if (!j) {
-		dc->next(dc->next_ctx, b);
+		dc->next->start(dc->next_ctx, b);
 		return;
 	}
 	j->b = b;
@@ -712,13 +712,13 @@ void disk_cache_fill(void *arg, struct block *b)
 	if (dc->stop) {
 		pthread_mutex_unlock(&dc->lock);
 		free(j);
-		dc->next(dc->next_ctx, b);
+		dc->next->start(dc->next_ctx, b);
 		return;
 	}
 	if (!there) {
 		pend_add(dc, j);
 		pthread_mutex_unlock(&dc->lock);
-		dc->next(dc->next_ctx, b);
+		dc->next->start(dc->next_ctx, b);
 		return;
 	}
 	q_push(b->prefetch ? &dc->ahead : &dc->demand, j);
@@ -726,7 +726,7 @@ void disk_cache_fill(void *arg, struct block *b)
 	pthread_mutex_unlock(&dc->lock);
 }
 
-void disk_cache_promote(void *arg, struct block *b)
+static void disk_cache_promote(void *arg, struct block *b)
 {
 	struct disk_cache *dc = arg;
 	struct job *j;
@@ -736,8 +736,8 @@ void disk_cache_promote(void *arg, struct block *b)
 	if (j)
 		q_push_front(&dc->demand, j);
 	pthread_mutex_unlock(&dc->lock);
-	if (!j && dc->next_promote)
-		dc->next_promote(dc->next_ctx, b);
+	if (!j && dc->next->promote)
+		dc->next->promote(dc->next_ctx, b);
 }
 
 /* A lookup: serve @j's block from disk, or pass it to the source with
@@ -755,7 +755,7 @@ static void lookup(struct disk_cache *dc, struct job *j)
 	pthread_mutex_lock(&dc->lock);
 	pend_add(dc, j);
 	pthread_mutex_unlock(&dc->lock);
-	dc->next(dc->next_ctx, b);
+	dc->next->start(dc->next_ctx, b);
 }
 
 static void *lookup_worker(void *arg)
@@ -846,13 +846,17 @@ static void *writer(void *arg)
 	return NULL;
 }
 
-void disk_cache_chain(struct disk_cache *dc, cache_fetch_fn next,
-		      cache_fetch_fn promote, void *ctx)
+void disk_cache_chain(struct disk_cache *dc, const struct cache_fill_ops *next,
+		      void *ctx)
 {
 	dc->next = next;
-	dc->next_promote = promote;
 	dc->next_ctx = ctx;
 }
+
+const struct cache_fill_ops disk_cache_fill_ops = {
+	.start = disk_cache_fill,
+	.promote = disk_cache_promote,
+};
 
 int disk_cache_start(struct disk_cache *dc, struct cache *c)
 {
@@ -895,7 +899,7 @@ void disk_cache_stop(struct disk_cache *dc)
 		struct block *b = j->b;
 
 		free(j);
-		dc->next(dc->next_ctx, b);
+		dc->next->start(dc->next_ctx, b);
 	}
 }
 

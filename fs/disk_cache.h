@@ -95,12 +95,12 @@ uint64_t disk_cache_used(struct disk_cache *dc);
 /* --- the filler decorator --- */
 
 /*
- * disk_cache_chain() - where misses go: @next(@ctx, b) fills a block from
- * the source (and calls cache_fetch_done()), @promote(@ctx, b) moves a
- * queued fill ahead. Call before disk_cache_start().
+ * disk_cache_chain() - where misses go: @next with @ctx fills a block from
+ * the source (and calls cache_fetch_done()). Call before
+ * disk_cache_start().
  */
-void disk_cache_chain(struct disk_cache *dc, cache_fetch_fn next,
-		      cache_fetch_fn promote, void *ctx);
+void disk_cache_chain(struct disk_cache *dc, const struct cache_fill_ops *next,
+		      void *ctx);
 
 /*
  * disk_cache_start() - fill blocks of @c: sets @c's filled hook (blocks
@@ -109,14 +109,11 @@ void disk_cache_chain(struct disk_cache *dc, cache_fetch_fn next,
  */
 int disk_cache_start(struct disk_cache *dc, struct cache *c);
 
-/* disk_cache_fill() - a cache_fetch_fn: a block whose file is in DIR is
- * read and checked on a lookup thread; a block not there (one access(2)
- * on the caller's thread), or that fails its check, goes to the chained
- * filler. */
-void disk_cache_fill(void *dc, struct block *b);
-
-/* disk_cache_promote() - a cache_fetch_fn: a reader waits for @b. */
-void disk_cache_promote(void *dc, struct block *b);
+/* For cache_new(), with the struct disk_cache as its context: a block
+ * whose file is in DIR is read and checked on a lookup thread; a block not
+ * there (one access(2) on the caller's thread), or that fails its check,
+ * goes to the chained filler; promote passes a reader's wait on. */
+extern const struct cache_fill_ops disk_cache_fill_ops;
 
 /*
  * disk_cache_stop() - stop the threads once they finished what is queued

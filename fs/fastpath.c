@@ -188,7 +188,8 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 		return -EPERM;
 	err = file_of(c, rq, &n);
 	if (!err)
-		err = readpath_begin(d, n, rq->off, rq->len, &rp);
+		err = readpath_begin(d->cache, &d->opts, n, rq->off, rq->len,
+				     &rp);
 	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
 		if (copy) {
 			memcpy(r->base + rq->region_off + done, b->data + boff,

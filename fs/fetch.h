@@ -1,42 +1,89 @@
 /* The fetch engine: fills cache blocks from the source.
  *
- * HTTP and S3 sources: one thread owns a curl multi handle and runs up to
- * `connections` ranged GETs at once over keep-alive connections; file://
- * sources: a few threads pread. Blocks a reader waits for go before
- * readahead. Each GET is pinned to the validator the file had when listed
- * (If-Match) and its response checked (status, Content-Range, length); 5xx,
- * resets, stalls and short bodies are retried with capped, jittered
- * exponential backoff. A changed object marks its node changed and fails
- * with -ESTALE; retries spent fail with the last error.
+ * A source-independent core (fetch.c) keeps the queues and the one retry
+ * policy; a transport moves the bytes, chosen by what the source can do
+ * (source.h): read_block() runs on worker threads (fetch_sync.c),
+ * prepare_get() on one thread that owns a curl multi handle and runs up to
+ * `connections` ranged GETs at once (fetch_curl.c).
  *
- * Thread-safe: fetch_block() may be called from any thread. */
+ * Order: blocks a reader waits for first, then retries, then readahead;
+ * retries and readahead never take the last quarter of the connections
+ * (at least one of two or more), which stay for readers. Each attempt is pinned to the validator the file
+ * had when listed and its response checked (fetch_judge()); transient
+ * failures (5xx, resets, stalls, short bodies) are retried with capped,
+ * jittered exponential backoff (http_backoff_ms(), the one policy). A changed or vanished
+ * object marks its node changed. Failures end with a classified errno
+ * (source.h) and are counted by class in stats.
+ *
+ * Calls: the cache calls down into the engine through fetch_fill_ops
+ * (start, promote); the engine calls up through cache_fetch_done() only.
+ *
+ * Thread-safe: fill ops and fetch_shutdown() may be called from any
+ * thread. */
 #ifndef WFS_FS_FETCH_H
 #define WFS_FS_FETCH_H
 
-struct block;
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 struct cache;
 struct options;
 struct source;
 
 struct fetch;
 
+/* For cache_new(): with the struct fetch as its context. */
+extern const struct cache_fill_ops fetch_fill_ops;
+
+/*
+ * fetch_new() - an engine reading from @src with @opts (both kept).
+ * @return 0 and *ret, -EINVAL when @src offers no way to read blocks, or
+ * -ENOMEM.
+ */
 int fetch_new(struct source *src, const struct options *opts,
 	      struct fetch **ret);
 
-/* fetch_attach() - the cache whose blocks this engine fills. */
-void fetch_attach(struct fetch *f, struct cache *c);
+/* fetch_start() - start filling @cache's blocks: the engine's threads
+ * (after daemonizing). @return 0 or a negative errno. */
+int fetch_start(struct fetch *f, struct cache *cache);
 
-/* fetch_start() - start the engine's threads (after daemonizing). */
-int fetch_start(struct fetch *f);
+/*
+ * fetch_shutdown() - stop fetching at once: every queued and running
+ * fetch, and every one started later, fails with -ESHUTDOWN, so readers
+ * waiting in the cache get their answer now. Idempotent; returns without
+ * waiting for the engine's threads.
+ */
+void fetch_shutdown(struct fetch *f);
 
-/* fetch_free() - stop the threads, failing queued blocks with -ESHUTDOWN. */
+/* fetch_free() - fetch_shutdown(), join the threads, free. NULL is fine. */
 void fetch_free(struct fetch *f);
 
-/* fetch_block() - a cache_fetch_fn: queue the fetch of @b. */
-void fetch_block(void *fetch, struct block *b);
+/* ---- the core's contract with transports and tests ---- */
 
-/* fetch_promote() - a cache_fetch_fn: if @b's fetch still waits among
- * readahead, move it to the front (a reader waits for it). */
-void fetch_promote(void *fetch, struct block *b);
+/* What a transport saw of one HTTP response, for fetch_judge(). */
+struct fetch_response {
+	long status;	      /* 0: no response */
+	size_t got;	      /* body bytes stored */
+	bool overflow;	      /* more body than asked for */
+	bool range_ok;	      /* Content-Range is the range asked for */
+	uint64_t range_total; /* its complete length */
+	bool etag_seen;	      /* an ETag header arrived */
+	bool etag_mismatch;   /* ... and it is not the pinned one */
+	bool encoded;	      /* Content-Encoding other than identity */
+};
+
+/*
+ * fetch_judge() - the outcome of one ranged GET of [@off, @off + @len) of
+ * a file of @size bytes: @xfer_err is the transport's negative errno (0
+ * when a response arrived), @r what arrived.
+ * @return 0, or the classified negative errno (source.h);
+ * fetch_retryable() says whether another attempt may help.
+ */
+int fetch_judge(uint64_t off, size_t len, uint64_t size, int xfer_err,
+		const struct fetch_response *r);
+
+/* fetch_retryable() - whether a failure of class @err is transient. */
+bool fetch_retryable(int err);
 
 #endif

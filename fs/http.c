@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -21,24 +22,54 @@ void http_response_done(struct http_response *r)
 	r->body = r->etag = r->last_modified = r->content_type = NULL;
 }
 
-void http_setup_common(CURL *h, const struct options *opts)
+static atomic_bool cancelled;
+
+void http_cancel_all(void)
 {
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	atomic_store(&cancelled, true);
+}
+
+bool http_cancelled(void)
+{
+	return atomic_load(&cancelled);
+}
+
+/* Called by curl at least once a second during a transfer. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	return atomic_load_explicit(&cancelled, memory_order_relaxed);
+}
+
+int http_setup_common(CURL *h, const struct options *opts)
+{
+	long stall = opts && opts->timeout_s ? (long)opts->timeout_s : 30;
+	CURLcode c = CURLE_OK;
+
+#define SET(opt, v)                                                            \
+	do {                                                                   \
+		if (c == CURLE_OK)                                             \
+			c = curl_easy_setopt(h, opt, v);                       \
+	} while (0)
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_CONNECTTIMEOUT, 10L);
+	SET(CURLOPT_TCP_KEEPALIVE, 1L);
+	SET(CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
 	/* A transfer that moves under 1 KiB/s for timeout_s has stalled
 	 * (a server trickling a few bytes a second too). */
-	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(
-		h, CURLOPT_LOW_SPEED_TIME,
-		(long)(opts && opts->timeout_s ? opts->timeout_s : 30));
+	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	SET(CURLOPT_LOW_SPEED_TIME, stall);
+	/* Shutdown ends every transfer within a second. */
+	SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+	SET(CURLOPT_NOPROGRESS, 0L);
 	if (opts && opts->insecure) {
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+		SET(CURLOPT_SSL_VERIFYPEER, 0L);
+		SET(CURLOPT_SSL_VERIFYHOST, 0L);
 	}
+#undef SET
+	return http_curl_errno(c);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -189,7 +220,8 @@ static int request(const char *url, struct curl_slist *hdrs, bool head,
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 		err = http_perform(h, max_body, ret);
 		curl_easy_cleanup(h);
-		if (attempt >= retries || !retryable(err, ret))
+		if (attempt >= retries || !retryable(err, ret) ||
+		    http_cancelled())
 			return err;
 		http_response_done(ret);
 		usleep(http_backoff_ms(attempt++) * 1000u);
@@ -216,6 +248,8 @@ int http_curl_errno(CURLcode code)
 		return 0;
 	case CURLE_OUT_OF_MEMORY:
 		return -ENOMEM;
+	case CURLE_ABORTED_BY_CALLBACK:
+		return -ESHUTDOWN; /* http_cancel_all() */
 	case CURLE_COULDNT_RESOLVE_HOST:
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		return -EHOSTUNREACH;
@@ -252,10 +286,9 @@ int http_status_errno(long status)
 	case 404:
 	case 410:
 		return -ENOENT;
-	case 412:
+	case 412: /* If-Match failed: the object changed */
+	case 416: /* the range is past its end: it shrank */
 		return -ESTALE;
-	case 416:
-		return -ERANGE;
 	case 408:
 	case 504:
 		return -ETIMEDOUT;
@@ -263,38 +296,13 @@ int http_status_errno(long status)
 	case 503:
 		return -EAGAIN;
 	default:
-		return -EIO;
+		/* 5xx: the server's trouble, transient; anything else
+		 * (3xx, other 4xx) is not an answer we asked for. */
+		return status >= 500 && status < 600 ? -EIO : -EPROTO;
 	}
 }
 
 int http_status_retryable(long status)
 {
 	return status >= 500 || status == 429 || status == 408;
-}
-
-char *http_url_escape_path(const char *key)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t len = strlen(key);
-	char *out, *o;
-
-	if (len > (SIZE_MAX - 1) / 3)
-		return NULL;
-	out = malloc(len * 3 + 1);
-	if (!out)
-		return NULL;
-	for (o = out; *key; key++) {
-		unsigned char c = (unsigned char)*key;
-
-		if (isalnum(c) || c == '-' || c == '.' || c == '_' ||
-		    c == '~' || c == '/') {
-			*o++ = (char)c;
-		} else {
-			*o++ = '%';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
-		}
-	}
-	*o = '\0';
-	return out;
 }

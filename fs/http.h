@@ -5,8 +5,12 @@
 #define WFS_FS_HTTP_H
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "sigv4.h"
 
 struct options;
 
@@ -30,8 +34,9 @@ void http_response_done(struct http_response *r);
  * http_setup_common() - options every request gets: timeouts, TLS
  * verification (off only with -o insecure), keep-alive, no signals,
  * User-Agent.
+ * @return 0, or the negative errno of the first option curl refused.
  */
-void http_setup_common(CURL *h, const struct options *opts);
+int http_setup_common(CURL *h, const struct options *opts);
 
 /*
  * http_perform() - run @h (already set up by the caller: URL, method,
@@ -64,6 +69,15 @@ int http_get(const char *url, struct curl_slist *hdrs,
 int http_head(const char *url, const struct options *opts,
 	      struct http_response *ret);
 
+/*
+ * http_cancel_all() - the daemon is stopping: every transfer set up with
+ * http_setup_common() ends within a second with -ESHUTDOWN, and the retry
+ * loops give up. Async-signal-safe; irreversible. http_cancelled() says
+ * whether it was called.
+ */
+void http_cancel_all(void);
+bool http_cancelled(void);
+
 #define HTTP_BACKOFF_BASE_MS 100u
 #define HTTP_BACKOFF_CAP_MS 5000u
 
@@ -74,7 +88,10 @@ unsigned http_backoff_ms(unsigned attempt);
 /* http_curl_errno() - the errno for a failed transfer. */
 int http_curl_errno(CURLcode code);
 
-/* http_status_errno() - the errno for a final HTTP status (0 for 2xx). */
+/* http_status_errno() - the one HTTP status -> errno map, for listings
+ * and block reads alike (0 for 2xx): 401/403 -EACCES, 404/410 -ENOENT,
+ * 412/416 -ESTALE, 408/504 -ETIMEDOUT, 429/503 -EAGAIN, other 5xx -EIO,
+ * anything else -EPROTO. */
 int http_status_errno(long status);
 
 /* http_status_retryable() - 5xx, 429 and 408 are worth another try. */
@@ -82,8 +99,12 @@ int http_status_retryable(long status);
 
 /*
  * http_url_escape_path() - percent-encode @key for a URL path, keeping
- * '/' and RFC 3986 unreserved characters. @return malloc'd or NULL.
+ * '/' and RFC 3986 unreserved characters: the one URI encoder,
+ * sigv4_uri_encode(). @return malloc'd or NULL.
  */
-char *http_url_escape_path(const char *key);
+static inline char *http_url_escape_path(const char *key)
+{
+	return sigv4_uri_encode(key, strlen(key), true);
+}
 
 #endif

@@ -17,6 +17,15 @@ void log_to_syslog(void);
 void log_msg(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/*
+ * log_once() - whether to log cause @cause of object @key now: the first
+ * time for each (key, cause), then again at most once a minute, and never
+ * more than 20 lines a second over all keys (the rest are counted in
+ * stats, not logged). A small table of recent keys: a key pushed out by
+ * many others may be logged again early.
+ */
+bool log_once(const void *key, int cause);
+
 #define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -2,8 +2,11 @@
  * as a read-only filesystem. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 #include "disk_cache.h"
 #include "fastpath.h"
 #include "fetch.h"
+#include "http.h"
 #include "log.h"
 #include "refresh.h"
 #include "size.h"
@@ -505,6 +509,83 @@ static void print_warnings(const char *w)
 	}
 }
 
+/*
+ * Shutdown: SIGTERM, SIGINT or SIGHUP end the FUSE loop (libfuse's own
+ * handler), but the loop then joins its workers, and a worker waits for
+ * the block its read needs. So a second handler, chained before libfuse's,
+ * wakes a thread that stops fetching at once: every pending fetch fails
+ * with -ESHUTDOWN, each waiting read gets EIO, and the loop ends.
+ */
+static int stop_pipe[2] = { -1, -1 };
+static struct sigaction old_action[3];
+static const int stop_signals[3] = { SIGTERM, SIGINT, SIGHUP };
+
+static void on_stop_signal(int sig)
+{
+	int saved = errno;
+	char c = 1;
+	size_t i;
+
+	if (write(stop_pipe[1], &c, 1) < 0) {
+		/* the pipe is full: the thread is woken already */
+	}
+	for (i = 0; i < 3; i++)
+		if (stop_signals[i] == sig &&
+		    old_action[i].sa_handler != SIG_DFL &&
+		    old_action[i].sa_handler != SIG_IGN)
+			old_action[i].sa_handler(sig);
+	errno = saved;
+}
+
+static void *stop_watcher(void *arg)
+{
+	struct daemon *d = arg;
+	char c;
+
+	while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
+		;
+	http_cancel_all(); /* listings, credential requests */
+	fetch_shutdown(d->fetch);
+	return NULL;
+}
+
+/* Start the watcher and chain the handler (after libfuse's is set). */
+static int stop_watch_start(struct daemon *d, pthread_t *ret)
+{
+	struct sigaction sa;
+	size_t i;
+	int r;
+
+	if (pipe2(stop_pipe, O_CLOEXEC) < 0)
+		return -errno;
+	r = pthread_create(ret, NULL, stop_watcher, d);
+	if (r)
+		return -r;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < 3; i++)
+		if (sigaction(stop_signals[i], &sa, &old_action[i]) < 0)
+			return -errno;
+	return 0;
+}
+
+/* Restore libfuse's handlers, wake the watcher if no signal did, join. */
+static void stop_watch_end(pthread_t t)
+{
+	char c = 1;
+	size_t i;
+
+	for (i = 0; i < 3; i++)
+		sigaction(stop_signals[i], &old_action[i], NULL);
+	if (write(stop_pipe[1], &c, 1) < 0) {
+		/* full: it is woken already */
+	}
+	pthread_join(t, NULL);
+	close(stop_pipe[0]);
+	close(stop_pipe[1]);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -513,9 +594,11 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop_cfg = NULL;
 	struct refresh *refresh = NULL;
 	struct disk_cache *disk = NULL;
-	cache_fetch_fn fill = fetch_block, promote = fetch_promote;
+	const struct cache_fill_ops *fill = &fetch_fill_ops;
 	void *fill_ctx;
 	char *msg = NULL, *warnings = NULL;
+	pthread_t watcher;
+	bool watching = false;
 	int ret = EXIT_USAGE, err;
 
 	if (fuse_opt_parse(&args, &c, opt_spec, opt_proc) < 0)
@@ -572,16 +655,13 @@ int main(int argc, char *argv[])
 	if (c.cache_dir) { /* the disk tier wraps the fetch engine */
 		if ((err = open_disk_cache(&c, &d, &disk)) < 0)
 			goto out;
-		disk_cache_chain(disk, fetch_block, fetch_promote, d.fetch);
-		fill = disk_cache_fill;
-		promote = disk_cache_promote;
+		disk_cache_chain(disk, &fetch_fill_ops, d.fetch);
+		fill = &disk_cache_fill_ops;
 		fill_ctx = disk;
 	}
 	if ((err = cache_new(d.opts.cache_mem, d.opts.block_size, fill,
 			     fill_ctx, &d.cache)) < 0)
 		goto fail;
-	fetch_attach(d.fetch, d.cache);
-	cache_set_promote(d.cache, promote);
 	err = fastpath_new(&d, &d.fastpath);
 	if (err < 0) {
 		fprintf(stderr,
@@ -592,11 +672,13 @@ int main(int argc, char *argv[])
 	}
 
 	/* libfuse's own options: read-only, and a name for mount(8). */
-	fuse_opt_add_arg(&args, "-oro,default_permissions");
-	fuse_opt_add_arg(&args, "-ofsname=weightfs");
-	fuse_opt_add_arg(&args, "-osubtype=weightfs");
-	if (c.debug)
-		fuse_opt_add_arg(&args, "-odebug");
+	if (fuse_opt_add_arg(&args, "-oro,default_permissions") ||
+	    fuse_opt_add_arg(&args, "-ofsname=weightfs") ||
+	    fuse_opt_add_arg(&args, "-osubtype=weightfs") ||
+	    (c.debug && fuse_opt_add_arg(&args, "-odebug"))) {
+		err = -ENOMEM;
+		goto fail;
+	}
 	d.se = fuse_session_new(&args, &ops, sizeof(ops), &d);
 	if (!d.se)
 		goto out; /* libfuse said which option it did not know */
@@ -622,7 +704,12 @@ int main(int argc, char *argv[])
 			  strerror(-err));
 		goto out_unmount;
 	}
-	if ((err = fetch_start(d.fetch)) < 0) {
+	if ((err = stop_watch_start(&d, &watcher)) < 0) {
+		log_error("cannot watch for signals: %s", strerror(-err));
+		goto out_unmount;
+	}
+	watching = true;
+	if ((err = fetch_start(d.fetch, d.cache)) < 0) {
 		log_error("cannot start fetch threads: %s", strerror(-err));
 		goto out_unmount;
 	}
@@ -639,12 +726,20 @@ int main(int argc, char *argv[])
 	if (!loop_cfg)
 		goto out_unmount;
 	fuse_loop_cfg_set_clone_fd(loop_cfg, 1);
+	fuse_loop_cfg_set_max_threads(loop_cfg, FUSE_THREADS_MAX);
 	fuse_loop_cfg_set_idle_threads(loop_cfg, 16);
 	/* 0 on unmount, the signal number on SIGTERM/SIGINT: both clean. */
 	err = fuse_session_loop_mt(d.se, loop_cfg);
 	ret = err < 0 ? 1 : 0;
 	fuse_loop_cfg_destroy(loop_cfg);
 out_unmount:
+	/* Stop fetching first: whatever still waits for a block (relisting,
+	 * fast-path clients) gets its answer now, so the joins below are
+	 * quick whatever the source does. */
+	http_cancel_all();
+	fetch_shutdown(d.fetch);
+	if (watching)
+		stop_watch_end(watcher);
 	refresh_stop(refresh);
 	fuse_session_unmount(d.se);
 out_signals:
@@ -654,6 +749,7 @@ fail:
 	fprintf(stderr, "weightfs: %s\n", strerror(-err));
 	ret = 1;
 out:
+	fetch_shutdown(d.fetch);
 	if (d.se)
 		fuse_session_destroy(d.se);
 	fastpath_free(d.fastpath);

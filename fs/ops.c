@@ -58,7 +58,7 @@ static void fill_attr(struct node *n, struct stat *st)
 	} else {
 		st->st_mode = S_IFREG | (n->has_perm ? n->perm : 0444);
 		st->st_nlink = 1;
-		st->st_blocks = (blkcnt_t)(size / 512 + (size % 512 != 0));
+		st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
 	}
 }
 
@@ -72,6 +72,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_read = 0;
 	conn->max_write = 1 << 20;
 	conn->max_readahead = (unsigned)d->kernel_readahead;
+	/* Reads are background requests (async_read): the kernel's default of
+	 * 12 in flight lets a few readers of a hung source block every read
+	 * of every other file. Well below main.c's worker pool, so that
+	 * lookups and stats always find a worker. */
+	conn->max_background = FUSE_BACKGROUND_MAX;
+	conn->congestion_threshold = FUSE_BACKGROUND_MAX * 3 / 4;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
@@ -187,6 +193,64 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0); /* the snapshot is fi->fh: nothing to free */
 }
 
+/*
+ * read_error() - what a reader gets for a read (or open) of @n that failed
+ * with @err, classified where it happened (source.h), and the cause in the
+ * log, once per file and cause, rate-limited (log_once()):
+ *
+ *   cause            @err                  reader gets
+ *   object changed   -ESTALE               EIO
+ *   gone at source   -ENOENT               EIO
+ *   protocol broken  -EPROTO               EIO
+ *   stalled          -ETIMEDOUT            EIO
+ *   credentials      -EACCES, -EKEYEXPIRED EACCES
+ *   out of memory    -ENOMEM               ENOMEM
+ *   shutting down    -ESHUTDOWN            EIO (not logged)
+ *   anything else    (resets, 5xx...)      EIO
+ */
+static int read_error(const struct node *n, int err)
+{
+	const char *why;
+	int rerr = EIO;
+
+	switch (err) {
+	case -ESTALE:
+		why = "changed at the source since it was listed; remount "
+		      "(or mount with list_ttl) to see the new version";
+		break;
+	case -ENOENT:
+		why = "is gone from the source";
+		break;
+	case -EPROTO:
+		why = "read failed: the server broke the protocol (a wrong "
+		      "range, length or encoding)";
+		break;
+	case -ETIMEDOUT:
+		why = "read failed: the source stalled past every retry";
+		break;
+	case -EACCES:
+	case -EKEYEXPIRED:
+		why = "read failed: access denied (credentials)";
+		rerr = EACCES;
+		break;
+	case -ENOMEM:
+		why = "read failed: out of memory";
+		rerr = ENOMEM;
+		break;
+	case -ESHUTDOWN:
+		return EIO; /* the daemon is stopping: said once, in main */
+	default:
+		why = NULL;
+	}
+	if (log_once(n, err)) {
+		if (why)
+			log_error("%s %s", n->key, why);
+		else
+			log_error("%s read failed: %s", n->key, strerror(-err));
+	}
+	return rerr;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct daemon *d = daemon_of(req);
@@ -213,11 +277,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	gen = n->generation;
 	pthread_mutex_unlock(&n->lock);
 	if (changed) {
-		log_error("%s changed at the source since it was listed; "
-			  "remount (or mount with list_ttl) to see the new "
-			  "version",
-			  n->key);
-		fuse_reply_err(req, EIO);
+		fuse_reply_err(req, read_error(n, -ESTALE));
 		return;
 	}
 	fi->keep_cache = 1;
@@ -258,7 +318,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	bs = cache_block_size(d->cache);
-	err = readpath_begin(d, n, off < 0 ? 0 : (uint64_t)off, size, &rp);
+	err = readpath_begin(d->cache, &d->opts, n, off < 0 ? 0 : (uint64_t)off,
+			     size, &rp);
 	if (!err && rp.pos / bs != (rp.end - (rp.end > rp.pos)) / bs) {
 		buf = malloc(rp.end - rp.pos);
 		if (!buf)
@@ -275,17 +336,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		b = NULL;
 	}
 	if (err < 0) {
-		log_error("read %s at %lld: %s", n->key, (long long)off,
-			  err == -EIO ? "the object changed at the source"
-				      : strerror(-err));
-		fuse_reply_err(req,
-			       EIO); /* the contract; the cause is logged */
+		err = fuse_reply_err(req, read_error(n, err));
 	} else if (b) {
-		fuse_reply_buf(req, b->data + boff, len);
+		err = fuse_reply_buf(req, b->data + boff, len);
 		cache_unref_behind(d->cache, b, boff + len == b->len);
 	} else {
-		fuse_reply_buf(req, buf, done);
+		err = fuse_reply_buf(req, buf, done);
 	}
+	/* The reader went away (interrupted): nothing is owed to anyone. */
+	if (err < 0)
+		log_debug("read %s: reply: %s", n->key, strerror(-err));
 	free(buf);
 }
 

@@ -3,20 +3,20 @@
 #include <errno.h>
 
 #include "cache.h"
-#include "daemon.h"
+#include "opts.h"
 #include "stats.h"
 #include "tree.h"
 
 /* Start fetching the blocks in the readahead window after a read of
  * [off, end). */
-static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
-		       uint64_t fsize, uint64_t off, uint64_t end)
+static void read_ahead(struct cache *c, const struct options *o, struct node *n,
+		       uint32_t gen, uint64_t fsize, uint64_t off, uint64_t end)
 {
-	uint64_t bs = cache_block_size(d->cache);
-	uint64_t max = cache_headroom(d->cache) / 2, window, i, last;
+	uint64_t bs = cache_block_size(c);
+	uint64_t max = cache_headroom(c) / 2, window, i, last;
 
-	if (max > d->opts.readahead_max)
-		max = d->opts.readahead_max;
+	if (max > o->readahead_max)
+		max = o->readahead_max;
 	window = readahead_update(node_readahead(n), off, end - off, 2 * bs,
 				  max);
 	if (!window)
@@ -25,12 +25,13 @@ static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
 	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
 		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
 
-		if (cache_prefetch(d->cache, n, gen, i, len) < 0)
+		if (cache_prefetch(c, n, gen, i, len) < 0)
 			break;
 	}
 }
 
-int readpath_begin(struct daemon *d, struct node *n, uint64_t off, uint64_t len,
+int readpath_begin(struct cache *cache, const struct options *opts,
+		   struct node *n, uint64_t off, uint64_t len,
 		   struct readpath *ret)
 {
 	uint64_t fsize;
@@ -43,16 +44,18 @@ int readpath_begin(struct daemon *d, struct node *n, uint64_t off, uint64_t len,
 	changed = n->changed;
 	pthread_mutex_unlock(&n->lock);
 	if (changed)
-		return -EIO;
-	ret->d = d;
+		return -ESTALE;
+	ret->cache = cache;
+	ret->opts = opts;
 	ret->n = n;
 	ret->generation = gen;
 	ret->pos = off < fsize ? off : fsize;
 	ret->end = len < fsize - ret->pos ? ret->pos + len : fsize;
 	if (ret->pos < ret->end) {
 		STAT_ADD(reads, 1);
-		if (d->opts.prefetch != PREFETCH_OFF)
-			read_ahead(d, n, gen, fsize, ret->pos, ret->end);
+		if (opts->prefetch != PREFETCH_OFF)
+			read_ahead(cache, opts, n, gen, fsize, ret->pos,
+				   ret->end);
 	}
 	return 0;
 }
@@ -60,8 +63,7 @@ int readpath_begin(struct daemon *d, struct node *n, uint64_t off, uint64_t len,
 int readpath_next(struct readpath *rp, struct block **ret_block,
 		  size_t *ret_off, size_t *ret_len)
 {
-	struct daemon *d = rp->d;
-	uint64_t bs = cache_block_size(d->cache), fsize, idx, boff, blen, take;
+	uint64_t bs = cache_block_size(rp->cache), fsize, idx, boff, blen, take;
 	int err;
 
 	if (rp->pos >= rp->end)
@@ -74,7 +76,7 @@ int readpath_next(struct readpath *rp, struct block **ret_block,
 	blen = fsize - idx * bs < bs ? fsize - idx * bs : bs;
 	take = blen - boff < rp->end - rp->pos ? blen - boff
 					       : rp->end - rp->pos;
-	err = cache_get(d->cache, rp->n, rp->generation, idx, blen, ret_block);
+	err = cache_get(rp->cache, rp->n, rp->generation, idx, blen, ret_block);
 	if (err)
 		return err;
 	rp->pos += take;

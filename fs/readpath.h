@@ -8,11 +8,13 @@
 #include <stdint.h>
 
 struct block;
-struct daemon;
+struct cache;
 struct node;
+struct options;
 
 struct readpath {
-	struct daemon *d;
+	struct cache *cache;
+	const struct options *opts;
 	struct node *n;
 	uint32_t generation;
 	uint64_t pos; /* next byte to get */
@@ -20,13 +22,14 @@ struct readpath {
 };
 
 /*
- * readpath_begin() - start reading [@off, @off + @len) of file @n: checks
- * the file has not changed, clamps the range to the file, and starts the
- * readahead the read asks for.
- * @return 0 (the range may be empty at or past EOF), or -EIO when the
- * object changed at the source.
+ * readpath_begin() - start reading [@off, @off + @len) of file @n from
+ * @cache, with @opts' readahead: checks the file has not changed, clamps
+ * the range to the file, and starts the readahead the read asks for.
+ * @return 0 (the range may be empty at or past EOF), or -ESTALE when the
+ * object changed (or went away) at the source.
  */
-int readpath_begin(struct daemon *d, struct node *n, uint64_t off, uint64_t len,
+int readpath_begin(struct cache *cache, const struct options *opts,
+		   struct node *n, uint64_t off, uint64_t len,
 		   struct readpath *ret);
 
 /*
@@ -34,7 +37,7 @@ int readpath_begin(struct daemon *d, struct node *n, uint64_t off, uint64_t len,
  * reference held (release with cache_unref()), and where in it the piece
  * starts and how long it is.
  * @return 1 and the piece, 0 at the end of the range, or the fetch's
- * negative errno.
+ * classified negative errno (source.h).
  */
 int readpath_next(struct readpath *rp, struct block **ret_block,
 		  size_t *ret_off, size_t *ret_len);

@@ -1,11 +1,21 @@
 /* Sources: where files come from. One implementation per scheme:
  * file:// (source_file.c), http(s):// (source_http.c), s3:// (source_s3.c).
  *
- * A source lists its objects into a tree at mount, and sets up the ranged
- * GETs the fetch engine runs (file:// is read with pread instead).
- * list() runs on the main thread before the mount goes live; prepare_get()
- * runs on the fetch thread; a source must make them safe to run
- * concurrently (list() may run again on refresh). */
+ * A source lists its objects into a tree, and reads their blocks in one
+ * of two ways, which also picks the fetch engine's transport (fetch.h):
+ * read_block() (synchronous, run on the engine's worker threads), or
+ * prepare_get() (an HTTP GET the engine's curl multi handle runs). A
+ * source sets exactly one of them. Nothing outside the sources asks which
+ * scheme a source is.
+ *
+ * Errors are classified here, where they happen (negative errnos):
+ * -ESTALE the object changed, -ENOENT it is gone, -EPROTO the server broke
+ * the protocol, -ETIMEDOUT it stalled, -EACCES/-EKEYEXPIRED credentials;
+ * anything else is a transient I/O error the engine may retry.
+ *
+ * list() runs on the main thread (and the relisting thread); read_block()
+ * and prepare_get() run on the engine's threads; a source must make them
+ * safe to run concurrently. */
 #ifndef WFS_FS_SOURCE_H
 #define WFS_FS_SOURCE_H
 
@@ -17,12 +27,6 @@
 struct node;
 struct options;
 struct tree;
-
-enum source_kind {
-	SOURCE_FILE,
-	SOURCE_HTTP,
-	SOURCE_S3,
-};
 
 struct source;
 
@@ -44,20 +48,40 @@ struct source_ops {
 	 * engine sets the Range header itself; a source that signs
 	 * requests must sign it too, so it is passed in @range
 	 * ("bytes=A-B").
+	 * Only a strong @etag may be sent in If-Match (a weak one, W/"...",
+	 * never matches there); the engine compares the response's ETag
+	 * with @etag in any case.
 	 * @return 0 or a negative errno.
 	 */
 	int (*prepare_get)(struct source *s, CURL *h, const struct node *file,
 			   const char *etag, const char *range,
 			   struct curl_slist **hdrs);
+	/*
+	 * Read bytes [off, off + len) of @file into @buf, all of them,
+	 * checking that the object is still the version @etag names.
+	 * May block (the engine calls it on a worker thread).
+	 * @return 0, or a classified negative errno (above): -ESTALE when
+	 * the object changed or shrank.
+	 */
+	int (*read_block)(struct source *s, const struct node *file,
+			  const char *etag, uint64_t off, size_t len,
+			  char *buf);
 	void (*free)(struct source *s);
 };
 
 struct source {
 	const struct source_ops *ops;
-	enum source_kind kind;
-	char *display;	/* SOURCE as the user gave it, without secrets */
-	char *root_dir; /* file:// only: the directory, absolute */
+	char *display; /* SOURCE as the user gave it, without secrets */
 };
+
+/*
+ * source_redact() - @url as it may be shown (xattrs, logs, stats,
+ * messages): without userinfo (user:password@) and without a query
+ * string that carries a signature or credentials (X-Amz-Signature,
+ * X-Amz-Credential, X-Amz-Security-Token, Signature, sig, token...).
+ * @return a malloc'd string, or NULL when out of memory.
+ */
+char *source_redact(const char *url);
 
 /*
  * source_new() - the source named by @spec ("file:///dir",
@@ -74,12 +98,6 @@ void source_free(struct source *s);
 #define SOURCE_FILE_ETAG_MAX 96
 struct stat;
 void source_file_etag(const struct stat *st, char *buf, size_t len);
-
-/* source_file_open() - open @key of the file:// source @s for reading,
- * never outside its root: symlinks are followed only while they stay
- * beneath it. @return a descriptor, or -1 with errno as open(2) (EXDEV:
- * the path leads outside the root). */
-int source_file_open(const struct source *s, const char *key);
 
 /* Constructors, called by source_new() for their scheme. */
 int source_file_new(const char *spec, const struct options *opts,

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "msg.h"
 #include "tree.h"
 
@@ -21,8 +22,9 @@
 
 struct source_file {
 	struct source s;
-	char *single; /* the one file, when the source names a file */
-	int root_fd;  /* root_dir, O_PATH: every open starts here */
+	char *root_dir; /* the directory, absolute */
+	char *single;	/* the one file, when the source names a file */
+	int root_fd;	/* root_dir, O_PATH: every open starts here */
 };
 
 void source_file_etag(const struct stat *st, char *buf, size_t len)
@@ -81,7 +83,7 @@ static int open_beneath(const struct source_file *sf, const char *key,
 		goto fail;
 	}
 	real[n] = '\0';
-	if (!within(sf->s.root_dir, real)) {
+	if (!within(sf->root_dir, real)) {
 		e = EXDEV;
 		goto fail;
 	}
@@ -104,14 +106,6 @@ fail:
 	close(pfd);
 	errno = e;
 	return -1;
-}
-
-int source_file_open(const struct source *s, const char *key)
-{
-	/* O_NONBLOCK: a FIFO swapped in never blocks the reader; it makes
-	 * no difference to a regular file. */
-	return open_beneath((const struct source_file *)s, key,
-			    O_RDONLY | O_NONBLOCK);
 }
 
 /* The source's owner and permissions, less the write bits (and set-id
@@ -143,7 +137,7 @@ static int add_file(struct tree *t, const char *key, const struct stat *st)
 static int add_link(struct source_file *sf, struct tree *t, const char *key,
 		    char **warnings)
 {
-	const char *root = sf->s.root_dir;
+	const char *root = sf->root_dir;
 	const char *sep = strcmp(root, "/") ? "/" : "";
 	struct stat st;
 	int fd = open_beneath(sf, key, O_PATH), err = 0;
@@ -178,7 +172,7 @@ static int add_link(struct source_file *sf, struct tree *t, const char *key,
 static int walk(struct source_file *sf, struct tree *t, int dfd,
 		const char *rel, int depth, char **ret_msg, char **warnings)
 {
-	const char *root = sf->s.root_dir;
+	const char *root = sf->root_dir;
 	const char *sep = strcmp(root, "/") ? "/" : "";
 	DIR *d = fdopendir(dfd);
 	struct dirent *e;
@@ -263,14 +257,14 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 		if (fd < 0) {
 			err = -errno;
 			return msg_set(ret_msg, err, "cannot list %s: %s",
-				       s->root_dir, strerror(-err));
+				       sf->root_dir, strerror(-err));
 		}
 		return walk(sf, t, fd, "", 0, ret_msg, ret_warnings);
 	}
 	fd = open_beneath(sf, sf->single, O_PATH);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		err = errno == EXDEV ? -EACCES : -errno;
-		msg_set(ret_msg, err, "%s/%s: %s", s->root_dir, sf->single,
+		msg_set(ret_msg, err, "%s/%s: %s", sf->root_dir, sf->single,
 			errno == EXDEV ? "leads outside its directory"
 				       : strerror(errno));
 		if (fd >= 0)
@@ -281,11 +275,41 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 	return add_file(t, sf->single, &st);
 }
 
-static int file_prepare_get(struct source *s, CURL *h, const struct node *file,
-			    const char *etag, const char *range,
-			    struct curl_slist **hdrs)
+/* Read with pread, checking the file is still the one listed (device,
+ * inode, mtime, size): a file replaced, changed or gone is -ESTALE or
+ * -ENOENT, never a mix of versions. */
+static int file_read_block(struct source *s, const struct node *file,
+			   const char *etag, uint64_t off, size_t len,
+			   char *buf)
 {
-	return -EOPNOTSUPP; /* file:// is read with pread */
+	struct source_file *sf = (struct source_file *)s;
+	char now[SOURCE_FILE_ETAG_MAX];
+	struct stat st;
+	ssize_t n;
+	int fd, err = 0;
+
+	/* Beneath the root again: a symlink swapped in since the listing
+	 * cannot lead outside it. O_NONBLOCK: nor can a FIFO block us. */
+	fd = open_beneath(sf, file->key, O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -errno;
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	source_file_etag(&st, now, sizeof(now));
+	if (!etag || strcmp(now, etag)) {
+		err = -ESTALE;
+		goto out;
+	}
+	n = pread_full(fd, buf, len, off);
+	if (n < 0)
+		err = (int)n;
+	else if ((size_t)n < len)
+		err = -ESTALE; /* it shrank: changed */
+out:
+	close(fd);
+	return err;
 }
 
 static void file_free(struct source *s)
@@ -295,14 +319,14 @@ static void file_free(struct source *s)
 	if (sf->root_fd >= 0)
 		close(sf->root_fd);
 	free(sf->single);
-	free(s->root_dir);
+	free(sf->root_dir);
 	free(s->display);
 	free(sf);
 }
 
 static const struct source_ops file_ops = {
 	.list = file_list,
-	.prepare_get = file_prepare_get,
+	.read_block = file_read_block,
 	.free = file_free,
 };
 
@@ -335,28 +359,27 @@ int source_file_new(const char *spec, const struct options *opts,
 	}
 	sf->root_fd = -1;
 	sf->s.ops = &file_ops;
-	sf->s.kind = SOURCE_FILE;
 	sf->s.display = strdup(spec);
 	if (S_ISDIR(st.st_mode)) {
-		sf->s.root_dir = real;
+		sf->root_dir = real;
 	} else {
 		char *slash = strrchr(real, '/');
 
 		sf->single = strdup(slash + 1);
 		*slash = '\0';
-		sf->s.root_dir = *real ? real : strdup("/");
+		sf->root_dir = *real ? real : strdup("/");
 		if (!*real)
 			free(real);
 	}
-	if (!sf->s.display || !sf->s.root_dir) {
+	if (!sf->s.display || !sf->root_dir) {
 		file_free(&sf->s);
 		return -ENOMEM;
 	}
-	sf->root_fd = open(sf->s.root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	sf->root_fd = open(sf->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (sf->root_fd < 0) {
 		int err = -errno;
 
-		msg_set(ret_msg, err, "source %s: %s", sf->s.root_dir,
+		msg_set(ret_msg, err, "source %s: %s", sf->root_dir,
 			strerror(-err));
 		file_free(&sf->s);
 		return err;

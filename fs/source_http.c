@@ -41,12 +41,19 @@ static char *url_of(struct source_http *sh, const char *key, bool dir)
 static int response_error(const char *what, const char *url, int err,
 			  const struct http_response *r, char **ret_msg)
 {
+	char *shown = source_redact(url); /* no credentials in messages */
+
+	if (!shown)
+		return -ENOMEM;
 	if (err)
-		return msg_set(ret_msg, err, "%s %s: %s", what, url,
-			       r->curl_error[0] ? r->curl_error
-						: strerror(-err));
-	return msg_set(ret_msg, http_status_errno(r->status) ?: -EIO,
-		       "%s %s: HTTP %ld", what, url, r->status);
+		err = msg_set(ret_msg, err, "%s %s: %s", what, shown,
+			      r->curl_error[0] ? r->curl_error
+					       : strerror(-err));
+	else
+		err = msg_set(ret_msg, http_status_errno(r->status) ?: -EIO,
+			      "%s %s: HTTP %ld", what, shown, r->status);
+	free(shown);
+	return err;
 }
 
 /* One listing in progress: its bounds, and the files found, which are
@@ -385,9 +392,14 @@ static int http_prepare_get(struct source *s, CURL *h, const struct node *file,
 
 	if (!url)
 		return -ENOMEM;
-	curl_easy_setopt(h, CURLOPT_URL, url);
+	if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK) {
+		free(url);
+		return -EINVAL;
+	}
 	free(url);
-	if (etag) {
+	/* If-Match compares strongly: a weak ETag (W/"...") never matches
+	 * there, so it is checked against the response's ETag only. */
+	if (etag && strncmp(etag, "W/", 2)) {
 		struct curl_slist *l;
 
 		if (asprintf(&hdr, "If-Match: %s", etag) < 0)
@@ -462,9 +474,8 @@ int source_http_new(const char *spec, const struct options *opts,
 	if (!sh)
 		goto fail;
 	sh->s.ops = &http_ops;
-	sh->s.kind = SOURCE_HTTP;
 	sh->opts = opts;
-	sh->s.display = strdup(spec);
+	sh->s.display = source_redact(spec);
 	if (!sh->s.display)
 		goto fail;
 	len = strlen(spec);

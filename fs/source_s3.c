@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "http.h"
 #include "msg.h"
 #include "opts.h"
+#include "s3_endpoint.h"
 #include "s3_list.h"
 #include "sigv4.h"
 #include "tree.h"
@@ -159,8 +161,12 @@ static int s3_prepare_get(struct source *src, CURL *h, const struct node *file,
 		free(path);
 		return -ENOMEM;
 	}
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	err = sign_get(s, path, NULL, range, etag, hdrs, NULL);
+	/* If-Match only with a strong ETag (a weak one never matches). */
+	if (etag && !strncmp(etag, "W/", 2))
+		etag = NULL;
+	err = curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK
+		      ? sign_get(s, path, NULL, range, etag, hdrs, NULL)
+		      : -EINVAL;
 	free(url);
 	free(path);
 	return err;
@@ -228,6 +234,10 @@ static int add_object(struct source_s3 *s, struct tree *t,
 		return warn(warnings, nwarn,
 			    "ends in '/' but holds data: not a usable name",
 			    o->key, o->key_len);
+	/* Sizes are off_t to the kernel and to readers. */
+	if (o->size > INT64_MAX)
+		return warn(warnings, nwarn, "a size over 2^63 - 1 bytes",
+			    o->key, o->key_len);
 	rel = strndup(o->key + plen, rlen - (dir ? 1 : 0));
 	if (!rel)
 		return -ENOMEM;
@@ -248,17 +258,6 @@ static int add_object(struct source_s3 *s, struct tree *t,
 static bool transient(int err)
 {
 	return err == -ECONNRESET || err == -ETIMEDOUT || err == -EAGAIN;
-}
-
-/* Sleep before attempt @attempt (1, 2, ...): capped, jittered backoff. */
-static void backoff(unsigned attempt)
-{
-	unsigned ms = 100u << (attempt < 5 ? attempt : 5);
-
-	if (ms > 2000)
-		ms = 2000;
-	ms = ms / 2 + (unsigned)(random() % (ms / 2 + 1));
-	usleep(ms * 1000);
 }
 
 /* The error of a failed listing request, as a message for the user. */
@@ -337,11 +336,11 @@ static int get_page(struct source_s3 *s, const char *token,
 		curl_slist_free_all(hdrs);
 		if (!err && ret->status == 200)
 			break;
-		if (attempt < retries &&
+		if (attempt < retries && !http_cancelled() &&
 		    (err ? transient(err)
 			 : http_status_retryable(ret->status))) {
 			http_response_done(ret);
-			backoff(attempt + 1);
+			usleep(http_backoff_ms(attempt) * 1000u);
 			continue;
 		}
 		err = list_error(s, err, ret, ret_msg);
@@ -438,151 +437,11 @@ static const struct source_ops s3_ops = {
 	.free = s3_free,
 };
 
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
-
-/* Whether @b can be a DNS label set under the endpoint's host. */
-static bool dns_bucket(const char *b, bool https)
-{
-	size_t len = strlen(b);
-
-	if (len < 3 || len > 63)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = b[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '-' || c == '.'))
-			return false;
-		if (c == '.' && (https || i == 0 || b[i - 1] == '.'))
-			return false;
-	}
-	return b[0] != '-' && b[len - 1] != '-' && b[len - 1] != '.';
-}
-
-static bool bucket_ok(const char *b)
-{
-	if (!*b || strlen(b) > 255)
-		return false;
-	for (; *b; b++)
-		if (!((*b >= 'a' && *b <= 'z') || (*b >= 'A' && *b <= 'Z') ||
-		      (*b >= '0' && *b <= '9') || *b == '-' || *b == '.' ||
-		      *b == '_'))
-			return false;
-	return true;
-}
-
-static bool host_is_ip(const char *host)
-{
-	unsigned char buf[16];
-
-	return host[0] == '[' || inet_pton(AF_INET, host, buf) == 1 ||
-	       !strcasecmp(host, "localhost");
-}
-
-static char *region_from_profile(const struct options *opts)
-{
-	struct aws_profile p;
-	char *cred = NULL, *conf = NULL, *name = NULL, *region = NULL;
-
-	if (aws_profile_paths(opts ? opts->profile : NULL, &cred, &conf, &name))
-		return NULL;
-	/* Only the config file holds the region. */
-	if (!aws_profile_load(NULL, conf, name, &p)) {
-		region = p.region;
-		p.region = NULL;
-		aws_profile_done(&p);
-	}
-	free(cred);
-	free(conf);
-	free(name);
-	return region;
-}
-
-/* Endpoint, addressing style and Host of @s, from the options and the
- * environment. */
-static int setup_endpoint(struct source_s3 *s, char **ret_msg)
-{
-	const struct options *o = s->opts;
-	const char *ep = o && o->endpoint ? o->endpoint : NULL;
-	char *url = NULL, *scheme = NULL, *host = NULL, *port = NULL;
-	char *path = NULL;
-	CURLU *u = NULL;
-	bool path_style = o && o->path_style, https;
-	int err = -ENOMEM;
-	size_t plen;
-
-	if (!ep)
-		ep = env("AWS_ENDPOINT_URL_S3");
-	if (!ep)
-		ep = env("AWS_ENDPOINT_URL");
-	if (!ep) {
-		if (asprintf(&url, "https://s3.%s.amazonaws.com%s", s->region,
-			     strncmp(s->region, "cn-", 3) ? "" : ".cn") < 0)
-			return -ENOMEM;
-		ep = url;
-	}
-	u = curl_url();
-	if (!u)
-		goto out;
-	if (curl_url_set(u, CURLUPART_URL, ep, 0) ||
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) ||
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) ||
-	    (strcasecmp(scheme, "http") && strcasecmp(scheme, "https"))) {
-		err = msg_set(ret_msg, -EINVAL,
-			      "endpoint '%s': expected http(s)://host[:port]",
-			      ep);
-		goto out;
-	}
-	if (curl_url_get(u, CURLUPART_PORT, &port, 0))
-		port = NULL;
-	if (curl_url_get(u, CURLUPART_PATH, &path, 0))
-		path = NULL;
-	https = !strcasecmp(scheme, "https");
-	/* Virtual-hosted addressing needs a bucket that is a DNS name and a
-	 * host name under which it can be one. */
-	if (!dns_bucket(s->bucket, https) || host_is_ip(host))
-		path_style = true;
-	if (asprintf(&s->host, "%s%s%s%s%s", path_style ? "" : s->bucket,
-		     path_style ? "" : ".", host, port ? ":" : "",
-		     port ? port : "") < 0) {
-		s->host = NULL;
-		goto out;
-	}
-	if (asprintf(&s->origin, "%s://%s", https ? "https" : "http", s->host) <
-	    0) {
-		s->origin = NULL;
-		goto out;
-	}
-	plen = path ? strlen(path) : 0;
-	while (plen && path[plen - 1] == '/')
-		plen--;
-	if (asprintf(&s->base_path, "%.*s%s%s", (int)plen, path ? path : "",
-		     path_style ? "/" : "", path_style ? s->bucket : "") < 0) {
-		s->base_path = NULL;
-		goto out;
-	}
-	err = 0;
-out:
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(port);
-	curl_free(path);
-	curl_url_cleanup(u);
-	free(url);
-	return err;
-}
-
 int source_s3_new(const char *spec, const struct options *opts,
 		  struct source **ret, char **ret_msg)
 {
 	struct source_s3 *s = calloc(1, sizeof(*s));
 	const char *b = spec + 5, *slash;
-	const char *region;
 	char *prefix = NULL;
 	size_t plen;
 	int err = -ENOMEM;
@@ -590,7 +449,6 @@ int source_s3_new(const char *spec, const struct options *opts,
 	if (!s)
 		return -ENOMEM;
 	s->s.ops = &s3_ops;
-	s->s.kind = SOURCE_S3;
 	s->opts = opts;
 	if (strncmp(spec, "s3://", 5)) {
 		err = msg_set(ret_msg, -EINVAL, "not an s3:// source: %s",
@@ -602,7 +460,7 @@ int source_s3_new(const char *spec, const struct options *opts,
 	s->s.display = strdup(spec);
 	if (!s->bucket || !s->s.display)
 		goto fail;
-	if (!bucket_ok(s->bucket)) {
+	if (!s3_bucket_ok(s->bucket)) {
 		err = msg_set(ret_msg, -EINVAL,
 			      "'%s': expected s3://bucket[/prefix] with a "
 			      "bucket name of letters, digits, '.', '-', '_'",
@@ -621,17 +479,7 @@ int source_s3_new(const char *spec, const struct options *opts,
 		goto fail;
 	}
 
-	region = opts && opts->region ? opts->region : NULL;
-	if (!region)
-		region = env("AWS_REGION");
-	if (!region)
-		region = env("AWS_DEFAULT_REGION");
-	if (region)
-		s->region = strdup(region);
-	else
-		s->region = region_from_profile(opts);
-	if (!s->region)
-		s->region = strdup("us-east-1");
+	s->region = s3_region_resolve(opts);
 	if (!s->region)
 		goto fail;
 	if (strpbrk(s->region, "/\r\n ")) {
@@ -639,7 +487,8 @@ int source_s3_new(const char *spec, const struct options *opts,
 			      s->region);
 		goto fail;
 	}
-	err = setup_endpoint(s, ret_msg);
+	err = s3_endpoint_resolve(opts, s->bucket, s->region, &s->origin,
+				  &s->host, &s->base_path, ret_msg);
 	if (err)
 		goto fail;
 	if (!(opts && opts->no_sign_request)) {

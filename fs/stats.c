@@ -72,6 +72,31 @@ static int append_latency(char *buf, size_t len, int n)
 	((unsigned long long)atomic_load_explicit(&stats.f,                    \
 						  memory_order_relaxed))
 
+void stats_count_error(int err)
+{
+	STAT_ADD(errors, 1);
+	switch (err) {
+	case -ESTALE:
+		STAT_ADD(errors_stale, 1);
+		break;
+	case -ENOENT:
+		STAT_ADD(errors_gone, 1);
+		break;
+	case -EPROTO:
+		STAT_ADD(errors_protocol, 1);
+		break;
+	case -ETIMEDOUT:
+		STAT_ADD(errors_timeout, 1);
+		break;
+	case -EACCES:
+	case -EKEYEXPIRED:
+		STAT_ADD(errors_auth, 1);
+		break;
+	default:
+		STAT_ADD(errors_other, 1);
+	}
+}
+
 int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 {
 	int n = snprintf(
@@ -86,7 +111,11 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"disk_hits\": %llu, \"disk_misses\": %llu, "
 		"\"disk_bytes\": %llu, \"disk_writes\": %llu, "
 		"\"disk_evictions\": %llu, \"disk_corrupt\": %llu, "
-		"\"disk_errors\": %llu}",
+		"\"disk_errors\": %llu, "
+
+		"\"errors_stale\": %llu, \"errors_gone\": %llu, "
+		"\"errors_protocol\": %llu, \"errors_timeout\": %llu, "
+		"\"errors_auth\": %llu, \"errors_other\": %llu}",
 		LOAD(bytes_fetched), LOAD(requests), LOAD(retries),
 		LOAD(errors), LOAD(cache_hits), LOAD(cache_misses),
 		LOAD(cache_evictions), (unsigned long long)cache_bytes,
@@ -94,7 +123,10 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(bytes_read), LOAD(changed), LOAD(fastpath_copied),
 		LOAD(disk_hits), LOAD(disk_misses), LOAD(disk_bytes),
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
-		LOAD(disk_errors));
+		LOAD(disk_errors),
+
+		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),
+		LOAD(errors_timeout), LOAD(errors_auth), LOAD(errors_other));
 
 	if (n > 0 && (size_t)n < len)
 		n = append_latency(buf, len, n);

@@ -30,12 +30,23 @@ struct stats {
 	atomic_uint_fast64_t disk_evictions; /* block files removed for room */
 	atomic_uint_fast64_t disk_corrupt; /* block files that failed checks */
 	atomic_uint_fast64_t disk_errors;  /* I/O errors, writes dropped */
+	/* errors by class (source.h): */
+	atomic_uint_fast64_t errors_stale;    /* -ESTALE: object changed */
+	atomic_uint_fast64_t errors_gone;     /* -ENOENT: gone at the source */
+	atomic_uint_fast64_t errors_protocol; /* -EPROTO: server broke HTTP */
+	atomic_uint_fast64_t errors_timeout;  /* -ETIMEDOUT: stalled */
+	atomic_uint_fast64_t errors_auth;     /* -EACCES, -EKEYEXPIRED */
+	atomic_uint_fast64_t errors_other;    /* resets, 5xx, shutdown... */
 };
 
 extern struct stats stats;
 
 #define STAT_ADD(field, n)                                                     \
 	atomic_fetch_add_explicit(&stats.field, (n), memory_order_relaxed)
+
+/* stats_count_error() - a block failed for good with @err: count it in
+ * errors and in its class. */
+void stats_count_error(int err);
 
 /*
  * stats_fetch_latency() - count one range request that took @us

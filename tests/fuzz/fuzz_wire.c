@@ -56,12 +56,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	tree_finish(d.tree);
 	if (fetch_new(d.src, &d.opts, &d.fetch) ||
-	    cache_new(d.opts.cache_mem, d.opts.block_size, fetch_block, d.fetch,
-		      &d.cache))
+	    cache_new(d.opts.cache_mem, d.opts.block_size, &fetch_fill_ops,
+		      d.fetch, &d.cache))
 		abort();
-	fetch_attach(d.fetch, d.cache);
-	cache_set_promote(d.cache, fetch_promote);
-	if (fetch_start(d.fetch))
+	if (fetch_start(d.fetch, d.cache))
 		abort();
 	unlink(path);
 	rmdir(dir);

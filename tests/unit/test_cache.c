@@ -50,6 +50,9 @@ static void fake_promote(void *ctx, struct block *b)
 	atomic_fetch_add(&promotes, 1);
 }
 
+static const struct cache_fill_ops fill = { fake_fetch, NULL };
+static const struct cache_fill_ops fill_promote = { fake_fetch, fake_promote };
+
 static void *reader(void *arg)
 {
 	struct block *b;
@@ -67,9 +70,9 @@ int main(void)
 	pthread_t t[8];
 	int i;
 
-	CHECK_EQ(cache_new(BS, BS, fake_fetch, NULL, &cache), -EINVAL);
-	CHECK_EQ(cache_new(4 * BS, 1000, fake_fetch, NULL, &cache), -EINVAL);
-	CHECK_EQ(cache_new(4 * BS, BS, fake_fetch, NULL, &cache), 0);
+	CHECK_EQ(cache_new(BS, BS, &fill, NULL, &cache), -EINVAL);
+	CHECK_EQ(cache_new(4 * BS, 1000, &fill, NULL, &cache), -EINVAL);
+	CHECK_EQ(cache_new(4 * BS, BS, &fill_promote, NULL, &cache), 0);
 
 	/* Single flight: eight readers of one block, one fetch. */
 	for (i = 0; i < 8; i++)
@@ -139,7 +142,6 @@ int main(void)
 
 	/* A reader waiting for a block readahead queued promotes its fetch;
 	 * one that finds it ready does not. */
-	cache_set_promote(cache, fake_promote);
 	cache_drop_file(cache, &file);
 	CHECK_EQ(cache_prefetch(cache, &file, 5, 0, BS), 1);
 	CHECK_EQ(cache_get(cache, &file, 5, 0, BS, &b), 0);

@@ -30,6 +30,8 @@ static void sync_fetch(void *ctx, struct block *b)
 	cache_fetch_done(cache, b, 0);
 }
 
+static const struct cache_fill_ops sync_fill = { .start = sync_fetch };
+
 /* Pages of [p, p + len) resident, per mincore(). */
 static size_t resident_pages(const void *p, size_t len)
 {
@@ -75,7 +77,7 @@ static void test_many_small_files(void)
 	long rss0, rss1;
 	int i, err = 0, wrong = 0;
 
-	CHECK(cache_new(64 * MiB, 8 * MiB, sync_fetch, NULL, &cache) == 0,
+	CHECK(cache_new(64 * MiB, 8 * MiB, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	rss0 = vm_rss_kib();
@@ -115,7 +117,7 @@ static void test_budget_in_bytes(void)
 	struct block *b, *held[4];
 	int i, err = 0;
 
-	CHECK(cache_new(8 * MiB, 2 * MiB, sync_fetch, NULL, &cache) == 0,
+	CHECK(cache_new(8 * MiB, 2 * MiB, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	for (i = 0; i < 4 && !err; i++) {
@@ -168,7 +170,7 @@ static void test_slot_shrinks(void)
 	char *data = NULL;
 
 	/* 256 KiB of 64 KiB blocks: four slots, exactly four full blocks. */
-	CHECK(cache_new(256 * KiB, 64 * KiB, sync_fetch, NULL, &cache) == 0,
+	CHECK(cache_new(256 * KiB, 64 * KiB, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	for (i = 0; i < 4 && !err; i++) {
 		err = get((uint64_t)i, 64 * KiB, &b);
@@ -213,7 +215,7 @@ static void test_huge_cost(void)
 	struct block *b;
 	int err;
 
-	CHECK(cache_new(32 * MiB, 8 * MiB, sync_fetch, NULL, &cache) == 0,
+	CHECK(cache_new(32 * MiB, 8 * MiB, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	err = get(0, 3 * MiB, &b);
 	CHECK(!err, "get: %d", err);
@@ -238,7 +240,7 @@ static void test_class_short_of_slots(void)
 	int i, err = 0;
 
 	/* 8 MiB of 4 MiB blocks: two block-size slots. */
-	CHECK(cache_new(8 * MiB, 4 * MiB, sync_fetch, NULL, &cache) == 0,
+	CHECK(cache_new(8 * MiB, 4 * MiB, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	for (i = 0; i < 10 && !err; i++) { /* small, and coldest */

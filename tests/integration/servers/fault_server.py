@@ -22,6 +22,12 @@ servers do only by accident:
                  (and a Content-Length that says so)
   ignore_range   200 with the whole file although a range was asked for
   ignore_if_match  serve even when If-Match does not match
+  hang           the request is read and never answered (until stop())
+  gzip           the body gzip-compressed, with Content-Encoding: gzip
+                 (a server that compresses whatever the client accepts)
+
+srv.weak_etags = True makes every ETag weak (W/"..."), compared strongly in
+If-Match as RFC 9110 says (a weak tag there never matches: 412).
 
 A rule matches by URL path (fnmatch pattern on the decoded path, e.g.
 "/a.bin" or "*.bin"), by method (default GET) and, optionally, only
@@ -47,6 +53,7 @@ and GET /__fault__ returns the request log as JSON.
 import argparse
 import email.utils
 import fnmatch
+import gzip
 import http.server
 import json
 import os
@@ -61,7 +68,8 @@ import urllib.parse
 
 CONTROL_PATH = "/__fault__"
 KINDS = ("status", "reset", "truncate", "stall", "drop", "wrong_range",
-         "wrong_length", "short_length", "ignore_range", "ignore_if_match")
+         "wrong_length", "short_length", "ignore_range", "ignore_if_match",
+         "hang", "gzip")
 CHUNK = 256 * 1024
 
 
@@ -217,6 +225,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "drop":
             self._record(0, kind)
             return self._reset()
+        if kind == "hang":
+            self._record(0, kind)
+            owner._stopping.wait()
+            self.close_connection = True
+            return
         if kind == "status":
             status = rule.params.get("status", 503)
             self._record(status, kind)
@@ -273,12 +286,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         st = os.fstat(f.fileno())
         size = st.st_size
         etag = etag_of(st)
+        if self.server.owner.weak_etags:
+            etag = "W/" + etag
         head = self.command == "HEAD"
 
         im = self.headers.get("If-Match")
         if im is not None and kind != "ignore_if_match":
             tags = [t.strip() for t in im.split(",")]
-            if "*" not in tags and etag not in tags:
+            # Strong comparison: a weak tag matches nothing.
+            strong = [t for t in tags if not t.startswith("W/")]
+            if "*" not in tags and (etag.startswith("W/") or
+                                    etag not in strong):
                 self._record(412, kind)
                 return self._simple(412, b"precondition failed\n",
                                     "text/html")
@@ -314,6 +332,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             trailer = b"\xa5" * (extra - min(extra, avail))
         elif status == 206 and kind == "short_length":
             body_len = max(0, length - params.get("missing", 100))
+
+        if kind == "gzip" and not head:
+            f.seek(body_start)
+            body = gzip.compress(f.read(body_len))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", etag)
+            if crange is not None:
+                self.send_header("Content-Range", "bytes %d-%d/%d" %
+                                 (crange[0], crange[1], size))
+            self.end_headers()
+            self._record(status, kind)
+            self.wfile.write(body)
+            self.wfile.flush()
+            return
 
         total = body_len + len(trailer)
         self.send_response(status)
@@ -400,6 +435,8 @@ class FaultServer:
         self.log = []
         self.extra_entries = {}     # URL dir path -> [entry dicts]
         self.listing_override = {}  # URL path -> (status, ctype, body)
+        self.weak_etags = False
+        self._stopping = threading.Event()  # "hang" rules wait for it
         self._srv = _Server((host, port), self)
         self.host, self.port = self._srv.server_address[:2]
         self.url = "http://%s:%d/" % (self.host, self.port)
@@ -467,6 +504,7 @@ class FaultServer:
             self._conns.discard(sock)
 
     def stop(self):
+        self._stopping.set()
         self._srv.shutdown()
         self._srv.server_close()
         with self._lock:

@@ -1,0 +1,365 @@
+/* The fetch engine's transport for HTTP-like sources
+ * (source_ops.prepare_get: http(s)://, s3://): one thread owns a curl
+ * multi handle and runs up to `connections` ranged GETs at once over
+ * keep-alive connections. On stop, running transfers are dropped at once
+ * and their blocks fail with -ESHUTDOWN. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "cache.h"
+#include "fetch_impl.h"
+#include "http.h"
+#include "log.h"
+#include "opts.h"
+#include "source.h"
+#include "stats.h"
+
+/* One connection's transfer. */
+struct xfer {
+	CURL *h; /* reused across transfers; NULL until first needed */
+	struct curl_slist *hdrs;
+	struct fetch_job *j; /* NULL: idle */
+	struct fetch_response r;
+};
+
+struct curl_state {
+	CURLM *multi;
+	struct xfer *x; /* opts->connections of them */
+	pthread_t thread;
+	bool started;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+
+	/* An error's body is not the block's: drop it (the status says). */
+	if (x->r.status < 200 || x->r.status > 299)
+		return len;
+	if (x->r.encoded)
+		return 0; /* not the file's bytes: stop at once */
+	if (len > x->j->len - x->r.got) {
+		x->r.overflow = true; /* the server sent more than asked */
+		return 0;
+	}
+	memcpy(x->j->b->data + x->r.got, p, len);
+	x->r.got += len;
+	return len;
+}
+
+/* A header's value, trimmed, in @line (modified); NULL if not @name. */
+static char *header_is(char *line, size_t len, const char *name)
+{
+	size_t nlen = strlen(name);
+	char *v, *e = line + len;
+
+	if (len <= nlen || strncasecmp(line, name, nlen) || line[nlen] != ':')
+		return NULL;
+	v = line + nlen + 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' ||
+			 e[-1] == '\t'))
+		e--;
+	*e = '\0';
+	return v;
+}
+
+/* Check status, Content-Range, ETag and Content-Encoding as headers
+ * arrive. */
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+	unsigned long long start, end, total;
+	char line[512], *v;
+
+	if (len >= sizeof(line))
+		return len;
+	memcpy(line, p, len);
+	line[len] = '\0';
+	if (!strncasecmp(line, "HTTP/", 5)) {
+		const char *sp = strchr(line, ' ');
+
+		/* A new response (after 100 Continue): start afresh. */
+		x->r.status = sp ? atoi(sp + 1) : 0;
+		x->r.range_ok = x->r.etag_seen = x->r.etag_mismatch = false;
+		x->r.encoded = false;
+	} else if ((v = header_is(line, len, "Content-Range"))) {
+		if (sscanf(v, "bytes %llu-%llu/%llu", &start, &end, &total) ==
+			    3 &&
+		    start == x->j->off && end + 1 == x->j->off + x->j->len) {
+			x->r.range_ok = true;
+			x->r.range_total = total;
+		}
+	} else if ((v = header_is(line, len, "ETag"))) {
+		x->r.etag_seen = true;
+		if (x->j->etag && strcmp(v, x->j->etag))
+			x->r.etag_mismatch = true;
+	} else if ((v = header_is(line, len, "Content-Encoding"))) {
+		if (*v && strcasecmp(v, "identity"))
+			x->r.encoded = true;
+	}
+	return len;
+}
+
+static int setopt_all(struct fetch *f, struct xfer *x, const char *range)
+{
+	CURL *h = x->h;
+	CURLcode c = CURLE_OK;
+	long buf = (long)(f->opts->connections <= 128
+				  ? 512u << 10
+				  : (64u << 20) / f->opts->connections);
+
+	/* Large receive buffers, within 64 MiB over all connections. */
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_RANGE, range);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->hdrs);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+	if (!c)
+		c = curl_easy_setopt(h, CURLOPT_BUFFERSIZE, buf);
+	return c ? http_curl_errno(c) : 0;
+}
+
+/* The transfer's own error: none when it ended because on_body refused
+ * bytes that were not the block's (fetch_judge() says why). */
+static int xfer_errno(const struct xfer *x, CURLcode code)
+{
+	if (code == CURLE_WRITE_ERROR && (x->r.overflow || x->r.encoded))
+		return 0;
+	return http_curl_errno(code);
+}
+
+/* Set @x up for one attempt of @j. */
+static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
+{
+	char range[64];
+	struct curl_slist *l;
+	int err;
+
+	if (!x->h && !(x->h = curl_easy_init()))
+		return -ENOMEM;
+	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, j->off,
+		 j->off + j->len - 1);
+	curl_easy_reset(x->h);
+	err = http_setup_common(x->h, f->opts);
+	if (err)
+		return err;
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	memset(&x->r, 0, sizeof(x->r));
+	x->j = j;
+	err = f->src->ops->prepare_get(f->src, x->h, j->file, j->etag, range,
+				       &x->hdrs);
+	if (err)
+		return err;
+	/* Bytes as stored: a compressed body is not a range of the file. */
+	l = curl_slist_append(x->hdrs, "Accept-Encoding: identity");
+	if (!l)
+		return -ENOMEM;
+	x->hdrs = l;
+	return setopt_all(f, x, range + 6);
+}
+
+static void *curl_worker(void *arg)
+{
+	struct fetch *f = arg;
+	struct curl_state *cs = f->tpriv;
+	unsigned active = 0, i, conns = f->opts->connections;
+
+	for (;;) {
+		uint64_t next_due = UINT64_MAX;
+		CURLMsg *msg;
+		CURLMcode mc;
+		int running, left, done, timeout = 1000;
+
+		pthread_mutex_lock(&f->lock);
+		while (!f->stop && active < conns) {
+			struct fetch_job *j = fetch_take(
+				f, active, fetch_now_ms(), &next_due);
+			struct xfer *x = NULL;
+			int err;
+
+			if (!j)
+				break;
+			pthread_mutex_unlock(&f->lock);
+			for (i = 0; i < conns && !x; i++)
+				if (!cs->x[i].j)
+					x = &cs->x[i];
+			err = prepare(f, x, j);
+			if (!err &&
+			    (mc = curl_multi_add_handle(cs->multi, x->h))) {
+				log_warn("curl_multi_add_handle: %s",
+					 curl_multi_strerror(mc));
+				err = mc == CURLM_OUT_OF_MEMORY ? -ENOMEM
+								: -EIO;
+			}
+			if (err) {
+				x->j = NULL;
+				/* Through the retry policy: a transient
+				 * error is retried, after a backoff, so
+				 * this loop cannot spin. */
+				fetch_attempt_done(f, j, err);
+			} else {
+				active++;
+				STAT_ADD(requests, 1);
+			}
+			pthread_mutex_lock(&f->lock);
+		}
+		if (f->stop) {
+			pthread_mutex_unlock(&f->lock);
+			break;
+		}
+		pthread_mutex_unlock(&f->lock);
+
+		mc = curl_multi_perform(cs->multi, &running);
+		if (mc && mc != CURLM_CALL_MULTI_PERFORM)
+			log_warn("curl_multi_perform: %s",
+				 curl_multi_strerror(mc));
+		done = 0;
+		while ((msg = curl_multi_info_read(cs->multi, &left))) {
+			struct xfer *x;
+			struct fetch_job *j;
+			curl_off_t us = 0;
+			int err;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			if (curl_easy_getinfo(msg->easy_handle,
+					      CURLINFO_PRIVATE,
+					      (char **)&x) != CURLE_OK ||
+			    !x)
+				continue;
+			j = x->j;
+			err = fetch_judge(j->off, j->len, j->size,
+					  xfer_errno(x, msg->data.result),
+					  &x->r);
+			STAT_ADD(bytes_fetched, x->r.got);
+			if (curl_easy_getinfo(x->h, CURLINFO_TOTAL_TIME_T,
+					      &us) == CURLE_OK)
+				stats_fetch_latency((uint64_t)us);
+			mc = curl_multi_remove_handle(cs->multi, x->h);
+			if (mc)
+				log_warn("curl_multi_remove_handle: %s",
+					 curl_multi_strerror(mc));
+			x->j = NULL;
+			active--;
+			fetch_attempt_done(f, j, err);
+			done++;
+		}
+		/* Connections just came free: start queued jobs at once. */
+		if (done)
+			continue;
+		if (next_due != UINT64_MAX) {
+			uint64_t now = fetch_now_ms();
+
+			timeout = next_due > now ? (int)(next_due - now) : 0;
+			if (timeout > 1000)
+				timeout = 1000;
+		}
+		mc = curl_multi_poll(cs->multi, NULL, 0, timeout, NULL);
+		if (mc) {
+			struct timespec ts = { 0, 10 * 1000000 };
+
+			/* Cannot wait on the sockets: do not spin. */
+			log_warn("curl_multi_poll: %s",
+				 curl_multi_strerror(mc));
+			nanosleep(&ts, NULL);
+		}
+	}
+
+	/* Stopped: fail what still runs, at once. */
+	for (i = 0; i < conns; i++) {
+		struct fetch_job *j = cs->x[i].j;
+
+		if (!j)
+			continue;
+		curl_multi_remove_handle(cs->multi, cs->x[i].h);
+		cs->x[i].j = NULL;
+		fetch_attempt_done(f, j, -ESHUTDOWN);
+	}
+	return NULL;
+}
+
+static int curl_start(struct fetch *f)
+{
+	struct curl_state *cs = calloc(1, sizeof(*cs));
+	unsigned n = f->opts->connections;
+	int r;
+
+	if (!cs)
+		return -ENOMEM;
+	f->tpriv = cs;
+	/* Allocated here, so the thread cannot fail to start work. */
+	cs->multi = curl_multi_init();
+	cs->x = calloc(n, sizeof(*cs->x));
+	if (!cs->multi || !cs->x)
+		return -ENOMEM;
+	if (curl_multi_setopt(cs->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+			      (long)n) ||
+	    curl_multi_setopt(cs->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+			      (long)n) ||
+	    curl_multi_setopt(cs->multi, CURLMOPT_MAXCONNECTS, (long)n))
+		return -EINVAL;
+	r = pthread_create(&cs->thread, NULL, curl_worker, f);
+	if (r)
+		return -r;
+	cs->started = true;
+	return 0;
+}
+
+static void curl_wake(struct fetch *f)
+{
+	struct curl_state *cs = f->tpriv;
+
+	if (cs && cs->multi)
+		curl_multi_wakeup(cs->multi);
+}
+
+static void curl_stop(struct fetch *f)
+{
+	struct curl_state *cs = f->tpriv;
+	unsigned i;
+
+	if (!cs)
+		return;
+	if (cs->started) {
+		curl_wake(f);
+		pthread_join(cs->thread, NULL);
+	}
+	for (i = 0; cs->x && i < f->opts->connections; i++) {
+		if (cs->x[i].h)
+			curl_easy_cleanup(cs->x[i].h);
+		curl_slist_free_all(cs->x[i].hdrs);
+	}
+	if (cs->multi)
+		curl_multi_cleanup(cs->multi);
+	free(cs->x);
+	free(cs);
+	f->tpriv = NULL;
+}
+
+const struct fetch_transport fetch_curl_transport = {
+	.start = curl_start,
+	.wake = curl_wake,
+	.stop = curl_stop,
+};

@@ -1,0 +1,90 @@
+/* Private to the fetch engine: the core (fetch.c) and its transports
+ * (fetch_sync.c, fetch_curl.c). The core owns the queues and decides
+ * retries; a transport takes jobs with fetch_take(), moves bytes into
+ * job->b->data, and hands each attempt's outcome to fetch_attempt_done(). */
+#ifndef WFS_FS_FETCH_IMPL_H
+#define WFS_FS_FETCH_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fetch.h"
+
+struct block;
+struct node;
+
+struct fetch_job {
+	struct block *b;
+	struct node *file;
+	uint64_t off;
+	size_t len;
+	uint64_t size; /* the file's size when the fetch started */
+	char *etag;    /* validator pinned for every attempt, or NULL */
+	unsigned attempt;
+	uint64_t not_before_ms;
+	struct fetch_job *next;
+};
+
+struct fetch_queue {
+	struct fetch_job *head, *tail;
+};
+
+struct fetch;
+
+/* A way to move bytes. Each op is called without f->lock held. */
+struct fetch_transport {
+	/* Set up and start threads; f->cache is set. */
+	int (*start)(struct fetch *f);
+	/* Work was queued, or f->stop was set: look again. */
+	void (*wake)(struct fetch *f);
+	/* f->stop is set: fail running jobs with -ESHUTDOWN (as soon as
+	 * possible), join the threads, free the transport's state. Called
+	 * once, even when start() failed or never ran. */
+	void (*stop)(struct fetch *f);
+};
+
+struct fetch {
+	struct source *src;
+	const struct options *opts;
+	struct cache *cache;
+	const struct fetch_transport *tp;
+	void *tpriv;	   /* the transport's */
+	unsigned reserved; /* connections only demand reads may use */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	   /* sync workers wait here */
+	struct fetch_queue demand; /* protected by lock */
+	struct fetch_queue retry;  /* protected by lock */
+	struct fetch_queue ahead;  /* protected by lock */
+	bool stop;		   /* protected by lock */
+	/* Blocks a reader waited for before their fetch was queued (the
+	 * cache starts fetches outside its lock): queued as demand when
+	 * they arrive. A small ring; protected by lock. */
+	struct block *early[16];
+	unsigned nearly;
+};
+
+extern const struct fetch_transport fetch_sync_transport;
+extern const struct fetch_transport fetch_curl_transport;
+
+uint64_t fetch_now_ms(void);
+
+/*
+ * fetch_take() - with f->lock held: the next job to start when @active
+ * jobs run, whose backoff has passed: demand first, then retries, then
+ * readahead (those two only while fewer than connections - reserved
+ * run). NULL when none; *next_due is lowered to when a waiting job's
+ * backoff ends.
+ */
+struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
+			     uint64_t *next_due);
+
+/*
+ * fetch_attempt_done() - one attempt of @j ended with @err (0: the
+ * block's data is in). Retries it after a backoff when @err is transient
+ * and retries remain, else ends it (cache_fetch_done()). f->lock not
+ * held.
+ */
+void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err);
+
+#endif
