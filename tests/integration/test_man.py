@@ -11,7 +11,8 @@ import pytest
 import wfs_testlib as lib
 
 MAN = os.path.join(lib.BUILD, "man")
-PAGES = ["weightfs.1", "weightfs-ctl.1", "weightfs-load.1", "libweightfs.3"]
+PAGES = ["weightfs.1", "weightfs-ctl.1", "weightfs-load.1", "weightfs-pack.1",
+         "libweightfs.3"]
 
 pytestmark = pytest.mark.skipif(shutil.which("man") is None,
                                 reason="man not installed (Debian man-db)")
@@ -77,6 +78,16 @@ def test_weightfs_load_help_and_man_agree():
         sorted(h - m), sorted(m - h))
     assert _short_options(helptext) == _short_options(man) or \
         _short_options(helptext) <= _short_options(man)
+
+
+def test_weightfs_pack_help_and_man_agree():
+    man, _ = render("weightfs-pack.1")
+    helptext = _help(os.path.join(lib.BUILD, "tools", "weightfs-pack"))
+    h, m = _long_options(helptext), _long_options(man)
+    assert len(h) > 5
+    assert h == m, "only in --help: %s; only in the man page: %s" % (
+        sorted(h - m), sorted(m - h))
+    assert _short_options(helptext) <= _short_options(man)
 
 
 def test_weightfs_ctl_help_and_man_agree():
