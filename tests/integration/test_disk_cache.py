@@ -360,3 +360,24 @@ def test_ctl_prefetch_stages_on_disk(mount, ctl_bin, tmp_path):
     s = m2.stats()
     assert s["bytes_fetched"] == 0, s
     assert s["disk_hits"] >= n and s["disk_corrupt"] == 0, s
+
+
+def test_evict_drops_blocks_written_behind(mount, ctl_bin, tmp_path):
+    """`weightfs-ctl evict` right after a read: blocks still held for
+    writing behind leave memory once written."""
+    root = tmp_path / "src"
+    size = 24 * MiB + 1
+    digest = write_random(str(root / "m.bin"), size, seed=18)
+    cd = tmp_path / "cache"
+    m = mount(file_url(root), opts(cd, prefetch="off"))
+    assert sha256_file(m.file("m.bin")) == digest
+    r = subprocess.run([ctl_bin, "evict", m.file("m.bin")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # Before: blocks the writer still held were skipped, and stayed.
+    assert wait_until(lambda: m.stats()["cache_bytes"] == 0, 20), \
+        m.stats()
+    assert m.stats()["disk_writes"] > 0
+    # What is on disk stayed: read again, nothing fetched for those.
+    assert sha256_file(m.file("m.bin")) == digest
+    assert m.stats()["bytes_fetched"] < 2 * size, m.stats()
