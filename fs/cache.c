@@ -48,6 +48,7 @@ struct cache {
 	void *ctx;
 	cache_filled_fn filled; /* or NULL */
 	void *filled_ctx;
+	struct disk_cache *disk; /* or NULL */
 };
 
 static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
@@ -220,10 +221,16 @@ static void release(struct cache *c, struct block *b)
 }
 
 /* Retire a block nobody references: to the LRU if it holds data (the
- * hot end, or the cold end when @behind), else back to the free list. */
+ * hot end, or the cold end when @behind or a holder said so), else, or
+ * when it was dropped, back to the free list. */
 static void retire(struct cache *c, struct block *b, bool behind)
 {
-	if (b->state == BLOCK_READY) {
+	behind = behind || b->behind;
+	b->behind = false;
+	if (b->state == BLOCK_READY && b->drop) {
+		b->drop = false;
+		c->ready_bytes -= b->len;
+	} else if (b->state == BLOCK_READY) {
 		struct block *at = behind ? c->lru.prev : &c->lru;
 
 		b->next = at->next;
@@ -296,6 +303,8 @@ static void claim(struct cache *c, struct block *b, struct node *file,
 	b->state = BLOCK_FETCHING;
 	b->err = 0;
 	b->prefetch = prefetch;
+	b->behind = false;
+	b->drop = false;
 	b->refs = 1; /* the fetch's */
 	b->hnext = c->hash[h];
 	c->hash[h] = b;
@@ -342,6 +351,9 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 	if (b->refs == 0 && b->state == BLOCK_READY)
 		lru_unlink(c, b);
 	b->refs++;
+	/* Wanted again: what earlier holders said no longer goes. */
+	b->behind = false;
+	b->drop = false;
 	if (b->state == BLOCK_READY) {
 		STAT_ADD(cache_hits, 1);
 	} else {
@@ -408,8 +420,36 @@ void cache_unref_behind(struct cache *c, struct block *b, bool behind)
 	if (--b->refs == 0) {
 		retire(c, b, behind);
 		pthread_cond_broadcast(&c->cond);
+	} else if (behind) {
+		b->behind = true; /* kept for the last holder's release */
 	}
 	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_unref_drop(struct cache *c, struct block *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (--b->refs == 0) {
+		b->drop = true;
+		retire(c, b, true);
+		pthread_cond_broadcast(&c->cond);
+	} else {
+		b->behind = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+bool cache_has(struct cache *c, struct node *file, uint32_t generation,
+	       uint64_t index)
+{
+	bool has;
+
+	pthread_mutex_lock(&c->lock);
+	has = find(c, file, generation, index) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return has;
 }
 
 void cache_fetch_done(struct cache *c, struct block *b, int err)
@@ -439,6 +479,7 @@ void cache_fetch_done(struct cache *c, struct block *b, int err)
 void cache_drop_file(struct cache *c, struct node *file)
 {
 	struct block *b, *prev;
+	size_t i;
 
 	pthread_mutex_lock(&c->lock);
 	for (b = c->lru.prev; b != &c->lru; b = prev) {
@@ -450,6 +491,12 @@ void cache_drop_file(struct cache *c, struct node *file)
 		c->ready_bytes -= b->len;
 		release(c, b);
 	}
+	/* Held ones (a write behind, a reader) go when let go. */
+	for (i = 0; i < c->nbig + c->nsmall; i++) {
+		b = &c->blocks[i];
+		if (b->file == file && b->refs > 0)
+			b->drop = true;
+	}
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -458,6 +505,16 @@ void cache_set_filled(struct cache *c, cache_filled_fn filled, void *ctx)
 {
 	c->filled_ctx = ctx;
 	c->filled = filled;
+}
+
+void cache_set_disk(struct cache *c, struct disk_cache *dc)
+{
+	c->disk = dc;
+}
+
+struct disk_cache *cache_disk(struct cache *c)
+{
+	return c->disk;
 }
 
 uint64_t cache_headroom(struct cache *c)

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct disk_cache;
 struct node;
 
 enum block_state {
@@ -47,6 +48,10 @@ struct block {
 	char *data;    /* the block's slot in the arena */
 	unsigned refs; /* holders: readers, and the fetch while it runs */
 	bool prefetch; /* started by readahead, not read yet */
+	bool behind;   /* a holder let go with behind: the cold end when the
+			* last one does (a new cache_get() clears it) */
+	bool drop;     /* dropped while held: forgotten when the last holder
+			* lets go (a new cache_get() clears it) */
 	size_t mem;    /* bytes of its slot charged to the budget */
 	size_t pop;    /* bytes of its slot faulted in */
 	struct block *hnext;
@@ -115,18 +120,36 @@ void cache_unref(struct cache *c, struct block *b);
 void cache_unref_behind(struct cache *c, struct block *b, bool behind);
 
 /*
+ * cache_unref_drop() - as cache_unref(); @b leaves memory at once when
+ * nobody else holds it, else it goes to the cold end when the last
+ * holder lets go.
+ */
+void cache_unref_drop(struct cache *c, struct block *b);
+
+/* cache_has() - whether the block is cached or being fetched. */
+bool cache_has(struct cache *c, struct node *file, uint32_t generation,
+	       uint64_t index);
+
+/*
  * cache_fetch_done() - the fetch of @b ended with @err (0: @b->data holds
  * @b->len bytes). Drops the fetch's reference and wakes waiters.
  */
 void cache_fetch_done(struct cache *c, struct block *b, int err);
 
-/* cache_drop_file() - forget every unreferenced block of @file. */
+/* cache_drop_file() - forget every block of @file: unreferenced ones at
+ * once, held ones (a reader, a write behind) when the last holder lets go,
+ * unless a cache_get() asks for them again before. */
 void cache_drop_file(struct cache *c, struct node *file);
 
 /* cache_headroom() - bytes that readahead may still claim: the budget not
  * in use and evictable blocks, less those holding prefetched data not
  * read yet. */
 uint64_t cache_headroom(struct cache *c);
+
+/* cache_set_disk() - the disk tier below @c (disk_cache_start() sets
+ * it); cache_disk() - it, or NULL. */
+void cache_set_disk(struct cache *c, struct disk_cache *dc);
+struct disk_cache *cache_disk(struct cache *c);
 
 /* Introspection for stats and the fast path. cache_bytes(): bytes of
  * files held in ready blocks; cache_used(): bytes of the budget charged

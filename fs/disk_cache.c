@@ -32,7 +32,9 @@
 #define TMP_STALE_S 600	 /* a temporary file this old is a dead writer's */
 #define RESCAN_WRITES 64 /* rescan DIR this often: other mounts write too */
 #define LOOKUP_THREADS 8
-#define TOUCH_S 1 /* a hit moves its file's mtime when older than this */
+#define TOUCH_S 1     /* a hit moves its file's mtime when older than this */
+#define STAGE_AHEAD 8 /* blocks a stage keeps on their way from the source */
+#define STAGE_RING 64 /* > STAGE_AHEAD: what a stage knows of each block */
 
 struct disk_hdr {
 	char magic[8];
@@ -82,6 +84,8 @@ struct disk_cache {
 	pthread_cond_t cond;
 	struct jobq demand, ahead; /* lookups; under lock */
 	struct jobq writes;	   /* write-behind; under lock */
+	struct block *writing;	   /* the writer's now; under lock */
+	pthread_cond_t wdone;	   /* a job left pending, writes, writing */
 	struct job *pending[256];  /* filling from the source; under lock */
 	bool stop;		   /* under lock */
 	pthread_t *threads;
@@ -247,6 +251,7 @@ int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
 	pthread_mutex_init(&dc->wlock, NULL);
 	pthread_mutex_init(&dc->lock, NULL);
 	pthread_cond_init(&dc->cond, NULL);
+	pthread_cond_init(&dc->wdone, NULL);
 	if (mkdir(dc->dir, 0755) < 0 && errno != EEXIST) {
 		atomic_store(&dc->read_only, true);
 		warn_once(dc, &dc->warned_error, "cannot be written", errno);
@@ -667,21 +672,57 @@ static struct job *pend_take(struct disk_cache *dc, const struct block *b)
 	return NULL;
 }
 
+/* Unlink job @j from the pending table. */
+static void pend_remove(struct disk_cache *dc, struct job *j)
+{
+	struct job **p = &dc->pending[pend_slot(j->b)];
+
+	for (; *p; p = &(*p)->next) {
+		if (*p == j) {
+			*p = j->next;
+			j->next = NULL;
+			return;
+		}
+	}
+}
+
+/* Whether a fill or write of @b is on its way. Under lock. */
+static bool in_flight(struct disk_cache *dc, const struct block *b)
+{
+	struct job *j;
+
+	if (dc->writing == b)
+		return true;
+	for (j = dc->pending[pend_slot(b)]; j; j = j->next)
+		if (j->b == b)
+			return true;
+	for (j = dc->writes.head; j; j = j->next)
+		if (j->b == b)
+			return true;
+	return false;
+}
+
+/* The key of block @index of @n, if @n is still at @generation. */
+static bool node_key(struct disk_cache *dc, struct node *n, uint32_t generation,
+		     uint64_t index, struct disk_key *ret)
+{
+	bool ok;
+
+	pthread_mutex_lock(&n->lock);
+	ok = n->generation == generation && !n->changed;
+	if (ok)
+		disk_key_make(dc->source_id, n->key, n->etag, n->size,
+			      (int64_t)n->mtime.tv_sec, dc->block_size, index,
+			      ret);
+	pthread_mutex_unlock(&n->lock);
+	return ok;
+}
+
 /* The key of @b from its node, if the node is still at b's generation. */
 static bool block_key(struct disk_cache *dc, struct block *b,
 		      struct disk_key *ret)
 {
-	struct node *n = b->file;
-	bool ok;
-
-	pthread_mutex_lock(&n->lock);
-	ok = n->generation == b->generation && !n->changed;
-	if (ok)
-		disk_key_make(dc->source_id, n->key, n->etag, n->size,
-			      (int64_t)n->mtime.tv_sec, dc->block_size,
-			      b->index, ret);
-	pthread_mutex_unlock(&n->lock);
-	return ok;
+	return node_key(dc, b->file, b->generation, b->index, ret);
 }
 
 static void disk_cache_fill(void *arg, struct block *b)
@@ -797,11 +838,19 @@ static void filled(void *arg, struct block *b, int err)
 		q_push(&dc->writes, j);
 		pthread_cond_broadcast(&dc->cond);
 		queued = true;
+	} else if (j) {
+		pend_add(dc, j); /* in flight until let go: a stage waits */
 	}
 	pthread_mutex_unlock(&dc->lock);
 	if (!queued) {
-		free(j);
 		cache_unref(dc->cache, b);
+		if (j) {
+			pthread_mutex_lock(&dc->lock);
+			pend_remove(dc, j);
+			pthread_cond_broadcast(&dc->wdone);
+			pthread_mutex_unlock(&dc->lock);
+			free(j);
+		}
 	}
 }
 
@@ -832,18 +881,139 @@ static void *writer(void *arg)
 			pthread_cond_wait(&dc->cond, &dc->lock);
 			continue;
 		}
+		dc->writing = j->b;
 		pthread_mutex_unlock(&dc->lock);
 		/* Written only if the node is still at the version the
 		 * block was fetched for. */
 		if (block_key(dc, j->b, &k) && !memcmp(&k, &j->key, sizeof(k)))
 			disk_cache_write(dc, &j->key, j->b->data,
 					 dc->block_size, j->b->len);
+		/* What readers said (behind, dropped) holds: the block
+		 * remembers it. Let go before a stage waiting for it does,
+		 * so that the stage's drop is the last word. */
 		cache_unref(dc->cache, j->b);
 		free(j);
 		pthread_mutex_lock(&dc->lock);
+		dc->writing = NULL;
+		pthread_cond_broadcast(&dc->wdone);
 	}
 	pthread_mutex_unlock(&dc->lock);
 	return NULL;
+}
+
+/* ---- staging: the disk filled, memory not ---- */
+
+enum stage_state { ST_NEW, ST_DISK, ST_OURS, ST_THEIRS };
+
+/* Whether block @k's file is in DIR; one that is counts as used now, so
+ * that staging keeps it from eviction. */
+static bool on_disk(struct disk_cache *dc, const struct disk_key *k)
+{
+	char path[4200];
+
+	key_path(dc, k, path, sizeof(path));
+	if (access(path, F_OK) < 0)
+		return false;
+	if (!atomic_load(&dc->read_only))
+		utimensat(AT_FDCWD, path, NULL, 0);
+	return true;
+}
+
+/* Put block @index (@len bytes) on disk: through the memory cache (from
+ * memory, from disk, or the source), its write behind waited for or done
+ * here, then dropped from memory when @ours (this stage brought it in). */
+static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
+		     uint64_t index, size_t len, bool ours)
+{
+	struct disk_key k;
+	struct block *b;
+	int err = cache_get(dc->cache, n, gen, index, len, &b);
+
+	if (err)
+		return err;
+	pthread_mutex_lock(&dc->lock);
+	while (in_flight(dc, b))
+		pthread_cond_wait(&dc->wdone, &dc->lock);
+	pthread_mutex_unlock(&dc->lock);
+	if (!node_key(dc, n, gen, index, &k))
+		err = -EIO;	   /* the object changed under us */
+	else if (!on_disk(dc, &k)) /* not written behind: queue full */
+		err = disk_cache_write(dc, &k, b->data, dc->block_size, b->len);
+	if (ours)
+		cache_unref_drop(dc->cache, b);
+	else
+		cache_unref(dc->cache, b);
+	return err;
+}
+
+int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
+			 uint64_t len)
+{
+	unsigned char st[STAGE_RING];
+	uint64_t bs = dc->block_size, fsize, pos, end, i, next, last;
+	uint32_t gen;
+	bool changed;
+	int err;
+
+	pthread_mutex_lock(&n->lock);
+	fsize = n->size;
+	gen = n->generation;
+	changed = n->changed;
+	pthread_mutex_unlock(&n->lock);
+	if (changed)
+		return -EIO;
+	if (atomic_load(&dc->read_only))
+		return -EROFS;
+	pos = off < fsize ? off : fsize;
+	end = len < fsize - pos ? pos + len : fsize;
+	if (pos >= end)
+		return 0;
+	last = (end + bs - 1) / bs;
+	for (i = next = pos / bs; i < last; i++) {
+		uint64_t ahead = cache_headroom(dc->cache) / 2 / bs;
+
+		if (ahead > STAGE_AHEAD)
+			ahead = STAGE_AHEAD;
+		/* Blocks not on disk start from the source a few ahead,
+		 * as far as memory not in use allows. */
+		for (; next < last && next <= i + ahead; next++) {
+			uint64_t blen =
+				fsize - next * bs < bs ? fsize - next * bs : bs;
+			struct disk_key k;
+			int r;
+
+			if (!node_key(dc, n, gen, next, &k))
+				return -EIO;
+			if (on_disk(dc, &k)) {
+				st[next % STAGE_RING] = ST_DISK;
+				continue;
+			}
+			if (next == i) {
+				st[next % STAGE_RING] = ST_NEW;
+				continue;
+			}
+			r = cache_prefetch(dc->cache, n, gen, next, blen);
+			if (r < 0)
+				break; /* no room: in turn, below */
+			st[next % STAGE_RING] = r ? ST_OURS : ST_THEIRS;
+		}
+		if (next <= i) { /* not looked at yet: no room ahead */
+			st[i % STAGE_RING] = ST_NEW;
+			next = i + 1;
+		}
+		if (st[i % STAGE_RING] == ST_DISK)
+			continue;
+		if (st[i % STAGE_RING] == ST_NEW)
+			st[i % STAGE_RING] = cache_has(dc->cache, n, gen, i)
+						     ? ST_THEIRS
+						     : ST_OURS;
+		err = stage_one(dc, n, gen, i,
+				fsize - i * bs < bs ? fsize - i * bs : bs,
+				st[i % STAGE_RING] == ST_OURS);
+		if (err)
+			return err;
+	}
+	return (int64_t)(end - pos);
 }
 
 void disk_cache_chain(struct disk_cache *dc, const struct cache_fill_ops *next,
@@ -864,6 +1034,7 @@ int disk_cache_start(struct disk_cache *dc, struct cache *c)
 
 	dc->cache = c;
 	cache_set_filled(c, filled, dc);
+	cache_set_disk(c, dc);
 	dc->threads = calloc(dc->nlookup + 1, sizeof(*dc->threads));
 	if (!dc->threads)
 		return -ENOMEM;
@@ -919,6 +1090,7 @@ void disk_cache_free(struct disk_cache *dc)
 	}
 	free(dc->threads);
 	pthread_cond_destroy(&dc->cond);
+	pthread_cond_destroy(&dc->wdone);
 	pthread_mutex_destroy(&dc->lock);
 	pthread_mutex_destroy(&dc->wlock);
 	free(dc->dir);

@@ -116,6 +116,20 @@ int disk_cache_start(struct disk_cache *dc, struct cache *c);
 extern const struct cache_fill_ops disk_cache_fill_ops;
 
 /*
+ * disk_cache_stage() - put bytes [@off, @off + @len) of file @n on disk
+ * without keeping them in memory (weightfs-ctl prefetch): blocks already
+ * there are only marked used (no fetch); the others come through the
+ * memory cache, a few ahead from the source, each written before its turn
+ * ends and dropped from memory unless it was there before. After
+ * disk_cache_start().
+ * @return bytes of the file covered (the range clamped to it), or a
+ * negative errno: the fetch's, -EIO (the object changed), -EROFS (the
+ * tier does not write), or the write's.
+ */
+int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
+			 uint64_t len);
+
+/*
  * disk_cache_stop() - stop the threads once they finished what is queued
  * (lookups go on to the chained filler, queued writes are written). Fills
  * ending later are not written. Call before stopping the chained filler.

@@ -18,6 +18,7 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "disk_cache.h"
 #include "log.h"
 #include "readpath.h"
 #include "stats.h"
@@ -160,7 +161,8 @@ static int file_of(struct client *c, const struct wire_read *rq,
 }
 
 /* Copy file bytes into a client region (READ), or only into the cache
- * (PREFETCH: no region). @return bytes or -errno. */
+ * (PREFETCH: no region; with a disk tier, onto disk and not into memory:
+ * staging the next model). @return bytes or -errno. */
 static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 {
 	struct daemon *d = c->d;
@@ -187,6 +189,9 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 	if (!copy && !peer_owns(c))
 		return -EPERM;
 	err = file_of(c, rq, &n);
+	if (!err && !copy && cache_disk(d->cache))
+		return disk_cache_stage(cache_disk(d->cache), n, rq->off,
+					rq->len);
 	if (!err)
 		err = readpath_begin(d->cache, &d->opts, n, rq->off, rq->len,
 				     &rp);

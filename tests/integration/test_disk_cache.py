@@ -324,3 +324,60 @@ def test_cache_disk_needs_cache_dir(weightfs_run, src, tmp_path):
                      str(tmp_path / "mnt"))
     assert r.returncode == 2
     assert "cache_dir" in r.stderr
+
+
+@pytest.mark.asan
+def test_ctl_prefetch_stages_on_disk(mount, ctl_bin, tmp_path):
+    """With a disk tier, `weightfs-ctl prefetch` puts every block on disk
+    and leaves memory alone; a new daemon then fetches nothing."""
+    root = tmp_path / "src"
+    size = 40 * MiB + 777  # five times cache_mem
+    digest = write_random(str(root / "next.bin"), size, seed=17)
+    cd = tmp_path / "cache"
+    o = opts(cd, cache_mem="8M")
+    m = mount(file_url(root), o)
+    r = subprocess.run([ctl_bin, "prefetch", m.file("next.bin")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    s = m.stats()
+    n = blocks_of(size)
+    # Written before the prefetch returned, each once.
+    assert s["disk_writes"] == n, s
+    assert s["bytes_fetched"] == size, s
+    assert len(block_files(cd)) == n
+    # Memory: what the prefetch brought in was let go again.
+    assert s["cache_bytes"] <= 2 * BS, s
+    # Again: all on disk already, nothing fetched or written.
+    r = subprocess.run([ctl_bin, "prefetch", m.path],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    s2 = m.stats()
+    assert s2["bytes_fetched"] == size and s2["disk_writes"] == n, s2
+    assert not m.finish()
+
+    m2 = mount(file_url(root), o)
+    assert sha256_file(m2.file("next.bin")) == digest
+    s = m2.stats()
+    assert s["bytes_fetched"] == 0, s
+    assert s["disk_hits"] >= n and s["disk_corrupt"] == 0, s
+
+
+def test_evict_drops_blocks_written_behind(mount, ctl_bin, tmp_path):
+    """`weightfs-ctl evict` right after a read: blocks still held for
+    writing behind leave memory once written."""
+    root = tmp_path / "src"
+    size = 24 * MiB + 1
+    digest = write_random(str(root / "m.bin"), size, seed=18)
+    cd = tmp_path / "cache"
+    m = mount(file_url(root), opts(cd, prefetch="off"))
+    assert sha256_file(m.file("m.bin")) == digest
+    r = subprocess.run([ctl_bin, "evict", m.file("m.bin")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # Before: blocks the writer still held were skipped, and stayed.
+    assert wait_until(lambda: m.stats()["cache_bytes"] == 0, 20), \
+        m.stats()
+    assert m.stats()["disk_writes"] > 0
+    # What is on disk stayed: read again, nothing fetched for those.
+    assert sha256_file(m.file("m.bin")) == digest
+    assert m.stats()["bytes_fetched"] < 2 * size, m.stats()

@@ -1,5 +1,7 @@
 /* The disk tier's store: round trip, keys, corruption, torn files, the
- * budget, restarts, a full disk and a read-only directory. */
+ * budget, restarts, a full disk and a read-only directory; and the memory
+ * cache's side of writing behind: a reader's intent outlives the writer's
+ * reference, an evicted block goes once written. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include "check.h"
 #include "disk_cache.h"
 #include "stats.h"
+#include "tree.h"
 
 #define BS (64u << 10)
 #define HDR 4096u
@@ -316,6 +319,84 @@ static void test_read_only(const char *base)
 	free(out);
 }
 
+/* ---- the memory cache under write-behind references ---- */
+
+static struct cache *mcache;
+static int mfetches;
+
+/* Fills at once, on the caller's thread. */
+static void sync_fetch(void *ctx, struct block *b)
+{
+	mfetches++;
+	memset(b->data, (int)(b->index & 0xff), b->len);
+	cache_fetch_done(mcache, b, 0);
+}
+
+static const struct cache_fill_ops sync_fill = { .start = sync_fetch };
+
+/* Block @index of @n, held twice: a reader's and a writer's reference. */
+static struct block *get2(struct node *n, uint64_t index)
+{
+	struct block *b = NULL, *b2 = NULL;
+
+	CHECK(cache_get(mcache, n, 0, index, BS, &b) == 0, "get %llu",
+	      (unsigned long long)index);
+	CHECK(cache_get(mcache, n, 0, index, BS, &b2) == 0 && b == b2,
+	      "get %llu again", (unsigned long long)index);
+	return b;
+}
+
+static void test_write_behind_refs(void)
+{
+	struct node n = { 0 };
+	struct block *x, *y = NULL;
+
+	/* Two blocks of memory: a third evicts the colder of two. */
+	CHECK(cache_new(2 * BS, BS, &sync_fill, NULL, &mcache) == 0, "cache");
+	/* y is read and let go: hot. */
+	CHECK(cache_get(mcache, &n, 0, 1, BS, &y) == 0, "get y");
+	cache_unref(mcache, y);
+	/* x: the reader finished with it (behind) while the writer still
+	 * held it; the writer's plain release keeps the reader's word. */
+	x = get2(&n, 0);
+	cache_unref_behind(mcache, x, true);
+	cache_unref(mcache, x);
+	CHECK(cache_get(mcache, &n, 0, 2, BS, &y) == 0, "get z");
+	cache_unref(mcache, y);
+	CHECK(!cache_has(mcache, &n, 0, 0), "x, read behind, went first");
+	CHECK(cache_has(mcache, &n, 0, 1), "y, hot, was kept");
+
+	/* Evicted while the writer holds it: gone once the writer lets
+	 * go. */
+	cache_drop_file(mcache, &n);
+	x = get2(&n, 3);
+	cache_unref(mcache, x); /* the reader */
+	cache_drop_file(mcache, &n);
+	CHECK(cache_has(mcache, &n, 0, 3), "held: still there");
+	cache_unref(mcache, x); /* the writer */
+	CHECK(!cache_has(mcache, &n, 0, 3), "dropped once let go");
+	CHECK(cache_bytes(mcache) == 0, "evict left %llu bytes",
+	      (unsigned long long)cache_bytes(mcache));
+
+	/* Asked for again after the evict: kept. */
+	x = get2(&n, 4);
+	cache_unref(mcache, x);
+	cache_drop_file(mcache, &n);
+	CHECK(cache_get(mcache, &n, 0, 4, BS, &y) == 0 && y == x, "get again");
+	cache_unref(mcache, y);
+	cache_unref(mcache, x);
+	CHECK(cache_has(mcache, &n, 0, 4), "read after the evict: kept");
+
+	/* cache_unref_drop(): out of memory at once when last. */
+	cache_drop_file(mcache, &n);
+	CHECK(cache_get(mcache, &n, 0, 5, BS, &x) == 0, "get 5");
+	cache_unref_drop(mcache, x);
+	CHECK(!cache_has(mcache, &n, 0, 5) && cache_bytes(mcache) == 0,
+	      "unref_drop: gone");
+	cache_free(mcache);
+	mcache = NULL;
+}
+
 int main(void)
 {
 	char base[] = "/var/tmp/wfs-disk-test.XXXXXX", dir[4200];
@@ -336,6 +417,7 @@ int main(void)
 	}
 	test_full_disk(base);
 	test_read_only(base);
+	test_write_behind_refs();
 	rm_rf(base);
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
