@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "aws_creds_priv.h"
+#include "env.h"
 #include "msg.h"
 #include "opts.h"
 
@@ -175,13 +176,6 @@ void aws_creds_free(struct aws_creds *c)
 
 /* --- the chain --- */
 
-static bool env_true(const char *name)
-{
-	const char *v = aws_env(name);
-
-	return v && !strcasecmp(v, "true");
-}
-
 static int set_provider(struct aws_creds *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -205,10 +199,10 @@ static int set_provider(struct aws_creds *c, const char *fmt, ...)
 static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 {
 	const char *explicit_profile = c->opts ? c->opts->profile : NULL;
-	const char *id = aws_env("AWS_ACCESS_KEY_ID");
-	const char *secret = aws_env("AWS_SECRET_ACCESS_KEY");
-	const char *wi_file = aws_env("AWS_WEB_IDENTITY_TOKEN_FILE");
-	const char *wi_role = aws_env("AWS_ROLE_ARN");
+	const char *id = env_get("AWS_ACCESS_KEY_ID");
+	const char *secret = env_get("AWS_SECRET_ACCESS_KEY");
+	const char *wi_file = env_get("AWS_WEB_IDENTITY_TOKEN_FILE");
+	const char *wi_role = env_get("AWS_ROLE_ARN");
 	char *cred_path = NULL, *conf_path = NULL, *name = NULL;
 	struct aws_profile p = { 0 };
 	int err;
@@ -224,14 +218,14 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 					  : "AWS_ACCESS_KEY_ID");
 		c->kind = AWS_KIND_STATIC;
 		err = aws_credentials_set(&c->cur, id, secret,
-					  aws_env("AWS_SESSION_TOKEN"), 0);
+					  env_get("AWS_SESSION_TOKEN"), 0);
 		return err ?: set_provider(c, "environment");
 	}
 
 	/* 2. Web identity from the environment (IRSA). */
 	if (!explicit_profile && wi_file && wi_role) {
 		err = aws_setup_web_identity(c, region, wi_file, wi_role,
-					     aws_env("AWS_ROLE_SESSION_NAME"));
+					     env_get("AWS_ROLE_SESSION_NAME"));
 		return err
 			       ?: set_provider(c, "web identity (role %s)",
 					       wi_role);
@@ -285,7 +279,7 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 			      p.where);
 		goto out;
 	}
-	if (!p.found && (explicit_profile || aws_env("AWS_PROFILE"))) {
+	if (!p.found && (explicit_profile || env_get("AWS_PROFILE"))) {
 		err = msg_set(ret_msg, -ENOENT,
 			      "AWS profile %s not found in %s or %s", name,
 			      cred_path, conf_path);
@@ -293,8 +287,8 @@ static int resolve(struct aws_creds *c, const char *region, char **ret_msg)
 	}
 
 	/* 4. Container credentials (ECS, EKS Pod Identity). */
-	if (aws_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") ||
-	    aws_env("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
+	if (env_get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") ||
+	    env_get("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
 		err = aws_setup_container(c, ret_msg);
 		if (!err)
 			err = set_provider(c, "container credentials (%s)",

@@ -68,9 +68,6 @@ char *aws_trim(char *s);
 
 /* --- aws_providers.c --- */
 
-/* aws_env() - $@name, or NULL when unset or empty. */
-const char *aws_env(const char *name);
-
 /* aws_read_token_file() - @path's content, trimmed, into *ret (malloc'd).
  * @return 0, a negative errno, or -EBADMSG (empty or several lines). */
 int aws_read_token_file(const char *path, char **ret);

@@ -12,10 +12,11 @@
 #include <unistd.h>
 
 #include "aws_creds_priv.h"
+#include "env.h"
 
 static char *home_path(const char *rel)
 {
-	const char *home = getenv("HOME");
+	const char *home = env_get("HOME");
 	char *p;
 
 	if (!home || !*home) {
@@ -31,9 +32,9 @@ static char *home_path(const char *rel)
 /* $VAR, with a leading "~/" expanded as the SDKs do, else ~/@rel. */
 static char *file_from_env(const char *var, const char *rel)
 {
-	const char *v = getenv(var);
+	const char *v = env_get(var);
 
-	if (!v || !*v)
+	if (!v)
 		return home_path(rel);
 	if (v[0] == '~' && v[1] == '/')
 		return home_path(v + 2);
@@ -43,7 +44,7 @@ static char *file_from_env(const char *var, const char *rel)
 int aws_profile_paths(const char *explicit_name, char **ret_credentials,
 		      char **ret_config, char **ret_name)
 {
-	const char *env = getenv("AWS_PROFILE");
+	const char *env = env_get("AWS_PROFILE");
 	char *cred = file_from_env("AWS_SHARED_CREDENTIALS_FILE",
 				   ".aws/credentials");
 	char *conf = file_from_env("AWS_CONFIG_FILE", ".aws/config");

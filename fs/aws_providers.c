@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "aws_creds_priv.h"
+#include "env.h"
 #include "http.h"
 #include "msg.h"
 #include "opts.h"
@@ -25,13 +26,6 @@
 #define MAX_RESPONSE (1u << 20)
 #define IMDS_DEFAULT "http://169.254.169.254"
 #define ECS_HOST "http://169.254.170.2"
-
-const char *aws_env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
 
 static char *strip_slash(const char *url)
 {
@@ -377,11 +371,11 @@ int aws_setup_web_identity(struct aws_creds *c, const char *region,
 			   const char *token_file, const char *role_arn,
 			   const char *session_name)
 {
-	const char *sts = aws_env("AWS_ENDPOINT_URL_STS");
+	const char *sts = env_get("AWS_ENDPOINT_URL_STS");
 	char name[64];
 
 	if (!sts)
-		sts = aws_env("AWS_ENDPOINT_URL");
+		sts = env_get("AWS_ENDPOINT_URL");
 	if (!session_name) {
 		snprintf(name, sizeof(name), "weightfs-%lld",
 			 (long long)time(NULL));
@@ -450,11 +444,11 @@ out:
 
 int aws_setup_container(struct aws_creds *c, char **ret_msg)
 {
-	const char *full = aws_env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-	const char *rel = aws_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	const char *full = env_get("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	const char *rel = env_get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
 	const char *tok_file =
-		aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
-	const char *tok = aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+		env_get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	const char *tok = env_get("AWS_CONTAINER_AUTHORIZATION_TOKEN");
 
 	c->kind = AWS_KIND_CONTAINER;
 	if (rel) {
@@ -485,6 +479,6 @@ int aws_setup_imds(struct aws_creds *c)
 {
 	c->kind = AWS_KIND_IMDS;
 	c->imds_endpoint = strip_slash(
-		aws_env("AWS_EC2_METADATA_SERVICE_ENDPOINT") ?: IMDS_DEFAULT);
+		env_get("AWS_EC2_METADATA_SERVICE_ENDPOINT") ?: IMDS_DEFAULT);
 	return c->imds_endpoint ? 0 : -ENOMEM;
 }
