@@ -41,7 +41,10 @@ def dir_bytes(cache_dir):
     total = 0
     for root, _, files in os.walk(str(cache_dir)):
         for f in files:
-            total += os.path.getsize(os.path.join(root, f))
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except FileNotFoundError:
+                pass  # a temporary renamed, or a block evicted, meanwhile
     return total
 
 
