@@ -644,6 +644,16 @@ def shared_mappings():
         return [ln for ln in f if "memfd:weightfs-model" in ln]
 
 
+def open_files():
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink("/proc/self/fd/" + fd))
+        except OSError:
+            pass
+    return out
+
+
 def digest(raw):
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
@@ -681,6 +691,9 @@ def test_python_host_load_copies_nothing_in_process(mount, tmp_path,
         return a.numpy().tobytes() if kind == "torch" else a.tobytes()
     assert {k: digest(raw(a)) for k, a in got.items()} == sums
     assert len(shared_mappings()) == 1
+    # Like safetensors' load_file: the arrays hold no file open (which
+    # would keep the mount busy).
+    assert [p for p in open_files() if p.startswith(os.path.dirname(f))] == []
     # One view of one tensor outlives the dict, the model, a gc.
     keep = got["t1"][1:]
     del got

@@ -117,6 +117,7 @@ _alloc_size = _fn("wfs_model_alloc_size", ctypes.c_uint64, ctypes.c_void_p,
 _load = _fn("wfs_model_load", ctypes.c_int, ctypes.c_void_p,
             ctypes.POINTER(_LoadOpts))
 _stats = _fn("wfs_model_stats", ctypes.POINTER(_Stats), ctypes.c_void_p)
+_close_files = _fn("wfs_model_close_files", None, ctypes.c_void_p)
 _data = _fn("wfs_model_data", ctypes.c_void_p, ctypes.c_void_p,
             ctypes.POINTER(ctypes.c_uint64))
 
@@ -226,7 +227,9 @@ class Model:
         if p is None:
             raise WeightfsError(61, "model not loaded")  # ENODATA
         mem = (ctypes.c_ubyte * n).from_address(p)
-        # The memory belongs to the array from now on.
+        # The memory belongs to the array from now on; the files are done
+        # with (holding the arrays must not keep a mount busy).
+        _close_files(self._h)
         handle, self._h = self._h, None
         done = weakref.finalize(mem, _free, handle)
         # At interpreter exit arrays may outlive the finalizer's turn:
