@@ -253,6 +253,13 @@ WFS_EXPORT int wfs_model_read(const struct wfs_model *model, size_t index,
  */
 WFS_EXPORT void wfs_release_staging(void);
 
+/*
+ * wfs_model_close_files() - close the model's files: the tensors and a
+ * loaded allocation stay, and no descriptor keeps the files (or the mount
+ * they are on) busy. A later wfs_model_load() fails with -EBADF.
+ */
+WFS_EXPORT void wfs_model_close_files(struct wfs_model *model);
+
 #ifdef __cplusplus
 }
 #endif

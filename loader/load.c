@@ -211,6 +211,9 @@ static int check_unchanged(const struct model_file *f)
 {
 	struct stat sb;
 
+	if (f->fd < 0)
+		return err_set(-EBADF, "%s: closed (wfs_model_close_files())",
+			       f->path);
 	if (fstat(f->fd, &sb) < 0)
 		return err_set(-errno, "%s: %s", f->path, strerror(errno));
 	if ((uint64_t)sb.st_size != f->size)

@@ -467,6 +467,18 @@ void wfs_model_free(struct wfs_model *m)
 	free(m);
 }
 
+void wfs_model_close_files(struct wfs_model *m)
+{
+	if (!m)
+		return;
+	for (unsigned i = 0; i < m->nfiles; i++) {
+		if (m->files[i].fd >= 0)
+			close(m->files[i].fd);
+		m->files[i].fd = -1;
+		m->fds[i] = -1;
+	}
+}
+
 uint64_t model_layout(struct wfs_model *m, size_t alignment)
 {
 	uint64_t pos = 0;

@@ -615,3 +615,141 @@ def test_warm_fastpath_load_copies_each_byte_once(mount, tmp_path, load_bin,
     # The plain path copies nothing over the socket.
     plain = load_json(load_bin, f, env={"WEIGHTFS_FASTPATH": "0"})
     assert plain["path"] == "direct" and plain["daemon_bytes_copied"] == 0
+
+
+def import_weightfs(build_dir, kind):
+    """weightfs.<kind> over this build's libweightfs (skips if absent)."""
+    import importlib
+    import sys
+    lib = os.path.join(build_dir, "loader", "libweightfs.so")
+    if not os.path.exists(lib):
+        pytest.skip("no %s (build first)" % lib)
+    pytest.importorskip("numpy")
+    if kind == "torch":
+        pytest.importorskip("torch")
+    os.environ["WEIGHTFS_LIB"] = lib
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                    "loader", "python"))
+    try:
+        return importlib.import_module("weightfs." + kind)
+    except ImportError as e:
+        pytest.skip("cannot load %s here: %s" % (lib, e))
+    finally:
+        sys.path.pop(0)
+
+
+def shared_mappings():
+    """This process's mappings of the library's host memfds."""
+    with open("/proc/self/maps") as f:
+        return [ln for ln in f if "memfd:weightfs-model" in ln]
+
+
+def open_files():
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink("/proc/self/fd/" + fd))
+        except OSError:
+            pass
+    return out
+
+
+def digest(raw):
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_python_host_load_copies_nothing_in_process(mount, tmp_path,
+                                                    build_dir, kind):
+    """Issue 14: weightfs.numpy / weightfs.torch (device="cpu") on a mount
+    return views of memory the daemon wrote into itself: the loader copies
+    nothing, the daemon one copy per byte. The memory lives as long as the
+    last array viewing it (the model is long gone), then is unmapped."""
+    import gc
+    wl = import_weightfs(build_dir, kind)
+    root = tmp_path / "src"
+    root.mkdir()
+    sums = write_safetensors(str(root / "m.safetensors"),
+                             [3 * MiB + 5, 17 * MiB, 1, 4 * MiB])
+    m = mount("file://" + str(root), options={"block_size": "1M"})
+    f = m.file("m.safetensors")
+    ctl = os.path.join(build_dir, "tools", "weightfs-ctl")
+    r = subprocess.run([ctl, "prefetch", f], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    gc.collect()
+    assert shared_mappings() == []
+    before = m.stats()["fastpath_bytes_copied"]
+    stats = {}
+    got = wl.load_file(f, stats=stats)
+    n = 24 * MiB + 6
+    assert stats["path"] == "fastpath" and stats["bytes"] == n
+    assert stats["bytes_copied"] == 0
+    assert m.stats()["fastpath_bytes_copied"] - before == n
+
+    def raw(a):
+        return a.numpy().tobytes() if kind == "torch" else a.tobytes()
+    assert {k: digest(raw(a)) for k, a in got.items()} == sums
+    assert len(shared_mappings()) == 1
+    # Like safetensors' load_file: the arrays hold no file open (which
+    # would keep the mount busy).
+    assert [p for p in open_files() if p.startswith(os.path.dirname(f))] == []
+    # One view of one tensor outlives the dict, the model, a gc.
+    keep = got["t1"][1:]
+    del got
+    gc.collect()
+    junk = [bytearray(MiB) for _ in range(32)]  # reuse freed memory, if any
+    del junk
+    gc.collect()
+    assert len(shared_mappings()) == 1
+    whole = hashlib.sha256()
+    path = str(root / "m.safetensors")
+    with open(path, "rb") as fh:
+        hlen = struct.unpack("<Q", fh.read(8))[0]
+        fh.seek(8 + hlen + 3 * MiB + 5 + 1)
+        whole.update(fh.read(17 * MiB - 1))
+    assert hashlib.sha256(raw(keep)).hexdigest() == whole.hexdigest()
+    del keep
+    gc.collect()
+    assert shared_mappings() == []
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_python_fixtures_exact_through_fastpath(mount, fixtures_dir,
+                                                build_dir, kind):
+    """weightfs.numpy / weightfs.torch over the fast path give the bytes
+    the official safetensors wrote (EXPECTED.json), dtype and shape."""
+    import warnings
+    wl = import_weightfs(build_dir, kind)
+    src = os.path.join(fixtures_dir, "safetensors")
+    expected = json.load(open(os.path.join(src, "EXPECTED.json")))["files"]
+    m = mount("file://" + src)
+    for model, files in [("dtypes.safetensors", ["dtypes.safetensors"]),
+                         ("tiny-llama", ["tiny-llama/model.safetensors"]),
+                         ("tiny-llama-sharded",
+                          [f for f in expected
+                           if f.startswith("tiny-llama-sharded/")])]:
+        stats = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's raw-bits stand-ins
+            got = wl.load_file(m.file(model), stats=stats)
+        assert stats["path"] == "fastpath" and stats["bytes_copied"] == 0
+        want = {}
+        for f in files:
+            for name, t in expected[f].items():
+                if name != "__metadata__":
+                    want[name] = t
+        assert sorted(got) == sorted(want)
+        for name, t in want.items():
+            a = got[name]
+            assert list(a.shape) == t["shape"], name
+            if kind == "torch":
+                b = a.reshape(-1).view(torch_uint8()).numpy().tobytes()
+            else:
+                b = a.tobytes()
+            assert hashlib.sha256(b).hexdigest() == t["sha256"], name
+
+
+def torch_uint8():
+    import torch
+    return torch.uint8

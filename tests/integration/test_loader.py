@@ -375,3 +375,46 @@ def test_torch_cuda_matches_expected():
         assert t.device == torch.device("cuda", 0)
         raw = t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes()
         assert hashlib.sha256(raw).hexdigest() == w["sha256"], name
+
+
+
+def _owner(a):
+    """A weak reference to the object at the bottom of a NumPy array's
+    base chain: the ctypes array over the library's memory."""
+    import ctypes
+    import weakref
+    while not isinstance(a, ctypes.Array):
+        a = a.obj if isinstance(a, memoryview) else a.base
+    return weakref.ref(a)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_host_arrays_outlive_the_model(kind):
+    """The CPU loaders wrap the library's allocation without a copy: a
+    tensor kept alone outlives the dict, the model and a gc with its
+    bytes intact, and (NumPy, where the owner is visible) the memory
+    goes with the last view. test_fastpath checks the unmap for both."""
+    import gc
+    import math
+    wl = import_weightfs(kind)
+    want = expected(SHARDS)
+    with _maybe_warns():
+        got = wl.load_file(ST / "tiny-llama-sharded")
+    name = max(want, key=lambda n: math.prod(want[n]["shape"]))
+    keep = got[name]
+    owner = _owner(keep) if kind == "numpy" else None
+    del got
+    gc.collect()
+    junk = [bytearray(1 << 20) for _ in range(64)]  # reuse what was freed
+    del junk
+    if kind == "torch":
+        import torch
+        raw = keep.reshape(-1).view(torch.uint8).numpy()
+    else:
+        raw = keep.view("uint8")
+    assert hashlib.sha256(raw.tobytes()).hexdigest() == want[name]["sha256"]
+    if owner is not None:
+        assert owner() is not None
+        del keep, raw
+        gc.collect()
+        assert owner() is None

@@ -3,6 +3,7 @@
 import ctypes
 import ctypes.util
 import os
+import weakref
 from collections import namedtuple
 from pathlib import Path
 
@@ -49,7 +50,9 @@ class _Stats(ctypes.Structure):
     _fields_ = [("path", ctypes.c_int), ("bytes", ctypes.c_uint64),
                 ("seconds", ctypes.c_double), ("threads", ctypes.c_uint),
                 ("staging_bytes", ctypes.c_size_t),
-                ("direct_io_files", ctypes.c_uint)]
+                ("direct_io_files", ctypes.c_uint),
+                ("bytes_copied", ctypes.c_uint64),
+                ("setup_seconds", ctypes.c_double)]
 
 
 def _candidates():
@@ -114,6 +117,9 @@ _alloc_size = _fn("wfs_model_alloc_size", ctypes.c_uint64, ctypes.c_void_p,
 _load = _fn("wfs_model_load", ctypes.c_int, ctypes.c_void_p,
             ctypes.POINTER(_LoadOpts))
 _stats = _fn("wfs_model_stats", ctypes.POINTER(_Stats), ctypes.c_void_p)
+_close_files = _fn("wfs_model_close_files", None, ctypes.c_void_p)
+_data = _fn("wfs_model_data", ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_uint64))
 
 
 def version():
@@ -200,4 +206,33 @@ class Model:
         return {"path": "fastpath" if s.path == 1 else "direct",
                 "bytes": s.bytes, "seconds": s.seconds,
                 "threads": s.threads, "staging_bytes": s.staging_bytes,
-                "direct_io_files": s.direct_io_files}
+                "direct_io_files": s.direct_io_files,
+                "bytes_copied": s.bytes_copied,
+                "setup_seconds": s.setup_seconds}
+
+    def data(self):
+        """(address, bytes) of the allocation the last load filled, or
+        (None, 0) when not loaded."""
+        n = ctypes.c_uint64()
+        p = _data(self._h, ctypes.byref(n))
+        return (p, n.value) if p else (None, 0)
+
+    def host_memory(self):
+        """The host allocation the model owns after load("cpu") (no dest),
+        as a writable ctypes byte array, without a copy. The array owns
+        this model: the model (and the memory) is freed when the array
+        and everything made from it (numpy arrays, torch tensors) are
+        gone, never earlier, and no longer by close() or `with`."""
+        p, n = self.data()
+        if p is None:
+            raise WeightfsError(61, "model not loaded")  # ENODATA
+        mem = (ctypes.c_ubyte * n).from_address(p)
+        # The memory belongs to the array from now on; the files are done
+        # with (holding the arrays must not keep a mount busy).
+        _close_files(self._h)
+        handle, self._h = self._h, None
+        done = weakref.finalize(mem, _free, handle)
+        # At interpreter exit arrays may outlive the finalizer's turn:
+        # leave the memory to the process's end, never free it under them.
+        done.atexit = False
+        return mem

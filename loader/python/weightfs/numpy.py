@@ -11,8 +11,6 @@ import numpy as np
 
 from ._lib import Model
 
-ALIGN = 256
-
 _PLAIN = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16,
           "U16": np.uint16, "F16": np.float16, "I32": np.int32,
           "U32": np.uint32, "F32": np.float32, "F64": np.float64,
@@ -51,19 +49,27 @@ def packed_shape(dtype, shape, nbytes):
     return (nbytes,)
 
 
-def load_file(filename, threads=0, direct_io="auto"):
+def load_file(filename, threads=0, direct_io="auto", stats=None):
     """Load a .safetensors file or model directory into host memory.
-    Returns dict[str, numpy.ndarray], views of one allocation."""
-    with Model(filename) as m:
-        size = m.alloc_size()
-        raw = np.empty(size + ALIGN, dtype=np.uint8)
-        start = -raw.ctypes.data % ALIGN
-        buf = raw[start:start + size]
-        # The aligned address from raw: an empty slice (a model whose
-        # tensors are all empty, or none) may not report its offset.
-        m.load("cpu", dest=raw.ctypes.data + start, dest_bytes=size,
-               threads=threads, direct_io=direct_io)
+    Returns dict[str, numpy.ndarray], views of one allocation that the
+    library made (on a weightfs mount, memory the daemon writes into
+    itself: no copy in this process). It is freed when the last of the
+    arrays (or of the views made from them) is gone.
+    @stats: a dict to fill with what the load did (Model.load's)."""
+    m = Model(filename)
+    try:
+        s = m.load("cpu", threads=threads, direct_io=direct_io)
         infos = m.tensors()
+        mem = m.host_memory()
+    finally:
+        m.close()  # after host_memory(): nothing left to close
+    if stats is not None:
+        stats.update(s)
+    return views(np.frombuffer(mem, dtype=np.uint8), infos)
+
+
+def views(buf, infos):
+    """{name: array} of @infos' tensors in @buf (uint8), by name."""
     out = {}
     for t in sorted(infos, key=lambda t: t.name):
         a = buf[t.offset:t.offset + t.nbytes].view(numpy_dtype(t.dtype))

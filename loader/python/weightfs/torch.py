@@ -51,10 +51,13 @@ def _shape(dtype, shape, nbytes):
 
 
 def load_file(filename, device="cpu", raw_fallback=True, threads=0,
-              direct_io="auto"):
+              direct_io="auto", stats=None):
     """Load a .safetensors file or model directory onto @device ("cpu",
     "cuda", "cuda:N" or a torch.device). Returns dict[str, torch.Tensor],
-    views of one allocation on the device."""
+    views of one allocation on the device. On the CPU the allocation is
+    the library's (on a weightfs mount the daemon writes into it: no copy
+    in this process), freed when the last tensor viewing it is gone.
+    @stats: a dict to fill with what the load did (Model.load's)."""
     dev = torch.device(device)
     if dev.type == "cpu":
         ordinal = -1
@@ -64,24 +67,38 @@ def load_file(filename, device="cpu", raw_fallback=True, threads=0,
         dev = torch.device("cuda", ordinal)
     else:
         raise ValueError(f"weightfs loads to cpu or cuda, not {dev.type}")
-    with Model(filename) as m:
+    m = Model(filename)
+    try:
         infos = m.tensors()
         stand_ins = sorted({t.dtype for t in infos
                             if not torch_dtype(t.dtype)[1]})
         if stand_ins and not raw_fallback:
             raise TypeError(f"this PyTorch ({torch.__version__}) has no "
                             f"dtype for {', '.join(stand_ins)}")
-        size = m.alloc_size()
-        raw = torch.empty(size + ALIGN, dtype=torch.uint8, device=dev)
-        start = -raw.data_ptr() % ALIGN
-        if dev.type == "cuda":
+        if dev.type == "cpu":
+            # Host memory the library allocates (on a weightfs mount,
+            # the daemon writes into it itself), wrapped without a copy;
+            # freed when the last tensor made from it is gone.
+            s = m.load(ordinal, threads=threads, direct_io=direct_io)
+            infos = m.tensors()
+            raw = torch.frombuffer(m.host_memory(), dtype=torch.uint8)
+            start = 0
+        else:
+            size = m.alloc_size()
+            raw = torch.empty(size + ALIGN, dtype=torch.uint8, device=dev)
+            start = -raw.data_ptr() % ALIGN
             # The caching allocator may hand back memory that kernels
             # queued on PyTorch's stream still read; the loader writes
             # from streams of its own, so let those kernels finish.
             torch.cuda.current_stream(dev).synchronize()
-        m.load(ordinal, dest=raw.data_ptr() + start, dest_bytes=size,
-               threads=threads, direct_io=direct_io)
-        infos = m.tensors()
+            s = m.load(ordinal, dest=raw.data_ptr() + start,
+                       dest_bytes=size, threads=threads,
+                       direct_io=direct_io)
+            infos = m.tensors()
+    finally:
+        m.close()
+    if stats is not None:
+        stats.update(s)
     if stand_ins:
         warnings.warn(f"PyTorch {torch.__version__} has no dtype for "
                       f"{', '.join(stand_ins)}: returned as raw bits",
