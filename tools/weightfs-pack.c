@@ -430,7 +430,7 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	struct zstd_seekable *zs = NULL;
 	uint8_t **slot = NULL, *table;
 	uint64_t nf, tsize;
-	uint32_t per, i;
+	uint32_t per = 0, i;
 	size_t cap = ZSTD_compressBound(opt.frame_size);
 	char *tmp = NULL;
 	int fd = -1, r;
