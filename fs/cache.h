@@ -83,6 +83,17 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		   uint64_t index, size_t len);
 
 /*
+ * cache_prefetch_stream() - cache_prefetch() for a sequential stream
+ * through a file of @fsize bytes: when that is more than the whole budget
+ * (the stream wraps the cache anyway), the block takes the memory of the
+ * stream's own blocks already read, coldest first, rather than touching
+ * fresh memory. @fsize 0: cache_prefetch().
+ */
+int cache_prefetch_stream(struct cache *c, struct node *file,
+			  uint32_t generation, uint64_t index, size_t len,
+			  uint64_t fsize);
+
+/*
  * cache_set_promote() - @promote(ctx, b) is called, without cache->lock,
  * when a reader starts waiting for a block that readahead queued: the
  * fetch engine then moves it ahead of other readahead.

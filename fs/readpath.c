@@ -24,7 +24,7 @@ static void read_ahead(struct daemon *d, struct node *n, uint32_t gen,
 	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
 		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
 
-		if (cache_prefetch(d->cache, n, gen, i, len) < 0)
+		if (cache_prefetch_stream(d->cache, n, gen, i, len, fsize) < 0)
 			break;
 	}
 }
