@@ -14,6 +14,8 @@
  * SMALL_COST of the budget, and MAX_SLOTS in all. */
 #define SMALL_COST (64u << 10)
 #define MAX_SLOTS 32768
+/* Cold blocks looked at for one of the same stream to recycle. */
+#define RECYCLE_SCAN 8
 
 /*
  * Slots come in up to two classes, each a contiguous part of the arena:
@@ -291,6 +293,44 @@ static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 	}
 }
 
+/*
+ * A slot for block @index of a stream through a file of @fsize bytes,
+ * more than the whole budget: one of the coldest ready blocks, when it is
+ * one of the same stream already read (behind @index), memory faulted in.
+ * Such a stream wraps the cache anyway (and LRU keeps nothing a second
+ * pass could use), so it cycles through the memory of its own readahead
+ * window instead of walking through all of cache_mem in never-touched
+ * pages, which the kernel must zero (huge-page faults cost a first cold
+ * read more than the network did). NULL otherwise.
+ */
+static struct block *recycle(struct cache *c, struct node *file, uint32_t gen,
+			     uint64_t index, size_t len, uint64_t fsize)
+{
+	int cls = class_for(c, len);
+	size_t need = cost(c, cls, len);
+	struct block *b = c->lru.prev;
+	int i;
+
+	if (fsize <= c->mem)
+		return NULL;
+	/* Among the coldest few: a block read to its end by one thread
+	 * while another still replied from it went to the hot end. */
+	for (i = 0; b != &c->lru && i < RECYCLE_SCAN; i++, b = b->prev)
+		if (b->file == file && b->generation == gen &&
+		    b->index < index && !b->prefetch && class_of(c, b) == cls &&
+		    b->pop >= need && c->used - b->mem + need <= c->mem)
+			break;
+	if (b == &c->lru || i == RECYCLE_SCAN)
+		return NULL;
+	lru_unlink(c, b);
+	hash_remove(c, b);
+	c->ready_bytes -= b->len;
+	STAT_ADD(cache_evictions, 1);
+	c->used = c->used - b->mem + need;
+	b->mem = need;
+	return b;
+}
+
 static void claim(struct cache *c, struct block *b, struct node *file,
 		  uint32_t gen, uint64_t index, size_t len, bool prefetch)
 {
@@ -388,6 +428,13 @@ wait:
 int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		   uint64_t index, size_t len)
 {
+	return cache_prefetch_stream(c, file, generation, index, len, 0);
+}
+
+int cache_prefetch_stream(struct cache *c, struct node *file,
+			  uint32_t generation, uint64_t index, size_t len,
+			  uint64_t fsize)
+{
 	struct block *b;
 
 	pthread_mutex_lock(&c->lock);
@@ -395,7 +442,9 @@ int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
-	b = take_slot(c, len, true);
+	b = recycle(c, file, generation, index, len, fsize);
+	if (!b)
+		b = take_slot(c, len, true);
 	if (!b) {
 		pthread_mutex_unlock(&c->lock);
 		return -EBUSY;

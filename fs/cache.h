@@ -99,6 +99,17 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 int cache_prefetch(struct cache *c, struct node *file, uint32_t generation,
 		   uint64_t index, size_t len);
 
+/*
+ * cache_prefetch_stream() - cache_prefetch() for a sequential stream
+ * through a file of @fsize bytes: when that is more than the whole budget
+ * (the stream wraps the cache anyway), the block takes the memory of the
+ * stream's own blocks already read, coldest first, rather than touching
+ * fresh memory. @fsize 0: cache_prefetch().
+ */
+int cache_prefetch_stream(struct cache *c, struct node *file,
+			  uint32_t generation, uint64_t index, size_t len,
+			  uint64_t fsize);
+
 /* Called, without cache->lock, when the fetch of @b ended with @err, holding
  * a reference to @b that it must release with cache_unref(). */
 typedef void (*cache_filled_fn)(void *ctx, struct block *b, int err);

@@ -58,7 +58,8 @@ static const char usage[] =
 "                          (default 8M, 64K..256M)\n"
 "  -o connections=N        parallel connections to the source (default 16)\n"
 "  -o readahead_max=SIZE   largest readahead window per stream\n"
-"                          (default 256M; never more than half the cache)\n"
+"                          (default 256M, or (connections + 1) blocks if\n"
+"                          more; never more than half the cache)\n"
 "  -o prefetch=MODE        off, sequential (default: adaptive readahead),\n"
 "                          or open (stream each file from when it is opened)\n"
 "  -o retries=N            attempts after the first per block (default 5)\n"
@@ -310,6 +311,11 @@ static int make_options(const struct cmdline *c, struct options *o)
 			return -EINVAL;
 		}
 	}
+	/* The default window keeps every connection busy: one block each
+	 * past the one being read. */
+	if (!c->readahead_max &&
+	    o->readahead_max < (o->connections + 1ull) * o->block_size)
+		o->readahead_max = (o->connections + 1ull) * o->block_size;
 	return 0;
 }
 

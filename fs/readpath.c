@@ -25,7 +25,7 @@ static void read_ahead(struct cache *c, const struct options *o, struct node *n,
 	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
 		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
 
-		if (cache_prefetch(c, n, gen, i, len) < 0)
+		if (cache_prefetch_stream(c, n, gen, i, len, fsize) < 0)
 			break;
 	}
 }
