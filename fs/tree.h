@@ -47,6 +47,9 @@ struct node {
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
 	struct readahead *ra; /* made on first use: node_readahead() */
+	/* A file decoded from a compressed object (zstd_object.h), or NULL;
+	 * one reference; replaced with the validator; lock. */
+	struct zstd_object *zobj;
 };
 
 /* node_readahead() - @n's readahead state (it has its own lock), made on
