@@ -348,6 +348,36 @@ void tree_set_size(struct tree *t, struct node *n, uint64_t size)
 	pthread_mutex_unlock(&n->lock);
 }
 
+int tree_trim_name(struct tree *t, struct node *n, size_t len)
+{
+	size_t mask = t->nslots - 1, i, j;
+	struct node **s;
+
+	if (n == n->parent || n->is_dir || !len || len >= strlen(n->name) ||
+	    !t->nslots)
+		return -EINVAL;
+	if (child_find(t, n->parent, n->name, len))
+		return -EEXIST;
+	/* Out of the index (linear probing: shift the run back)... */
+	s = slot_of(t->slots, t->nslots, n->parent, n->name, strlen(n->name));
+	i = (size_t)(s - t->slots);
+	t->slots[i] = NULL;
+	for (j = (i + 1) & mask; t->slots[j]; j = (j + 1) & mask) {
+		struct node *m = t->slots[j];
+		size_t k = hash_of(m->parent, m->name, strlen(m->name)) & mask;
+
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		t->slots[i] = m;
+		t->slots[j] = NULL;
+		i = j;
+	}
+	/* ...and back under the new name (the key shrinks in place). */
+	n->name[len] = '\0';
+	*slot_of(t->slots, t->nslots, n->parent, n->name, len) = n;
+	return 0;
+}
+
 static int cmp_node(const void *a, const void *b)
 {
 	const struct node *x = *(struct node *const *)a;

@@ -83,6 +83,14 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
  * from a HEAD), keeping tree_bytes() right. */
 void tree_set_size(struct tree *t, struct node *n, uint64_t size);
 
+/*
+ * tree_trim_name() - rename file @n of a tree being built (before
+ * tree_finish()) to the first @len bytes of its name ("w.bin.zst" ->
+ * "w.bin"), keeping its inode.
+ * @return 0, -EEXIST when a sibling has that name, -EINVAL.
+ */
+int tree_trim_name(struct tree *t, struct node *n, size_t len);
+
 /* tree_finish() - sort each directory's children by name (readdir
  * order); call once after the last tree_add(), before sharing @t. */
 void tree_finish(struct tree *t);

@@ -448,44 +448,37 @@ static void warn(char **warnings, const char *fmt, ...)
 	free(line);
 }
 
-/* Add NAME for the seekable object of @tl. */
+/* Show the seekable object of @tl as NAME: its node renamed, with the
+ * uncompressed size and the table. */
 static int add_decoded(struct tree *t, struct tail *tl)
 {
-	struct node *zn = tl->n, *m = NULL;
+	struct node *zn = tl->n;
 	struct zstd_object *z = calloc(1, sizeof(*z));
-	size_t klen = strlen(zn->key) - strlen(ZSTD_OBJECT_SUFFIX);
-	char *key = strndup(zn->key, klen);
-	int err = -ENOMEM;
+	int err;
 
-	if (!z || !key || !(z->obj.key = strdup(zn->key)) ||
-	    (tl->etag && !(z->etag = strdup(tl->etag))))
-		goto fail;
-	z->obj.name = z->obj.key + (zn->name - zn->key);
-	z->object_size = tl->size;
-	z->zs = tl->zs;
+	if (!z)
+		return -ENOMEM;
 	z->refs = 1;
+	z->zs = tl->zs;
 	tl->zs = NULL;
-	/* The compressed object's validator: when it changes (a relisting
-	 * sees it), so does the file's, and the table with it. */
-	err = tree_add(t, key, false, z->zs->size, zn->mtime, tl->etag, &m);
-	if (err || !m)
-		goto fail;
-	m->has_perm = zn->has_perm;
-	m->perm = zn->perm;
-	m->uid = zn->uid;
-	m->gid = zn->gid;
-	m->zobj = z;
-	free(key);
-	return 0;
-fail:
-	if (z && !z->zs)
-		z->zs = tl->zs, tl->zs = NULL;
-	if (z) {
-		z->refs = 1;
+	z->object_size = tl->size;
+	if (!(z->obj.key = strdup(zn->key)) ||
+	    (tl->etag && !(z->etag = strdup(tl->etag)))) {
 		zstd_object_unref(z);
+		return -ENOMEM;
 	}
-	free(key);
-	return err ? err : -ENOMEM;
+	z->obj.name = z->obj.key + (zn->name - zn->key);
+	err = tree_trim_name(t, zn,
+			     strlen(zn->name) - strlen(ZSTD_OBJECT_SUFFIX));
+	if (err) {
+		zstd_object_unref(z);
+		return err;
+	}
+	/* It keeps the compressed object's validator: when that changes (a
+	 * relisting sees it), so does the file, and the table with it. */
+	tree_set_size(t, zn, z->zs->size);
+	zn->zobj = z;
+	return 0;
 }
 
 int zstd_object_scan(struct source *src, const struct options *opts,

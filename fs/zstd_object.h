@@ -2,8 +2,10 @@
  * shown as the file NAME with its uncompressed size (-o zstd=auto).
  *
  * Listing side: zstd_object_scan() reads the seek table of each NAME.zst
- * just listed (its tail, pinned to its validator) and adds NAME to the tree
- * with a struct zstd_object, the parsed table, on it (node->zobj).
+ * just listed (its tail, pinned to its validator) and renames its node NAME,
+ * with the uncompressed size and a struct zstd_object, the parsed table, on
+ * it (node->zobj). NAME.zst is then not shown, unless NAME exists too: then
+ * both are shown as they are.
  *
  * Read side: the cache's blocks stay in uncompressed coordinates. The fetch
  * engine fills block [off, off + len) of such a file by fetching the
@@ -25,8 +27,8 @@ struct source;
 struct zstd_seekable;
 
 struct zstd_object {
-	/* The compressed object, as the source reads it: only key is set
-	 * (sources read node->key). */
+	/* The compressed object as the sources read it (they read only
+	 * node->key): a stand-in, only key and name set. */
 	struct node obj;
 	uint64_t object_size; /* compressed bytes, seek table included */
 	char *etag;	      /* its validator, or NULL */
@@ -42,8 +44,8 @@ struct zstd_object {
  * zstd_object_scan() - for each of the @n nodes just listed into @t (a tree
  * being built: before tree_finish()) that is a file NAME.zst of at least 17
  * bytes whose sibling NAME does not exist, read its seek table from @src
- * (in parallel, at most opts->connections at once); a seekable object adds
- * NAME with the uncompressed size and the table. Plain .zst files stay as
+ * (in parallel, at most opts->connections at once); a seekable object's
+ * node becomes NAME, with the uncompressed size and the table. Plain .zst files stay as
  * they are; a broken seek table is said in *ret_warnings (appended lines,
  * malloc'd) and the object stays as it is. Other nodes are ignored.
  * @return the number of objects added, or -ENOMEM.
