@@ -110,11 +110,45 @@ int fetch_new(struct source *src, const struct options *opts,
 	return 0;
 }
 
-static void job_free(struct fetch_job *j)
+/* A scratch buffer of at least @len bytes, reused when one is kept. */
+static char *scratch_get(struct fetch *f, size_t len, size_t *ret_cap)
+{
+	char *p = NULL;
+	unsigned i;
+
+	pthread_mutex_lock(&f->lock);
+	for (i = 0; i < f->nscratch; i++) {
+		if (f->scratch[i].cap >= len) {
+			p = f->scratch[i].p;
+			*ret_cap = f->scratch[i].cap;
+			f->scratch[i] = f->scratch[--f->nscratch];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!p && (p = malloc(len ? len : 1)))
+		*ret_cap = len ? len : 1;
+	return p;
+}
+
+/* Keep @p for the next job, or free it. */
+static void scratch_put(struct fetch *f, char *p, size_t cap)
+{
+	pthread_mutex_lock(&f->lock);
+	if (f->nscratch < FETCH_SCRATCH_MAX) {
+		f->scratch[f->nscratch].p = p;
+		f->scratch[f->nscratch++].cap = cap;
+		p = NULL;
+	}
+	pthread_mutex_unlock(&f->lock);
+	free(p);
+}
+
+static void job_free(struct fetch *f, struct fetch_job *j)
 {
 	if (j) {
-		if (j->dst != j->b->data)
-			free(j->dst);
+		if (j->dst && j->dst != j->b->data)
+			scratch_put(f, j->dst, j->dst_cap);
 		zstd_object_unref(j->zobj);
 		free(j->etag);
 		free(j);
@@ -143,7 +177,7 @@ static void finish(struct fetch *f, struct fetch_job *j, int err)
 			mark_changed(j);
 	}
 	cache_fetch_done(f->cache, j->b, err);
-	job_free(j);
+	job_free(f, j);
 }
 
 bool fetch_retryable(int err)
@@ -208,7 +242,7 @@ static void *decode_worker(void *arg)
 }
 
 /* Fetch the compressed bytes block @j needs instead, into scratch. */
-static int plan_decoded(struct fetch_job *j)
+static int plan_decoded(struct fetch *f, struct fetch_job *j)
 {
 	struct zstd_object *z = j->zobj;
 	int err = zstd_object_plan(z, j->off, j->len, &j->off, &j->len);
@@ -217,7 +251,7 @@ static int plan_decoded(struct fetch_job *j)
 		return err;
 	j->obj = &z->obj;
 	j->size = z->object_size;
-	j->dst = malloc(j->len ? j->len : 1);
+	j->dst = scratch_get(f, j->len, &j->dst_cap);
 	return j->dst ? 0 : -ENOMEM;
 }
 
@@ -276,7 +310,7 @@ static void fill_start(void *arg, struct block *b)
 	j->zobj = zstd_object_ref(n->zobj);
 	pthread_mutex_unlock(&n->lock);
 	if (j->zobj) {
-		int err = plan_decoded(j);
+		int err = plan_decoded(f, j);
 
 		if (err) {
 			finish(f, j, err);
@@ -391,6 +425,8 @@ void fetch_free(struct fetch *f)
 		f->tp->stop(f);
 	for (unsigned i = 0; i < f->ndecoders; i++)
 		pthread_join(f->decoders[i], NULL);
+	while (f->nscratch)
+		free(f->scratch[--f->nscratch].p);
 	pthread_cond_destroy(&f->decode_cond);
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);

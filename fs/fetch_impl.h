@@ -24,12 +24,15 @@ struct zstd_object;
 
 /* Threads decoding compressed blocks, at most (one per core). */
 #define FETCH_DECODERS_MAX 16
+/* Scratch buffers for compressed bytes kept for reuse, at most. */
+#define FETCH_SCRATCH_MAX 16
 
 struct fetch_job {
 	struct block *b;
 	struct node *file;
 	const struct node *obj;	  /* the object read: file, or the compressed */
 	char *dst;		  /* where its bytes go: b->data, or scratch */
+	size_t dst_cap;		  /* scratch: its size */
 	struct zstd_object *zobj; /* set: decode dst into b->data */
 	uint64_t off;		  /* bytes [off, off + len) of obj */
 	size_t len;
@@ -74,6 +77,13 @@ struct fetch {
 	pthread_cond_t decode_cond; /* decode threads wait here */
 	pthread_t decoders[FETCH_DECODERS_MAX];
 	unsigned ndecoders;
+	/* Scratch buffers kept for reuse (a fresh one costs page faults on
+	 * every block); protected by lock. */
+	struct fetch_scratch {
+		char *p;
+		size_t cap;
+	} scratch[FETCH_SCRATCH_MAX];
+	unsigned nscratch;
 	bool stop; /* protected by lock */
 	/* Blocks a reader waited for before their fetch was queued (the
 	 * cache starts fetches outside its lock): queued as demand when
