@@ -23,9 +23,9 @@ PACK = os.path.join(lib.BUILD, "tools", "weightfs-pack")
 MiB = lib.MiB
 OPTS = {"block_size": "1M"}
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.asan, pytest.mark.skipif(
     not os.access(PACK, os.X_OK),
-    reason="weightfs-pack not built: %s missing" % PACK)
+    reason="weightfs-pack not built: %s missing" % PACK)]
 
 # Half the bits of each byte random: compresses about 2:1, like weights.
 LOW_NIBBLE = bytes(b & 0x0F for b in range(256))
