@@ -657,7 +657,7 @@ int main(int argc, char *argv[])
 	if ((err = tree_new(&d.tree)) < 0)
 		goto fail;
 	err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
-	if (!err && (err = zstd_object_scan_tree(d.src, &d.opts, d.tree,
+	if (!err && (err = zstd_object_scan_tree(d.src, &d.opts, d.tree, NULL,
 						 &warnings)) > 0) {
 		log_debug("%d compressed objects shown uncompressed", err);
 		err = 0;

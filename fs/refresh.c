@@ -60,7 +60,7 @@ int refresh_once(struct daemon *d, char **ret_msg)
 	if (!err)
 		err = d->src->ops->list(d->src, fresh, ret_msg, &warnings);
 	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
-						 &warnings)) > 0)
+						 d->tree, &warnings)) > 0)
 		err = 0;
 	free(warnings); /* said at mount; not again every time */
 	if (!err) {

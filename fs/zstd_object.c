@@ -448,13 +448,29 @@ static void warn(char **warnings, const char *fmt, ...)
 	free(line);
 }
 
+/* Show @zn (NAME.zst) as NAME with table @z (its reference taken). */
+static int show_as(struct tree *t, struct node *zn, struct zstd_object *z)
+{
+	int err = tree_trim_name(t, zn,
+				 strlen(zn->name) - strlen(ZSTD_OBJECT_SUFFIX));
+
+	if (err) {
+		zstd_object_unref(z);
+		return err;
+	}
+	/* It keeps the compressed object's validator: when that changes (a
+	 * relisting sees it), so does the file, and the table with it. */
+	tree_set_size(t, zn, z->zs->size);
+	zn->zobj = z;
+	return 0;
+}
+
 /* Show the seekable object of @tl as NAME: its node renamed, with the
  * uncompressed size and the table. */
 static int add_decoded(struct tree *t, struct tail *tl)
 {
 	struct node *zn = tl->n;
 	struct zstd_object *z = calloc(1, sizeof(*z));
-	int err;
 
 	if (!z)
 		return -ENOMEM;
@@ -468,22 +484,51 @@ static int add_decoded(struct tree *t, struct tail *tl)
 		return -ENOMEM;
 	}
 	z->obj.name = z->obj.key + (zn->name - zn->key);
-	err = tree_trim_name(t, zn,
-			     strlen(zn->name) - strlen(ZSTD_OBJECT_SUFFIX));
-	if (err) {
-		zstd_object_unref(z);
-		return err;
-	}
-	/* It keeps the compressed object's validator: when that changes (a
-	 * relisting sees it), so does the file, and the table with it. */
-	tree_set_size(t, zn, z->zs->size);
-	zn->zobj = z;
-	return 0;
+	return show_as(t, zn, z);
+}
+
+/* The node at @key ("a/b/c") in @t, or NULL. */
+static struct node *find_key(struct tree *t, const char *key)
+{
+	struct node *n = tree_root(t);
+	char *copy = strdup(key), *p, *save = NULL;
+
+	if (!copy)
+		return NULL;
+	for (p = strtok_r(copy, "/", &save); n && p;
+	     p = strtok_r(NULL, "/", &save))
+		n = tree_lookup(t, n, p);
+	free(copy);
+	return n;
+}
+
+/* The table @prev already has for NAME.zst @zn, when it is the same
+ * object: a new reference, else NULL. */
+static struct zstd_object *reuse(struct tree *prev, const struct node *zn)
+{
+	size_t klen = strlen(zn->key) - strlen(ZSTD_OBJECT_SUFFIX);
+	struct zstd_object *z = NULL;
+	struct node *n;
+	char *key;
+
+	if (!prev || !zn->etag || !(key = strndup(zn->key, klen)))
+		return NULL;
+	n = find_key(prev, key);
+	free(key);
+	if (!n || n->is_dir)
+		return NULL;
+	pthread_mutex_lock(&n->lock);
+	if (n->zobj && n->zobj->etag && !strcmp(n->zobj->etag, zn->etag) &&
+	    n->zobj->object_size == zn->size &&
+	    !strcmp(n->zobj->obj.key, zn->key))
+		z = zstd_object_ref(n->zobj);
+	pthread_mutex_unlock(&n->lock);
+	return z;
 }
 
 int zstd_object_scan(struct source *src, const struct options *opts,
 		     struct tree *t, struct node **nodes, size_t n,
-		     char **ret_warnings)
+		     struct tree *prev, char **ret_warnings)
 {
 	struct tail *tls = calloc(n ? n : 1, sizeof(*tls));
 	size_t i, k = 0;
@@ -494,8 +539,14 @@ int zstd_object_scan(struct source *src, const struct options *opts,
 	for (i = 0; i < n; i++) {
 		struct node *nd = nodes[i];
 
+		struct zstd_object *z;
+
 		if (!nd || !is_candidate(t, nd))
 			continue;
+		if ((z = reuse(prev, nd))) {
+			added += show_as(t, nd, z) == 0;
+			continue;
+		}
 		tls[k].n = nd;
 		tls[k].size = nd->size;
 		tls[k].etag = nd->etag;
@@ -532,7 +583,8 @@ int zstd_object_scan(struct source *src, const struct options *opts,
 }
 
 int zstd_object_scan_tree(struct source *src, const struct options *opts,
-			  struct tree *t, char **ret_warnings)
+			  struct tree *t, struct tree *prev,
+			  char **ret_warnings)
 {
 	size_t count = tree_count(t), i, n = 0;
 	struct node **nodes;
@@ -549,7 +601,7 @@ int zstd_object_scan_tree(struct source *src, const struct options *opts,
 		if (nd && !nd->is_dir)
 			nodes[n++] = nd;
 	}
-	err = zstd_object_scan(src, opts, t, nodes, n, ret_warnings);
+	err = zstd_object_scan(src, opts, t, nodes, n, prev, ret_warnings);
 	free(nodes);
 	return err;
 }

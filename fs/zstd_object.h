@@ -45,18 +45,22 @@ struct zstd_object {
  * being built: before tree_finish()) that is a file NAME.zst of at least 17
  * bytes whose sibling NAME does not exist, read its seek table from @src
  * (in parallel, at most opts->connections at once); a seekable object's
- * node becomes NAME, with the uncompressed size and the table. Plain .zst files stay as
- * they are; a broken seek table is said in *ret_warnings (appended lines,
- * malloc'd) and the object stays as it is. Other nodes are ignored.
- * @return the number of objects added, or -ENOMEM.
+ * node becomes NAME, with the uncompressed size and the table. When @prev
+ * (the live tree, at a relisting; or NULL) shows NAME from the same object
+ * (same validator and size), its table is reused without a request. Plain
+ * .zst files stay as they are; a broken seek table is said in
+ * *ret_warnings (appended lines, malloc'd) and the object stays as it is.
+ * Other nodes are ignored.
+ * @return the number of objects shown decoded, or -ENOMEM.
  */
 int zstd_object_scan(struct source *src, const struct options *opts,
 		     struct tree *t, struct node **nodes, size_t n,
-		     char **ret_warnings);
+		     struct tree *prev, char **ret_warnings);
 
 /* zstd_object_scan_tree() - zstd_object_scan() of every node of @t. */
 int zstd_object_scan_tree(struct source *src, const struct options *opts,
-			  struct tree *t, char **ret_warnings);
+			  struct tree *t, struct tree *prev,
+			  char **ret_warnings);
 
 struct zstd_object *zstd_object_ref(struct zstd_object *z);
 /* zstd_object_unref() - NULL is fine. */

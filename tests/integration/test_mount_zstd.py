@@ -270,3 +270,24 @@ def test_relist_sees_a_new_version(trees, mount, tmp_path):
         lambda: os.path.getsize(m.file("w.bin")) == len(new), 10)
     with open(m.file("w.bin"), "rb") as f:
         assert f.read() == new
+
+
+def test_relist_reuses_unchanged_tables(trees, mount, tmp_path):
+    """A relisting does not read the seek table of an object again when
+    its validator did not change: one request per object, at mount."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.bin", "b.bin"):
+        shutil.copy(os.path.join(trees["packed"], "odd.bin.zst"),
+                    str(src / (name + ".zst")))
+    m = mount("file://" + str(src), dict(OPTS, list_ttl=1))
+    assert sorted(os.listdir(m.path)) == ["a.bin", "b.bin"]
+    assert m.stats()["requests"] == 2
+    # Relistings happen: a new file shows up, then another.
+    for name in ("c.txt", "d.txt"):
+        with open(str(src / name), "w") as f:
+            f.write("new")
+        assert lib.wait_until(lambda: os.path.exists(m.file(name)), 10)
+    assert m.stats()["requests"] == 2
+    with open(m.file("a.bin"), "rb") as f:
+        assert f.read() == trees["files"]["odd.bin"]
