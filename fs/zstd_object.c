@@ -430,7 +430,8 @@ static bool is_candidate(struct tree *t, const struct node *n)
 	return ok;
 }
 
-static void warn(char **warnings, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void warn(char **warnings,
+						       const char *fmt, ...)
 {
 	char *line = NULL, *all = NULL;
 	va_list ap;
