@@ -121,6 +121,7 @@ static char *scratch_get(struct fetch *f, size_t len, size_t *ret_cap)
 		if (f->scratch[i].cap >= len) {
 			p = f->scratch[i].p;
 			*ret_cap = f->scratch[i].cap;
+			f->scratch_bytes -= f->scratch[i].cap;
 			f->scratch[i] = f->scratch[--f->nscratch];
 			break;
 		}
@@ -135,7 +136,10 @@ static char *scratch_get(struct fetch *f, size_t len, size_t *ret_cap)
 static void scratch_put(struct fetch *f, char *p, size_t cap)
 {
 	pthread_mutex_lock(&f->lock);
-	if (f->nscratch < FETCH_SCRATCH_MAX) {
+	if (f->nscratch < 2 ||
+	    (f->nscratch < FETCH_SCRATCH_MAX &&
+	     f->scratch_bytes + cap <= FETCH_SCRATCH_BYTES)) {
+		f->scratch_bytes += cap;
 		f->scratch[f->nscratch].p = p;
 		f->scratch[f->nscratch++].cap = cap;
 		p = NULL;

@@ -24,8 +24,10 @@ struct zstd_object;
 
 /* Threads decoding compressed blocks, at most (one per core). */
 #define FETCH_DECODERS_MAX 16
-/* Scratch buffers for compressed bytes kept for reuse, at most. */
+/* Scratch buffers for compressed bytes kept for reuse, at most: so many,
+ * and so many bytes (or two buffers, whatever their size). */
 #define FETCH_SCRATCH_MAX 16
+#define FETCH_SCRATCH_BYTES (64u << 20)
 
 struct fetch_job {
 	struct block *b;
@@ -84,7 +86,8 @@ struct fetch {
 		size_t cap;
 	} scratch[FETCH_SCRATCH_MAX];
 	unsigned nscratch;
-	bool stop; /* protected by lock */
+	size_t scratch_bytes; /* what they hold */
+	bool stop;	      /* protected by lock */
 	/* Blocks a reader waited for before their fetch was queued (the
 	 * cache starts fetches outside its lock): queued as demand when
 	 * they arrive. A small ring; protected by lock. */
