@@ -291,3 +291,12 @@ def test_relist_reuses_unchanged_tables(trees, mount, tmp_path):
     assert m.stats()["requests"] == 2
     with open(m.file("a.bin"), "rb") as f:
         assert f.read() == trees["files"]["odd.bin"]
+
+
+def test_single_file_source(trees, mount, nginx):
+    """SOURCE the URL of one NAME.zst: the mount shows NAME."""
+    srv = nginx(trees["packed"])
+    m = mount(srv.url + "odd.bin.zst", OPTS)
+    assert os.listdir(m.path) == ["odd.bin"]
+    with open(m.file("odd.bin"), "rb") as f:
+        assert f.read() == trees["files"]["odd.bin"]
