@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "fetch_impl.h"
@@ -15,6 +16,7 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "zstd_object.h"
 
 uint64_t fetch_now_ms(void)
 {
@@ -103,13 +105,55 @@ int fetch_new(struct source *src, const struct options *opts,
 		f->reserved = 1;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
+	pthread_cond_init(&f->decode_cond, NULL);
 	*ret = f;
 	return 0;
 }
 
-static void job_free(struct fetch_job *j)
+/* A scratch buffer of at least @len bytes, reused when one is kept. */
+static char *scratch_get(struct fetch *f, size_t len, size_t *ret_cap)
+{
+	char *p = NULL;
+	unsigned i;
+
+	pthread_mutex_lock(&f->lock);
+	for (i = 0; i < f->nscratch; i++) {
+		if (f->scratch[i].cap >= len) {
+			p = f->scratch[i].p;
+			*ret_cap = f->scratch[i].cap;
+			f->scratch_bytes -= f->scratch[i].cap;
+			f->scratch[i] = f->scratch[--f->nscratch];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!p && (p = malloc(len ? len : 1)))
+		*ret_cap = len ? len : 1;
+	return p;
+}
+
+/* Keep @p for the next job, or free it. */
+static void scratch_put(struct fetch *f, char *p, size_t cap)
+{
+	pthread_mutex_lock(&f->lock);
+	if (f->nscratch < 2 ||
+	    (f->nscratch < FETCH_SCRATCH_MAX &&
+	     f->scratch_bytes + cap <= FETCH_SCRATCH_BYTES)) {
+		f->scratch_bytes += cap;
+		f->scratch[f->nscratch].p = p;
+		f->scratch[f->nscratch++].cap = cap;
+		p = NULL;
+	}
+	pthread_mutex_unlock(&f->lock);
+	free(p);
+}
+
+static void job_free(struct fetch *f, struct fetch_job *j)
 {
 	if (j) {
+		if (j->dst && j->dst != j->b->data)
+			scratch_put(f, j->dst, j->dst_cap);
+		zstd_object_unref(j->zobj);
 		free(j->etag);
 		free(j);
 	}
@@ -137,7 +181,7 @@ static void finish(struct fetch *f, struct fetch_job *j, int err)
 			mark_changed(j);
 	}
 	cache_fetch_done(f->cache, j->b, err);
-	job_free(j);
+	job_free(f, j);
 }
 
 bool fetch_retryable(int err)
@@ -159,10 +203,70 @@ bool fetch_retryable(int err)
 	}
 }
 
+/* The one hook for blocks made from other bytes: @j's compressed bytes
+ * are in; a decode thread makes the block of them. */
+static void decode_submit(struct fetch *f, struct fetch_job *j)
+{
+	bool stop;
+
+	pthread_mutex_lock(&f->lock);
+	stop = f->stop || !f->ndecoders;
+	if (!stop) {
+		queue_push(&f->decode, j);
+		pthread_cond_signal(&f->decode_cond);
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (stop)
+		finish(f, j, -ESHUTDOWN);
+}
+
+static void *decode_worker(void *arg)
+{
+	struct fetch *f = arg;
+	size_t bs = cache_block_size(f->cache);
+
+	pthread_mutex_lock(&f->lock);
+	while (!f->stop) {
+		struct fetch_job *j = queue_pop(&f->decode);
+		int err;
+
+		if (!j) {
+			pthread_cond_wait(&f->decode_cond, &f->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&f->lock);
+		err = zstd_object_decode(j->zobj, j->file->key,
+					 j->b->index * bs, j->b->len, j->dst,
+					 j->len, j->b->data);
+		finish(f, j, err);
+		pthread_mutex_lock(&f->lock);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+/* Fetch the compressed bytes block @j needs instead, into scratch. */
+static int plan_decoded(struct fetch *f, struct fetch_job *j)
+{
+	struct zstd_object *z = j->zobj;
+	int err = zstd_object_plan(z, j->off, j->len, &j->off, &j->len);
+
+	if (err)
+		return err;
+	j->obj = &z->obj;
+	j->size = z->object_size;
+	j->dst = scratch_get(f, j->len, &j->dst_cap);
+	return j->dst ? 0 : -ENOMEM;
+}
+
 void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 {
 	bool stop;
 
+	if (!err && j->zobj) {
+		decode_submit(f, j);
+		return;
+	}
 	if (!err || !fetch_retryable(err) || j->attempt >= f->opts->retries) {
 		finish(f, j, err);
 		return;
@@ -199,13 +303,24 @@ static void fill_start(void *arg, struct block *b)
 	}
 	j->b = b;
 	j->file = n;
+	j->obj = n;
+	j->dst = b->data;
 	j->off = b->index * cache_block_size(f->cache);
 	j->len = b->len;
 	pthread_mutex_lock(&n->lock);
 	j->size = n->size;
 	if (n->etag)
 		j->etag = strdup(n->etag);
+	j->zobj = zstd_object_ref(n->zobj);
 	pthread_mutex_unlock(&n->lock);
+	if (j->zobj) {
+		int err = plan_decoded(f, j);
+
+		if (err) {
+			finish(f, j, err);
+			return;
+		}
+	}
 	pthread_mutex_lock(&f->lock);
 	stop = f->stop;
 	if (!stop) {
@@ -265,7 +380,21 @@ const struct cache_fill_ops fetch_fill_ops = {
 
 int fetch_start(struct fetch *f, struct cache *cache)
 {
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned i, n = cpus < 1 ? 1 : (unsigned)cpus;
+
 	f->cache = cache;
+	if (n > FETCH_DECODERS_MAX)
+		n = FETCH_DECODERS_MAX;
+	/* Compressed blocks are decoded here, off the transport's thread,
+	 * one per core at most. */
+	for (i = 0; f->opts->zstd && i < n; i++) {
+		int r = pthread_create(&f->decoders[i], NULL, decode_worker, f);
+
+		if (r)
+			return -r;
+		f->ndecoders++;
+	}
 	return f->tp->start(f);
 }
 
@@ -280,9 +409,10 @@ void fetch_shutdown(struct fetch *f)
 	f->stop = true;
 	/* Everything queued fails now, not when a thread gets to it. */
 	while ((j = queue_pop(&f->demand)) || (j = queue_pop(&f->retry)) ||
-	       (j = queue_pop(&f->ahead)))
+	       (j = queue_pop(&f->ahead)) || (j = queue_pop(&f->decode)))
 		queue_push(&q, j);
 	pthread_cond_broadcast(&f->cond);
+	pthread_cond_broadcast(&f->decode_cond);
 	pthread_mutex_unlock(&f->lock);
 	while ((j = queue_pop(&q)))
 		finish(f, j, -ESHUTDOWN);
@@ -297,6 +427,11 @@ void fetch_free(struct fetch *f)
 	fetch_shutdown(f);
 	if (f->cache)
 		f->tp->stop(f);
+	for (unsigned i = 0; i < f->ndecoders; i++)
+		pthread_join(f->decoders[i], NULL);
+	while (f->nscratch)
+		free(f->scratch[--f->nscratch].p);
+	pthread_cond_destroy(&f->decode_cond);
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);

@@ -51,7 +51,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 		x->r.overflow = true; /* the server sent more than asked */
 		return 0;
 	}
-	memcpy(x->j->b->data + x->r.got, p, len);
+	memcpy(x->j->dst + x->r.got, p, len);
 	x->r.got += len;
 	return len;
 }
@@ -168,7 +168,7 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
 	x->hdrs = NULL;
 	memset(&x->r, 0, sizeof(x->r));
 	x->j = j;
-	err = f->src->ops->prepare_get(f->src, x->h, j->file, j->etag, range,
+	err = f->src->ops->prepare_get(f->src, x->h, j->obj, j->etag, range,
 				       &x->hdrs);
 	if (err)
 		return err;

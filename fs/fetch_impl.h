@@ -1,7 +1,14 @@
 /* Private to the fetch engine: the core (fetch.c) and its transports
  * (fetch_sync.c, fetch_curl.c). The core owns the queues and decides
- * retries; a transport takes jobs with fetch_take(), moves bytes into
- * job->b->data, and hands each attempt's outcome to fetch_attempt_done(). */
+ * retries; a transport takes jobs with fetch_take(), moves bytes
+ * [off, off + len) of job->obj into job->dst, and hands each attempt's
+ * outcome to fetch_attempt_done().
+ *
+ * Usually obj is the block's file and dst its data. A block decoded from a
+ * compressed object (zstd_object.h) is the one exception, kept to this
+ * seam: obj names the compressed object, [off, off + len) are the
+ * compressed bytes of the frames covering the block, dst a scratch buffer;
+ * once they are in, a decode thread turns them into the block's data. */
 #ifndef WFS_FS_FETCH_IMPL_H
 #define WFS_FS_FETCH_IMPL_H
 
@@ -13,13 +20,25 @@
 
 struct block;
 struct node;
+struct zstd_object;
+
+/* Threads decoding compressed blocks, at most (one per core). */
+#define FETCH_DECODERS_MAX 16
+/* Scratch buffers for compressed bytes kept for reuse, at most: so many,
+ * and so many bytes (or two buffers, whatever their size). */
+#define FETCH_SCRATCH_MAX 16
+#define FETCH_SCRATCH_BYTES (64u << 20)
 
 struct fetch_job {
 	struct block *b;
 	struct node *file;
-	uint64_t off;
+	const struct node *obj;	  /* the object read: file, or the compressed */
+	char *dst;		  /* where its bytes go: b->data, or scratch */
+	size_t dst_cap;		  /* scratch: its size */
+	struct zstd_object *zobj; /* set: decode dst into b->data */
+	uint64_t off;		  /* bytes [off, off + len) of obj */
 	size_t len;
-	uint64_t size; /* the file's size when the fetch started */
+	uint64_t size; /* obj's size when the fetch started */
 	char *etag;    /* validator pinned for every attempt, or NULL */
 	unsigned attempt;
 	uint64_t not_before_ms;
@@ -52,11 +71,23 @@ struct fetch {
 	void *tpriv;	   /* the transport's */
 	unsigned reserved; /* connections only demand reads may use */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	   /* sync workers wait here */
-	struct fetch_queue demand; /* protected by lock */
-	struct fetch_queue retry;  /* protected by lock */
-	struct fetch_queue ahead;  /* protected by lock */
-	bool stop;		   /* protected by lock */
+	pthread_cond_t cond;	    /* sync workers wait here */
+	struct fetch_queue demand;  /* protected by lock */
+	struct fetch_queue retry;   /* protected by lock */
+	struct fetch_queue ahead;   /* protected by lock */
+	struct fetch_queue decode;  /* fetched, to decode; protected by lock */
+	pthread_cond_t decode_cond; /* decode threads wait here */
+	pthread_t decoders[FETCH_DECODERS_MAX];
+	unsigned ndecoders;
+	/* Scratch buffers kept for reuse (a fresh one costs page faults on
+	 * every block); protected by lock. */
+	struct fetch_scratch {
+		char *p;
+		size_t cap;
+	} scratch[FETCH_SCRATCH_MAX];
+	unsigned nscratch;
+	size_t scratch_bytes; /* what they hold */
+	bool stop;	      /* protected by lock */
 	/* Blocks a reader waited for before their fetch was queued (the
 	 * cache starts fetches outside its lock): queued as demand when
 	 * they arrive. A small ring; protected by lock. */

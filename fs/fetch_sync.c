@@ -58,8 +58,8 @@ static void *sync_worker(void *arg)
 		st->active++;
 		pthread_mutex_unlock(&f->lock);
 		STAT_ADD(requests, 1);
-		err = f->src->ops->read_block(f->src, j->file, j->etag, j->off,
-					      j->len, j->b->data);
+		err = f->src->ops->read_block(f->src, j->obj, j->etag, j->off,
+					      j->len, j->dst);
 		if (!err)
 			STAT_ADD(bytes_fetched, j->len);
 		pthread_mutex_lock(&f->lock);

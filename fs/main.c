@@ -28,6 +28,7 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "zstd_object.h"
 
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
@@ -73,6 +74,9 @@ static const char usage[] =
 "                          every block is checked with XXH3 (default: off)\n"
 "  -o cache_disk=SIZE      budget of the disk cache, least recently used\n"
 "                          blocks go first (default 20G)\n"
+"  -o zstd=MODE            auto (default): a seekable-zstd object NAME.zst\n"
+"                          (weightfs-pack) shows as NAME, uncompressed;\n"
+"                          off: objects show as they are\n"
 "  -o allow_other          let other users read the mount (the kernel checks\n"
 "                          permissions; file:// shows the source's owners\n"
 "                          and modes, less write bits)\n"
@@ -104,6 +108,7 @@ struct cmdline {
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
 	char *cache_dir, *cache_disk;
+	char *zstd;
 	int foreground, debug, help, version;
 };
 
@@ -128,6 +133,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("list_ttl=%s", list_ttl),
 	OPT("cache_dir=%s", cache_dir),
 	OPT("cache_disk=%s", cache_disk),
+	OPT("zstd=%s", zstd),
 	OPT("insecure", insecure),
 	OPT("path_style", path_style),
 	OPT("no_sign_request", no_sign_request),
@@ -250,6 +256,7 @@ static int make_options(const struct cmdline *c, struct options *o)
 	o->block_size = 8 << 20;
 	o->readahead_max = 256 << 20;
 	o->connections = 16;
+	o->zstd = true;
 	o->retries = 5;
 	o->timeout_s = 30;
 	o->prefetch = PREFETCH_SEQUENTIAL;
@@ -316,6 +323,16 @@ static int make_options(const struct cmdline *c, struct options *o)
 	if (!c->readahead_max &&
 	    o->readahead_max < (o->connections + 1ull) * o->block_size)
 		o->readahead_max = (o->connections + 1ull) * o->block_size;
+	if (c->zstd && strcmp(c->zstd, "auto")) {
+		if (strcmp(c->zstd, "off")) {
+			fprintf(stderr,
+				"weightfs: bad zstd '%s': expected auto or "
+				"off\n",
+				c->zstd);
+			return -EINVAL;
+		}
+		o->zstd = false;
+	}
 	return 0;
 }
 
@@ -646,6 +663,11 @@ int main(int argc, char *argv[])
 	if ((err = tree_new(&d.tree)) < 0)
 		goto fail;
 	err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
+	if (!err && (err = zstd_object_scan_tree(d.src, &d.opts, d.tree, NULL,
+						 &warnings)) > 0) {
+		log_debug("%d compressed objects shown uncompressed", err);
+		err = 0;
+	}
 	print_warnings(warnings);
 	if (err) {
 		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
@@ -778,6 +800,7 @@ out:
 	free(c.timeout);
 	free(c.list_ttl);
 	free(c.cache_dir);
+	free(c.zstd);
 	free(c.cache_disk);
 	free(c.endpoint);
 	free(c.region);

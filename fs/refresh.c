@@ -12,6 +12,7 @@
 #include "log.h"
 #include "source.h"
 #include "tree.h"
+#include "zstd_object.h"
 
 struct refresh {
 	struct daemon *d;
@@ -58,6 +59,9 @@ int refresh_once(struct daemon *d, char **ret_msg)
 
 	if (!err)
 		err = d->src->ops->list(d->src, fresh, ret_msg, &warnings);
+	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
+						 d->tree, &warnings)) > 0)
+		err = 0;
 	free(warnings); /* said at mount; not again every time */
 	if (!err) {
 		tree_finish(fresh);

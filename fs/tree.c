@@ -1,4 +1,5 @@
 #include "tree.h"
+#include "zstd_object.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -141,6 +142,7 @@ static void node_free(struct node *n)
 		free(n->dir->children);
 	free(n->dir);
 	free(n->etag);
+	zstd_object_unref(n->zobj);
 	free(n); /* the key with it */
 }
 
@@ -346,6 +348,36 @@ void tree_set_size(struct tree *t, struct node *n, uint64_t size)
 	pthread_mutex_unlock(&n->lock);
 }
 
+int tree_trim_name(struct tree *t, struct node *n, size_t len)
+{
+	size_t mask = t->nslots - 1, i, j;
+	struct node **s;
+
+	if (n == n->parent || n->is_dir || !len || len >= strlen(n->name) ||
+	    !t->nslots)
+		return -EINVAL;
+	if (child_find(t, n->parent, n->name, len))
+		return -EEXIST;
+	/* Out of the index (linear probing: shift the run back)... */
+	s = slot_of(t->slots, t->nslots, n->parent, n->name, strlen(n->name));
+	i = (size_t)(s - t->slots);
+	t->slots[i] = NULL;
+	for (j = (i + 1) & mask; t->slots[j]; j = (j + 1) & mask) {
+		struct node *m = t->slots[j];
+		size_t k = hash_of(m->parent, m->name, strlen(m->name)) & mask;
+
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		t->slots[i] = m;
+		t->slots[j] = NULL;
+		i = j;
+	}
+	/* ...and back under the new name (the key shrinks in place). */
+	n->name[len] = '\0';
+	*slot_of(t->slots, t->nslots, n->parent, n->name, len) = n;
+	return 0;
+}
+
 static int cmp_node(const void *a, const void *b)
 {
 	const struct node *x = *(struct node *const *)a;
@@ -482,7 +514,8 @@ struct op {
 	size_t cap;	  /* OP_SWAP_*, OP_GROW */
 	char *etag;	  /* OP_UPDATE */
 	uint64_t size;	  /* OP_UPDATE */
-	struct timespec mtime; /* OP_UPDATE */
+	struct timespec mtime;	  /* OP_UPDATE */
+	struct zstd_object *zobj; /* OP_UPDATE: the new one, then the old */
 };
 
 struct plan {
@@ -529,6 +562,7 @@ static void plan_free(struct plan *p, bool applied)
 		case OP_UPDATE:
 			if (!applied)
 				free(o->etag);
+			zstd_object_unref(o->zobj);
 			break;
 		case OP_GONE:
 			break;
@@ -583,7 +617,8 @@ static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
 				continue;
 			pthread_mutex_lock(&n->lock);
 			differs = n->size != f->size ||
-				  !same(n->etag, f->etag) || n->changed;
+				  !same(n->etag, f->etag) || n->changed ||
+				  !n->zobj != !f->zobj;
 			pthread_mutex_unlock(&n->lock);
 			if (!differs)
 				continue;
@@ -592,6 +627,7 @@ static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
 				goto out;
 			o->size = f->size;
 			o->mtime = f->mtime;
+			o->zobj = zstd_object_ref(f->zobj);
 			if (f->etag && !(o->etag = strdup(f->etag)))
 				goto out;
 			p->nchanged++;
@@ -612,6 +648,7 @@ static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
 		m->perm = f->perm;
 		m->uid = f->uid;
 		m->gid = f->gid;
+		m->zobj = zstd_object_ref(f->zobj);
 		if (f->etag && !(m->etag = strdup(f->etag)))
 			goto out;
 		map[i] = m;
@@ -759,6 +796,9 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 		o->etag = NULL;
 		n->size = o->size;
 		n->mtime = o->mtime;
+		prev = n->zobj;
+		n->zobj = o->zobj;
+		o->zobj = prev;
 		n->changed = false;
 		n->generation++;
 		pthread_mutex_unlock(&n->lock);

@@ -47,6 +47,9 @@ struct node {
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
 	struct readahead *ra; /* made on first use: node_readahead() */
+	/* A file decoded from a compressed object (zstd_object.h), or NULL;
+	 * one reference; replaced with the validator; lock. */
+	struct zstd_object *zobj;
 };
 
 /* node_readahead() - @n's readahead state (it has its own lock), made on
@@ -79,6 +82,14 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 /* tree_set_size() - set the size of file @n of a tree being built (e.g.
  * from a HEAD), keeping tree_bytes() right. */
 void tree_set_size(struct tree *t, struct node *n, uint64_t size);
+
+/*
+ * tree_trim_name() - rename file @n of a tree being built (before
+ * tree_finish()) to the first @len bytes of its name ("w.bin.zst" ->
+ * "w.bin"), keeping its inode.
+ * @return 0, -EEXIST when a sibling has that name, -EINVAL.
+ */
+int tree_trim_name(struct tree *t, struct node *n, size_t len);
 
 /* tree_finish() - sort each directory's children by name (readdir
  * order); call once after the last tree_add(), before sharing @t. */

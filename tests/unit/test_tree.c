@@ -231,9 +231,51 @@ static void test_concurrent(void)
 	tree_free(t);
 }
 
+/* tree_trim_name(): renames in place, and the index (linear probing, an
+ * entry removed by shifting its run back) finds every name after many. */
+static void test_trim_name(void)
+{
+	enum { N = 3000 };
+	static struct node *nodes[N];
+	struct tree *t = NULL;
+	char key[64];
+	size_t i;
+
+	CHECK(tree_new(&t) == 0, "tree_new");
+	if (!t)
+		return;
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "d%zu/f%zu.zst", i % 3, i);
+		CHECK(tree_add(t, key, false, 10, t0, NULL, &nodes[i]) == 0,
+		      "add %s", key);
+	}
+	CHECK(tree_add(t, "d0/x", false, 1, t0, NULL, NULL) == 0, "x");
+	CHECK(tree_add(t, "d0/x.zst", false, 1, t0, NULL, NULL) == 0, "x.zst");
+	CHECK(tree_trim_name(t, at(t, "d0/x.zst"), 1) == -EEXIST, "exists");
+	CHECK(tree_trim_name(t, at(t, "d0"), 1) == -EINVAL, "a directory");
+	CHECK(tree_trim_name(t, nodes[0], 6) == -EINVAL, "not shorter");
+	for (i = 1; i < N; i += 2)
+		CHECK(tree_trim_name(t, nodes[i], strlen(nodes[i]->name) - 4) ==
+			      0,
+		      "trim %zu", i);
+	tree_finish(t);
+	for (i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "d%zu/f%zu%s", i % 3, i,
+			 i % 2 ? "" : ".zst");
+		CHECK(at(t, key) == nodes[i], "lookup %s", key);
+		CHECK(!strcmp(nodes[i]->key, key), "key %s", nodes[i]->key);
+		snprintf(key, sizeof(key), "d%zu/f%zu%s", i % 3, i,
+			 i % 2 ? ".zst" : "");
+		CHECK(!at(t, key), "old or other name %s", key);
+	}
+	CHECK(at(t, "d0/x") && at(t, "d0/x.zst"), "x and x.zst");
+	tree_free(t);
+}
+
 int main(void)
 {
 	test_add_lookup();
+	test_trim_name();
 	test_merge();
 	test_concurrent();
 	if (!failures)

@@ -1,0 +1,302 @@
+"""Compressed models through the mount (-o zstd=auto): objects NAME.zst that
+weightfs-pack wrote (seekable zstd) show as NAME with the uncompressed size
+and read back bit for bit, over file://, real nginx and s3rver, through the
+FUSE path and the loader's fast path; corrupt frames are EIO with a log line,
+never wrong bytes; NAME and NAME.zst side by side; zstd=off.
+
+Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES.
+"""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import wfs_testlib as lib
+from s3_fixtures import (  # noqa: F401 (s3rver: a fixture)
+    S3RVER_KEY, aws_env, s3rver)
+
+PACK = os.path.join(lib.BUILD, "tools", "weightfs-pack")
+MiB = lib.MiB
+OPTS = {"block_size": "1M"}
+
+pytestmark = [pytest.mark.asan, pytest.mark.skipif(
+    not os.access(PACK, os.X_OK),
+    reason="weightfs-pack not built: %s missing" % PACK)]
+
+# Half the bits of each byte random: compresses about 2:1, like weights.
+LOW_NIBBLE = bytes(b & 0x0F for b in range(256))
+
+
+def compressible(size, seed):
+    return lib.random_bytes(size, seed).translate(LOW_NIBBLE)
+
+
+def pack(src, out, *args):
+    r = subprocess.run([PACK, "-q", *map(str, args), str(src), "-o",
+                        str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def files_under(root):
+    """{relpath: bytes} of every file under @root."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory, fixtures_dir):
+    """orig/: the safetensors fixtures and big.bin (22 MiB + a bit, frames
+    of 1 MiB: blocks cut frames at odd places with block_size 1M only at
+    the end); packed/: the same, every file as NAME.zst."""
+    base = tmp_path_factory.mktemp("zstd")
+    orig, packed = base / "orig", base / "packed"
+    shutil.copytree(os.path.join(fixtures_dir, "safetensors"), str(orig))
+    with open(str(orig / "big.bin"), "wb") as f:
+        f.write(compressible(22 * MiB + 12345, 5))
+    pack(orig, packed)
+    # A second object with frames that do not line up with blocks.
+    with open(str(base / "odd.bin"), "wb") as f:
+        f.write(compressible(3 * MiB + 777, 6))
+    pack(base / "odd.bin", packed, "--frame-size", "300K")
+    shutil.copy(str(base / "odd.bin"), str(orig / "odd.bin"))
+    return {"base": base, "orig": str(orig), "packed": str(packed),
+            "files": files_under(str(orig))}
+
+
+def check_tree(m, files):
+    """Every original file, by name, size and content, and nothing else."""
+    got = {}
+    for d, _, names in os.walk(m.path):
+        for n in names:
+            p = os.path.join(d, n)
+            got[os.path.relpath(p, m.path)] = os.stat(p).st_size
+    assert got == {k: len(v) for k, v in files.items()}
+    for rel, data in files.items():
+        assert lib.sha256_file(m.file(rel)) == lib.sha256_bytes(data), rel
+
+
+def check_stats(m, files):
+    s = m.stats()
+    total = sum(len(v) for v in files.values())
+    assert 0 < s["bytes_fetched"] < total * 0.8, s
+    assert s["bytes_decompressed"] >= total, s
+    assert s["frames_decoded"] >= 22 + 11, s
+    assert s["errors"] == 0, s
+
+
+def test_file_source(trees, mount):
+    m = mount("file://" + trees["packed"], OPTS)
+    st = os.stat(m.file("big.bin"))
+    assert st.st_size == 22 * MiB + 12345
+    check_tree(m, trees["files"])
+    check_stats(m, trees["files"])
+    # Reads at odd offsets, across frame and block boundaries.
+    data = trees["files"]["odd.bin"]
+    for off, n in ((0, 1), (300 * 1024 - 3, 10), (MiB - 5, 300 * 1024),
+                   (len(data) - 100, 1000)):
+        err, got = lib.read_errno(m.file("odd.bin"), n, off)
+        assert err is None and got == data[off:off + n], (off, n)
+
+
+def test_http_source(trees, mount, nginx):
+    srv = nginx(trees["packed"])
+    m = mount(srv.url, OPTS)
+    check_tree(m, trees["files"])
+    check_stats(m, trees["files"])
+
+
+def test_s3_source(trees, mount, s3rver, tmp_path):
+    s3rver.make_bucket("packed")
+    objs = {}
+    for rel, data in files_under(trees["packed"]).items():
+        objs["m/" + rel] = data
+    s3rver.upload("packed", objs)
+    m = mount("s3://packed/m", {"endpoint": s3rver.endpoint,
+                                "block_size": "1M"},
+              env=aws_env(tmp_path, AWS_ACCESS_KEY_ID=S3RVER_KEY,
+                          AWS_SECRET_ACCESS_KEY=S3RVER_KEY))
+    check_tree(m, trees["files"])
+    check_stats(m, trees["files"])
+
+
+def test_fast_path_same_tensors(trees, mount, nginx):
+    """weightfs-load through the mount (its fast path) of the packed model
+    gives the tensors of the unpacked one, bit for bit."""
+    load = lib.WEIGHTFS_LOAD
+    if not os.access(load, os.X_OK):
+        pytest.skip("weightfs-load not built")
+    srv = nginx(trees["packed"])
+    m = mount(srv.url, OPTS)
+
+    def tensors(path):
+        r = subprocess.run([load, "--json", "--digest", "sha256", path],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return {t["name"]: (t.get("dtype"), t.get("shape"), t["digest"])
+                for t in json.loads(r.stdout)["tensors"]}
+
+    for rel in ("tiny-llama/model.safetensors", "dtypes.safetensors"):
+        want = tensors(os.path.join(trees["orig"], rel))
+        assert want
+        assert tensors(m.file(rel)) == want, rel
+    assert m.stats()["fastpath_bytes_copied"] > 0
+
+
+def test_corrupt_frame_is_eio(trees, mount, nginx, tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    shutil.copy(os.path.join(trees["packed"], "big.bin.zst"),
+                str(src / "big.bin.zst"))
+    size = os.path.getsize(str(src / "big.bin.zst"))
+    with open(str(src / "big.bin.zst"), "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    srv = nginx(str(src))
+    m = mount(srv.url, OPTS)
+    data = trees["files"]["big.bin"]
+    assert os.path.getsize(m.file("big.bin")) == len(data)
+    err, _ = lib.read_errno(m.file("big.bin"))
+    assert err == errno.EIO
+    # Every block reads as the original or fails: never wrong bytes.
+    bad = 0
+    for i in range(0, len(data), MiB):
+        err, got = lib.read_errno(m.file("big.bin"), MiB, i)
+        if err is None:
+            assert got == data[i:i + MiB], i
+        else:
+            assert err == errno.EIO
+            bad += 1
+    assert 1 <= bad <= 2
+    assert lib.wait_until(lambda: "is corrupt" in m.log(), 5), m.log()
+    line = [ln for ln in m.log().splitlines() if "is corrupt" in ln][0]
+    assert "big.bin.zst" in line and "frame " in line, line
+    assert m.stats()["errors"] >= 1
+
+
+def test_side_by_side_and_plain_zst(trees, mount, tmp_path):
+    """NAME next to NAME.zst: both as they are. A plain (not seekable) .zst
+    and one with a broken seek table: as they are."""
+    src = tmp_path / "src"
+    src.mkdir()
+    orig = trees["files"]["odd.bin"]
+    packed = os.path.join(trees["packed"], "odd.bin.zst")
+    shutil.copy(packed, str(src / "both.bin.zst"))
+    with open(str(src / "both.bin"), "wb") as f:
+        f.write(b"the real both.bin")
+    shutil.copy(packed, str(src / "only.bin.zst"))
+    with open(packed, "rb") as f:
+        zdata = f.read()
+    # The footer's frame count made inconsistent: a broken table.
+    broken = bytearray(zdata)
+    broken[-9] ^= 0x01
+    with open(str(src / "broken.bin.zst"), "wb") as f:
+        f.write(broken)
+    with open(str(src / "tiny.zst"), "wb") as f:
+        f.write(b"x" * 16)
+    plain = None
+    if shutil.which("zstd"):
+        subprocess.run(["zstd", "-q", "-o", str(src / "plain.bin.zst"),
+                        str(trees["base"] / "odd.bin")], check=True)
+        with open(str(src / "plain.bin.zst"), "rb") as f:
+            plain = f.read()
+    m = mount("file://" + str(src), OPTS)
+    names = sorted(os.listdir(m.path))
+    want = ["both.bin", "both.bin.zst", "broken.bin.zst", "only.bin",
+            "tiny.zst"] + (["plain.bin.zst"] if plain else [])
+    assert names == sorted(want)
+    with open(m.file("both.bin"), "rb") as f:
+        assert f.read() == b"the real both.bin"
+    with open(m.file("both.bin.zst"), "rb") as f:
+        assert f.read() == zdata
+    with open(m.file("only.bin"), "rb") as f:
+        assert f.read() == orig
+    with open(m.file("broken.bin.zst"), "rb") as f:
+        assert f.read() == bytes(broken)
+    if plain:
+        with open(m.file("plain.bin.zst"), "rb") as f:
+            assert f.read() == plain
+    assert "broken.bin.zst: a broken zstd seek table" in m.log()
+
+
+def test_zstd_off(trees, mount):
+    m = mount("file://" + trees["packed"], dict(OPTS, zstd="off"))
+    packed = files_under(trees["packed"])
+    got = {}
+    for d, _, names in os.walk(m.path):
+        for n in names:
+            p = os.path.join(d, n)
+            got[os.path.relpath(p, m.path)] = lib.sha256_file(p)
+    assert got == {k: lib.sha256_bytes(v) for k, v in packed.items()}
+    assert m.stats()["frames_decoded"] == 0
+
+
+def test_bad_zstd_option(weightfs_run, tmp_path):
+    r = weightfs_run("file://" + str(tmp_path), str(tmp_path), "-o",
+                     "zstd=maybe")
+    assert r.returncode == 2
+    assert "zstd" in r.stderr
+
+
+def test_relist_sees_a_new_version(trees, mount, tmp_path):
+    """list_ttl: a .zst replaced by another version shows the new content
+    (the table is read again), never a mix."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(os.path.join(trees["packed"], "odd.bin.zst"),
+                str(src / "w.bin.zst"))
+    m = mount("file://" + str(src), dict(OPTS, list_ttl=1))
+    with open(m.file("w.bin"), "rb") as f:
+        assert f.read() == trees["files"]["odd.bin"]
+    new = compressible(2 * MiB + 3, 99)
+    with open(str(tmp_path / "new.bin"), "wb") as f:
+        f.write(new)
+    pack(tmp_path / "new.bin", tmp_path / "newpack")
+    os.replace(str(tmp_path / "newpack" / "new.bin.zst"),
+               str(src / "w.bin.zst"))
+    assert lib.wait_until(
+        lambda: os.path.getsize(m.file("w.bin")) == len(new), 10)
+    with open(m.file("w.bin"), "rb") as f:
+        assert f.read() == new
+
+
+def test_relist_reuses_unchanged_tables(trees, mount, tmp_path):
+    """A relisting does not read the seek table of an object again when
+    its validator did not change: one request per object, at mount."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.bin", "b.bin"):
+        shutil.copy(os.path.join(trees["packed"], "odd.bin.zst"),
+                    str(src / (name + ".zst")))
+    m = mount("file://" + str(src), dict(OPTS, list_ttl=1))
+    assert sorted(os.listdir(m.path)) == ["a.bin", "b.bin"]
+    assert m.stats()["requests"] == 2
+    # Relistings happen: a new file shows up, then another.
+    for name in ("c.txt", "d.txt"):
+        with open(str(src / name), "w") as f:
+            f.write("new")
+        assert lib.wait_until(lambda: os.path.exists(m.file(name)), 10)
+    assert m.stats()["requests"] == 2
+    with open(m.file("a.bin"), "rb") as f:
+        assert f.read() == trees["files"]["odd.bin"]
+
+
+def test_single_file_source(trees, mount, nginx):
+    """SOURCE the URL of one NAME.zst: the mount shows NAME."""
+    srv = nginx(trees["packed"])
+    m = mount(srv.url + "odd.bin.zst", OPTS)
+    assert os.listdir(m.path) == ["odd.bin"]
+    with open(m.file("odd.bin"), "rb") as f:
+        assert f.read() == trees["files"]["odd.bin"]
