@@ -112,6 +112,7 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"disk_bytes\": %llu, \"disk_writes\": %llu, "
 		"\"disk_evictions\": %llu, \"disk_corrupt\": %llu, "
 		"\"disk_errors\": %llu, "
+		"\"dirs_listed\": %llu, "
 
 		"\"errors_stale\": %llu, \"errors_gone\": %llu, "
 		"\"errors_protocol\": %llu, \"errors_timeout\": %llu, "
@@ -123,7 +124,7 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(bytes_read), LOAD(changed), LOAD(fastpath_copied),
 		LOAD(disk_hits), LOAD(disk_misses), LOAD(disk_bytes),
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
-		LOAD(disk_errors),
+		LOAD(disk_errors), LOAD(dirs_listed),
 
 		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),
 		LOAD(errors_timeout), LOAD(errors_auth), LOAD(errors_other));

@@ -279,6 +279,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                   "incorrect")
         keys = sorted((k for k in self.srv.objects if k.startswith(prefix)),
                       key=lambda k: k.encode("utf-8"))
+        # delimiter: keys below the next delimiter roll up into one
+        # CommonPrefixes entry, paged in key order like the keys.
+        delim, rolled = q.get("delimiter", ""), set()
+        if delim:
+            entries = []
+            for k in keys:
+                i = k.find(delim, len(prefix))
+                if i >= 0:
+                    k = k[:i + len(delim)]
+                    rolled.add(k)
+                if not entries or entries[-1] != k:
+                    entries.append(k)
+            keys = entries
         if after is not None:
             keys = [k for k in keys if k.encode() > after.encode()]
         page, rest = keys[:max_keys], keys[max_keys:]
@@ -307,6 +320,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             out.append("<NextContinuationToken>%s</NextContinuationToken>"
                        % escape(tok))
         for k in page:
+            if k in rolled:
+                out.append("<CommonPrefixes><Prefix>%s</Prefix>"
+                           "</CommonPrefixes>" %
+                           escape(s3_url_encode(k) if enc else k))
+                continue
             o = self.srv.objects[k]
             out.append(
                 "<Contents><Key>%s</Key><LastModified>%s</LastModified>"
