@@ -69,6 +69,14 @@ static int list_one(struct daemon *d, struct node *dir, bool kernel,
 	if (!err)
 		err = d->src->ops->list_dir(d->src, dir->key, fresh, ret_msg,
 					    ret_warnings);
+	/* Relisting a directory gone from the source: its files are gone
+	 * (an empty listing). A first listing of it fails. */
+	if (err == -ENOENT && kernel && *dir->key) {
+		free(*ret_msg);
+		*ret_msg = NULL;
+		tree_free(fresh);
+		err = tree_new(&fresh);
+	}
 	if (!err) {
 		tree_finish(fresh);
 		err = tree_merge_dir(d->tree, dir, fresh, &c);
@@ -128,7 +136,11 @@ static int refresh_lazy(struct daemon *d, char **ret_msg)
 
 	for (i = 0; !err && i < n; i++) {
 		char *msg = NULL, *warnings = NULL;
-		int e = list_one(d, dirs[i], true, &msg, &warnings);
+		int e = 0;
+
+		/* Replaced by a file meanwhile (its parent was relisted). */
+		if (tree_linked(d->tree, dirs[i]))
+			e = list_one(d, dirs[i], true, &msg, &warnings);
 
 		free(warnings); /* said at the first listing */
 		if (e) {

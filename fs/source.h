@@ -48,7 +48,7 @@ struct source_ops {
 	 * root) into @t with tree_add(), subdirectories as directories
 	 * (their contents are listed by a later call). Same errors and
 	 * warnings as list(); a directory that does not exist (any more)
-	 * may list as empty or fail. Runs on FUSE worker threads and the
+	 * lists as empty or fails with -ENOENT. Runs on FUSE worker threads and the
 	 * relisting thread, several at once.
 	 */
 	int (*list_dir)(struct source *s, const char *key, struct tree *t,

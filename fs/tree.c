@@ -970,6 +970,16 @@ void tree_list_end(struct tree *t, struct node *dir, bool ok)
 	pthread_mutex_unlock(&t->listing);
 }
 
+bool tree_linked(struct tree *t, const struct node *n)
+{
+	bool r;
+
+	pthread_rwlock_rdlock(&t->lock);
+	r = !n->unlinked;
+	pthread_rwlock_unlock(&t->lock);
+	return r;
+}
+
 bool tree_dir_listed(const struct node *dir)
 {
 	return !dir->dir || __atomic_load_n(&dir->dir->state,

@@ -177,6 +177,10 @@ int tree_list_begin(struct tree *t, struct node *dir);
 void tree_list_end(struct tree *t, struct node *dir, bool ok);
 bool tree_dir_listed(const struct node *dir);
 
+/* tree_linked() - whether @n is still in the tree (not replaced by a node
+ * of another type). */
+bool tree_linked(struct tree *t, const struct node *n);
+
 /* tree_listed_dirs() - every directory listed now (for relisting them):
  * a malloc'd array in *ret of *ret_n nodes. @return 0 or -ENOMEM. */
 int tree_listed_dirs(struct tree *t, struct node ***ret, size_t *ret_n);
