@@ -76,6 +76,7 @@ class S3VerifyServer:
         self.creds = {}  # access key -> (secret, token or None, expiry)
         self.log = []
         self.fail_list = []  # statuses to answer the next listings with
+        self.list_delay = 0.0  # seconds each listing takes, at least
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"srv": self})
         self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
@@ -266,6 +267,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         max_keys = min(int(q.get("max-keys", "1000")), 1000)
         with self.srv.lock:
             fail = self.srv.fail_list.pop(0) if self.srv.fail_list else None
+        if self.srv.list_delay:
+            time.sleep(self.srv.list_delay)
         if fail:
             return self.error(fail, "SlowDown" if fail == 503 else
                               "InternalError", "try again")
