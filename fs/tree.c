@@ -605,7 +605,8 @@ static int plan_merge(struct tree *t, struct node *scope,
 	unsigned char *seen = scope ? NULL : calloc(t->count, 1);
 	/* new children per directory, by its index in @fresh */
 	size_t *adds = calloc(fresh->count, sizeof(*adds));
-	size_t next_ino = t->count + 1, nlinks = 0, i;
+	size_t next_ino = t->count + 1, nlinks = 0, i, k, norder = 1;
+	size_t *order = NULL; /* fresh nodes to visit, by index */
 	int err = -ENOMEM;
 
 	if (!map || (!scope && !seen) || !adds)
@@ -620,9 +621,28 @@ static int plan_merge(struct tree *t, struct node *scope,
 	}
 	if (seen)
 		seen[0] = 1;
-	/* Parents come before their children in fresh->nodes. */
-	for (i = 1; fs && i < fresh->count; i++) {
-		const struct node *f = fresh->nodes[i];
+	/* Parents come before their children in fresh->nodes; below
+	 * @scope, walked breadth first in name order, so that a directory
+	 * listed lazily reads in name order too. */
+	if (scope && fs) {
+		order = malloc(fresh->count * sizeof(*order));
+		if (!order)
+			goto out;
+		order[0] = fs->ino - 1; /* @scope itself: skipped below */
+		for (k = 0; k < norder; k++) {
+			const struct tree_dir *d = fresh->nodes[order[k]]->dir;
+
+			for (i = 0; d && i < d->n; i++)
+				order[norder++] = d->children[i]->ino - 1;
+		}
+	}
+	if (!scope)
+		norder = fresh->count;
+	for (k = 1; fs && k < norder; k++) {
+		const struct node *f;
+
+		i = order ? order[k] : k;
+		f = fresh->nodes[i];
 		struct node *dir = map[f->parent->ino - 1], *n = NULL, *m;
 		size_t len = strlen(f->name);
 		struct op *o;
@@ -764,6 +784,7 @@ static int plan_merge(struct tree *t, struct node *scope,
 	}
 	err = 0;
 out:
+	free(order);
 	free(map);
 	free(seen);
 	free(adds);

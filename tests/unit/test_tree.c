@@ -237,8 +237,8 @@ static void test_merge_dir(void)
 {
 	static const char *const keys[] = { "a/",     "a/keep",	    "a/gone",
 					    "a/sub/", "a/sub/deep", "b/x" };
-	static const char *const one[] = { "a/keep", "a/sub/", "a/new",
-					   "a/newdir/" };
+	static const char *const one[] = { "a/newdir/", "a/keep", "a/sub/",
+					   "a/new" };
 	struct tree *t = make(keys, 6), *fresh = make(one, 4), *empty;
 	struct tree_changes c;
 	struct node *a = at(t, "a"), *gone = at(t, "a/gone");
@@ -260,6 +260,11 @@ static void test_merge_dir(void)
 	CHECK(at(t, "a/newdir") && !tree_dir_listed(at(t, "a/newdir")),
 	      "a new subdirectory is unlisted");
 	CHECK(tree_dir_listed(at(t, "a/sub")), "a known one keeps its state");
+	/* New children in name order, after the old ones. */
+	CHECK(tree_nchildren(a) == 5 &&
+		      !strcmp(tree_child(a, 3)->name, "new") &&
+		      !strcmp(tree_child(a, 4)->name, "newdir"),
+	      "readdir order");
 	tree_changes_done(&c);
 	/* An empty listing (nothing under the key): everything there gone. */
 	CHECK(tree_new(&empty) == 0, "tree_new");
