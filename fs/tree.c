@@ -614,6 +614,14 @@ static int plan_merge(struct tree *t, struct node *scope,
 	if (!scope || scope == tree_root(t)) {
 		map[0] = tree_root(t);
 		fs = tree_root(fresh);
+		/* The root's owner and mode (file://), from its first
+		 * listing, at mount: nothing reads them before. */
+		if (scope && !scope->has_perm && fs->has_perm) {
+			scope->has_perm = true;
+			scope->perm = fs->perm;
+			scope->uid = fs->uid;
+			scope->gid = fs->gid;
+		}
 	} else if ((fs = find_key(fresh, scope->key)) && fs->is_dir) {
 		map[fs->ino - 1] = scope;
 	} else {

@@ -210,3 +210,40 @@ def test_nginx_lazy_matches_eager(nginx, mount, tmp_path):
             if r["method"] == "GET" and r["uri"].endswith("/")]
     # Each directory's index fetched once per mount.
     assert len(uris) == 2 * len(set(uris)), sorted(uris)
+
+
+def test_file_lazy_keeps_the_walk_rules(mount, tmp_path):
+    root = tmp_path / "src"
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret")
+    deep = root / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "x.bin").write_bytes(b"x" * 100)
+    (deep / "ro.bin").write_bytes(b"r")
+    os.chmod(deep / "ro.bin", 0o440)
+    os.chmod(root / "a" / "b", 0o750)
+    (root / "a" / "link.bin").symlink_to("b/c/x.bin")   # followed
+    (root / "a" / "out.bin").symlink_to(str(outside))   # outside: skipped
+    (root / "a" / "dirlink").symlink_to("b")            # a directory: no
+    (root / "top.bin").write_bytes(b"t")
+    m = mount("file://" + str(root))
+    assert m.stats()["dirs_listed"] == 1
+    with open(m.file("a/b/c/x.bin"), "rb") as f:
+        assert f.read() == b"x" * 100
+    assert m.stats()["dirs_listed"] == 4
+    e = mount("file://" + str(root), {"list": "eager"})
+
+    def walk(top):
+        out = {}
+        for dirpath, dirs, files in os.walk(top):
+            for n in dirs + files:
+                p = os.path.join(dirpath, n)
+                st = os.lstat(p)
+                out[os.path.relpath(p, top)] = (st.st_mode, st.st_size,
+                                                st.st_uid, st.st_gid)
+        return out
+    assert walk(m.path) == walk(e.path)
+    assert sorted(os.listdir(m.file("a"))) == ["b", "link.bin"]
+    assert os.stat(m.file("a/b")).st_mode & 0o777 == 0o550
+    assert os.stat(m.file("a/b/c/ro.bin")).st_mode & 0o777 == 0o440
+    assert "leads outside the source" in m.log()
