@@ -766,7 +766,9 @@ static int plan_merge(struct tree *t, struct node *scope,
 		o = plan_push(p, OP_GROW, m);
 		if (!o || !(o->arr = malloc(cap * sizeof(struct node *))))
 			goto out;
-		memcpy(o->arr, d->children, d->n * sizeof(struct node *));
+		if (d->n) /* an empty one has no array yet */
+			memcpy(o->arr, d->children,
+			       d->n * sizeof(struct node *));
 		o->cap = cap;
 	}
 	if (next_ino - 1 > t->cap) {

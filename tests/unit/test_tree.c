@@ -278,6 +278,17 @@ static void test_merge_dir(void)
 	tree_list_end(t, at(t, "b"), false);
 	CHECK(tree_list_begin(t, at(t, "b")) == 1, "retried after failure");
 	tree_list_end(t, at(t, "b"), true);
+	/* A lazy mount: an empty tree whose root is listed by a merge. */
+	tree_free(empty);
+	CHECK(tree_new(&empty) == 0, "tree_new");
+	tree_mark_unlisted(empty, tree_root(empty));
+	CHECK(tree_list_begin(empty, tree_root(empty)) == 1, "root unlisted");
+	CHECK(tree_merge_dir(empty, tree_root(empty), fresh, &c) == 0,
+	      "root merge");
+	tree_list_end(empty, tree_root(empty), true);
+	CHECK(at(empty, "a/keep") && !tree_dir_listed(at(empty, "a")),
+	      "below the root: added, unlisted");
+	tree_changes_done(&c);
 	tree_free(empty);
 	tree_free(fresh);
 	tree_free(t);
