@@ -115,8 +115,8 @@ int refresh_list_dir(struct daemon *d, struct node *dir)
 		return err;
 	err = list_one(d, dir, false, &msg, &warnings);
 	tree_list_end(d->tree, dir, !err);
-	if (warnings)
-		log_warn("listing '%s': %s", dir->key, warnings);
+	for (char *w = warnings, *nl; w && (nl = strchr(w, '\n')); w = nl + 1)
+		log_warn("listing '%s': %.*s", dir->key, (int)(nl - w), w);
 	if (err && log_once(dir, err))
 		log_warn("listing directory '%s' failed (lookups in it fail "
 			 "with EIO until a later one succeeds): %s",
