@@ -9,6 +9,7 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "http.h"
 #include "log.h"
 #include "source.h"
 #include "stats.h"
@@ -134,7 +135,8 @@ static int refresh_lazy(struct daemon *d, char **ret_msg)
 	size_t n, i, failed = 0;
 	int err = tree_listed_dirs(d->tree, &dirs, &n), first = 0;
 
-	for (i = 0; !err && i < n; i++) {
+	/* Shutting down: transfers are cancelled, stop at once. */
+	for (i = 0; !err && i < n && !http_cancelled(); i++) {
 		char *msg = NULL, *warnings = NULL;
 		int e = 0;
 
