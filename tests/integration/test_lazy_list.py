@@ -247,3 +247,24 @@ def test_file_lazy_keeps_the_walk_rules(mount, tmp_path):
     assert os.stat(m.file("a/b")).st_mode & 0o777 == 0o550
     assert os.stat(m.file("a/b/c/ro.bin")).st_mode & 0o777 == 0o440
     assert "leads outside the source" in m.log()
+
+
+def test_bad_list_mode_exits_2(weightfs_run, tmp_path):
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    r = weightfs_run("-f", "-o", "list=sometimes", "file://" + str(src),
+                     str(mnt))
+    assert r.returncode == 2
+    assert "list must be lazy or eager" in r.stderr
+
+
+def test_bad_source_still_exits_2_when_lazy(server, weightfs_run, tmp_path):
+    # Only the root is listed at mount: a wrong secret still fails it.
+    env = aws_env(tmp_path, AWS_ACCESS_KEY_ID=AK,
+                  AWS_SECRET_ACCESS_KEY="wrong")
+    (tmp_path / "mnt").mkdir()
+    r = weightfs_run("-f", "-o", "endpoint=%s,list=lazy" % server.url,
+                     "s3://bucket", str(tmp_path / "mnt"), env=env)
+    assert r.returncode == 2, r.stderr
+    assert "SignatureDoesNotMatch" in r.stderr
