@@ -69,6 +69,10 @@ static const char usage[] =
 "  -o list_ttl=SECONDS     list the source again this often: new files\n"
 "                          appear, changed ones show their new version\n"
 "                          (default 0: list once, at mount)\n"
+"  -o list=MODE            lazy (default): list each directory when first\n"
+"                          looked in (the root at mount), so any bucket\n"
+"                          mounts at once; eager: list everything at mount\n"
+"                          (find/du without listing latency)\n"
 "  -o cache_dir=DIR        keep fetched blocks in DIR too (local NVMe): a\n"
 "                          new daemon serves them without fetching again;\n"
 "                          every block is checked with XXH3 (default: off)\n"
@@ -104,7 +108,7 @@ struct cmdline {
 	char *source;
 	char *mountpoint;
 	char *cache_mem, *block_size, *readahead_max, *prefetch;
-	char *connections, *retries, *timeout, *list_ttl;
+	char *connections, *retries, *timeout, *list_ttl, *list;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
 	char *cache_dir, *cache_disk;
@@ -131,6 +135,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("retries=%s", retries),
 	OPT("timeout=%s", timeout),
 	OPT("list_ttl=%s", list_ttl),
+	OPT("list=%s", list),
 	OPT("cache_dir=%s", cache_dir),
 	OPT("cache_disk=%s", cache_disk),
 	OPT("zstd=%s", zstd),
@@ -303,6 +308,11 @@ static int make_options(const struct cmdline *c, struct options *o)
 	    parse_uint_opt("list_ttl", c->list_ttl, 0, 1u << 30,
 			   &o->list_ttl_s))
 		return -EINVAL;
+	o->list_lazy = !c->list || !strcmp(c->list, "lazy");
+	if (c->list && !o->list_lazy && strcmp(c->list, "eager")) {
+		fprintf(stderr, "weightfs: list must be lazy or eager\n");
+		return -EINVAL;
+	}
 	if (c->prefetch) {
 		if (!strcmp(c->prefetch, "off"))
 			o->prefetch = PREFETCH_OFF;
@@ -662,11 +672,22 @@ int main(int argc, char *argv[])
 	}
 	if ((err = tree_new(&d.tree)) < 0)
 		goto fail;
-	err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
-	if (!err && (err = zstd_object_scan_tree(d.src, &d.opts, d.tree, NULL,
+	/* Lazy: the root only, so a bad source still fails the mount. */
+	if (!d.src->ops->list_dir)
+		d.opts.list_lazy = false; /* this source lists whole */
+	if (d.opts.list_lazy) {
+		tree_mark_unlisted(d.tree, tree_root(d.tree));
+		err = refresh_list_root(&d, &msg, &warnings);
+	} else {
+		/* Seekable NAME.zst shown as NAME (lazy: in each listing). */
+		err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
+		if (!err &&
+		    (err = zstd_object_scan_tree(d.src, &d.opts, d.tree, NULL,
 						 &warnings)) > 0) {
-		log_debug("%d compressed objects shown uncompressed", err);
-		err = 0;
+			log_debug("%d compressed objects shown uncompressed",
+				  err);
+			err = 0;
+		}
 	}
 	print_warnings(warnings);
 	if (err) {
@@ -799,6 +820,7 @@ out:
 	free(c.retries);
 	free(c.timeout);
 	free(c.list_ttl);
+	free(c.list);
 	free(c.cache_dir);
 	free(c.zstd);
 	free(c.cache_disk);

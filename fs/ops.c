@@ -13,6 +13,7 @@
 #include "fastpath.h"
 #include "log.h"
 #include "readpath.h"
+#include "refresh.h"
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
@@ -93,6 +94,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
+	/* Lazy listing: a directory is listed when first looked in. */
+	if (refresh_list_dir(d, dir) < 0) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	n = tree_lookup(d->tree, dir, name);
 	if (!n) {
 		memset(&e, 0, sizeof(e));
@@ -137,6 +143,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOENT);
 	else if (!n->is_dir)
 		fuse_reply_err(req, ENOTDIR);
+	else if (refresh_list_dir(daemon_of(req), n) < 0)
+		fuse_reply_err(req, EIO); /* lazy listing failed */
 	else {
 		tree_read_lock(t);
 		fi->fh = tree_nchildren(n);

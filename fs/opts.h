@@ -24,6 +24,7 @@ struct options {
 	bool insecure;	     /* TLS verification off (tests only) */
 	unsigned list_ttl_s; /* list the source again this often; 0: never */
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
+	bool list_lazy;	     /* list directories when first looked in */
 
 	/* S3 (source_s3.c) */
 	char *endpoint; /* URL, or NULL: AWS, from region */

@@ -9,8 +9,10 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "http.h"
 #include "log.h"
 #include "source.h"
+#include "stats.h"
 #include "tree.h"
 #include "zstd_object.h"
 
@@ -27,13 +29,16 @@ struct refresh {
  * its directory's cached listing is stale (dropped once per directory).
  * Directories new in this merge are told too: the merge is applied in
  * steps, so the kernel may have seen one half filled. */
-static void notify(struct daemon *d, const struct tree_changes *c)
+static void notify(struct daemon *d, const struct tree_changes *c, bool kernel)
 {
 	const struct node *last_dir = NULL;
 	size_t i;
 
+	if (!kernel || !d->se)
+		d = &(struct daemon){ .cache = d->cache };
 	for (i = 0; i < c->nchanged; i++) {
-		cache_drop_file(d->cache, c->changed[i]);
+		if (d->cache)
+			cache_drop_file(d->cache, c->changed[i]);
 		if (d->se)
 			fuse_lowlevel_notify_inval_inode(
 				d->se, c->changed[i]->ino, 0, 0);
@@ -50,13 +55,128 @@ static void notify(struct daemon *d, const struct tree_changes *c)
 	}
 }
 
+/*
+ * List directory @dir (one level) and merge it in. A first listing
+ * (@kernel false) tells the kernel nothing: it has seen nothing below an
+ * unlisted directory, and runs inside a lookup or opendir of @dir, where
+ * invalidating entries of @dir would deadlock.
+ */
+static int list_one(struct daemon *d, struct node *dir, bool kernel,
+		    char **ret_msg, char **ret_warnings)
+{
+	struct tree *fresh = NULL;
+	struct tree_changes c;
+	int err = tree_new(&fresh);
+
+	if (!err)
+		err = d->src->ops->list_dir(d->src, dir->key, fresh, ret_msg,
+					    ret_warnings);
+	/* Relisting a directory gone from the source: its files are gone
+	 * (an empty listing). A first listing of it fails. */
+	if (err == -ENOENT && kernel && *dir->key) {
+		free(*ret_msg);
+		*ret_msg = NULL;
+		tree_free(fresh);
+		err = tree_new(&fresh);
+	}
+	/* Seekable NAME.zst shown as NAME; unchanged ones keep their table. */
+	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
+						 d->tree, ret_warnings)) > 0)
+		err = 0;
+	if (!err) {
+		tree_finish(fresh);
+		err = tree_merge_dir(d->tree, dir, fresh, &c);
+	}
+	if (!err) {
+		STAT_ADD(dirs_listed, 1);
+		if (c.nconflicts)
+			log_info("relisted '%s': %zu paths changed between "
+				 "file and directory; they show the new type",
+				 dir->key, c.nconflicts);
+		notify(d, &c, kernel);
+		tree_changes_done(&c);
+	}
+	tree_free(fresh);
+	return err;
+}
+
+int refresh_list_root(struct daemon *d, char **ret_msg, char **ret_warnings)
+{
+	struct node *root = tree_root(d->tree);
+	int err;
+
+	if (tree_list_begin(d->tree, root) != 1)
+		return 0;
+	err = list_one(d, root, false, ret_msg, ret_warnings);
+	tree_list_end(d->tree, root, !err);
+	return err;
+}
+
+int refresh_list_dir(struct daemon *d, struct node *dir)
+{
+	char *msg = NULL, *warnings = NULL;
+	int err = tree_list_begin(d->tree, dir);
+
+	if (err <= 0)
+		return err;
+	err = list_one(d, dir, false, &msg, &warnings);
+	tree_list_end(d->tree, dir, !err);
+	for (char *w = warnings, *nl; w && (nl = strchr(w, '\n')); w = nl + 1)
+		log_warn("listing '%s': %.*s", dir->key, (int)(nl - w), w);
+	if (err && log_once(dir, err))
+		log_warn("listing directory '%s' failed (lookups in it fail "
+			 "with EIO until a later one succeeds): %s",
+			 dir->key, msg ? msg : strerror(-err));
+	free(msg);
+	free(warnings);
+	return err ? -EIO : 0;
+}
+
+/* Lazy mode: relist each directory listed so far, one at a time; one
+ * that fails keeps its old listing. @return the first error. */
+static int refresh_lazy(struct daemon *d, char **ret_msg)
+{
+	struct node **dirs;
+	size_t n, i, failed = 0;
+	int err = tree_listed_dirs(d->tree, &dirs, &n), first = 0;
+
+	/* Shutting down: transfers are cancelled, stop at once. */
+	for (i = 0; !err && i < n && !http_cancelled(); i++) {
+		char *msg = NULL, *warnings = NULL;
+		int e = 0;
+
+		/* Replaced by a file meanwhile (its parent was relisted). */
+		if (tree_linked(d->tree, dirs[i]))
+			e = list_one(d, dirs[i], true, &msg, &warnings);
+
+		free(warnings); /* said at the first listing */
+		if (e) {
+			failed++;
+			if (!first) {
+				first = e;
+				*ret_msg = msg;
+				msg = NULL;
+			}
+		}
+		free(msg);
+	}
+	if (!err) {
+		log_debug("relisted %zu directories, %zu failed", n, failed);
+		free(dirs);
+	}
+	return err ? err : first;
+}
+
 int refresh_once(struct daemon *d, char **ret_msg)
 {
 	struct tree *fresh = NULL;
 	struct tree_changes c;
 	char *warnings = NULL;
-	int err = tree_new(&fresh);
+	int err;
 
+	if (d->opts.list_lazy)
+		return refresh_lazy(d, ret_msg);
+	err = tree_new(&fresh);
 	if (!err)
 		err = d->src->ops->list(d->src, fresh, ret_msg, &warnings);
 	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
@@ -76,7 +196,7 @@ int refresh_once(struct daemon *d, char **ret_msg)
 			log_info("relisted: %zu paths changed between file and "
 				 "directory; they show the new type",
 				 c.nconflicts);
-		notify(d, &c);
+		notify(d, &c, true);
 		tree_changes_done(&c);
 	}
 	tree_free(fresh);

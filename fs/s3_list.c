@@ -20,6 +20,11 @@
 
 char *s3_list_query(const char *prefix, const char *token)
 {
+	return s3_list_query_dir(prefix, token, false);
+}
+
+char *s3_list_query_dir(const char *prefix, const char *token, bool delimit)
+{
 	char *p = NULL, *t = NULL, *q = NULL;
 
 	if (!prefix)
@@ -30,10 +35,11 @@ char *s3_list_query(const char *prefix, const char *token)
 	if (!p || (token && !t))
 		goto out;
 	/* Sorted by name: the canonical order, signed as sent. */
-	if (asprintf(&q, "%s%s%sencoding-type=url&list-type=2&max-keys=%d%s%s",
+	if (asprintf(&q,
+		     "%s%s%s%sencoding-type=url&list-type=2&max-keys=%d%s%s",
 		     t ? "continuation-token=" : "", t ? t : "", t ? "&" : "",
-		     S3_LIST_MAX_KEYS, *prefix ? "&prefix=" : "",
-		     *prefix ? p : "") < 0)
+		     delimit ? "delimiter=%2F&" : "", S3_LIST_MAX_KEYS,
+		     *prefix ? "&prefix=" : "", *prefix ? p : "") < 0)
 		q = NULL;
 out:
 	free(p);
@@ -54,6 +60,7 @@ struct parse {
 	/* ListBucketResult */
 	struct s3_list_page *page;
 	size_t cap;
+	size_t pcap; /* of page->prefixes */
 	bool url_encoded;
 	struct s3_object *cur; /* the <Contents> being read, or NULL */
 	bool cur_has_size;
@@ -80,6 +87,8 @@ static const char *const names[] = {
 	"Message",
 	"Region",
 	"Endpoint",
+	"CommonPrefixes",
+	"Prefix",
 };
 
 static const char *intern(const char *name)
@@ -221,6 +230,25 @@ static void list_end(struct parse *p)
 		if (!p->cur->key || !p->cur_has_size)
 			err = -EBADMSG;
 		p->cur = NULL;
+	} else if (at(p, 3, "ListBucketResult", "CommonPrefixes", "Prefix")) {
+		struct s3_list_page *pg = p->page;
+
+		if (pg->nprefixes == p->pcap) {
+			size_t ncap = p->pcap ? p->pcap * 2 : 16;
+			struct s3_object *o =
+				reallocarray(pg->prefixes, ncap, sizeof(*o));
+
+			if (!o) {
+				fail(p, -ENOMEM);
+				return;
+			}
+			pg->prefixes = o;
+			p->pcap = ncap;
+		}
+		memset(&pg->prefixes[pg->nprefixes], 0, sizeof(*pg->prefixes));
+		err = set_str(&pg->prefixes[pg->nprefixes].key, p);
+		if (!err)
+			pg->prefixes[pg->nprefixes++].key_len = p->text_len;
 	} else if (at(p, 2, "ListBucketResult", "IsTruncated", NULL)) {
 		p->page->truncated = p->text && !strcmp(p->text, "true");
 	} else if (at(p, 2, "ListBucketResult", "NextContinuationToken",
@@ -304,8 +332,11 @@ int s3_list_parse(const char *xml, size_t len, struct s3_list_page *ret)
 
 	if (!r && page.truncated && !page.next_token)
 		r = -EBADMSG;
-	for (size_t i = 0; !r && p.url_encoded && i < page.nobjects; i++) {
-		struct s3_object *o = &page.objects[i];
+	for (size_t i = 0;
+	     !r && p.url_encoded && i < page.nobjects + page.nprefixes; i++) {
+		struct s3_object *o =
+			i < page.nobjects ? &page.objects[i]
+					  : &page.prefixes[i - page.nobjects];
 		size_t n;
 		char *k = sigv4_uri_decode(o->key, o->key_len, true, &n);
 
@@ -334,6 +365,9 @@ void s3_list_page_done(struct s3_list_page *p)
 		free(p->objects[i].etag);
 	}
 	free(p->objects);
+	for (size_t i = 0; i < p->nprefixes; i++)
+		free(p->prefixes[i].key);
+	free(p->prefixes);
 	free(p->next_token);
 	memset(p, 0, sizeof(*p));
 }

@@ -22,6 +22,9 @@ struct s3_object {
 struct s3_list_page {
 	struct s3_object *objects;
 	size_t nobjects;
+	/* CommonPrefixes (a listing with a delimiter): only key, key_len */
+	struct s3_object *prefixes;
+	size_t nprefixes;
 	bool truncated;
 	char *next_token; /* NextContinuationToken, or NULL */
 };
@@ -34,6 +37,10 @@ struct s3_list_page {
  * @return a malloc'd string, or NULL when out of memory.
  */
 char *s3_list_query(const char *prefix, const char *token);
+
+/* s3_list_query_dir() - the same, with delimiter=/ when @delimit: one
+ * "directory" level, deeper keys rolled up into CommonPrefixes. */
+char *s3_list_query_dir(const char *prefix, const char *token, bool delimit);
 
 /*
  * s3_list_parse() - parse a ListBucketResult document of @len bytes.

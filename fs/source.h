@@ -13,7 +13,8 @@
  * the protocol, -ETIMEDOUT it stalled, -EACCES/-EKEYEXPIRED credentials;
  * anything else is a transient I/O error the engine may retry.
  *
- * list() runs on the main thread (and the relisting thread); read_block()
+ * list() runs on the main thread (and the relisting thread), list_dir()
+ * on those and on FUSE worker threads; read_block()
  * and prepare_get() run on the engine's threads; a source must make them
  * safe to run concurrently. */
 #ifndef WFS_FS_SOURCE_H
@@ -41,6 +42,17 @@ struct source_ops {
 	 */
 	int (*list)(struct source *s, struct tree *t, char **ret_msg,
 		    char **ret_warnings);
+	/*
+	 * Optional (NULL: the source is always listed whole, with list()).
+	 * List ONE directory level: the children of directory @key ("" the
+	 * root) into @t with tree_add(), subdirectories as directories
+	 * (their contents are listed by a later call). Same errors and
+	 * warnings as list(); a directory that does not exist (any more)
+	 * lists as empty or fails with -ENOENT. Runs on FUSE worker threads and the
+	 * relisting thread, several at once.
+	 */
+	int (*list_dir)(struct source *s, const char *key, struct tree *t,
+			char **ret_msg, char **ret_warnings);
 	/*
 	 * Set up @h (already reset, with the engine's common options) for
 	 * a GET of bytes [off, off + len) of @file, pinned to @etag when

@@ -172,6 +172,8 @@ static int add_link(struct source_file *sf, struct tree *t, const char *key,
 static int walk(struct source_file *sf, struct tree *t, int dfd,
 		const char *rel, int depth, char **ret_msg, char **warnings)
 {
+	bool one = depth < 0; /* one level: list_dir() */
+
 	const char *root = sf->root_dir;
 	const char *sep = strcmp(root, "/") ? "/" : "";
 	DIR *d = fdopendir(dfd);
@@ -209,7 +211,7 @@ static int walk(struct source_file *sf, struct tree *t, int dfd,
 		} else if (S_ISLNK(st.st_mode)) {
 			err = add_link(sf, t, key, warnings);
 		} else if (S_ISDIR(st.st_mode)) {
-			if (depth >= MAX_DEPTH) {
+			if (!one && depth >= MAX_DEPTH) {
 				err = msg_append(warnings,
 						 "skipping %s%s%s: too deep",
 						 root, sep, key);
@@ -217,10 +219,16 @@ static int walk(struct source_file *sf, struct tree *t, int dfd,
 						    NULL, &n))) {
 				if (n)
 					set_perm(n, &st);
-				sub = openat(dirfd(d), e->d_name,
-					     O_RDONLY | O_DIRECTORY |
-						     O_NOFOLLOW | O_CLOEXEC);
-				if (sub < 0) {
+				if (one) /* listed when looked in */
+					sub = -2;
+				else
+					sub = openat(dirfd(d), e->d_name,
+						     O_RDONLY | O_DIRECTORY |
+							     O_NOFOLLOW |
+							     O_CLOEXEC);
+				if (sub == -2) {
+					err = 0;
+				} else if (sub < 0) {
 					err = -errno;
 					msg_set(ret_msg, err,
 						"cannot list %s%s%s: %s", root,
@@ -275,6 +283,51 @@ static int file_list(struct source *s, struct tree *t, char **ret_msg,
 	return add_file(t, sf->single, &st);
 }
 
+/* One level: directory @key, opened a component at a time without
+ * following symlinks (the walk never enters a symlinked directory
+ * either), listed with the walk's rules. */
+static int file_list_dir(struct source *s, const char *key, struct tree *t,
+			 char **ret_msg, char **ret_warnings)
+{
+	struct source_file *sf = (struct source_file *)s;
+	char *path = strdup(key), *comp, *save = NULL;
+	struct timespec t0 = { 0 };
+	struct stat st;
+	int fd, next, err = 0;
+
+	if (sf->single) {
+		free(path);
+		return file_list(s, t, ret_msg, ret_warnings); /* one file */
+	}
+	if (!path)
+		return -ENOMEM;
+	fd = openat(sf->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (comp = strtok_r(path, "/", &save); fd >= 0 && comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		next = openat(fd, comp,
+			      O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		fd = next;
+	}
+	free(path);
+	if (fd < 0) {
+		err = errno == ENOENT || errno == ENOTDIR ? -ENOENT : -errno;
+		return msg_set(ret_msg, err, "cannot list %s/%s: %s",
+			       sf->root_dir, key, strerror(-err));
+	}
+	/* Its path first, so an empty directory is there too; the root's
+	 * permissions gate the whole mount. */
+	if (!*key && fstat(fd, &st) == 0)
+		set_perm(tree_root(t), &st);
+	if (*key)
+		err = tree_add(t, key, true, 0, t0, NULL, NULL);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return walk(sf, t, fd, key, -1, ret_msg, ret_warnings);
+}
+
 /* Read with pread, checking the file is still the one listed (device,
  * inode, mtime, size): a file replaced, changed or gone is -ESTALE or
  * -ENOENT, never a mix of versions. */
@@ -326,6 +379,7 @@ static void file_free(struct source *s)
 
 static const struct source_ops file_ops = {
 	.list = file_list,
+	.list_dir = file_list_dir,
 	.read_block = file_read_block,
 	.free = file_free,
 };

@@ -77,6 +77,7 @@ struct listing {
 	size_t cap;
 	char **ret_msg;
 	char **warnings;
+	bool one; /* one level (list_dir()): no recursion, errors fail */
 };
 
 static int pending_push(struct listing *l, char *key, uint64_t size,
@@ -122,7 +123,12 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 		return -ENOMEM;
 	err = http_get(url, NULL, l->sh->opts, MAX_LISTING, &r);
 	if (err || r.status != 200) {
-		if (*rel && skippable(err, &r)) {
+		if (*rel && l->one && !err && r.status == 404) {
+			err = msg_set(l->ret_msg, -ENOENT,
+				      "listing %s: HTTP 404", url);
+			goto out;
+		}
+		if (*rel && !l->one && skippable(err, &r)) {
 			err = msg_append(l->warnings,
 					 "listing %s: HTTP %ld; skipping "
 					 "this directory",
@@ -134,7 +140,7 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 	}
 	root = json_tokener_parse(r.body);
 	if (!root || !json_object_is_type(root, json_type_array)) {
-		if (*rel) {
+		if (*rel && !l->one) {
 			err = msg_append(l->warnings,
 					 "listing %s: not a JSON directory "
 					 "index; skipping this directory",
@@ -235,7 +241,7 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 	/* Subdirectories are listed from here: this index is freed first. */
 	json_object_put(root);
 	root = NULL;
-	for (i = 0; i < nsub && !err; i++)
+	for (i = 0; i < nsub && !err && !l->one; i++)
 		err = list_dir(l, subdirs[i], depth + 1);
 out:
 	for (i = 0; i < nsub; i++)
@@ -355,13 +361,16 @@ static int head_files(struct listing *l)
 	return err;
 }
 
-static int http_list(struct source *s, struct tree *t, char **ret_msg,
-		     char **ret_warnings)
+/* Everything (@dir NULL), or one directory's index and its files' HEADs. */
+static int list(struct source *s, const char *dir, struct tree *t,
+		char **ret_msg, char **ret_warnings)
 {
 	struct source_http *sh = (struct source_http *)s;
-	struct listing l = {
-		.sh = sh, .t = t, .ret_msg = ret_msg, .warnings = ret_warnings
-	};
+	struct listing l = { .sh = sh,
+			     .t = t,
+			     .ret_msg = ret_msg,
+			     .warnings = ret_warnings,
+			     .one = dir != NULL };
 	struct timespec now = { 0 };
 	char *key = NULL;
 	size_t i;
@@ -372,6 +381,11 @@ static int http_list(struct source *s, struct tree *t, char **ret_msg,
 		err = key ? pending_push(&l, key, 0, now) : -ENOMEM;
 		if (err)
 			free(key);
+	} else if (dir && *dir) {
+		/* Its path in the tree first, so an empty one is there. */
+		err = tree_add(t, dir, true, 0, now, NULL, NULL);
+		if (!err)
+			err = list_dir(&l, dir, 0);
 	} else {
 		err = list_dir(&l, "", 0);
 	}
@@ -381,6 +395,20 @@ static int http_list(struct source *s, struct tree *t, char **ret_msg,
 		free(l.files[i].key);
 	free(l.files);
 	return err;
+}
+
+static int http_list(struct source *s, struct tree *t, char **ret_msg,
+		     char **ret_warnings)
+{
+	return list(s, NULL, t, ret_msg, ret_warnings);
+}
+
+static int http_list_dir(struct source *s, const char *key, struct tree *t,
+			 char **ret_msg, char **ret_warnings)
+{
+	if (((struct source_http *)s)->single)
+		return list(s, NULL, t, ret_msg, ret_warnings); /* one file */
+	return list(s, key, t, ret_msg, ret_warnings);
 }
 
 static int http_prepare_get(struct source *s, CURL *h, const struct node *file,
@@ -425,6 +453,7 @@ static void http_free(struct source *s)
 
 static const struct source_ops http_ops = {
 	.list = http_list,
+	.list_dir = http_list_dir,
 	.prepare_get = http_prepare_get,
 	.free = http_free,
 };

@@ -298,10 +298,11 @@ static int list_error(struct source_s3 *s, int err,
 }
 
 /* One page: GET with retries of transient failures. */
-static int get_page(struct source_s3 *s, const char *token,
-		    struct http_response *ret, char **ret_msg)
+static int get_page(struct source_s3 *s, const char *prefix, bool delimit,
+		    const char *token, struct http_response *ret,
+		    char **ret_msg)
 {
-	char *query = s3_list_query(s->prefix, token), *url = NULL;
+	char *query = s3_list_query_dir(prefix, token, delimit), *url = NULL;
 	const char *path = *s->base_path ? s->base_path : "/";
 	unsigned retries = s->opts ? s->opts->retries : 3;
 	int err = -ENOMEM;
@@ -353,10 +354,10 @@ out:
 	return err;
 }
 
-static int s3_list(struct source *src, struct tree *t, char **ret_msg,
-		   char **ret_warnings)
+/* Every key under @prefix, or (@delimit) one level of them, into @t. */
+static int list_pages(struct source_s3 *s, const char *prefix, bool delimit,
+		      struct tree *t, char **ret_msg, char **ret_warnings)
 {
-	struct source_s3 *s = (struct source_s3 *)src;
 	char *token = NULL, *warnings = NULL;
 	struct list_budget budget = { 0 }; /* bounds, in constant memory */
 	const char *why;
@@ -373,7 +374,7 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 				      s->s.display, MAX_PAGES);
 			break;
 		}
-		err = get_page(s, token, &r, ret_msg);
+		err = get_page(s, prefix, delimit, token, &r, ret_msg);
 		free(token);
 		token = NULL;
 		if (err)
@@ -386,10 +387,15 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 				s->s.display);
 			break;
 		}
-		err = list_budget_request(&budget, r.len, p.nobjects, &why);
+		err = list_budget_request(&budget, r.len,
+					  p.nobjects + p.nprefixes, &why);
 		http_response_done(&r);
 		for (size_t i = 0; i < p.nobjects && !err; i++)
 			err = add_object(s, t, &p.objects[i], &warnings,
+					 &nwarn);
+		/* Subdirectories: "prefix/dir/", added as directories. */
+		for (size_t i = 0; i < p.nprefixes && !err; i++)
+			err = add_object(s, t, &p.prefixes[i], &warnings,
 					 &nwarn);
 		if (!err && p.truncated)
 			err = list_budget_token(&budget, p.next_token, &why);
@@ -414,6 +420,29 @@ static int s3_list(struct source *src, struct tree *t, char **ret_msg,
 	return err;
 }
 
+static int s3_list(struct source *src, struct tree *t, char **ret_msg,
+		   char **ret_warnings)
+{
+	struct source_s3 *s = (struct source_s3 *)src;
+
+	return list_pages(s, s->prefix, false, t, ret_msg, ret_warnings);
+}
+
+/* One level: ListObjectsV2 with delimiter=/ under the directory's key. */
+static int s3_list_dir(struct source *src, const char *key, struct tree *t,
+		       char **ret_msg, char **ret_warnings)
+{
+	struct source_s3 *s = (struct source_s3 *)src;
+	char *prefix = NULL;
+	int err;
+
+	if (asprintf(&prefix, "%s%s%s", s->prefix, key, *key ? "/" : "") < 0)
+		return -ENOMEM;
+	err = list_pages(s, prefix, true, t, ret_msg, ret_warnings);
+	free(prefix);
+	return err;
+}
+
 static void s3_free(struct source *src)
 {
 	struct source_s3 *s = (struct source_s3 *)src;
@@ -433,6 +462,7 @@ static void s3_free(struct source *src)
 
 static const struct source_ops s3_ops = {
 	.list = s3_list,
+	.list_dir = s3_list_dir,
 	.prepare_get = s3_prepare_get,
 	.free = s3_free,
 };

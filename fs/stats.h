@@ -41,6 +41,7 @@ struct stats {
 	atomic_uint_fast64_t errors_timeout;  /* -ETIMEDOUT: stalled */
 	atomic_uint_fast64_t errors_auth;     /* -EACCES, -EKEYEXPIRED */
 	atomic_uint_fast64_t errors_other;    /* resets, 5xx, shutdown... */
+	atomic_uint_fast64_t dirs_listed; /* one-level listings (lazy mode) */
 };
 
 extern struct stats stats;

@@ -14,7 +14,14 @@ struct tree_dir {
 	struct node **children; /* append-only; sorted by tree_finish() */
 	size_t n;
 	size_t cap;
+	int state; /* enum dir_state; atomic reads, changes under listing */
+	unsigned fails; /* failed listings; under t->listing */
 };
+
+/* Whether a directory's children are in the tree (tree_list_begin()). A
+ * listing adds whole directories (LISTED, the zero value); a one-level
+ * listing (tree_merge_dir()) adds its subdirectories UNLISTED. */
+enum dir_state { DIR_LISTED, DIR_UNLISTED, DIR_LISTING };
 
 struct tree {
 	/* The shape: nodes, slots, every directory's children, the totals.
@@ -34,6 +41,10 @@ struct tree {
 	uint64_t bytes; /* sum of file sizes */
 	size_t files;
 	struct tree_stats stats;
+	/* Directory listings in flight (tree_list_begin()): a state change
+	 * broadcasts @listed. */
+	pthread_mutex_t listing;
+	pthread_cond_t listed;
 };
 
 static uint64_t clock_ns(clockid_t clock)
@@ -102,7 +113,6 @@ static size_t slots_for(size_t n)
 	return s;
 }
 
-/* A node for child @name of @parent (NULL: the root), not yet linked. */
 /* A node for child @name of @parent (NULL: the root), not yet linked; its
  * key is stored in the same allocation. */
 static struct node *node_alloc(struct node *parent, const char *name,
@@ -236,6 +246,8 @@ int tree_new(struct tree **ret)
 		return -ENOMEM;
 	pthread_rwlock_init(&t->lock, NULL);
 	pthread_mutex_init(&t->merge, NULL);
+	pthread_mutex_init(&t->listing, NULL);
+	pthread_cond_init(&t->listed, NULL);
 	root = node_alloc(NULL, "", 0, true);
 	if (!root || node_link(t, root)) {
 		if (root)
@@ -258,6 +270,8 @@ void tree_free(struct tree *t)
 	free(t->nodes);
 	free(t->slots);
 	pthread_mutex_destroy(&t->merge);
+	pthread_mutex_destroy(&t->listing);
+	pthread_cond_destroy(&t->listed);
 	pthread_rwlock_destroy(&t->lock);
 	free(t);
 }
@@ -587,32 +601,104 @@ static size_t index_in_parent(const struct node *n)
 	return 0; /* not reached: a linked node is among its siblings */
 }
 
-static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
+/* The node at @key in @t (a tree nobody changes meanwhile), or NULL. */
+static struct node *find_key(const struct tree *t, const char *key)
 {
-	struct node **map = calloc(fresh->count, sizeof(*map));
-	unsigned char *seen = calloc(t->count, 1);
-	size_t *adds = calloc(t->count + fresh->count, sizeof(*adds));
-	size_t next_ino = t->count + 1, nlinks = 0, i, nbefore;
+	struct node *n = tree_root(t);
+
+	while (n && *key) {
+		const char *slash = strchr(key, '/');
+		size_t len = slash ? (size_t)(slash - key) : strlen(key);
+
+		n = child_find(t, n, key, len);
+		key += len + (slash ? 1 : 0);
+	}
+	return n;
+}
+
+/* Whether file @n is still the version it was listed as. */
+static bool still_there(struct node *n)
+{
+	bool r;
+
+	pthread_mutex_lock(&n->lock);
+	r = !n->changed;
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/*
+ * Plan merging @fresh into @t: all of it (@scope NULL), or only what
+ * @fresh holds below directory @scope of @t, whose children it lists
+ * (one level: what is not in @fresh under @scope is gone from there).
+ */
+static int plan_merge(struct tree *t, struct node *scope,
+		      const struct tree *fresh, struct plan *p)
+{
+	struct node **map = calloc(fresh->count, sizeof(*map)), *fs = NULL;
+	unsigned char *seen = scope ? NULL : calloc(t->count, 1);
+	/* new children per directory, by its index in @fresh */
+	size_t *adds = calloc(fresh->count, sizeof(*adds));
+	size_t next_ino = t->count + 1, nlinks = 0, i, k, norder = 1;
+	size_t *order = NULL; /* fresh nodes to visit, by index */
 	int err = -ENOMEM;
 
-	if (!map || !seen || !adds)
+	if (!map || (!scope && !seen) || !adds)
 		goto out;
-	map[0] = tree_root(t);
-	seen[0] = 1;
-	/* Parents come before their children in fresh->nodes. */
-	for (i = 1; i < fresh->count; i++) {
-		const struct node *f = fresh->nodes[i];
+	if (!scope || scope == tree_root(t)) {
+		map[0] = tree_root(t);
+		fs = tree_root(fresh);
+		/* The root's owner and mode (file://), from its first
+		 * listing, at mount: nothing reads them before. */
+		if (scope && !scope->has_perm && fs->has_perm) {
+			scope->has_perm = true;
+			scope->perm = fs->perm;
+			scope->uid = fs->uid;
+			scope->gid = fs->gid;
+		}
+	} else if ((fs = find_key(fresh, scope->key)) && fs->is_dir) {
+		map[fs->ino - 1] = scope;
+	} else {
+		fs = NULL; /* nothing listed there: an empty directory */
+	}
+	if (seen)
+		seen[0] = 1;
+	/* Parents come before their children in fresh->nodes; below
+	 * @scope, walked breadth first in name order, so that a directory
+	 * listed lazily reads in name order too. */
+	if (scope && fs) {
+		order = malloc(fresh->count * sizeof(*order));
+		if (!order)
+			goto out;
+		order[0] = fs->ino - 1; /* @scope itself: skipped below */
+		for (k = 0; k < norder; k++) {
+			const struct tree_dir *d = fresh->nodes[order[k]]->dir;
+
+			for (i = 0; d && i < d->n; i++)
+				order[norder++] = d->children[i]->ino - 1;
+		}
+	}
+	if (!scope)
+		norder = fresh->count;
+	for (k = 1; fs && k < norder; k++) {
+		const struct node *f;
+
+		i = order ? order[k] : k;
+		f = fresh->nodes[i];
 		struct node *dir = map[f->parent->ino - 1], *n = NULL, *m;
 		size_t len = strlen(f->name);
 		struct op *o;
 
+		if (!dir || map[i])
+			continue; /* outside @scope, or @scope itself */
 		if (dir->ino <= t->count)
 			n = child_find(t, dir, f->name, len);
 		if (n && n->is_dir == f->is_dir) {
 			bool differs;
 
 			map[i] = n;
-			seen[n->ino - 1] = 1;
+			if (seen)
+				seen[n->ino - 1] = 1;
 			if (f->is_dir)
 				continue;
 			pthread_mutex_lock(&n->lock);
@@ -649,6 +735,10 @@ static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
 		m->uid = f->uid;
 		m->gid = f->gid;
 		m->zobj = zstd_object_ref(f->zobj);
+		/* A one-level listing says nothing of what a new
+		 * subdirectory holds: it is listed when first looked in. */
+		if (m->dir)
+			m->dir->state = scope ? DIR_UNLISTED : DIR_LISTED;
 		if (f->etag && !(m->etag = strdup(f->etag)))
 			goto out;
 		map[i] = m;
@@ -657,54 +747,65 @@ static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
 			o->old = n;
 			o->index = index_in_parent(n);
 		} else {
-			adds[dir->ino - 1]++;
+			adds[f->parent->ino - 1]++;
 			nlinks++;
 		}
 	}
 	/* Files gone from the source (replaced ones included). */
-	for (i = 1; i < t->count; i++) {
-		struct node *n = t->nodes[i];
-		bool gone;
+	if (scope) {
+		const struct tree_dir *d = scope->dir;
 
-		if (seen[i] || n->is_dir)
+		for (i = 0; i < d->n; i++) {
+			struct node *n = d->children[i];
+			const struct node *f =
+				fs ? child_find(fresh, fs, n->name,
+						strlen(n->name))
+				   : NULL;
+
+			if (n->is_dir || (f && !f->is_dir) || !still_there(n))
+				continue;
+			if (!plan_push(p, OP_GONE, n))
+				goto out;
+			p->nchanged++;
+		}
+	}
+	for (i = 1; !scope && i < t->count; i++) {
+		struct node *n = t->nodes[i];
+
+		if (seen[i] || n->is_dir || !still_there(n))
 			continue;
-		pthread_mutex_lock(&n->lock);
-		gone = !n->changed;
-		pthread_mutex_unlock(&n->lock);
-		if (gone && !plan_push(p, OP_GONE, n))
+		if (!plan_push(p, OP_GONE, n))
 			goto out;
-		p->nchanged += gone;
+		p->nchanged++;
 	}
 	/* Room: new directories get theirs now, unlinked yet; existing ones,
 	 * the nodes array and the index get copies swapped in first. */
-	nbefore = p->nops;
-	for (i = 0; i < nbefore; i++) {
-		struct node *m = p->ops[i].n;
-		size_t k = m->ino - 1;
-
-		if ((p->ops[i].kind == OP_ADD ||
-		     p->ops[i].kind == OP_REPLACE) &&
-		    m->is_dir && adds[k]) {
-			m->dir->children =
-				malloc(adds[k] * sizeof(*m->dir->children));
-			if (!m->dir->children)
-				goto out;
-			m->dir->cap = adds[k];
-		}
-	}
-	for (i = 0; i < t->count; i++) {
-		struct tree_dir *d = t->nodes[i]->dir;
-		size_t cap = d ? d->cap : 0;
+	for (i = 0; i < fresh->count; i++) {
+		struct node *m = map[i];
+		struct tree_dir *d = m ? m->dir : NULL;
+		size_t cap;
 		struct op *o;
 
-		if (!adds[i] || d->n + adds[i] <= d->cap)
+		if (!adds[i] || !d)
 			continue;
+		if (m->ino > t->count) { /* new in this merge */
+			d->children = malloc(adds[i] * sizeof(*d->children));
+			if (!d->children)
+				goto out;
+			d->cap = adds[i];
+			continue;
+		}
+		if (d->n + adds[i] <= d->cap)
+			continue;
+		cap = d->cap;
 		while (cap < d->n + adds[i])
 			cap = cap ? 2 * cap : 8;
-		o = plan_push(p, OP_GROW, t->nodes[i]);
+		o = plan_push(p, OP_GROW, m);
 		if (!o || !(o->arr = malloc(cap * sizeof(struct node *))))
 			goto out;
-		memcpy(o->arr, d->children, d->n * sizeof(struct node *));
+		if (d->n) /* an empty one has no array yet */
+			memcpy(o->arr, d->children,
+			       d->n * sizeof(struct node *));
 		o->cap = cap;
 	}
 	if (next_ino - 1 > t->cap) {
@@ -730,6 +831,7 @@ static int plan_merge(struct tree *t, const struct tree *fresh, struct plan *p)
 	}
 	err = 0;
 out:
+	free(order);
 	free(map);
 	free(seen);
 	free(adds);
@@ -821,15 +923,15 @@ static int op_pass(const struct op *o)
 	return o->kind <= OP_GROW ? 0 : 1;
 }
 
-int tree_merge(struct tree *t, const struct tree *fresh,
-	       struct tree_changes *ret)
+static int merge(struct tree *t, struct node *scope, const struct tree *fresh,
+		 struct tree_changes *ret)
 {
 	struct tree_changes c = { 0 };
 	struct plan p = { 0 };
 	int err, pass;
 
 	pthread_mutex_lock(&t->merge);
-	err = plan_merge(t, fresh, &p);
+	err = plan_merge(t, scope, fresh, &p);
 	if (!err) {
 		c.changed = malloc((p.nchanged + 1) * sizeof(*c.changed));
 		c.added = malloc((p.nadded + 1) * sizeof(*c.added));
@@ -876,6 +978,103 @@ int tree_merge(struct tree *t, const struct tree *fresh,
 	plan_free(&p, true);
 	pthread_mutex_unlock(&t->merge);
 	*ret = c;
+	return 0;
+}
+
+int tree_merge(struct tree *t, const struct tree *fresh,
+	       struct tree_changes *ret)
+{
+	return merge(t, NULL, fresh, ret);
+}
+
+int tree_merge_dir(struct tree *t, struct node *dir, const struct tree *fresh,
+		   struct tree_changes *ret)
+{
+	if (!dir->is_dir)
+		return -ENOTDIR;
+	return merge(t, dir, fresh, ret);
+}
+
+void tree_mark_unlisted(struct tree *t, struct node *dir)
+{
+	(void)t;
+	if (dir->dir)
+		dir->dir->state = DIR_UNLISTED;
+}
+
+int tree_list_begin(struct tree *t, struct node *dir)
+{
+	struct tree_dir *d = dir->dir;
+	unsigned fails;
+	int r;
+
+	if (!d || __atomic_load_n(&d->state, __ATOMIC_ACQUIRE) == DIR_LISTED)
+		return 0;
+	pthread_mutex_lock(&t->listing);
+	fails = d->fails;
+	while (d->state == DIR_LISTING)
+		pthread_cond_wait(&t->listed, &t->listing);
+	if (d->state == DIR_LISTED)
+		r = 0;
+	else if (d->fails != fails)
+		r = -EIO; /* the listing this waited for failed */
+	else {
+		d->state = DIR_LISTING;
+		r = 1;
+	}
+	pthread_mutex_unlock(&t->listing);
+	return r;
+}
+
+void tree_list_end(struct tree *t, struct node *dir, bool ok)
+{
+	struct tree_dir *d = dir->dir;
+
+	pthread_mutex_lock(&t->listing);
+	if (ok) {
+		__atomic_store_n(&d->state, DIR_LISTED, __ATOMIC_RELEASE);
+	} else {
+		d->state = DIR_UNLISTED;
+		d->fails++;
+	}
+	pthread_cond_broadcast(&t->listed);
+	pthread_mutex_unlock(&t->listing);
+}
+
+bool tree_linked(struct tree *t, const struct node *n)
+{
+	bool r;
+
+	pthread_rwlock_rdlock(&t->lock);
+	r = !n->unlinked;
+	pthread_rwlock_unlock(&t->lock);
+	return r;
+}
+
+bool tree_dir_listed(const struct node *dir)
+{
+	return !dir->dir || __atomic_load_n(&dir->dir->state,
+					    __ATOMIC_ACQUIRE) == DIR_LISTED;
+}
+
+int tree_listed_dirs(struct tree *t, struct node ***ret, size_t *ret_n)
+{
+	struct node **a;
+	size_t i, n = 0;
+
+	pthread_rwlock_rdlock(&t->lock);
+	a = malloc(t->count * sizeof(*a));
+	for (i = 0; a && i < t->count; i++) {
+		struct node *d = t->nodes[i];
+
+		if (d->dir && !d->unlinked && tree_dir_listed(d))
+			a[n++] = d;
+	}
+	pthread_rwlock_unlock(&t->lock);
+	if (!a)
+		return -ENOMEM;
+	*ret = a;
+	*ret_n = n;
 	return 0;
 }
 

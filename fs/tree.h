@@ -161,6 +161,41 @@ int tree_merge(struct tree *t, const struct tree *fresh,
 	       struct tree_changes *ret);
 void tree_changes_done(struct tree_changes *c);
 
+/*
+ * tree_merge_dir() - like tree_merge(), for a listing of ONE directory
+ * level: @fresh holds @dir's key (its ancestors as directories) and
+ * @dir's children, nothing else is looked at. Children of @dir missing
+ * from @fresh are gone; new subdirectories are unlisted (below).
+ * @return 0 and *ret, -ENOTDIR, -ENOMEM.
+ */
+int tree_merge_dir(struct tree *t, struct node *dir, const struct tree *fresh,
+		   struct tree_changes *ret);
+
+/*
+ * Lazy listing. A directory is listed (its children are in the tree) or
+ * not yet: trees built by tree_add() are listed throughout; a one-level
+ * merge adds its new subdirectories unlisted, and tree_mark_unlisted()
+ * makes a tree's root so (before sharing it).
+ *
+ * tree_list_begin() - before looking in @dir: 0 when it is listed; 1
+ * when the caller must list it now (and then call tree_list_end()); a
+ * caller that finds another listing it waits for that one (single
+ * flight) and gets 0, or -EIO when that listing failed (a later call
+ * tries again).
+ */
+void tree_mark_unlisted(struct tree *t, struct node *dir);
+int tree_list_begin(struct tree *t, struct node *dir);
+void tree_list_end(struct tree *t, struct node *dir, bool ok);
+bool tree_dir_listed(const struct node *dir);
+
+/* tree_linked() - whether @n is still in the tree (not replaced by a node
+ * of another type). */
+bool tree_linked(struct tree *t, const struct node *n);
+
+/* tree_listed_dirs() - every directory listed now (for relisting them):
+ * a malloc'd array in *ret of *ret_n nodes. @return 0 or -ENOMEM. */
+int tree_listed_dirs(struct tree *t, struct node ***ret, size_t *ret_n);
+
 /* tree_root() - the root directory (inode 1). */
 struct node *tree_root(const struct tree *t);
 

@@ -42,7 +42,7 @@ def _hwm_kib(pid):
 
 def test_directory_named_thrice_is_listed_once(mount, listing_server):
     srv = listing_server("dup", depth=6)
-    m = mount(srv.url)
+    m = mount(srv.url, {"list": "eager"})  # the recursion
     listed = _listings(srv)
     assert sorted(listed) == sorted(set(listed)), "a directory listed twice"
     assert len(listed) == 7, listed
@@ -65,7 +65,7 @@ def test_parsed_levels_are_freed_before_recursing(mount, listing_server,
         pytest.skip("peak RSS means nothing under ASan (quarantine)")
     levels, entries = 10, 60000
     srv = listing_server("heavy", depth=levels, entries=entries)
-    m = mount(srv.url, timeout=120)
+    m = mount(srv.url, {"list": "eager"}, timeout=120)  # recursion
     assert len(_listings(srv)) == levels + 1
     one_level = _hwm_kib(m.pid)
     path = os.path.join(m.path, *(["d"] * levels))
@@ -76,7 +76,7 @@ def test_parsed_levels_are_freed_before_recursing(mount, listing_server,
 
 def test_html_subdirectory_is_skipped(mount, listing_server):
     srv = listing_server("html_subdir")
-    m = mount(srv.url)
+    m = mount(srv.url, {"list": "eager"})  # the recursion
     assert sorted(os.listdir(m.path)) == ["good", "html", "ok.bin"]
     assert os.listdir(m.file("html")) == []
     with open(m.file("good/in.bin"), "rb") as f:

@@ -12,13 +12,14 @@ from wfs_testlib import MiB, random_bytes, wait_until
 
 
 def _sources(kind, root, nginx):
-    if kind == "file":
+    if kind.startswith("file"):
         return "file://" + str(root)
     return nginx(str(root)).url
 
 
 @pytest.mark.asan
-@pytest.mark.parametrize("kind", ["file", "http"])
+@pytest.mark.parametrize("kind", ["file", "http", "file-eager",
+                                  "http-eager"])
 def test_relisting_shows_changes(mount, nginx, tmp_path, kind):
     root = tmp_path / "src"
     root.mkdir()
@@ -26,7 +27,8 @@ def test_relisting_shows_changes(mount, nginx, tmp_path, kind):
     (root / "a.bin").write_bytes(old)
     (root / "gone.bin").write_bytes(b"x" * 100)
     m = mount(_sources(kind, root, nginx),
-              options={"block_size": "1M", "list_ttl": "1"})
+              options={"block_size": "1M", "list_ttl": "1",
+                       "list": "eager" if "eager" in kind else "lazy"})
     with open(m.file("a.bin"), "rb") as f:
         assert f.read() == old
     assert not os.path.exists(m.file("new/b.bin"))
@@ -79,7 +81,8 @@ def test_without_list_ttl_listing_stays(mount, tmp_path):
 
 
 @pytest.mark.asan
-@pytest.mark.parametrize("kind", ["file", "http"])
+@pytest.mark.parametrize("kind", ["file", "http", "file-eager",
+                                  "http-eager"])
 def test_relist_type_change_is_applied_whole(mount, nginx, tmp_path, kind):
     """A relist in which one path turns from a file into a directory while
     another file changes: both changes show, the changed file reads all
@@ -91,7 +94,8 @@ def test_relist_type_change_is_applied_whole(mount, nginx, tmp_path, kind):
     (root / "f.bin").write_bytes(old)
     (root / "x").write_bytes(b"a file, for now")
     m = mount(_sources(kind, root, nginx),
-              options={"block_size": "1M", "list_ttl": "1"})
+              options={"block_size": "1M", "list_ttl": "1",
+                       "list": "eager" if "eager" in kind else "lazy"})
     with open(m.file("f.bin"), "rb") as f:
         assert f.read(MiB) == old[:MiB]  # its first pages are cached now
     assert os.path.isfile(m.file("x"))

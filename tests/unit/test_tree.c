@@ -269,11 +269,74 @@ static void test_trim_name(void)
 		CHECK(!at(t, key), "old or other name %s", key);
 	}
 	CHECK(at(t, "d0/x") && at(t, "d0/x.zst"), "x and x.zst");
+}
+
+/* One-level merges (lazy listing): only the listed directory's children
+ * change; new subdirectories come unlisted; what is below is kept. */
+static void test_merge_dir(void)
+{
+	static const char *const keys[] = { "a/",     "a/keep",	    "a/gone",
+					    "a/sub/", "a/sub/deep", "b/x" };
+	static const char *const one[] = { "a/newdir/", "a/keep", "a/sub/",
+					   "a/new" };
+	struct tree *t = make(keys, 6), *fresh = make(one, 4), *empty;
+	struct tree_changes c;
+	struct node *a = at(t, "a"), *gone = at(t, "a/gone");
+	struct node *deep = at(t, "a/sub/deep"), *bx = at(t, "b/x");
+
+	tree_mark_unlisted(t, a);
+	CHECK(!tree_dir_listed(a) && tree_dir_listed(tree_root(t)), "states");
+	CHECK(tree_list_begin(t, a) == 1, "the first caller lists");
+	CHECK(tree_merge_dir(t, a, fresh, &c) == 0, "merge_dir");
+	tree_list_end(t, a, true);
+	CHECK(tree_list_begin(t, a) == 0, "listed now");
+	CHECK(c.nadded == 2 && c.nchanged == 1, "added %zu changed %zu",
+	      c.nadded, c.nchanged);
+	CHECK(gone->changed, "a/gone is gone");
+	CHECK(!deep->changed && at(t, "a/sub/deep") == deep,
+	      "below the level: untouched");
+	CHECK(!bx->changed, "outside the directory: untouched");
+	CHECK(at(t, "a/new") && !at(t, "a/new")->is_dir, "a/new");
+	CHECK(at(t, "a/newdir") && !tree_dir_listed(at(t, "a/newdir")),
+	      "a new subdirectory is unlisted");
+	CHECK(tree_dir_listed(at(t, "a/sub")), "a known one keeps its state");
+	/* New children in name order, after the old ones. */
+	CHECK(tree_nchildren(a) == 5 &&
+		      !strcmp(tree_child(a, 3)->name, "new") &&
+		      !strcmp(tree_child(a, 4)->name, "newdir"),
+	      "readdir order");
+	tree_changes_done(&c);
+	/* An empty listing (nothing under the key): everything there gone. */
+	CHECK(tree_new(&empty) == 0, "tree_new");
+	tree_finish(empty);
+	CHECK(tree_merge_dir(t, at(t, "b"), empty, &c) == 0, "empty");
+	CHECK(bx->changed && c.nchanged == 1, "b/x gone");
+	tree_changes_done(&c);
+	/* A failed listing: the waiter gets -EIO, a later caller lists. */
+	tree_mark_unlisted(t, at(t, "b"));
+	CHECK(tree_list_begin(t, at(t, "b")) == 1, "lister");
+	tree_list_end(t, at(t, "b"), false);
+	CHECK(tree_list_begin(t, at(t, "b")) == 1, "retried after failure");
+	tree_list_end(t, at(t, "b"), true);
+	/* A lazy mount: an empty tree whose root is listed by a merge. */
+	tree_free(empty);
+	CHECK(tree_new(&empty) == 0, "tree_new");
+	tree_mark_unlisted(empty, tree_root(empty));
+	CHECK(tree_list_begin(empty, tree_root(empty)) == 1, "root unlisted");
+	CHECK(tree_merge_dir(empty, tree_root(empty), fresh, &c) == 0,
+	      "root merge");
+	tree_list_end(empty, tree_root(empty), true);
+	CHECK(at(empty, "a/keep") && !tree_dir_listed(at(empty, "a")),
+	      "below the root: added, unlisted");
+	tree_changes_done(&c);
+	tree_free(empty);
+	tree_free(fresh);
 	tree_free(t);
 }
 
 int main(void)
 {
+	test_merge_dir();
 	test_add_lookup();
 	test_trim_name();
 	test_merge();

@@ -76,6 +76,7 @@ class S3VerifyServer:
         self.creds = {}  # access key -> (secret, token or None, expiry)
         self.log = []
         self.fail_list = []  # statuses to answer the next listings with
+        self.list_delay = 0.0  # seconds each listing takes, at least
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"srv": self})
         self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
@@ -266,6 +267,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         max_keys = min(int(q.get("max-keys", "1000")), 1000)
         with self.srv.lock:
             fail = self.srv.fail_list.pop(0) if self.srv.fail_list else None
+        if self.srv.list_delay:
+            time.sleep(self.srv.list_delay)
         if fail:
             return self.error(fail, "SlowDown" if fail == 503 else
                               "InternalError", "try again")
@@ -279,6 +282,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                   "incorrect")
         keys = sorted((k for k in self.srv.objects if k.startswith(prefix)),
                       key=lambda k: k.encode("utf-8"))
+        # delimiter: keys below the next delimiter roll up into one
+        # CommonPrefixes entry, paged in key order like the keys.
+        delim, rolled = q.get("delimiter", ""), set()
+        if delim:
+            entries = []
+            for k in keys:
+                i = k.find(delim, len(prefix))
+                if i >= 0:
+                    k = k[:i + len(delim)]
+                    rolled.add(k)
+                if not entries or entries[-1] != k:
+                    entries.append(k)
+            keys = entries
         if after is not None:
             keys = [k for k in keys if k.encode() > after.encode()]
         page, rest = keys[:max_keys], keys[max_keys:]
@@ -307,6 +323,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             out.append("<NextContinuationToken>%s</NextContinuationToken>"
                        % escape(tok))
         for k in page:
+            if k in rolled:
+                out.append("<CommonPrefixes><Prefix>%s</Prefix>"
+                           "</CommonPrefixes>" %
+                           escape(s3_url_encode(k) if enc else k))
+                continue
             o = self.srv.objects[k]
             out.append(
                 "<Contents><Key>%s</Key><LastModified>%s</LastModified>"
