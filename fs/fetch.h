@@ -3,8 +3,8 @@
  * A source-independent core (fetch.c) keeps the queues and the one retry
  * policy; a transport moves the bytes, chosen by what the source can do
  * (source.h): read_block() runs on worker threads (fetch_sync.c),
- * prepare_get() on one thread that owns a curl multi handle and runs up to
- * `connections` ranged GETs at once (fetch_curl.c).
+ * prepare_get() on a few threads, each owning a curl multi handle and its
+ * share of `connections` ranged GETs (fetch_curl.c).
  *
  * Order: blocks a reader waits for first, then retries, then readahead;
  * retries and readahead never take the last quarter of the connections

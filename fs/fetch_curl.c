@@ -1,8 +1,12 @@
 /* The fetch engine's transport for HTTP-like sources
- * (source_ops.prepare_get: http(s)://, s3://): one thread owns a curl
- * multi handle and runs up to `connections` ranged GETs at once over
- * keep-alive connections. On stop, running transfers are dropped at once
- * and their blocks fail with -ESHUTDOWN. */
+ * (source_ops.prepare_get: http(s)://, s3://): T threads (the online CPUs,
+ * at most 4 and at most `connections`), each owning a curl multi handle
+ * and its share of `connections`, run ranged GETs over keep-alive
+ * connections. Receiving and copying the bytes is most of the daemon's
+ * CPU; one thread would cap a node at one core of it. All threads take
+ * jobs from the core's queues (fetch_take(): demand first, the reserved
+ * connections counted over all threads). On stop, running transfers are
+ * dropped at once and their blocks fail with -ESHUTDOWN. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -11,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -28,13 +33,27 @@ struct xfer {
 	struct curl_slist *hdrs;
 	struct fetch_job *j; /* NULL: idle */
 	struct fetch_response r;
+	int err; /* the ended attempt's outcome (fetch_judge()) */
+};
+
+#define CURL_THREADS_MAX 4
+
+/* One transfer thread: its multi handle and its share of connections. */
+struct curl_thread {
+	struct fetch *f;
+	CURLM *multi;
+	struct xfer *x;	   /* nconns of them, used by this thread only */
+	struct xfer **fin; /* nconns: transfers that just ended */
+	unsigned nconns;
+	unsigned active; /* protected by f->lock */
+	pthread_t thread;
+	bool started;
 };
 
 struct curl_state {
-	CURLM *multi;
-	struct xfer *x; /* opts->connections of them */
-	pthread_t thread;
-	bool started;
+	struct curl_thread t[CURL_THREADS_MAX];
+	unsigned nthreads;
+	unsigned active; /* over all threads; protected by f->lock */
 };
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -180,34 +199,57 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
 	return setopt_all(f, x, range + 6);
 }
 
+/* Under f->lock: @n of @t's transfers started (n > 0) or ended. */
+static void count_active(struct curl_state *cs, struct curl_thread *t, int n)
+{
+	t->active += n;
+	cs->active += n;
+}
+
 static void *curl_worker(void *arg)
 {
-	struct fetch *f = arg;
+	struct curl_thread *t = arg;
+	struct fetch *f = t->f;
 	struct curl_state *cs = f->tpriv;
-	unsigned active = 0, i, conns = f->opts->connections;
+	unsigned i, conns = t->nconns, ended = 0;
 
 	for (;;) {
 		uint64_t next_due = UINT64_MAX;
 		CURLMsg *msg;
 		CURLMcode mc;
-		int running, left, done, timeout = 1000;
+		int running, left, timeout = 1000;
 
 		pthread_mutex_lock(&f->lock);
-		while (!f->stop && active < conns) {
+		/* Free the ended transfers' connections before their jobs'
+		 * outcomes (retries) are queued: counted over all threads. */
+		count_active(cs, t, -(int)ended);
+		pthread_mutex_unlock(&f->lock);
+		for (i = 0; i < ended; i++) {
+			struct xfer *x = t->fin[i];
+			struct fetch_job *j = x->j;
+
+			x->j = NULL;
+			fetch_attempt_done(f, j, x->err);
+		}
+		ended = 0;
+
+		pthread_mutex_lock(&f->lock);
+		while (!f->stop && t->active < conns) {
 			struct fetch_job *j = fetch_take(
-				f, active, fetch_now_ms(), &next_due);
+				f, cs->active, fetch_now_ms(), &next_due);
 			struct xfer *x = NULL;
 			int err;
 
 			if (!j)
 				break;
+			count_active(cs, t, 1);
 			pthread_mutex_unlock(&f->lock);
 			for (i = 0; i < conns && !x; i++)
-				if (!cs->x[i].j)
-					x = &cs->x[i];
+				if (!t->x[i].j)
+					x = &t->x[i];
 			err = prepare(f, x, j);
 			if (!err &&
-			    (mc = curl_multi_add_handle(cs->multi, x->h))) {
+			    (mc = curl_multi_add_handle(t->multi, x->h))) {
 				log_warn("curl_multi_add_handle: %s",
 					 curl_multi_strerror(mc));
 				err = mc == CURLM_OUT_OF_MEMORY ? -ENOMEM
@@ -215,12 +257,14 @@ static void *curl_worker(void *arg)
 			}
 			if (err) {
 				x->j = NULL;
+				pthread_mutex_lock(&f->lock);
+				count_active(cs, t, -1);
+				pthread_mutex_unlock(&f->lock);
 				/* Through the retry policy: a transient
 				 * error is retried, after a backoff, so
 				 * this loop cannot spin. */
 				fetch_attempt_done(f, j, err);
 			} else {
-				active++;
 				STAT_ADD(requests, 1);
 			}
 			pthread_mutex_lock(&f->lock);
@@ -231,43 +275,39 @@ static void *curl_worker(void *arg)
 		}
 		pthread_mutex_unlock(&f->lock);
 
-		mc = curl_multi_perform(cs->multi, &running);
+		mc = curl_multi_perform(t->multi, &running);
 		if (mc && mc != CURLM_CALL_MULTI_PERFORM)
 			log_warn("curl_multi_perform: %s",
 				 curl_multi_strerror(mc));
-		done = 0;
-		while ((msg = curl_multi_info_read(cs->multi, &left))) {
+		while ((msg = curl_multi_info_read(t->multi, &left))) {
 			struct xfer *x;
 			struct fetch_job *j;
 			curl_off_t us = 0;
-			int err;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
 			if (curl_easy_getinfo(msg->easy_handle,
 					      CURLINFO_PRIVATE,
 					      (char **)&x) != CURLE_OK ||
-			    !x)
+			    !x || !x->j)
 				continue;
 			j = x->j;
-			err = fetch_judge(j->off, j->len, j->size,
-					  xfer_errno(x, msg->data.result),
-					  &x->r);
+			x->err = fetch_judge(j->off, j->len, j->size,
+					     xfer_errno(x, msg->data.result),
+					     &x->r);
 			STAT_ADD(bytes_fetched, x->r.got);
 			if (curl_easy_getinfo(x->h, CURLINFO_TOTAL_TIME_T,
 					      &us) == CURLE_OK)
 				stats_fetch_latency((uint64_t)us);
-			mc = curl_multi_remove_handle(cs->multi, x->h);
+			mc = curl_multi_remove_handle(t->multi, x->h);
 			if (mc)
 				log_warn("curl_multi_remove_handle: %s",
 					 curl_multi_strerror(mc));
-			x->j = NULL;
-			active--;
-			fetch_attempt_done(f, j, err);
-			done++;
+			if (ended < conns)
+				t->fin[ended++] = x;
 		}
 		/* Connections just came free: start queued jobs at once. */
-		if (done)
+		if (ended)
 			continue;
 		if (next_due != UINT64_MAX) {
 			uint64_t now = fetch_now_ms();
@@ -276,7 +316,7 @@ static void *curl_worker(void *arg)
 			if (timeout > 1000)
 				timeout = 1000;
 		}
-		mc = curl_multi_poll(cs->multi, NULL, 0, timeout, NULL);
+		mc = curl_multi_poll(t->multi, NULL, 0, timeout, NULL);
 		if (mc) {
 			struct timespec ts = { 0, 10 * 1000000 };
 
@@ -289,71 +329,117 @@ static void *curl_worker(void *arg)
 
 	/* Stopped: fail what still runs, at once. */
 	for (i = 0; i < conns; i++) {
-		struct fetch_job *j = cs->x[i].j;
+		struct fetch_job *j = t->x[i].j;
 
 		if (!j)
 			continue;
-		curl_multi_remove_handle(cs->multi, cs->x[i].h);
-		cs->x[i].j = NULL;
+		curl_multi_remove_handle(t->multi, t->x[i].h);
+		t->x[i].j = NULL;
 		fetch_attempt_done(f, j, -ESHUTDOWN);
 	}
 	return NULL;
 }
 
+/* How many transfer threads: the online CPUs, at most CURL_THREADS_MAX
+ * and at most @conns, at least one. */
+static unsigned curl_nthreads(unsigned conns)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n = cpus > 0 ? (unsigned)cpus : 1;
+
+	if (n > CURL_THREADS_MAX)
+		n = CURL_THREADS_MAX;
+	if (n > conns)
+		n = conns;
+	return n ? n : 1;
+}
+
 static int curl_start(struct fetch *f)
 {
 	struct curl_state *cs = calloc(1, sizeof(*cs));
-	unsigned n = f->opts->connections;
-	int r;
+	unsigned i, conns = f->opts->connections;
 
 	if (!cs)
 		return -ENOMEM;
 	f->tpriv = cs;
-	/* Allocated here, so the thread cannot fail to start work. */
-	cs->multi = curl_multi_init();
-	cs->x = calloc(n, sizeof(*cs->x));
-	if (!cs->multi || !cs->x)
-		return -ENOMEM;
-	if (curl_multi_setopt(cs->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-			      (long)n) ||
-	    curl_multi_setopt(cs->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-			      (long)n) ||
-	    curl_multi_setopt(cs->multi, CURLMOPT_MAXCONNECTS, (long)n))
-		return -EINVAL;
-	r = pthread_create(&cs->thread, NULL, curl_worker, f);
-	if (r)
-		return -r;
-	cs->started = true;
+	cs->nthreads = curl_nthreads(conns);
+	/* Everything allocated before any thread starts: a thread cannot
+	 * fail to start work, and wake() may look at every multi handle. */
+	for (i = 0; i < cs->nthreads; i++) {
+		struct curl_thread *t = &cs->t[i];
+		unsigned n = conns / cs->nthreads + (i < conns % cs->nthreads);
+
+		if (!n)
+			n = 1;
+		t->f = f;
+		t->nconns = n;
+		t->multi = curl_multi_init();
+		t->x = calloc(n, sizeof(*t->x));
+		t->fin = calloc(n, sizeof(*t->fin));
+		if (!t->multi || !t->x || !t->fin)
+			return -ENOMEM;
+		if (curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+				      (long)n) ||
+		    curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+				      (long)n) ||
+		    curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, (long)n))
+			return -EINVAL;
+	}
+	for (i = 0; i < cs->nthreads; i++) {
+		struct curl_thread *t = &cs->t[i];
+		int r = pthread_create(&t->thread, NULL, curl_worker, t);
+
+		if (r)
+			return -r;
+		t->started = true;
+	}
 	return 0;
 }
 
+/* Every thread looks again: any of them may have a free connection, and
+ * on stop each must fail its running transfers. A few wakeups per block
+ * (8 MiB) cost nothing next to receiving it. */
 static void curl_wake(struct fetch *f)
 {
 	struct curl_state *cs = f->tpriv;
+	unsigned i;
 
-	if (cs && cs->multi)
-		curl_multi_wakeup(cs->multi);
+	for (i = 0; cs && i < cs->nthreads; i++) {
+		CURLMcode mc;
+
+		if (!cs->t[i].multi)
+			continue;
+		mc = curl_multi_wakeup(cs->t[i].multi);
+		if (mc)
+			log_warn("curl_multi_wakeup: %s",
+				 curl_multi_strerror(mc));
+	}
 }
 
 static void curl_stop(struct fetch *f)
 {
 	struct curl_state *cs = f->tpriv;
-	unsigned i;
+	unsigned i, k;
 
 	if (!cs)
 		return;
-	if (cs->started) {
-		curl_wake(f);
-		pthread_join(cs->thread, NULL);
+	curl_wake(f);
+	for (i = 0; i < cs->nthreads; i++)
+		if (cs->t[i].started)
+			pthread_join(cs->t[i].thread, NULL);
+	for (i = 0; i < cs->nthreads; i++) {
+		struct curl_thread *t = &cs->t[i];
+
+		for (k = 0; t->x && k < t->nconns; k++) {
+			if (t->x[k].h)
+				curl_easy_cleanup(t->x[k].h);
+			curl_slist_free_all(t->x[k].hdrs);
+		}
+		if (t->multi)
+			curl_multi_cleanup(t->multi);
+		free(t->x);
+		free(t->fin);
 	}
-	for (i = 0; cs->x && i < f->opts->connections; i++) {
-		if (cs->x[i].h)
-			curl_easy_cleanup(cs->x[i].h);
-		curl_slist_free_all(cs->x[i].hdrs);
-	}
-	if (cs->multi)
-		curl_multi_cleanup(cs->multi);
-	free(cs->x);
 	free(cs);
 	f->tpriv = NULL;
 }
