@@ -31,26 +31,25 @@ struct refresh {
  * steps, so the kernel may have seen one half filled. */
 static void notify(struct daemon *d, const struct tree_changes *c, bool kernel)
 {
+	struct fuse_session *se = kernel ? d->se : NULL;
 	const struct node *last_dir = NULL;
 	size_t i;
 
-	if (!kernel || !d->se)
-		d = &(struct daemon){ .cache = d->cache };
 	for (i = 0; i < c->nchanged; i++) {
 		if (d->cache)
 			cache_drop_file(d->cache, c->changed[i]);
-		if (d->se)
-			fuse_lowlevel_notify_inval_inode(
-				d->se, c->changed[i]->ino, 0, 0);
+		if (se)
+			fuse_lowlevel_notify_inval_inode(se, c->changed[i]->ino,
+							 0, 0);
 	}
-	for (i = 0; d->se && i < c->nadded; i++) {
+	for (i = 0; se && i < c->nadded; i++) {
 		struct node *n = c->added[i];
 
-		fuse_lowlevel_notify_inval_entry(d->se, n->parent->ino, n->name,
+		fuse_lowlevel_notify_inval_entry(se, n->parent->ino, n->name,
 						 strlen(n->name));
 		if (n->parent != last_dir)
-			fuse_lowlevel_notify_inval_inode(d->se, n->parent->ino,
-							 0, 0);
+			fuse_lowlevel_notify_inval_inode(se, n->parent->ino, 0,
+							 0);
 		last_dir = n->parent;
 	}
 }
