@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <xxhash.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
 #include <zstd.h>
@@ -19,16 +22,6 @@ static uint32_t rd32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
 	       (uint32_t)p[3] << 24;
-}
-
-/* @v as the bytes of a little-endian 16-bit word, in host order */
-static uint16_t le16(uint16_t v)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-	return (uint16_t)(v << 8 | v >> 8);
-#else
-	return v;
-#endif
 }
 
 static void wr32(uint8_t *p, uint32_t v)
@@ -403,7 +396,27 @@ void zstd_seekable_group(void *dst, const void *src, size_t n, unsigned esize)
 	unsigned k;
 
 	if (esize == 2) {
-		for (i = 0; i < count; i++) {
+		i = 0;
+#ifdef __SSE2__
+		/* 16 elements a step: low bytes masked, high bytes shifted
+		 * down, each packed into 16 bytes */
+		for (; i + 16 <= count; i += 16) {
+			__m128i a =
+				_mm_loadu_si128((const __m128i *)(s + 2 * i));
+			__m128i b = _mm_loadu_si128(
+				(const __m128i *)(s + 2 * i + 16));
+			__m128i m = _mm_set1_epi16(0xff);
+
+			_mm_storeu_si128(
+				(__m128i *)(d + i),
+				_mm_packus_epi16(_mm_srli_epi16(a, 8),
+						 _mm_srli_epi16(b, 8)));
+			_mm_storeu_si128((__m128i *)(d + count + i),
+					 _mm_packus_epi16(_mm_and_si128(a, m),
+							  _mm_and_si128(b, m)));
+		}
+#endif
+		for (; i < count; i++) {
 			d[i] = s[2 * i + 1];
 			d[count + i] = s[2 * i];
 		}
@@ -423,12 +436,23 @@ void zstd_seekable_ungroup(void *dst, const void *src, size_t n, unsigned esize)
 	unsigned k;
 
 	if (esize == 2) {
-		/* as 16-bit words: compilers vectorise this (interleave) */
-		for (i = 0; i < count; i++) {
-			uint16_t w = (uint16_t)(s[count + i] | s[i] << 8);
+		i = 0;
+#ifdef __SSE2__
+		/* 16 elements a step: interleave 16 low and 16 high bytes */
+		for (; i + 16 <= count; i += 16) {
+			__m128i hi = _mm_loadu_si128((const __m128i *)(s + i));
+			__m128i lo = _mm_loadu_si128(
+				(const __m128i *)(s + count + i));
 
-			w = le16(w);
-			memcpy(d + 2 * i, &w, 2);
+			_mm_storeu_si128((__m128i *)(d + 2 * i),
+					 _mm_unpacklo_epi8(lo, hi));
+			_mm_storeu_si128((__m128i *)(d + 2 * i + 16),
+					 _mm_unpackhi_epi8(lo, hi));
+		}
+#endif
+		for (; i < count; i++) {
+			d[2 * i + 1] = s[i];
+			d[2 * i] = s[count + i];
 		}
 	} else {
 		for (k = 0; k < esize; k++)

@@ -469,6 +469,11 @@ static void test_group(void)
 			zstd_seekable_ungroup(b, g, n, es);
 			CHECK(memcmp(a, b, n) == 0,
 			      "ungroup(group) es=%u n=%zu", es, n);
+			/* the layout itself, past the vectorised steps too */
+			for (i = 0; es == 2 && i < n / 2; i++)
+				CHECK(g[i] == a[2 * i + 1] &&
+					      g[n / 2 + i] == a[2 * i],
+				      "grouped layout n=%zu at %zu", n, i);
 			free(a);
 			free(g);
 			free(b);
