@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <xxhash.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
 #include <zstd.h>
@@ -50,7 +53,7 @@ int zstd_seekable_table_size(const void *tail, size_t len, uint64_t object_size,
 		return -ENOMSG;
 	nframes = rd32(f);
 	desc = f[4];
-	if (desc & RESERVED_BITS)
+	if (desc & RESERVED_BITS & ~ZSTD_SEEKABLE_GROUPED_FLAG)
 		return -EPROTO;
 	if (nframes > ZSTD_SEEKABLE_MAX_FRAMES)
 		return -EPROTO;
@@ -119,6 +122,23 @@ int zstd_seekable_parse(const void *tail, size_t len, uint64_t object_size,
 	if (coff != object_size - tsize)
 		goto bad;
 	zs->size = doff;
+	if (desc & ZSTD_SEEKABLE_GROUPED_FLAG) {
+		/* Frame 0 is the 8-byte header: its bytes sit at the start of
+		 * the object, which @tail holds only when it holds it all. */
+		if (n == 0 ||
+		    zs->frames[0].csize != ZSTD_SEEKABLE_GROUP_HEADER_SIZE ||
+		    zs->frames[0].dsize != 0)
+			goto bad;
+		zs->group = 2;
+		if (len >= object_size) {
+			const uint8_t *h =
+				(const uint8_t *)tail + len - object_size;
+
+			if (rd32(h) != ZSTD_SEEKABLE_GROUP_MAGIC || h[4] != 2 ||
+			    h[5] || h[6] || h[7])
+				goto bad;
+		}
+	}
 	*ret = zs;
 	return 0;
 bad:
@@ -176,6 +196,8 @@ struct zstd_seekable_dctx {
 	ZSTD_DCtx *dctx;
 	uint8_t *scratch; /* a frame cut by a read's range */
 	size_t scratch_cap;
+	void *gscratch; /* the grouped variant's frame before ungrouping */
+	size_t gscratch_cap;
 };
 
 int zstd_seekable_dctx_new(struct zstd_seekable_dctx **ret)
@@ -199,6 +221,7 @@ void zstd_seekable_dctx_free(struct zstd_seekable_dctx *dc)
 		return;
 	ZSTD_freeDCtx(dc->dctx);
 	free(dc->scratch);
+	free(dc->gscratch);
 	free(dc);
 }
 
@@ -211,11 +234,14 @@ ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
 	unsigned long long content;
 	ZSTD_frameHeader fh;
 	int verified = 0;
+	void *out = dst;
+	uint32_t expect;
 	size_t r;
 
 	if (i >= zs->nframes)
 		return -EINVAL;
 	f = &zs->frames[i];
+	expect = f->checksum ^ (zs->group ? ZSTD_SEEKABLE_GROUP_MAGIC : 0);
 	if (src_len != f->csize || dst_cap < f->dsize)
 		return -EINVAL;
 	if (f->dsize == 0)
@@ -229,16 +255,29 @@ ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
 	    (content != ZSTD_CONTENTSIZE_UNKNOWN && content != f->dsize))
 		return -EBADMSG;
 	/* A zstd frame with its own checksum (the same XXH64 low 32 bits, of
-	 * what it decodes to) is verified by libzstd: if the table's agrees
-	 * with it, hashing again would check nothing more. */
+	 * what it decodes to: grouped bytes for grouped frames) is verified by
+	 * libzstd: if the table's agrees with it, hashing again would check
+	 * nothing more. */
 	if (zs->has_checksum && ZSTD_getFrameHeader(&fh, src, src_len) == 0 &&
 	    fh.checksumFlag) {
-		if (rd32((const uint8_t *)src + src_len - 4) != f->checksum)
+		if (rd32((const uint8_t *)src + src_len - 4) != expect)
 			return -EBADMSG;
 		verified = 1;
 	}
+	if (zs->group) {
+		if (dc->gscratch_cap < f->dsize) {
+			void *p = malloc(f->dsize);
+
+			if (!p)
+				return -ENOMEM;
+			free(dc->gscratch);
+			dc->gscratch = p;
+			dc->gscratch_cap = f->dsize;
+		}
+		out = dc->gscratch;
+	}
 	/* Capacity exactly dsize: a frame that holds more fails here. */
-	r = ZSTD_decompressDCtx(dc->dctx, dst, f->dsize, src, src_len);
+	r = ZSTD_decompressDCtx(dc->dctx, out, f->dsize, src, src_len);
 	if (ZSTD_isError(r)) {
 		if (ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation)
 			return -ENOMEM;
@@ -247,8 +286,10 @@ ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
 	if (r != f->dsize)
 		return -EBADMSG;
 	if (zs->has_checksum && !verified &&
-	    zstd_seekable_checksum(dst, f->dsize) != f->checksum)
+	    zstd_seekable_checksum(out, f->dsize) != expect)
 		return -EBADMSG;
+	if (zs->group)
+		zstd_seekable_ungroup(dst, out, f->dsize, zs->group);
 	return f->dsize;
 }
 
@@ -311,8 +352,8 @@ ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
 }
 
 ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,
-				  uint32_t nframes, int checksums, void *buf,
-				  size_t cap)
+				  uint32_t nframes, int checksums, int grouped,
+				  void *buf, size_t cap)
 {
 	uint64_t size = zstd_seekable_table_bytes(nframes, checksums);
 	uint8_t *p = buf;
@@ -333,9 +374,92 @@ ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,
 		}
 	}
 	wr32(p, nframes);
-	p[4] = checksums ? ZSTD_SEEKABLE_CHECKSUM_FLAG : 0;
+	p[4] = (checksums ? ZSTD_SEEKABLE_CHECKSUM_FLAG : 0) |
+	       (grouped ? ZSTD_SEEKABLE_GROUPED_FLAG : 0);
 	wr32(p + 5, ZSTD_SEEKABLE_MAGIC);
 	return size;
+}
+
+void zstd_seekable_group_header(unsigned esize,
+				uint8_t out[ZSTD_SEEKABLE_GROUP_HEADER_SIZE])
+{
+	wr32(out, ZSTD_SEEKABLE_GROUP_MAGIC);
+	out[4] = esize;
+	out[5] = out[6] = out[7] = 0;
+}
+
+void zstd_seekable_group(void *dst, const void *src, size_t n, unsigned esize)
+{
+	const uint8_t *s = src;
+	uint8_t *d = dst;
+	size_t count = n / esize, i;
+	unsigned k;
+
+	if (esize == 2) {
+		i = 0;
+#ifdef __SSE2__
+		/* 16 elements a step: low bytes masked, high bytes shifted
+		 * down, each packed into 16 bytes */
+		for (; i + 16 <= count; i += 16) {
+			__m128i a =
+				_mm_loadu_si128((const __m128i *)(s + 2 * i));
+			__m128i b = _mm_loadu_si128(
+				(const __m128i *)(s + 2 * i + 16));
+			__m128i m = _mm_set1_epi16(0xff);
+
+			_mm_storeu_si128(
+				(__m128i *)(d + i),
+				_mm_packus_epi16(_mm_srli_epi16(a, 8),
+						 _mm_srli_epi16(b, 8)));
+			_mm_storeu_si128((__m128i *)(d + count + i),
+					 _mm_packus_epi16(_mm_and_si128(a, m),
+							  _mm_and_si128(b, m)));
+		}
+#endif
+		for (; i < count; i++) {
+			d[i] = s[2 * i + 1];
+			d[count + i] = s[2 * i];
+		}
+	} else {
+		for (k = 0; k < esize; k++)
+			for (i = 0; i < count; i++)
+				d[k * count + i] = s[i * esize + esize - 1 - k];
+	}
+	memcpy(d + count * esize, s + count * esize, n - count * esize);
+}
+
+void zstd_seekable_ungroup(void *dst, const void *src, size_t n, unsigned esize)
+{
+	const uint8_t *s = src;
+	uint8_t *d = dst;
+	size_t count = n / esize, i;
+	unsigned k;
+
+	if (esize == 2) {
+		i = 0;
+#ifdef __SSE2__
+		/* 16 elements a step: interleave 16 low and 16 high bytes */
+		for (; i + 16 <= count; i += 16) {
+			__m128i hi = _mm_loadu_si128((const __m128i *)(s + i));
+			__m128i lo = _mm_loadu_si128(
+				(const __m128i *)(s + count + i));
+
+			_mm_storeu_si128((__m128i *)(d + 2 * i),
+					 _mm_unpacklo_epi8(lo, hi));
+			_mm_storeu_si128((__m128i *)(d + 2 * i + 16),
+					 _mm_unpackhi_epi8(lo, hi));
+		}
+#endif
+		for (; i < count; i++) {
+			d[2 * i + 1] = s[i];
+			d[2 * i] = s[count + i];
+		}
+	} else {
+		for (k = 0; k < esize; k++)
+			for (i = 0; i < count; i++)
+				d[i * esize + esize - 1 - k] = s[k * count + i];
+	}
+	memcpy(d + count * esize, s + count * esize, n - count * esize);
 }
 
 uint32_t zstd_seekable_checksum(const void *buf, size_t n)

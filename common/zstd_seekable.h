@@ -12,6 +12,22 @@
  * is set, is the low 32 bits of XXH64 (seed 0) of the frame's decompressed
  * bytes.
  *
+ * weightfs extension, the byte-grouped variant (weightfs-pack --group): descriptor
+ * bit 6 (a bit the spec reserves for breaking changes, so a compliant reader
+ * refuses the table) says every data frame holds its bytes grouped by
+ * significance: all high bytes, then all low bytes, of little-endian 2-byte
+ * elements (BF16, FP16); a trailing odd byte stays last. Frame 0 is an
+ * 8-byte header, "WZG1", the element size as one byte (2: the only one
+ * bit 6 stands for; another is refused) and three zero bytes, listed with
+ * decompressed size 0. The header is not a zstd frame, so plain `zstd -d`
+ * refuses the object instead of writing grouped bytes. It is checked when
+ * the whole object is parsed (unpacking, testing); a reader of the tail
+ * alone (a mount) takes the element size from bit 6. A frame's checksum is
+ * that of its decompressed (grouped) bytes XOR the header magic: libzstd's
+ * own frame checksum then verifies them with no second hash, and a table
+ * whose bit 6 is lost fails every frame instead of giving grouped bytes.
+ * Decoding ungroups after the check: the caller gets the original bytes.
+ *
  * Nothing here does I/O: the caller fetches the bytes (the object's tail for
  * the table, a frame's compressed bytes to decode it).
  *
@@ -42,12 +58,17 @@
 
 /* Descriptor bits. */
 #define ZSTD_SEEKABLE_CHECKSUM_FLAG 0x80
+#define ZSTD_SEEKABLE_GROUPED_FLAG 0x40 /* weightfs extension, above */
+
+/* The grouped variant's header (frame 0). */
+#define ZSTD_SEEKABLE_GROUP_MAGIC 0x31475A57U /* "WZG1" */
+#define ZSTD_SEEKABLE_GROUP_HEADER_SIZE 8
 
 struct zstd_seekable_frame {
 	uint64_t coff;	   /* offset of its compressed bytes in the object */
 	uint64_t doff;	   /* offset of its bytes in the uncompressed data */
 	uint32_t csize;	   /* compressed bytes */
-	uint32_t dsize;	   /* decompressed bytes (0: a skippable frame) */
+	uint32_t dsize;	   /* decompressed bytes (0: skippable or header) */
 	uint32_t checksum; /* low 32 bits of XXH64; valid if has_checksum */
 };
 
@@ -56,6 +77,7 @@ struct zstd_seekable {
 	struct zstd_seekable_frame *frames; /* nframes, by coff and doff */
 	uint32_t nframes;
 	int has_checksum;
+	unsigned group;	      /* element size of the grouped variant, else 0 */
 	uint64_t size;	      /* uncompressed bytes: the file as shown */
 	uint64_t object_size; /* compressed object, seek table included */
 	uint64_t table_size;  /* the seek table frame's bytes */
@@ -77,8 +99,8 @@ int zstd_seekable_table_size(const void *tail, size_t len, uint64_t object_size,
  * @tail, the last @len bytes of an object of @object_size bytes (@len at
  * least the table size; more is fine). Checks the magics, the reserved
  * bits, the frame count against the table's length, that the frames'
- * compressed sizes add up to exactly the bytes before the table, and each
- * frame's size limits.
+ * compressed sizes add up to exactly the bytes before the table, each
+ * frame's size limits, and the grouped variant's header entry.
  * @return 0 and *ret (free with zstd_seekable_free()); -ENOMSG, -EPROTO,
  * -EINVAL (@len too short for the table), -ENOMEM.
  */
@@ -112,7 +134,8 @@ void zstd_seekable_dctx_free(struct zstd_seekable_dctx *dc);
  * compressed bytes @src into @dst (@dst_cap >= frames[i].dsize). @src_len
  * must equal frames[i].csize and hold exactly one frame; it must decode to
  * exactly frames[i].dsize bytes, whose checksum (when the table has them)
- * must match. A zero-size frame writes nothing.
+ * must match. A grouped frame is ungrouped into @dst (the original bytes).
+ * A zero-size frame writes nothing.
  * @return the bytes written (frames[i].dsize); -EBADMSG for a corrupt
  * frame (@dst's contents are then unspecified), -EINVAL for a bad @i,
  * @src_len or @dst_cap, -ENOMEM.
@@ -148,12 +171,27 @@ uint64_t zstd_seekable_table_bytes(uint32_t nframes, int checksums);
 /*
  * zstd_seekable_write_table() - write the seek table for @nframes frames
  * (only csize, dsize and checksum are read) to @buf, which holds
- * zstd_seekable_table_bytes() bytes. @return the bytes written, or -EINVAL
- * (too many frames, @cap too small).
+ * zstd_seekable_table_bytes() bytes; @grouped sets the grouped variant's
+ * descriptor bit (frames[0] must then be the header). @return the bytes
+ * written, or -EINVAL (too many frames, @cap too small).
  */
 ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,
-				  uint32_t nframes, int checksums, void *buf,
-				  size_t cap);
+				  uint32_t nframes, int checksums, int grouped,
+				  void *buf, size_t cap);
+
+/* zstd_seekable_group_header() - the grouped variant's 8-byte header. */
+void zstd_seekable_group_header(unsigned esize,
+				uint8_t out[ZSTD_SEEKABLE_GROUP_HEADER_SIZE]);
+
+/*
+ * zstd_seekable_group() / _ungroup() - byte grouping of @n bytes of
+ * @esize-byte little-endian elements: most significant bytes first, then the
+ * next, ...; the n % esize trailing bytes are copied as they are. @dst and
+ * @src must not overlap. One is the other's inverse.
+ */
+void zstd_seekable_group(void *dst, const void *src, size_t n, unsigned esize);
+void zstd_seekable_ungroup(void *dst, const void *src, size_t n,
+			   unsigned esize);
 
 /* zstd_seekable_checksum() - low 32 bits of XXH64(seed 0) of @n bytes. */
 uint32_t zstd_seekable_checksum(const void *buf, size_t n);

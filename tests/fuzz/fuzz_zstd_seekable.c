@@ -2,9 +2,10 @@
  * (common/zstd_seekable.c). Each input is a whole object: its tail is parsed
  * as a seek table (first the footer alone, then the table alone, then the
  * whole input), every range lookup must stay inside the table, every frame
- * is decoded into a buffer of exactly its size, and a range cut mid-frame is
- * read. It must not crash, leak or read out of bounds, and what parses must
- * be self-consistent. */
+ * is decoded into a buffer of exactly its size (grouped frames ungrouped),
+ * and a range cut mid-frame is read; a grouped object that parses whole
+ * starts with its header. It must not crash, leak or read out of bounds, and
+ * what parses must be self-consistent. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (!whole || zstd_seekable_dctx_new(&dc))
 		goto out;
+	/* a whole grouped object that parses starts with its header */
+	if (whole->group &&
+	    (whole->group != 2 || size < 8 || memcmp(data, "WZG1\2\0\0\0", 8)))
+		abort();
 	for (i = 0; i < whole->nframes && i < 64; i++) {
 		const struct zstd_seekable_frame *f = &whole->frames[i];
 		uint8_t *out;

@@ -300,3 +300,75 @@ def test_single_file_source(trees, mount, nginx):
     assert os.listdir(m.path) == ["odd.bin"]
     with open(m.file("odd.bin"), "rb") as f:
         assert f.read() == trees["files"]["odd.bin"]
+
+
+@pytest.fixture(scope="module")
+def grouped(trees):
+    """The same trees packed with --group (the byte-grouped variant): every
+    file, and odd.bin (odd size: a trailing odd byte) in 300K frames."""
+    out = trees["base"] / "grouped"
+    pack(trees["orig"], out, "--group")
+    pack(trees["base"] / "odd.bin", out, "--group", "--frame-size", "300K")
+    return str(out)
+
+
+def tensors(path):
+    r = subprocess.run([lib.WEIGHTFS_LOAD, "--json", "--digest", "sha256",
+                        path], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return {t["name"]: (t.get("dtype"), t.get("shape"), t["digest"])
+            for t in json.loads(r.stdout)["tensors"]}
+
+
+def test_grouped_reads_bit_for_bit(trees, grouped, mount, nginx):
+    """A --group packed model reads through the mount as the originals,
+    over file:// and nginx, at odd offsets too; the fast path loads the
+    same tensors as the unpacked model."""
+    with open(os.path.join(grouped, "big.bin.zst"), "rb") as f:
+        assert f.read(8) == b"WZG1\x02\x00\x00\x00"
+    m = mount("file://" + grouped, OPTS)
+    check_tree(m, trees["files"])
+    check_stats(m, trees["files"])
+    data = trees["files"]["odd.bin"]
+    for off, n in ((0, 1), (1, 2), (300 * 1024 - 3, 10),
+                   (MiB - 5, 300 * 1024), (len(data) - 1, 1),
+                   (len(data) - 100, 1000)):
+        err, got = lib.read_errno(m.file("odd.bin"), n, off)
+        assert err is None and got == data[off:off + n], (off, n)
+    srv = nginx(grouped)
+    m2 = mount(srv.url, OPTS)
+    check_tree(m2, trees["files"])
+    if not os.access(lib.WEIGHTFS_LOAD, os.X_OK):
+        pytest.skip("weightfs-load not built")
+    for rel in ("tiny-llama/model.safetensors", "dtypes.safetensors"):
+        want = tensors(os.path.join(trees["orig"], rel))
+        assert want
+        assert tensors(m2.file(rel)) == want, rel
+    assert m2.stats()["fastpath_bytes_copied"] > 0
+
+
+def test_grouped_corrupt_frame_is_eio(trees, grouped, mount, tmp_path):
+    """A corrupt frame of a grouped object: EIO for its blocks, the others
+    right, never wrong (or still grouped) bytes."""
+    src = tmp_path / "bad"
+    src.mkdir()
+    z = str(src / "big.bin.zst")
+    shutil.copy(os.path.join(grouped, "big.bin.zst"), z)
+    size = os.path.getsize(z)
+    with open(z, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    m = mount("file://" + str(src), OPTS)
+    data = trees["files"]["big.bin"]
+    bad = 0
+    for i in range(0, len(data), MiB):
+        err, got = lib.read_errno(m.file("big.bin"), MiB, i)
+        if err is None:
+            assert got == data[i:i + MiB], i
+        else:
+            assert err == errno.EIO
+            bad += 1
+    assert 1 <= bad <= 2
+    assert lib.wait_until(lambda: "is corrupt" in m.log(), 5), m.log()

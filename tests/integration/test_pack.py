@@ -33,6 +33,8 @@ needs_zstd = pytest.mark.skipif(shutil.which("zstd") is None,
 ZSTD_MAGIC = 0xFD2FB528
 SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
+GROUPED_FLAG = 0x40
+GROUP_HEADER = b"WZG1\x02\x00\x00\x00"
 
 
 def pack(*args, check=True):
@@ -70,8 +72,12 @@ def seek_table(path):
         e = t[8 + i * esz:8 + (i + 1) * esz]
         c, d = struct.unpack("<II", e[:8])
         ck = struct.unpack("<I", e[8:])[0] if esz == 12 else None
-        # each entry starts a real zstd frame that says its content size
-        assert struct.unpack("<I", data[off:off + 4])[0] == ZSTD_MAGIC
+        # each entry starts a real zstd frame, but the grouped variant's
+        # first: its 8-byte header (listed as 0 bytes of data)
+        if i == 0 and desc & GROUPED_FLAG:
+            assert data[:8] == GROUP_HEADER and (c, d) == (8, 0)
+        else:
+            assert struct.unpack("<I", data[off:off + 4])[0] == ZSTD_MAGIC
         frames.append((c, d, ck))
         off += c
     assert off == len(data) - tsize
@@ -219,11 +225,88 @@ def test_plain_zstd_file_is_not_seekable(tmp_path):
     assert "not a seekable zstd file" in r.stderr
 
 
+def grouped(data):
+    """High bytes, then low bytes (2-byte elements); an odd byte last."""
+    n = len(data) // 2
+    return data[1:2 * n:2] + data[0:2 * n:2] + data[2 * n:]
+
+
+@needs_zstd
+def test_group_roundtrip(st_fixtures, big_file, tmp_path):
+    """--group: --unpack and --test restore the fixtures and the big file
+    (odd size) bit for bit; each frame, decoded by the real zstd on its
+    own, is the frame's bytes grouped, so the format is what it says."""
+    out, back = tmp_path / "packed", tmp_path / "back"
+    pack("--group", "-f", "256K", "-T", "2", st_fixtures, big_file,
+         "-o", out)
+    want = files_under(st_fixtures)
+    want["big.bin"] = lib.sha256_file(big_file)
+    assert sorted(files_under(out)) == sorted(k + ".zst" for k in want)
+    pack("--test", *sorted(str(out / (k + ".zst")) for k in want))
+    pack("--unpack", out, "-o", back)
+    assert files_under(back) == want
+    z = out / "big.bin.zst"
+    frames, desc = seek_table(z)
+    assert desc & GROUPED_FLAG and desc & 0x80
+    size = os.path.getsize(big_file)
+    assert len(frames) == 1 + -(-size // (256 * 1024))
+    assert sum(d for _, d, _ in frames) == size
+    raw = z.read_bytes()
+    orig = big_file.read_bytes()
+    off, doff = 8, 0
+    for i, (c, d, _) in enumerate(frames[1:]):
+        if i in (0, 70, 100, len(frames) - 2):  # random, 0s, text, odd
+            r = subprocess.run(["zstd", "-d", "-q", "-c"],
+                               input=raw[off:off + c], capture_output=True,
+                               timeout=60)
+            assert r.returncode == 0
+            assert r.stdout == grouped(orig[doff:doff + d]), i
+        off += c
+        doff += d
+    assert d % 2 == 1, "the last frame should have an odd byte"
+
+
+@needs_zstd
+def test_zstd_cli_refuses_grouped(big_file, tmp_path):
+    """Plain zstd -d refuses a --group file rather than writing grouped
+    bytes; the default mode stays readable by it."""
+    out = tmp_path / "packed"
+    pack("--group", "-f", "1M", big_file, "-o", out)
+    z = out / "big.bin.zst"
+    r = subprocess.run(["zstd", "-d", "-q", "-c", str(z)],
+                       capture_output=True, timeout=60)
+    assert r.returncode != 0 and r.stdout == b""
+    r = subprocess.run(["zstd", "-d", "-q", str(z), "-o",
+                        str(tmp_path / "via-zstd")], capture_output=True,
+                       timeout=60)
+    assert r.returncode != 0
+    assert not (tmp_path / "via-zstd").exists() or \
+        (tmp_path / "via-zstd").stat().st_size == 0
+
+
+@pytest.mark.parametrize("where", ["magic", "width", "frame"])
+def test_corrupt_grouped_fails_without_output(big_file, tmp_path, where):
+    out, back = tmp_path / "packed", tmp_path / "back"
+    pack("--group", "-f", "1M", big_file, "-o", out)
+    z = out / "big.bin.zst"
+    frames, _ = seek_table(z)
+    off = {"magic": 1, "width": 4,
+           "frame": sum(c for c, _, _ in frames[:3]) + frames[3][0] // 2}
+    corrupt(z, off[where])
+    r = pack("-t", z, check=False)
+    assert r.returncode == 1 and "corrupt" in r.stderr, r.stderr
+    r = pack("-u", z, "-o", back, check=False)
+    assert r.returncode == 1
+    assert not back.exists() or os.listdir(back) == []
+
+
 def test_usage(tmp_path):
     r = pack("--help")
     for word in ("--unpack", "--test", "--frame-size", "--level",
-                 "--threads", "zstd -d"):
+                 "--threads", "--group", "zstd -d"):
         assert word in r.stdout
+    assert pack("--group", "-u", tmp_path, "-o", tmp_path,
+                check=False).returncode == 2
     assert pack(check=False).returncode == 2
     assert pack(tmp_path, check=False).returncode == 2  # no -o
     assert pack("-l", "99", tmp_path, "-o", tmp_path,

@@ -21,18 +21,24 @@ struct obj {
  * @zchk: zstd's own frame checksum; @skip_at: insert an 8-byte skippable
  * frame (decompressed size 0) before frame @skip_at (-1: none). */
 static struct obj build(const uint8_t *data, size_t n, size_t fsize,
-			int checksums, int zchk, int skip_at)
+			int checksums, int grouped, int zchk, int skip_at)
 {
 	struct zstd_seekable_frame fr[256];
 	uint32_t nf = 0;
 	struct obj o;
 	size_t off = 0, cap, k = 0;
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	uint8_t *tmp = malloc(fsize ? fsize : 1);
 
 	ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, zchk);
 	cap = ZSTD_compressBound(n) + 256 * 64 + 1024;
 	o.buf = malloc(cap);
 	o.len = 0;
+	if (grouped) {
+		zstd_seekable_group_header(2, o.buf);
+		fr[nf++] = (struct zstd_seekable_frame){ .csize = 8 };
+		o.len = 8;
+	}
 	while (off < n) {
 		size_t m = n - off < fsize ? n - off : fsize, c;
 		const void *src = data + off;
@@ -45,20 +51,26 @@ static struct obj build(const uint8_t *data, size_t n, size_t fsize,
 			o.len += 8;
 			fr[nf++] = (struct zstd_seekable_frame){ .csize = 8 };
 		}
+		if (grouped) {
+			zstd_seekable_group(tmp, src, m, 2);
+			src = tmp;
+		}
 		c = ZSTD_compress2(cc, o.buf + o.len, cap - o.len, src, m);
 		if (ZSTD_isError(c))
 			abort();
 		fr[nf].csize = c;
 		fr[nf].dsize = m;
-		fr[nf].checksum = zstd_seekable_checksum(data + off, m);
+		fr[nf].checksum = zstd_seekable_checksum(src, m) ^
+				  (grouped ? ZSTD_SEEKABLE_GROUP_MAGIC : 0);
 		nf++;
 		o.len += c;
 		off += m;
 		k++;
 	}
-	o.len += zstd_seekable_write_table(fr, nf, checksums, o.buf + o.len,
-					   cap - o.len);
+	o.len += zstd_seekable_write_table(fr, nf, checksums, grouped,
+					   o.buf + o.len, cap - o.len);
 	ZSTD_freeCCtx(cc);
+	free(tmp);
 	return o;
 }
 
@@ -121,28 +133,31 @@ static void test_roundtrip(void)
 		0, 1, 4095, 4096, 4097, 3 * 4096, 50001
 	};
 	size_t s;
-	int ck, zc;
+	int ck, gr, zc;
 
 	for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
 		for (ck = 0; ck < 2; ck++)
-			for (zc = 0; zc < 2; zc++) {
-				uint8_t *d = sample(sizes[s], s);
-				struct obj o =
-					build(d, sizes[s], 4096, ck, zc, -1);
-				int r = decode_all(&o, d, sizes[s]);
+			for (gr = 0; gr < 2; gr++)
+				for (zc = 0; zc < 2; zc++) {
+					uint8_t *d = sample(sizes[s], s);
+					struct obj o = build(d, sizes[s], 4096,
+							     ck, gr, zc, -1);
+					int r = decode_all(&o, d, sizes[s]);
 
-				CHECK(r == 0, "roundtrip n=%zu ck=%d zc=%d: %d",
-				      sizes[s], ck, zc, r);
-				free(o.buf);
-				free(d);
-			}
+					CHECK(r == 0,
+					      "roundtrip n=%zu ck=%d gr=%d "
+					      "zc=%d: %d",
+					      sizes[s], ck, gr, zc, r);
+					free(o.buf);
+					free(d);
+				}
 }
 
 static void test_range(void)
 {
 	uint8_t *d = sample(10000, 1);
 	/* frames of 1000 bytes; a skippable frame before data frame 3 */
-	struct obj o = build(d, 10000, 1000, 1, 0, 3);
+	struct obj o = build(d, 10000, 1000, 1, 0, 0, 3);
 	struct zstd_seekable *zs;
 	uint32_t first, count;
 
@@ -180,7 +195,7 @@ static void test_range(void)
 static void test_table_errors(void)
 {
 	uint8_t *d = sample(5000, 2);
-	struct obj o = build(d, 5000, 1000, 1, 0, -1);
+	struct obj o = build(d, 5000, 1000, 1, 0, 0, -1);
 	struct zstd_seekable *zs = NULL;
 	uint8_t *t, save;
 	uint64_t ts;
@@ -221,7 +236,8 @@ static void test_table_errors(void)
 	FLIP(o.buf + o.len - 5, 0x00, -EPROTO, "checksum flag cleared");
 	FLIP(t + 8, t[8] + 1, -EPROTO, "compressed sizes off by one");
 	FLIP(t + 8 + 7, 0x41, -EPROTO, "frame over 1 GiB");
-	FLIP(o.buf + o.len - 5, 0x80 | 0x40, -EPROTO, "reserved bit 6");
+	FLIP(o.buf + o.len - 5, 0x80 | 0x40, -EPROTO,
+	     "grouped flag without header");
 #undef FLIP
 	zstd_seekable_free(zs);
 	free(o.buf);
@@ -232,19 +248,39 @@ static void test_table_errors(void)
 		struct zstd_seekable_frame fr[1] = { { .csize = 0,
 						       .dsize = 5 } };
 		uint8_t buf[64];
-		ssize_t n = zstd_seekable_write_table(fr, 1, 0, buf, 64);
+		ssize_t n = zstd_seekable_write_table(fr, 1, 0, 0, buf, 64);
 
 		CHECK(zstd_seekable_parse(buf, n, n, &zs) == -EPROTO,
 		      "dsize without csize");
-		CHECK(zstd_seekable_write_table(fr, 1, 0, buf, 10) == -EINVAL,
+		CHECK(zstd_seekable_write_table(fr, 1, 0, 0, buf, 10) ==
+			      -EINVAL,
 		      "write into small buffer");
+	}
+	{
+		/* grouped: header with a bad magic, whole object given */
+		uint8_t *g = sample(3000, 3);
+		struct obj og = build(g, 3000, 1000, 1, 1, 0, -1);
+
+		CHECK(decode_all(&og, g, 3000) == 0, "grouped ok");
+		og.buf[4] = 4;
+		CHECK(decode_all(&og, g, 3000) == -EPROTO, "element size 4");
+		og.buf[4] = 2;
+		/* bit 6 lost: a plain reader of grouped frames, whose
+		 * checksums (XOR the magic) then fail, never wrong bytes */
+		og.buf[og.len - 5] &= ~ZSTD_SEEKABLE_GROUPED_FLAG;
+		CHECK(decode_all(&og, g, 3000) == -EBADMSG, "bit 6 cleared");
+		og.buf[og.len - 5] |= ZSTD_SEEKABLE_GROUPED_FLAG;
+		og.buf[0] ^= 1;
+		CHECK(decode_all(&og, g, 3000) == -EPROTO, "grouped header");
+		free(og.buf);
+		free(g);
 	}
 }
 
 static void test_frame_errors(void)
 {
 	uint8_t *d = sample(8000, 4);
-	struct obj o = build(d, 8000, 2000, 1, 0, -1);
+	struct obj o = build(d, 8000, 2000, 1, 0, 0, -1);
 	struct zstd_seekable *zs;
 	struct zstd_seekable_dctx *dc;
 	uint8_t out[4000];
@@ -310,44 +346,47 @@ static void test_frame_errors(void)
  * is refused, or a frame fails, or the bytes are right. Never wrong bytes. */
 static void test_every_flip(void)
 {
-	int zc;
+	int gr, zc;
 
-	for (zc = 0; zc < 2; zc++) {
-		uint8_t *d = sample(3000, 5);
-		struct obj o = build(d, 3000, 700, 1, zc, 2);
-		size_t i;
-		int bit, wrong = 0, caught = 0;
+	for (gr = 0; gr < 2; gr++)
+		for (zc = 0; zc < 2; zc++) {
+			uint8_t *d = sample(3000, 5);
+			struct obj o = build(d, 3000, 700, 1, gr, zc, 2);
+			size_t i;
+			int bit, wrong = 0, caught = 0;
 
-		for (i = 0; i < o.len; i++)
-			for (bit = 0; bit < 8; bit += 3) {
-				int r;
+			for (i = 0; i < o.len; i++)
+				for (bit = 0; bit < 8; bit += 3) {
+					int r;
 
-				o.buf[i] ^= 1 << bit;
-				r = decode_all(&o, d, 3000);
-				o.buf[i] ^= 1 << bit;
-				if (r == 1)
-					wrong++;
-				else if (r < 0)
-					caught++;
-				CHECK(r <= 0,
-				      "flip at %zu bit %d (zc=%d): "
-				      "wrong bytes",
-				      i, bit, zc);
-			}
-		CHECK(wrong == 0 && caught > (int)o.len,
-		      "flips: %d caught of %zu", caught, o.len * 3);
-		free(o.buf);
-		free(d);
-	}
+					o.buf[i] ^= 1 << bit;
+					r = decode_all(&o, d, 3000);
+					o.buf[i] ^= 1 << bit;
+					if (r == 1)
+						wrong++;
+					else if (r < 0)
+						caught++;
+					CHECK(r <= 0,
+					      "flip at %zu bit %d "
+					      "(gr=%d zc=%d): wrong "
+					      "bytes",
+					      i, bit, gr, zc);
+				}
+			CHECK(wrong == 0 && caught > (int)o.len,
+			      "flips: %d caught of %zu", caught, o.len * 3);
+			free(o.buf);
+			free(d);
+		}
 }
 
 /* zstd_seekable_read() over random ranges, as a cache block fill would
- * use it: one contiguous run of compressed bytes in, the range out. */
-static void test_read(void)
+ * use it: one contiguous run of compressed bytes in, the range out; plain
+ * and @grouped (ungrouped into the range, cut frames included). */
+static void test_read(int grouped)
 {
 	const size_t n = 50001;
 	uint8_t *d = sample(n, 9), *out = malloc(n + 64);
-	struct obj o = build(d, n, 4096, 1, 0, 3);
+	struct obj o = build(d, n, 4096, 1, grouped, grouped, 3);
 	struct zstd_seekable *zs;
 	struct zstd_seekable_dctx *dc;
 	uint32_t x = 12345, first, count;
@@ -414,10 +453,43 @@ static void test_read(void)
 	free(d);
 }
 
-static void test_checksum(void)
+static void test_group(void)
 {
+	static const size_t sizes[] = { 0, 1, 2, 3, 7, 64, 1001 };
+	unsigned es;
+	size_t s, i;
+
+	for (es = 1; es <= 4; es++)
+		for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+			size_t n = sizes[s];
+			uint8_t *a = sample(n, 7), *g = malloc(n + 1),
+				*b = malloc(n + 1);
+
+			zstd_seekable_group(g, a, n, es);
+			zstd_seekable_ungroup(b, g, n, es);
+			CHECK(memcmp(a, b, n) == 0,
+			      "ungroup(group) es=%u n=%zu", es, n);
+			/* the layout itself, past the vectorised steps too */
+			for (i = 0; es == 2 && i < n / 2; i++)
+				CHECK(g[i] == a[2 * i + 1] &&
+					      g[n / 2 + i] == a[2 * i],
+				      "grouped layout n=%zu at %zu", n, i);
+			free(a);
+			free(g);
+			free(b);
+		}
+	{
+		const uint8_t in[5] = { 0x11, 0xa1, 0x22, 0xa2, 0x33 };
+		uint8_t out[5];
+
+		zstd_seekable_group(out, in, 5, 2);
+		CHECK(out[0] == 0xa1 && out[1] == 0xa2 && out[2] == 0x11 &&
+			      out[3] == 0x22 && out[4] == 0x33,
+		      "high bytes first, odd byte last");
+	}
 	/* XXH64("") = 0xEF46DB3751D8E999 */
 	CHECK(zstd_seekable_checksum("", 0) == 0x51D8E999U, "xxh64 low 32");
+	(void)i;
 }
 
 int main(void)
@@ -427,8 +499,9 @@ int main(void)
 	test_table_errors();
 	test_frame_errors();
 	test_every_flip();
-	test_read();
-	test_checksum();
+	test_read(0);
+	test_read(1);
+	test_group();
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
 	return failures != 0;
