@@ -1019,7 +1019,7 @@ int tree_list_begin(struct tree *t, struct node *dir)
 	else if (d->fails != fails)
 		r = -EIO; /* the listing this waited for failed */
 	else {
-		d->state = DIR_LISTING;
+		__atomic_store_n(&d->state, DIR_LISTING, __ATOMIC_RELAXED);
 		r = 1;
 	}
 	pthread_mutex_unlock(&t->listing);
@@ -1034,7 +1034,7 @@ void tree_list_end(struct tree *t, struct node *dir, bool ok)
 	if (ok) {
 		__atomic_store_n(&d->state, DIR_LISTED, __ATOMIC_RELEASE);
 	} else {
-		d->state = DIR_UNLISTED;
+		__atomic_store_n(&d->state, DIR_UNLISTED, __ATOMIC_RELAXED);
 		d->fails++;
 	}
 	pthread_cond_broadcast(&t->listed);
