@@ -269,6 +269,7 @@ static void test_trim_name(void)
 		CHECK(!at(t, key), "old or other name %s", key);
 	}
 	CHECK(at(t, "d0/x") && at(t, "d0/x.zst"), "x and x.zst");
+	tree_free(t);
 }
 
 /* One-level merges (lazy listing): only the listed directory's children
