@@ -578,11 +578,15 @@ int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
 	struct disk_hdr hdr;
 	uint64_t need = HDR_SIZE + (uint64_t)len;
 	char *slash;
+	bool too_big;
 	int err;
 
 	if (atomic_load(&dc->read_only))
 		return -EROFS;
-	if (need > dc->budget)
+	pthread_mutex_lock(&dc->wlock); /* a full disk shrinks the budget */
+	too_big = need > dc->budget;
+	pthread_mutex_unlock(&dc->wlock);
+	if (too_big)
 		return -EFBIG;
 	memset(&hdr, 0, sizeof(hdr));
 	memcpy(hdr.magic, MAGIC, 8);

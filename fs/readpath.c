@@ -49,6 +49,7 @@ int readpath_begin(struct cache *cache, const struct options *opts,
 	ret->opts = opts;
 	ret->n = n;
 	ret->generation = gen;
+	ret->fsize = fsize;
 	ret->pos = off < fsize ? off : fsize;
 	ret->end = len < fsize - ret->pos ? ret->pos + len : fsize;
 	if (ret->pos < ret->end) {
@@ -68,9 +69,9 @@ int readpath_next(struct readpath *rp, struct block **ret_block,
 
 	if (rp->pos >= rp->end)
 		return 0;
-	pthread_mutex_lock(&rp->n->lock);
-	fsize = rp->n->size;
-	pthread_mutex_unlock(&rp->n->lock);
+	/* The size the range was clamped to, not one a relist set since:
+	 * a block shorter than the range would be read past its end. */
+	fsize = rp->fsize;
 	idx = rp->pos / bs;
 	boff = rp->pos - idx * bs;
 	blen = fsize - idx * bs < bs ? fsize - idx * bs : bs;

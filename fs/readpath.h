@@ -17,8 +17,9 @@ struct readpath {
 	const struct options *opts;
 	struct node *n;
 	uint32_t generation;
-	uint64_t pos; /* next byte to get */
-	uint64_t end; /* end of the range, clamped to the file */
+	uint64_t fsize; /* the file's size at that generation */
+	uint64_t pos;	/* next byte to get */
+	uint64_t end;	/* end of the range, clamped to the file */
 };
 
 /*

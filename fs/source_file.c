@@ -425,7 +425,8 @@ int source_file_new(const char *spec, const struct options *opts,
 		if (!*real)
 			free(real);
 	}
-	if (!sf->s.display || !sf->root_dir) {
+	if (!sf->s.display || !sf->root_dir ||
+	    (!S_ISDIR(st.st_mode) && !sf->single)) {
 		file_free(&sf->s);
 		return -ENOMEM;
 	}

@@ -30,6 +30,9 @@ struct tree {
 	/* One merge at a time. Once the tree is shared, only the holder of
 	 * this lock changes the shape, so it may read it without @lock. */
 	pthread_mutex_t merge;
+	/* nodes[0], kept apart: a merge may swap the nodes array (and free
+	 * the old one) while a lookup without @lock asks for the root. */
+	struct node *root;
 	struct node **nodes; /* nodes[ino - 1] */
 	size_t count;
 	size_t cap;
@@ -255,6 +258,7 @@ int tree_new(struct tree **ret)
 		tree_free(t);
 		return -ENOMEM;
 	}
+	t->root = root;
 	*ret = t;
 	return 0;
 }
@@ -432,7 +436,7 @@ struct node *tree_get(struct tree *t, uint64_t ino)
 
 struct node *tree_root(const struct tree *t)
 {
-	return t->nodes[0]; /* never moves: the first node */
+	return t->root; /* never changes: the first node */
 }
 
 struct node *tree_lookup(struct tree *t, const struct node *dir,
@@ -1019,7 +1023,7 @@ int tree_list_begin(struct tree *t, struct node *dir)
 	else if (d->fails != fails)
 		r = -EIO; /* the listing this waited for failed */
 	else {
-		d->state = DIR_LISTING;
+		__atomic_store_n(&d->state, DIR_LISTING, __ATOMIC_RELAXED);
 		r = 1;
 	}
 	pthread_mutex_unlock(&t->listing);
@@ -1034,7 +1038,7 @@ void tree_list_end(struct tree *t, struct node *dir, bool ok)
 	if (ok) {
 		__atomic_store_n(&d->state, DIR_LISTED, __ATOMIC_RELEASE);
 	} else {
-		d->state = DIR_UNLISTED;
+		__atomic_store_n(&d->state, DIR_UNLISTED, __ATOMIC_RELAXED);
 		d->fails++;
 	}
 	pthread_cond_broadcast(&t->listed);

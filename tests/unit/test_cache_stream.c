@@ -9,6 +9,8 @@
 
 #include "cache.h"
 #include "check.h"
+#include "opts.h"
+#include "readpath.h"
 #include "tree.h"
 
 #define MiB (1024u * 1024u)
@@ -110,10 +112,45 @@ static void test_small_file_stays(void)
 	cache_free(cache);
 }
 
+/* A read begun before a relist shrank the file (new generation) goes on
+ * with the size it was clamped to: no piece runs past its block's end
+ * (the new size made a block shorter than the piece asked of it, and the
+ * read copied whatever lay beyond it in the arena). */
+static void test_read_across_shrink(void)
+{
+	struct options o = { .prefetch = PREFETCH_OFF };
+	struct node f = { .size = BS + BS / 2 };
+	struct readpath rp;
+	struct block *b = NULL;
+	size_t boff = 0, len = 0;
+	int r;
+
+	CHECK(cache_new(16 * MiB, BS, &sync_fill, NULL, &cache) == 0,
+	      "cache_new");
+	pthread_mutex_init(&f.lock, NULL);
+	r = readpath_begin(cache, &o, &f, BS + BS / 4, BS / 4, &rp);
+	CHECK(r == 0, "readpath_begin: %d", r);
+	pthread_mutex_lock(&f.lock);
+	f.size = BS + BS / 8; /* a relist: shorter, a new generation */
+	f.generation++;
+	pthread_mutex_unlock(&f.lock);
+	r = readpath_next(&rp, &b, &boff, &len);
+	CHECK(r == 1, "readpath_next: %d", r);
+	if (r == 1) {
+		CHECK(boff + len <= b->len,
+		      "piece [%zu, %zu) of a block of %zu bytes", boff,
+		      boff + len, b->len);
+		cache_unref(cache, b);
+	}
+	pthread_mutex_destroy(&f.lock);
+	cache_free(cache);
+}
+
 int main(void)
 {
 	test_large_file_recycles();
 	test_small_file_stays();
+	test_read_across_shrink();
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
 	return failures != 0;
