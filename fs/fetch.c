@@ -294,7 +294,7 @@ static void fill_start(void *arg, struct block *b)
 	struct fetch *f = arg;
 	struct fetch_job *j = calloc(1, sizeof(*j));
 	struct node *n = b->file;
-	bool stop;
+	bool stop, stale;
 
 	if (!j) {
 		stats_count_error(-ENOMEM);
@@ -308,11 +308,19 @@ static void fill_start(void *arg, struct block *b)
 	j->off = b->index * cache_block_size(f->cache);
 	j->len = b->len;
 	pthread_mutex_lock(&n->lock);
+	stale = n->generation != b->generation;
 	j->size = n->size;
 	if (n->etag)
 		j->etag = strdup(n->etag);
 	j->zobj = zstd_object_ref(n->zobj);
 	pthread_mutex_unlock(&n->lock);
+	/* Claimed for a version a relist has since replaced: the validator
+	 * is the new version's, so fetching would put its bytes under the
+	 * old generation (a mix). The reader of the old version gets ESTALE. */
+	if (stale) {
+		finish(f, j, -ESTALE);
+		return;
+	}
 	if (j->zobj) {
 		int err = plan_decoded(f, j);
 
