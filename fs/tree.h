@@ -5,7 +5,7 @@
  * never freed, so a node pointer stays valid for the tree's life. A
  * directory's children are indexed by a hash table (lookups are O(1)) and
  * kept in an append-only array, so a readdir position stays valid across
- * merges. The tree's shape is protected by a lock private to tree.c:
+ * merges. The tree's shape is protected by a lock private to the module:
  * lookups take it shared, a merge takes it exclusively only for short
  * steps (see tree_merge()). A file's validator (etag, size, mtime) and
  * state are protected by node->lock. */
@@ -21,7 +21,7 @@
 #include "readahead.h"
 
 struct tree;
-struct tree_dir; /* a directory's children: private to tree.c */
+struct tree_dir; /* a directory's children: private to tree_priv.h */
 
 struct node {
 	uint64_t ino; /* FUSE inode number; the root is 1 */
@@ -29,8 +29,8 @@ struct node {
 	char *key; /* path under the source root, '/'-separated, no leading / */
 	char *name; /* one path component, the tail of key; "" for the root */
 	bool is_dir;
-	bool unlinked; /* replaced by a node of another type; tree.c only */
-	struct tree_dir *dir; /* directories only; tree.c only */
+	bool unlinked; /* replaced by a node of another type; tree module only */
+	struct tree_dir *dir; /* directories only; tree module only */
 	struct timespec mtime;
 	/* file:// mirrors the source's owner and permissions (less the
 	 * write bits); other sources leave has_perm false: 0444/0555, owned

@@ -1,0 +1,70 @@
+/* Private to the disk tier (disk_store.c, disk_cache.c): its state and
+ * what the two files share. Users include disk_cache.h only.
+ *
+ * disk_store.c owns the on-disk format, reads, writes and the budget
+ * (under wlock); disk_cache.c owns the filler: the lookup threads, the
+ * writer thread, their queues, chaining and staging (under lock). */
+#ifndef WFS_FS_DISK_CACHE_PRIV_H
+#define WFS_FS_DISK_CACHE_PRIV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "disk_cache.h"
+
+/* A block on its way: looked up, then (a miss) filled by the source, then
+ * written behind. */
+struct job {
+	struct block *b;
+	struct disk_key key;
+	bool keyed; /* the node was at b's generation: key is good */
+	struct job *next;
+};
+
+struct jobq {
+	struct job *head, *tail;
+	unsigned n;
+};
+
+struct disk_cache {
+	char *dir; /* DIR/wfs1 */
+	uint64_t budget;
+	size_t block_size;
+	char *source_id;
+	unsigned max_queued;
+	unsigned nlookup;
+	bool direct_ok;	       /* O_DIRECT opens work here */
+	atomic_bool read_only; /* writes off (one warning said so) */
+	atomic_uint_fast64_t tmp_seq;
+
+	/* the writer's (disk_cache_write() callers'), under wlock */
+	pthread_mutex_t wlock;
+	uint64_t used; /* bytes of block files, as last known */
+	bool scanned;
+	unsigned writes_since_scan;
+	bool warned_full, warned_error;
+
+	/* the decorator */
+	const struct cache_fill_ops *next; /* the filler misses go to */
+	void *next_ctx;
+	struct cache *cache;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct jobq demand, ahead; /* lookups; under lock */
+	struct jobq writes;	   /* write-behind; under lock */
+	struct block *writing;	   /* the writer's now; under lock */
+	pthread_cond_t wdone;	   /* a job left pending, writes, writing */
+	struct job *pending[256];  /* filling from the source; under lock */
+	bool stop;		   /* under lock */
+	pthread_t *threads;
+	unsigned nthreads;
+};
+
+/* The path of block @k's file under DIR into @buf (@len bytes). */
+void disk_key_path(const struct disk_cache *dc, const struct disk_key *k,
+		   char *buf, size_t len);
+
+#endif
