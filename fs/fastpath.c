@@ -1,6 +1,5 @@
 #include "fastpath.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -19,6 +18,7 @@
 #include "cache.h"
 #include "daemon.h"
 #include "disk_cache.h"
+#include "fastpath_sock.h"
 #include "log.h"
 #include "readpath.h"
 #include "stats.h"
@@ -481,64 +481,6 @@ static void *accept_thread(void *arg)
 	return NULL;
 }
 
-/*
- * The directory for the socket: ours alone, so that no other user can
- * put a socket of theirs where a loader looks, and 0711, so that others
- * may reach a socket whose name they were told (the xattr, readable only
- * by those who may read a file of the mount) but cannot list the names.
- * With allow_other the base must let others through: not
- * $XDG_RUNTIME_DIR (0700).
- */
-static int socket_dir(const struct daemon *d, char *buf, size_t len)
-{
-	const char *base = getuid() == 0 ? "/run" : getenv("XDG_RUNTIME_DIR");
-	struct stat st;
-
-	if (!base || !*base || (getuid() != 0 && d->opts.allow_other))
-		base = "/tmp";
-	if ((size_t)snprintf(buf, len, "%s/weightfs-%u", base,
-			     (unsigned)getuid()) >= len)
-		return -ENAMETOOLONG;
-	if (mkdir(buf, 0711) < 0 && errno != EEXIST)
-		return -errno;
-	if (lstat(buf, &st) < 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022))
-		return -EPERM;
-	/* One made by an older daemon was listable. */
-	if ((st.st_mode & 07777) != 0711 && chmod(buf, 0711) < 0)
-		return -errno;
-	return 0;
-}
-
-/* Sockets of daemons that died without cleaning up: nothing answers
- * there any more (a live daemon accepts, so its socket stays). */
-static void remove_stale(const char *dir)
-{
-	DIR *dp = opendir(dir);
-	struct dirent *e;
-
-	while (dp && (e = readdir(dp))) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		size_t len = strlen(e->d_name);
-		int fd;
-
-		if (len < 6 || strcmp(e->d_name + len - 5, ".sock") ||
-		    (size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s",
-				     dir, e->d_name) >= sizeof(sa.sun_path))
-			continue;
-		fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-		if (fd >= 0 &&
-		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
-		    errno == ECONNREFUSED)
-			unlink(sa.sun_path);
-		if (fd >= 0)
-			close(fd);
-	}
-	if (dp)
-		closedir(dp);
-}
-
 int fastpath_new(struct daemon *d, struct fastpath **ret)
 {
 	struct fastpath *fp = calloc(1, sizeof(*fp));
@@ -552,10 +494,10 @@ int fastpath_new(struct daemon *d, struct fastpath **ret)
 	fp->listen_fd = -1;
 	pthread_mutex_init(&fp->lock, NULL);
 	pthread_cond_init(&fp->cond, NULL);
-	err = socket_dir(d, dir, sizeof(dir));
+	err = fastpath_sock_dir(d, dir, sizeof(dir));
 	if (err)
 		goto fail;
-	remove_stale(dir);
+	fastpath_sock_remove_stale(dir);
 	fp->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fp->listen_fd < 0) {
 		err = -errno;
@@ -600,42 +542,12 @@ fail:
 	return err;
 }
 
-/*
- * The device number of the mount on @mountpoint, from mountinfo (a stat()
- * would wait for this daemon, not serving yet); the last match is the
- * newest mount there. @return it, or 0 if none.
- */
-static uint64_t mount_dev(const char *mountpoint)
-{
-	char *real = realpath(mountpoint, NULL), line[4096];
-	uint64_t dev = 0;
-	unsigned m1, m2;
-	FILE *f;
-
-	if (!real)
-		return 0;
-	f = fopen("/proc/self/mountinfo", "re");
-	while (f && fgets(line, sizeof(line), f)) {
-		char mnt[4096];
-		const char *sep = strstr(line, " - ");
-
-		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &m1, &m2, mnt) ==
-			    3 &&
-		    !strcmp(mnt, real) && sep && !strncmp(sep + 3, "fuse", 4))
-			dev = makedev(m1, m2);
-	}
-	if (f)
-		fclose(f);
-	free(real);
-	return dev;
-}
-
 int fastpath_start(struct fastpath *fp, const char *mountpoint)
 {
 	int r;
 
 	/* Without it every grant fails and loaders read through FUSE. */
-	fp->dev = mount_dev(mountpoint);
+	fp->dev = fastpath_sock_mount_dev(mountpoint);
 	if (!fp->dev)
 		log_error("fast path: %s not in mountinfo, serving nothing",
 			  mountpoint);

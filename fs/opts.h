@@ -1,4 +1,4 @@
-/* Mount options (-o ...), parsed once in main.c and read-only afterwards. */
+/* Mount options (-o ...), parsed once in cmdline.c and read-only afterwards. */
 #ifndef WFS_FS_OPTS_H
 #define WFS_FS_OPTS_H
 

@@ -1,0 +1,339 @@
+/* The command line: weightfs's options (-o ...), their defaults and checks,
+ * and the --help text. */
+#include "cmdline.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "size.h"
+
+/* clang-format off */
+const char cmdline_usage[] =
+"usage: weightfs [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
+"\n"
+"Mount model weights in S3, behind HTTP(S) or in a directory as local,\n"
+"read-only files, read through a block cache with parallel range requests.\n"
+"\n"
+"SOURCE:\n"
+"  file:///abs/dir         a local or NFS directory (or one file)\n"
+"  http(s)://host/dir/     a directory served with a JSON index\n"
+"                          (nginx: autoindex on; autoindex_format json;),\n"
+"                          or the URL of one file\n"
+"  s3://bucket[/prefix]    an S3 bucket or prefix\n"
+"\n"
+"Options:\n"
+"  -f                      stay in the foreground (default: daemonize once\n"
+"                          the mount is live)\n"
+"  -d                      debug log (implies -f)\n"
+"  -h, --help              this help\n"
+"  -V, --version           print the version\n"
+"  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, at\n"
+"                          least 256M, at most 8G; never more than RAM)\n"
+"  -o block_size=SIZE      bytes per range request and cache block\n"
+"                          (default 8M, 64K..256M)\n"
+"  -o connections=N        parallel connections to the source (default 16)\n"
+"  -o readahead_max=SIZE   largest readahead window per stream\n"
+"                          (default 256M, or (connections + 1) blocks if\n"
+"                          more; never more than half the cache)\n"
+"  -o prefetch=MODE        off, sequential (default: adaptive readahead),\n"
+"                          or open (stream each file from when it is opened)\n"
+"  -o retries=N            attempts after the first per block (default 5)\n"
+"  -o timeout=SECONDS      a transfer that stalls this long is retried\n"
+"                          (default 30)\n"
+"  -o list_ttl=SECONDS     list the source again this often: new files\n"
+"                          appear, changed ones show their new version\n"
+"                          (default 0: list once, at mount)\n"
+"  -o list=MODE            lazy (default): list each directory when first\n"
+"                          looked in (the root at mount), so any bucket\n"
+"                          mounts at once; eager: list everything at mount\n"
+"                          (find/du without listing latency)\n"
+"  -o cache_dir=DIR        keep fetched blocks in DIR too (local NVMe): a\n"
+"                          new daemon serves them without fetching again;\n"
+"                          every block is checked with XXH3 (default: off)\n"
+"  -o cache_disk=SIZE      budget of the disk cache, least recently used\n"
+"                          blocks go first (default 20G)\n"
+"  -o zstd=MODE            auto (default): a seekable-zstd object NAME.zst\n"
+"                          (weightfs-pack) shows as NAME, uncompressed;\n"
+"                          off: objects show as they are\n"
+"  -o allow_other          let other users read the mount (the kernel checks\n"
+"                          permissions; file:// shows the source's owners\n"
+"                          and modes, less write bits)\n"
+"  -o insecure             do not verify TLS certificates (testing only)\n"
+"  -o OPT                  mount(8)'s generic options (defaults, ro, rw,\n"
+"                          auto, noauto, _netdev, nofail, user, users,\n"
+"                          x-*, comment=...) are accepted and ignored, so\n"
+"                          fstab lines work; the mount is always read-only\n"
+"S3 (credentials come from the environment and the AWS files and\n"
+"services, never from the command line):\n"
+"  -o endpoint=URL         S3-compatible endpoint (default: AWS, or\n"
+"                          $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)\n"
+"  -o region=R             region (default $AWS_REGION, $AWS_DEFAULT_REGION,\n"
+"                          the profile's, else us-east-1)\n"
+"  -o path_style           path-style addressing (MinIO, Ceph and others)\n"
+"  -o no_sign_request      anonymous requests (public buckets)\n"
+"  -o profile=NAME         profile of the AWS config files\n"
+"\n"
+"Sizes accept K, M and G. Unmount with: fusermount3 -u MOUNTPOINT\n"
+"Counters, prefetch, evict: weightfs-ctl --help\n"
+"Exit status: 0 mounted, 2 bad arguments or source, 1 other failures.\n";
+/* clang-format on */
+
+#define OPT(t, p)                                                              \
+	{                                                                      \
+		t, offsetof(struct cmdline, p), 1                              \
+	}
+/* Generic mount options that mount(8), mount.fuse3 and fstab pass on are
+ * meaningless here (the mount is read-only whatever "rw" says): accepted and
+ * dropped, so that fstab lines and systemd mounts work. x-* and comment=*
+ * are dropped in opt_proc; dev, suid, exec and their no* forms go to
+ * libfuse, which applies them. */
+#define IGNORED(t) FUSE_OPT_KEY(t, FUSE_OPT_KEY_DISCARD)
+static const struct fuse_opt opt_spec[] = {
+	OPT("cache_mem=%s", cache_mem),
+	OPT("block_size=%s", block_size),
+	OPT("readahead_max=%s", readahead_max),
+	OPT("prefetch=%s", prefetch),
+	OPT("connections=%s", connections),
+	OPT("retries=%s", retries),
+	OPT("timeout=%s", timeout),
+	OPT("list_ttl=%s", list_ttl),
+	OPT("list=%s", list),
+	OPT("cache_dir=%s", cache_dir),
+	OPT("cache_disk=%s", cache_disk),
+	OPT("zstd=%s", zstd),
+	OPT("insecure", insecure),
+	OPT("path_style", path_style),
+	OPT("no_sign_request", no_sign_request),
+	OPT("endpoint=%s", endpoint),
+	OPT("region=%s", region),
+	OPT("profile=%s", profile),
+	OPT("-f", foreground),
+	OPT("-d", debug),
+	OPT("debug", debug),
+	OPT("-h", help),
+	OPT("--help", help),
+	OPT("-V", version),
+	OPT("--version", version),
+	FUSE_OPT_KEY("allow_other", 1),
+	IGNORED("defaults"),
+	IGNORED("ro"),
+	IGNORED("rw"),
+	IGNORED("auto"),
+	IGNORED("noauto"),
+	IGNORED("_netdev"),
+	IGNORED("nofail"),
+	IGNORED("user"),
+	IGNORED("nouser"),
+	IGNORED("users"),
+	IGNORED("owner"),
+	IGNORED("group"),
+	IGNORED("relatime"),
+	IGNORED("norelatime"),
+	IGNORED("strictatime"),
+	IGNORED("nostrictatime"),
+	IGNORED("lazytime"),
+	IGNORED("nolazytime"),
+	IGNORED("diratime"),
+	IGNORED("nodiratime"),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct cmdline *c = data;
+
+	if (key == 1) { /* allow_other: ours to know, libfuse's to apply */
+		c->allow_other = 1;
+		return 1;
+	}
+	/* mount(8)'s and systemd's own options (x-systemd.automount,
+	 * x-mount.mkdir, comment=...): not ours, not libfuse's. */
+	if (key == FUSE_OPT_KEY_OPT &&
+	    (!strncmp(arg, "x-", 2) || !strncmp(arg, "comment=", 8)))
+		return 0;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (!c->source) {
+			c->source = strdup(arg);
+			return 0;
+		}
+		if (!c->mountpoint) {
+			c->mountpoint = strdup(arg);
+			return 0;
+		}
+		fprintf(stderr, "weightfs: unexpected argument '%s'\n", arg);
+		return -1;
+	}
+	return 1;
+}
+
+int cmdline_parse(struct fuse_args *args, struct cmdline *c)
+{
+	return fuse_opt_parse(args, c, opt_spec, opt_proc);
+}
+
+static uint64_t default_cache_mem(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * psize : 0;
+	uint64_t m = ram / 8;
+
+	if (m < (256ULL << 20))
+		m = 256ULL << 20;
+	if (m > (8ULL << 30))
+		m = 8ULL << 30;
+	return m;
+}
+
+int cmdline_parse_size(const char *name, const char *v, uint64_t *ret)
+{
+	if (!v)
+		return 0;
+	if (size_parse(v, ret) < 0) {
+		fprintf(stderr,
+			"weightfs: bad %s '%s': expected a size like "
+			"8M or 4G\n",
+			name, v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_uint_opt(const char *name, const char *v, unsigned min,
+			  unsigned max, unsigned *ret)
+{
+	char *end;
+	unsigned long n;
+
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (!*v || *end || errno || *v == '-' || n < min || n > max) {
+		fprintf(stderr,
+			"weightfs: bad %s '%s': expected a number from "
+			"%u to %u\n",
+			name, v, min, max);
+		return -EINVAL;
+	}
+	*ret = (unsigned)n;
+	return 0;
+}
+
+int cmdline_make_options(const struct cmdline *c, struct options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->cache_mem = default_cache_mem();
+	o->block_size = 8 << 20;
+	o->readahead_max = 256 << 20;
+	o->connections = 16;
+	o->zstd = true;
+	o->retries = 5;
+	o->timeout_s = 30;
+	o->prefetch = PREFETCH_SEQUENTIAL;
+	o->allow_other = c->allow_other;
+	o->debug = c->debug;
+	o->insecure = c->insecure;
+	o->path_style = c->path_style;
+	o->no_sign_request = c->no_sign_request;
+	o->endpoint = c->endpoint;
+	o->region = c->region;
+	o->profile = c->profile;
+	if (cmdline_parse_size("cache_mem", c->cache_mem, &o->cache_mem) ||
+	    cmdline_parse_size("block_size", c->block_size, &o->block_size) ||
+	    cmdline_parse_size("readahead_max", c->readahead_max,
+			       &o->readahead_max))
+		return -EINVAL;
+	if (o->block_size < (64 << 10) || o->block_size > (256 << 20) ||
+	    o->block_size % 4096) {
+		fprintf(stderr, "weightfs: block_size must be a multiple of 4K "
+				"between 64K and 256M\n");
+		return -EINVAL;
+	}
+	if (c->cache_mem && sysconf(_SC_PHYS_PAGES) > 0 &&
+	    o->cache_mem / sysconf(_SC_PAGESIZE) >
+		    (uint64_t)sysconf(_SC_PHYS_PAGES)) {
+		fprintf(stderr,
+			"weightfs: cache_mem %s is more than this machine's "
+			"memory (%llu MiB)\n",
+			c->cache_mem,
+			(unsigned long long)sysconf(_SC_PHYS_PAGES) *
+					sysconf(_SC_PAGESIZE) >>
+				20);
+		return -EINVAL;
+	}
+	if (o->cache_mem < 2 * o->block_size) {
+		fprintf(stderr, "weightfs: cache_mem must hold at least two "
+				"blocks (2 x block_size)\n");
+		return -EINVAL;
+	}
+	if (parse_uint_opt("connections", c->connections, 1, 256,
+			   &o->connections) ||
+	    parse_uint_opt("retries", c->retries, 0, 100, &o->retries) ||
+	    parse_uint_opt("timeout", c->timeout, 1, 3600, &o->timeout_s) ||
+	    parse_uint_opt("list_ttl", c->list_ttl, 0, 1u << 30,
+			   &o->list_ttl_s))
+		return -EINVAL;
+	o->list_lazy = !c->list || !strcmp(c->list, "lazy");
+	if (c->list && !o->list_lazy && strcmp(c->list, "eager")) {
+		fprintf(stderr, "weightfs: list must be lazy or eager\n");
+		return -EINVAL;
+	}
+	if (c->prefetch) {
+		if (!strcmp(c->prefetch, "off"))
+			o->prefetch = PREFETCH_OFF;
+		else if (!strcmp(c->prefetch, "sequential"))
+			o->prefetch = PREFETCH_SEQUENTIAL;
+		else if (!strcmp(c->prefetch, "open"))
+			o->prefetch = PREFETCH_OPEN;
+		else {
+			fprintf(stderr,
+				"weightfs: bad prefetch '%s': expected "
+				"off, sequential or open\n",
+				c->prefetch);
+			return -EINVAL;
+		}
+	}
+	/* The default window keeps every connection busy: one block each
+	 * past the one being read. */
+	if (!c->readahead_max &&
+	    o->readahead_max < (o->connections + 1ull) * o->block_size)
+		o->readahead_max = (o->connections + 1ull) * o->block_size;
+	if (c->zstd && strcmp(c->zstd, "auto")) {
+		if (strcmp(c->zstd, "off")) {
+			fprintf(stderr,
+				"weightfs: bad zstd '%s': expected auto or "
+				"off\n",
+				c->zstd);
+			return -EINVAL;
+		}
+		o->zstd = false;
+	}
+	return 0;
+}
+
+void cmdline_free(struct cmdline *c)
+{
+	free(c->source);
+	free(c->mountpoint);
+	free(c->cache_mem);
+	free(c->block_size);
+	free(c->readahead_max);
+	free(c->prefetch);
+	free(c->connections);
+	free(c->retries);
+	free(c->timeout);
+	free(c->list_ttl);
+	free(c->list);
+	free(c->cache_dir);
+	free(c->zstd);
+	free(c->cache_disk);
+	free(c->endpoint);
+	free(c->region);
+	free(c->profile);
+}
