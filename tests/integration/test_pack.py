@@ -5,7 +5,7 @@ check that corrupt objects fail loudly and never leave output under the final
 name.
 
 Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES
-(default <repo>/../shared/fixtures).
+(default <repo>/tests/fixtures).
 """
 
 import os
