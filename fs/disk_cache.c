@@ -393,11 +393,7 @@ int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
 	bool changed;
 	int err;
 
-	pthread_mutex_lock(&n->lock);
-	fsize = n->size;
-	gen = n->generation;
-	changed = n->changed;
-	pthread_mutex_unlock(&n->lock);
+	changed = node_version(n, &fsize, &gen);
 	if (changed)
 		return -EIO;
 	if (atomic_load(&dc->read_only))

@@ -279,11 +279,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	pthread_mutex_lock(&n->lock);
-	changed = n->changed;
-	size = n->size;
-	gen = n->generation;
-	pthread_mutex_unlock(&n->lock);
+	changed = node_version(n, &size, &gen);
 	if (changed) {
 		fuse_reply_err(req, read_error(n, -ESTALE));
 		return;

@@ -38,11 +38,7 @@ int readpath_begin(struct cache *cache, const struct options *opts,
 	uint32_t gen;
 	bool changed;
 
-	pthread_mutex_lock(&n->lock);
-	fsize = n->size;
-	gen = n->generation;
-	changed = n->changed;
-	pthread_mutex_unlock(&n->lock);
+	changed = node_version(n, &fsize, &gen);
 	if (changed)
 		return -ESTALE;
 	ret->cache = cache;

@@ -116,6 +116,18 @@ static void shared_ra_init(void)
 	readahead_init(&shared_ra);
 }
 
+bool node_version(struct node *n, uint64_t *ret_size, uint32_t *ret_gen)
+{
+	bool changed;
+
+	pthread_mutex_lock(&n->lock);
+	*ret_size = n->size;
+	*ret_gen = n->generation;
+	changed = n->changed;
+	pthread_mutex_unlock(&n->lock);
+	return changed;
+}
+
 struct readahead *node_readahead(struct node *n)
 {
 	struct readahead *ra = __atomic_load_n(&n->ra, __ATOMIC_ACQUIRE), *exp;

@@ -57,6 +57,10 @@ struct node {
  * of memory, a state shared by such nodes (thread-safe, less precise). */
 struct readahead *node_readahead(struct node *n);
 
+/* node_version() - @n's size and generation, read together under its
+ * lock. @return whether the object changed under us (reads must fail). */
+bool node_version(struct node *n, uint64_t *ret_size, uint32_t *ret_gen);
+
 int tree_new(struct tree **ret);
 void tree_free(struct tree *t);
 
