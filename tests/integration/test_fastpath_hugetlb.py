@@ -97,11 +97,12 @@ def model_page_sizes():
     return out
 
 
-def test_hugetlb_host_load_exact_one_copy(mount, tmp_path, build_dir,
-                                          load_bin, huge_pages):
-    """weightfs-load and weightfs.numpy on huge pages: exact tensors, the
-    loader copies nothing, the daemon each byte once; the memory is on
-    2 MiB pages (smaps) and goes back to the pool when freed."""
+@pytest.mark.asan
+def test_hugetlb_load_exact_one_copy(mount, tmp_path, build_dir, load_bin,
+                                     huge_pages):
+    """weightfs-load with huge pages free: exact tensors, the loader copies
+    nothing, the daemon each byte once (into the huge-page memfd: the next
+    test shows it is one)."""
     m, f, sums = warm_model(mount, tmp_path, build_dir)
     n = 24 * MiB + 6
     before = m.stats()["fastpath_bytes_copied"]
@@ -112,13 +113,23 @@ def test_hugetlb_host_load_exact_one_copy(mount, tmp_path, build_dir,
     assert got["daemon_bytes_copied"] == n
     assert m.stats()["fastpath_bytes_copied"] - before == n
 
+
+def test_hugetlb_python_load_on_huge_pages(mount, tmp_path, build_dir,
+                                           huge_pages):
+    """weightfs.numpy with huge pages free: the model's memory is on 2 MiB
+    pages (smaps), exact, copied once by the daemon, and goes back to the
+    pool when the arrays are gone."""
+    m, f, sums = warm_model(mount, tmp_path, build_dir)
+    n = 24 * MiB + 6
     wl = import_weightfs(build_dir, "numpy")
     gc.collect()
     free0 = meminfo("HugePages_Free")
+    before = m.stats()["fastpath_bytes_copied"]
     stats = {}
     arrays = wl.load_file(f, stats=stats)
     assert stats["path"] == "fastpath" and stats["bytes"] == n
     assert stats["bytes_copied"] == 0
+    assert m.stats()["fastpath_bytes_copied"] - before == n
     assert model_page_sizes() == [HUGE // 1024]
     # 24 MiB and the tensors' alignment: 13 huge pages, in use.
     assert free0 - meminfo("HugePages_Free") == 13
@@ -165,6 +176,7 @@ def test_hugetlb_fallback_when_too_few_free(mount, tmp_path, build_dir,
         os.close(hog)
 
 
+@pytest.mark.asan
 def test_hole_punched_in_hugetlb_region_harms_nothing(mount, tmp_path,
                                                       huge_pages):
     """A client punches a hole in its sealed hugetlbfs memfd and takes every
