@@ -2,7 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +15,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -160,6 +165,51 @@ static int file_of(struct client *c, const struct wire_read *rq,
 	return 0;
 }
 
+/*
+ * A client can take its memory away under the daemon's copy: a hole
+ * punched in a hugetlbfs memfd (F_SEAL_SHRINK allows that) is refilled at
+ * the next fault only while free huge pages last, else the fault raises
+ * SIGBUS. Copies into client regions run under this guard and fail with
+ * -EFAULT instead; any other SIGBUS gets the disposition from before.
+ */
+static __thread sigjmp_buf *copy_guard;
+static struct sigaction old_sigbus;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	if (copy_guard)
+		siglongjmp(*copy_guard, 1);
+	/* Not ours: the fault repeats under the old disposition. */
+	sigaction(SIGBUS, &old_sigbus, NULL);
+}
+
+static void sigbus_install(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus,
+				.sa_flags = SA_SIGINFO | SA_NODEFER };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &old_sigbus);
+}
+
+/* memcpy() into a client region. @return 0 or -EFAULT (memory gone). */
+static int copy_out(void *dst, const void *src, size_t len)
+{
+	sigjmp_buf jb;
+
+	if (sigsetjmp(jb, 0)) {
+		copy_guard = NULL;
+		return -EFAULT;
+	}
+	copy_guard = &jb;
+	atomic_signal_fence(memory_order_seq_cst);
+	memcpy(dst, src, len);
+	atomic_signal_fence(memory_order_seq_cst);
+	copy_guard = NULL;
+	return 0;
+}
+
 /* Copy file bytes into a client region (READ), or only into the cache
  * (PREFETCH: no region; with a disk tier, onto disk and not into memory:
  * staging the next model). @return bytes or -errno. */
@@ -196,14 +246,13 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 		err = readpath_begin(d->cache, &d->opts, n, rq->off, rq->len,
 				     &rp);
 	while (!err && (err = readpath_next(&rp, &b, &boff, &len)) == 1) {
-		if (copy) {
-			memcpy(r->base + rq->region_off + done, b->data + boff,
-			       len);
+		err = copy ? copy_out(r->base + rq->region_off + done,
+				      b->data + boff, len)
+			   : 0;
+		if (copy && !err)
 			STAT_ADD(fastpath_copied, len);
-		}
 		cache_unref(d->cache, b);
 		done += len;
-		err = 0;
 	}
 	return err < 0 ? err : (int64_t)done;
 }
@@ -224,6 +273,7 @@ static int64_t do_evict(struct client *c, const struct wire_read *rq)
 
 static int do_map(struct client *c, struct wire_map *m, int memfd)
 {
+	struct statfs sfs;
 	struct stat st;
 	void *base;
 
@@ -242,6 +292,12 @@ static int do_map(struct client *c, struct wire_map *m, int memfd)
 	    m->len > WIRE_MAX_MAPPED - c->mapped || fstat(memfd, &st) < 0 ||
 	    !S_ISREG(st.st_mode) || (uint64_t)st.st_size < m->len)
 		return -EINVAL;
+	/* Huge pages: whole ones, or munmap() would fail and leak them. */
+	if (fstatfs(memfd, &sfs) < 0 ||
+	    (sfs.f_type == HUGETLBFS_MAGIC && st.st_blksize > 0 &&
+	     m->len % (uint64_t)st.st_blksize))
+		return -EINVAL;
+	pthread_once(&sigbus_once, sigbus_install);
 	base = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (base == MAP_FAILED)
 		return -errno;

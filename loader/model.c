@@ -434,12 +434,15 @@ void model_release_data(struct wfs_model *m)
 		if (m->device != WFS_DEVICE_CPU)
 			cuda_free(m->data);
 		else if (m->data_mapped)
-			munmap(m->data, m->data_bytes);
+			munmap(m->data, m->data_map_bytes ? m->data_map_bytes
+							  : m->data_bytes);
 		else
 			free(m->data);
 	}
 	m->data = NULL;
 	m->data_bytes = 0;
+	m->data_map_bytes = 0;
+	m->data_mapped = false;
 	m->owns_data = false;
 	m->loaded = false;
 	for (size_t i = 0; i < m->ntensors; i++)

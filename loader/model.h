@@ -42,7 +42,8 @@ struct wfs_model {
 	void *data;
 	uint64_t data_bytes;
 	bool owns_data;
-	bool data_mapped; /* host data from mmap, else from malloc */
+	bool data_mapped;	 /* host data from mmap, else from malloc */
+	uint64_t data_map_bytes; /* if data_mapped and not 0: for munmap() */
 	struct wfs_load_stats stats;
 };
 

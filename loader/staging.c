@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cuda.h"
@@ -13,24 +16,57 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct staging kept = { .memfd = -1 }; /* protected by lock */
 
-/* A memfd of @len bytes that nobody can shrink or grow, mapped shared and
- * pinned. @return 0 and *s filled, or a negative errno. */
-static int shared_pinned(size_t len, struct staging *s)
+int memfd_sealed(const char *name, size_t len, bool huge, int *ret_fd,
+		 size_t *ret_len, size_t *ret_page)
 {
-	int fd = memfd_create("weightfs-staging",
-			      MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	void *p;
-	int r;
+	const char *env = getenv("WEIGHTFS_HUGETLB");
+	unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+	size_t page = 4096;
+	struct stat st;
+	int fd, r;
 
+	if (huge && env && !strcmp(env, "0"))
+		return -ECANCELED;
+	fd = memfd_create(name, flags | (huge ? MFD_HUGETLB : 0));
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0)
+		goto fail;
+	if (huge && st.st_blksize > 0)
+		page = (size_t)st.st_blksize; /* hugetlbfs: its page size */
+	if (len > SIZE_MAX - page) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	len = (len + page - 1) / page * page;
 	if (ftruncate(fd, (off_t)len) < 0 ||
 	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
-		    0) {
-		r = -errno;
-		close(fd);
+		    0)
+		goto fail;
+	*ret_fd = fd;
+	*ret_len = len;
+	*ret_page = page;
+	return 0;
+fail:
+	r = -errno;
+	close(fd);
+	return r;
+}
+
+/* A sealed memfd of at least s->len bytes, mapped shared and pinned, on
+ * huge pages if @huge. @return 0 and *s filled (s->len: its size), or a
+ * negative errno. */
+static int shared_pinned(bool huge, struct staging *s)
+{
+	size_t len, page;
+	void *p;
+	int fd, r;
+
+	r = memfd_sealed("weightfs-staging", s->len, huge, &fd, &len, &page);
+	if (r < 0)
 		return r;
-	}
+	/* hugetlbfs reserves the pages here (ENOMEM if too few are free):
+	 * the populate below cannot SIGBUS. */
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
 		 fd, 0);
 	if (p == MAP_FAILED) {
@@ -45,6 +81,7 @@ static int shared_pinned(size_t len, struct staging *s)
 		return r;
 	}
 	s->buf = p;
+	s->len = len;
 	s->memfd = fd;
 	return 0;
 }
@@ -86,10 +123,10 @@ int staging_take(bool pinned, size_t len, struct staging *ret)
 		*ret = s;
 		return 0;
 	}
-	/* Shared with the daemon where that works, else CUDA's own. */
-	len = (len + 4095) / 4096 * 4096;
-	s.len = len;
-	if (shared_pinned(len, &s) == 0) {
+	/* Shared with the daemon where that works, else CUDA's own; on
+	 * huge pages where the system has them free (fewer pages to pin and
+	 * to fault in). */
+	if (shared_pinned(true, &s) == 0 || shared_pinned(false, &s) == 0) {
 		*ret = s;
 		return 0;
 	}

@@ -78,7 +78,10 @@ static void usage(FILE *f)
 		"over its socket\n"
 		"(\"path\": \"fastpath\"), not through the page cache; "
 		"WEIGHTFS_FASTPATH=0\n"
-		"reads the files instead (\"direct\").\n"
+		"reads the files instead (\"direct\"). The host destination "
+		"is on huge pages\n"
+		"where the system has them free; WEIGHTFS_HUGETLB=0 keeps it "
+		"off them.\n"
 		"Exit status: 0 on success, 1 if a model failed to load, 2 "
 		"on a usage error.\n");
 }
