@@ -252,10 +252,10 @@ static void unfree(struct cache *c, struct block *b)
 	b->next = NULL;
 }
 
-/* Give back the memory of warm free slots, the other class's first, until
- * what the slots hold (data charged, and idle) fits the budget again. The
- * slot just taken is charged already: at most it will hold what it is
- * charged, as start_fetch() gives back the rest. */
+/* Give back the memory of warm free slots, small ones first, until what
+ * the slots hold (data charged, and idle) fits the budget again. The slot
+ * just taken is charged already: at most it will hold what it is charged,
+ * as start_fetch() gives back the rest. */
 static void trim_idle(struct cache *c)
 {
 	int cls;
