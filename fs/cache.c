@@ -39,7 +39,15 @@ struct cache {
 	struct block *blocks; /* nbig + nsmall, block i owns slot i */
 	struct block **hash;  /* protected by lock, as is all below */
 	size_t hash_mask;
-	struct block *free_list[2]; /* per class; their slots hold nothing */
+	/* Free slots per class, holding no data: warm ones keep the memory
+	 * their last block faulted in (idle_pop bytes in all), reused first,
+	 * so that a block after an eviction or drop costs no new pages (the
+	 * kernel zeroes every new page, and on a VM that handed freed memory
+	 * back to its host, first touch costs ten times that); cold ones
+	 * hold none. used + idle_pop stays within the budget: idle memory
+	 * is given back, never data evicted, when a block needs the room. */
+	struct block *warm[2], *cold[2];
+	uint64_t idle_pop;
 	struct block lru;    /* sentinel: next is hottest, prev coldest */
 	uint64_t mem;	     /* the budget */
 	uint64_t used;	     /* sum of blocks' mem */
@@ -150,8 +158,8 @@ int cache_new(uint64_t mem, size_t block_size,
 		b->data = cls ? c->arena + c->nbig * block_size +
 					  (i - c->nbig) * HUGE_PAGE
 			      : c->arena + i * block_size;
-		b->next = c->free_list[cls];
-		c->free_list[cls] = b;
+		b->next = c->cold[cls];
+		c->cold[cls] = b;
 	}
 	*ret = c;
 	return 0;
@@ -207,19 +215,64 @@ static void lru_unlink(struct cache *c, struct block *b)
 		c->unread_mem -= b->mem;
 }
 
-/* Give a block's slot back, memory and all: it holds nothing now. Its
- * data is nobody's (no references, or it is being evicted). */
+/* Give a block's slot back to its class's free slots: it holds nothing
+ * now, its memory stays faulted in (warm) for the next block. Its data is
+ * nobody's (no references, or it is being evicted). */
 static void release(struct cache *c, struct block *b)
 {
-	if (b->pop)
-		madvise(b->data, b->pop, MADV_DONTNEED);
-	b->pop = 0;
+	struct block **list =
+		b->pop ? &c->warm[class_of(c, b)] : &c->cold[class_of(c, b)];
+
 	c->used -= b->mem;
+	c->idle_pop += b->pop;
 	b->mem = 0;
 	b->state = BLOCK_FREE;
 	b->file = NULL;
-	b->next = c->free_list[class_of(c, b)];
-	c->free_list[class_of(c, b)] = b;
+	b->next = *list;
+	*list = b;
+}
+
+/* A free slot of class @cls, warm first; NULL when there is none. */
+static struct block *free_slot(struct cache *c, int cls)
+{
+	return c->warm[cls] ? c->warm[cls] : c->cold[cls];
+}
+
+/* Take @b, the head of its free list, off it. */
+static void unfree(struct cache *c, struct block *b)
+{
+	int cls = class_of(c, b);
+
+	if (c->warm[cls] == b) {
+		c->warm[cls] = b->next;
+		c->idle_pop -= b->pop;
+	} else {
+		c->cold[cls] = b->next;
+	}
+	b->next = NULL;
+}
+
+/* Give back the memory of warm free slots, small ones first, until what
+ * the slots hold (data charged, and idle) fits the budget again. The slot
+ * just taken is charged already: at most it will hold what it is charged,
+ * as start_fetch() gives back the rest. */
+static void trim_idle(struct cache *c)
+{
+	int cls;
+
+	while (c->used + c->idle_pop > c->mem) {
+		struct block *b = NULL;
+
+		for (cls = 1; cls >= 0 && !b; cls--)
+			b = c->warm[cls];
+		if (!b)
+			return;
+		unfree(c, b);
+		madvise(b->data, b->pop, MADV_DONTNEED);
+		b->pop = 0;
+		b->next = c->cold[class_of(c, b)];
+		c->cold[class_of(c, b)] = b;
+	}
 }
 
 /* Retire a block nobody references: to the LRU if it holds data (the
@@ -263,19 +316,19 @@ static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 	struct block *b;
 
 	for (;;) {
-		b = c->free_list[cls];
+		b = free_slot(c, cls);
 		if (b && c->used + need <= c->mem) {
-			c->free_list[cls] = b->next;
-			b->next = NULL;
+			unfree(c, b);
 			b->mem = need;
 			c->used += need;
+			trim_idle(c);
 			return b;
 		}
 		/* Short of slots of its class rather than of memory: the
 		 * coldest of that class goes, not every colder other one. */
 		for (b = c->lru.prev; b != &c->lru; b = b->prev)
 			if ((!keep_unread || !b->prefetch) &&
-			    (c->free_list[cls] || class_of(c, b) == cls))
+			    (free_slot(c, cls) || class_of(c, b) == cls))
 				break;
 		if (b == &c->lru)
 			return NULL;
@@ -287,6 +340,7 @@ static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 		    c->used - b->mem + need <= c->mem) {
 			c->used = c->used - b->mem + need;
 			b->mem = need;
+			trim_idle(c);
 			return b;
 		}
 		release(c, b);
@@ -328,6 +382,7 @@ static struct block *recycle(struct cache *c, struct node *file, uint32_t gen,
 	STAT_ADD(cache_evictions, 1);
 	c->used = c->used - b->mem + need;
 	b->mem = need;
+	trim_idle(c);
 	return b;
 }
 

@@ -6,7 +6,11 @@
  * always owns slot i. A block costs what it holds, rounded up to a page
  * (to a huge page in block-size slots, which use them): only that much
  * of its slot is faulted in, and a slot reused for a smaller block gives
- * the rest back. Blocks are evicted until a new one fits the budget.
+ * the rest back. A slot whose block is evicted or dropped keeps its memory
+ * for the next block (new pages cost a zeroing, more on a VM), within the
+ * budget: what the slots hold, data and idle memory, stays within it, and
+ * idle memory is given back before any data is evicted. Blocks are
+ * evicted until a new one fits the budget.
  * A block is identified by (file, generation, index). The first caller to
  * ask for a missing block starts its fetch; others wait for that one fetch
  * (single flight). Blocks with references are never evicted; unreferenced
@@ -149,7 +153,8 @@ void cache_fetch_done(struct cache *c, struct block *b, int err);
 
 /* cache_drop_file() - forget every block of @file: unreferenced ones at
  * once, held ones (a reader, a write behind) when the last holder lets go,
- * unless a cache_get() asks for them again before. */
+ * unless a cache_get() asks for them again before. Their budget is free at
+ * once; their memory stays the cache's, for the next blocks. */
 void cache_drop_file(struct cache *c, struct node *file);
 
 /* cache_headroom() - bytes that readahead may still claim: the budget not
