@@ -169,7 +169,7 @@ unsigned fetch_tune_update(struct fetch_tune *t, uint64_t now_ms,
 	t->win_bytes += bytes;
 	el = now_ms - t->win_start_ms;
 	if (el < FETCH_TUNE_WINDOW_MS ||
-	    (t->win_bytes < t->limit * t->unit / 4 &&
+	    (t->win_bytes < t->limit * t->unit / 8 &&
 	     el < FETCH_TUNE_WINDOW_MAX_MS))
 		return t->limit;
 	t->win_open = false;

@@ -5,7 +5,7 @@
  * connection; the tuner answers the limit to use from then on.
  *
  * It measures aggregate throughput over windows (at least
- * FETCH_TUNE_WINDOW_MS, and a quarter of a request's bytes per
+ * FETCH_TUNE_WINDOW_MS, and an eighth of a request's bytes per
  * connection, or FETCH_TUNE_WINDOW_MAX_MS) in which work waited for a
  * connection at every report: an idle moment (nothing queued) discards
  * the window, since then the limit did not bound throughput. After each
@@ -29,9 +29,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define FETCH_TUNE_WINDOW_MS 400
+#define FETCH_TUNE_WINDOW_MS 300
 #define FETCH_TUNE_WINDOW_MAX_MS 2000
-#define FETCH_TUNE_SETTLE_MS 150
+#define FETCH_TUNE_SETTLE_MS 100
 #define FETCH_TUNE_HOLD_WINDOWS 20
 #define FETCH_TUNE_IDLE_MS 2000
 
