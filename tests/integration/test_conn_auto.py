@@ -71,6 +71,7 @@ def _read_sampling(m, path):
     return digest, seen
 
 
+@pytest.mark.asan
 def test_auto_grows_on_capped_link(mount, link, data):
     """Default options: the limit starts at 16, rises on a link where each
     connection is capped, never passes the maximum (64), and the bytes are
@@ -100,6 +101,7 @@ def test_auto_within_connections_max(mount, link, data):
     assert max(seen) == 24, seen
 
 
+@pytest.mark.asan
 def test_fixed_connections_stay(mount, link, data):
     """connections=N: N from start to end, however much more would pay;
     nginx sees no more than N connections."""
