@@ -145,13 +145,17 @@ unsigned fetch_tune_update(struct fetch_tune *t, uint64_t now_ms,
 	}
 	if (!t->started || t->idle_since_ms) {
 		/* Work (re)starts: after a long gap the demand may be
-		 * another's, so measure here and probe up again. */
+		 * another's, so measure here and probe up again; a step
+		 * the gap cut short is undone first (never measured). */
 		if (t->started &&
-		    now_ms - t->idle_since_ms >= FETCH_TUNE_IDLE_MS &&
-		    t->state == FETCH_TUNE_HOLD && t->limit < t->max) {
-			t->state = FETCH_TUNE_GROW;
-			t->probing = true;
-			t->base_rate = 0;
+		    now_ms - t->idle_since_ms >= FETCH_TUNE_IDLE_MS) {
+			if (t->state == FETCH_TUNE_GROW && t->base_rate > 0)
+				set_limit(t, t->base_limit, now_ms);
+			if (t->state == FETCH_TUNE_GROW || t->limit < t->max) {
+				t->state = FETCH_TUNE_GROW;
+				t->probing = true;
+				t->base_rate = 0;
+			}
 		}
 		t->started = true;
 		t->idle_since_ms = 0;

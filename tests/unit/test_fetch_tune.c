@@ -266,6 +266,18 @@ int main(void)
 	sim_run(&s, linear, 3000, true);
 	CHECK_EQ(s.t.limit, 64);
 
+	/* A step the end of the work cut short (no window at 24 yet) is
+	 * undone when work resumes, then measured afresh: on a link that
+	 * now saturates it ends where it was, not one step up. */
+	sim_init(&s, 16, 64);
+	sim_run(&s, linear, 560, true);
+	CHECK_EQ(s.t.limit, 24);
+	CHECK_EQ(s.t.state, FETCH_TUNE_GROW);
+	sim_run(&s, linear, 3000, false);
+	CHECK_EQ(s.t.limit, 24);
+	sim_run(&s, sat16, 8000, true);
+	CHECK(held(&s) == 16, "limit %u", held(&s));
+
 	printf("fetch_tune: ok\n");
 	return 0;
 }
