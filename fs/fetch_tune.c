@@ -3,12 +3,12 @@
 
 #include <string.h>
 
-/* The step up from @l: by half, and straight to the maximum once within
- * a fifth of it (a last step of a few connections would gain too little
- * to measure). */
-static unsigned step_up(const struct fetch_tune *t, unsigned l)
+/* The step up from @l: double (@big) or by half, and straight to the
+ * maximum once within a fifth of it (a last step of a few connections
+ * would gain too little to measure). */
+static unsigned step_up(const struct fetch_tune *t, unsigned l, bool big)
 {
-	unsigned n = l + (l + 1) / 2;
+	unsigned n = big ? 2 * l : l + (l + 1) / 2;
 
 	if (n >= t->max || (uint64_t)n * 5 > (uint64_t)t->max * 4)
 		return t->max;
@@ -57,7 +57,7 @@ static void probe(struct fetch_tune *t, double rate, uint64_t now)
 	t->probing = true;
 	t->base_limit = t->limit;
 	t->base_rate = rate;
-	set_limit(t, step_up(t, t->limit), now);
+	set_limit(t, step_up(t, t->limit, false), now);
 }
 
 /* A window at the current limit measured @rate bytes/ms. */
@@ -98,11 +98,15 @@ static void window_done(struct fetch_tune *t, uint64_t now, double rate)
 		if (t->limit >= t->max)
 			settle(t, t->limit, 0, 0, now);
 		else
-			set_limit(t, step_up(t, t->limit), now);
+			set_limit(t, step_up(t, t->limit, !t->probing), now);
 		return;
 	}
 	if (rate >= t->base_rate * (1 + gain_needed(t->base_limit, t->limit))) {
-		/* The step paid: keep it, try the next. */
+		/* The step paid: keep it, try the next, double while the
+		 * link scales (at least 60% of a linear gain). */
+		bool big = rate / t->base_rate - 1 >=
+			   0.6 * ((double)t->limit / t->base_limit - 1);
+
 		if (t->probing)
 			t->hold_len = FETCH_TUNE_HOLD_WINDOWS;
 		t->confirming = false;
@@ -111,7 +115,7 @@ static void window_done(struct fetch_tune *t, uint64_t now, double rate)
 		if (t->limit >= t->max)
 			settle(t, t->limit, 0, 0, now);
 		else
-			set_limit(t, step_up(t, t->limit), now);
+			set_limit(t, step_up(t, t->limit, big), now);
 		return;
 	}
 	/* It did not pay (or throughput fell): back to the limit below. */

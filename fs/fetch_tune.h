@@ -11,11 +11,14 @@
  * the window, since then the limit did not bound throughput. After each
  * change the limit settles for FETCH_TUNE_SETTLE_MS before a window opens.
  *
- * Growth: from the start value, step up by half (straight to the maximum
- * once within a fifth of it) while each step gains at least a fifth of
- * what it would give on a link that scales (at least 5%: +10% for a step
- * of x1.5); a step that gains less, or loses, is undone and the tuner
- * holds the limit below it (settled). The first window after settling is
+ * Growth: from the start value, step up (straight to the maximum once
+ * within a fifth of it) while each step gains at least a fifth of what it
+ * would give on a link that scales (at least 5%: +20% for a step of x2,
+ * +10% for x1.5); steps double while the last gained at least 60% of
+ * that (the first step from the start value doubles too), else grow by
+ * half, and a look up from a held limit grows by half. A step that gains
+ * less, or loses, is undone and the tuner holds the limit below it
+ * (settled). The first window after settling is
  * the reference at that limit; if the undone step would have paid against
  * it (its base was measured while the link changed), the step is tried
  * once more. While holding it keeps measuring: it probes one step up
