@@ -181,7 +181,10 @@ unsigned fetch_tune_update(struct fetch_tune *t, uint64_t now_ms,
 	     el < FETCH_TUNE_WINDOW_MAX_MS))
 		return t->limit;
 	t->win_open = false;
-	window_done(t, now_ms, (double)t->win_bytes / (double)el);
+	/* Nothing arrived (a source that hangs): no throughput to compare,
+	 * and more connections to it would only hang too. */
+	if (t->win_bytes)
+		window_done(t, now_ms, (double)t->win_bytes / (double)el);
 	if (now_ms >= t->settle_until_ms) {
 		/* Same limit: the next window starts here. */
 		t->win_open = true;

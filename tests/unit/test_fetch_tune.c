@@ -36,6 +36,14 @@ static double linear(unsigned n, uint64_t ms)
 	return n * 50 * MiB / 1000;
 }
 
+/* A source that hangs: requests wait, no bytes come. */
+static double nothing(unsigned n, uint64_t ms)
+{
+	(void)n;
+	(void)ms;
+	return 0;
+}
+
 /* Slow: 1 MiB/s per connection, so windows wait for bytes. */
 static double slow(unsigned n, uint64_t ms)
 {
@@ -238,6 +246,12 @@ int main(void)
 	sim_run(&s, linear, 20000, false);
 	CHECK_EQ(s.t.limit, 16);
 	CHECK_EQ(s.t.changes, 0);
+	/* Work waits but nothing arrives (a hung source): no step up. */
+	sim_init(&s, 16, 64);
+	sim_run(&s, nothing, 20000, true);
+	CHECK_EQ(s.t.limit, 16);
+	CHECK_EQ(s.t.changes, 0);
+
 	/* Short idle moments discard windows but do not stop growth. */
 	for (int i = 0; i < 20; i++) {
 		sim_run(&s, linear, 600, true);
