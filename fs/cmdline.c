@@ -36,10 +36,13 @@ const char cmdline_usage[] =
 "                          least 256M, at most 8G; never more than RAM)\n"
 "  -o block_size=SIZE      bytes per range request and cache block\n"
 "                          (default 8M, 64K..256M)\n"
-"  -o connections=N        parallel connections to the source (default 16)\n"
+"  -o connections=N|auto   parallel connections to the source (default\n"
+"                          auto: HTTP and S3 start at 16 and add more while\n"
+"                          throughput grows; file:// uses 16)\n"
+"  -o connections_max=N    most connections auto may use (default 64)\n"
 "  -o readahead_max=SIZE   largest readahead window per stream\n"
-"                          (default 256M, or (connections + 1) blocks if\n"
-"                          more; never more than half the cache)\n"
+"                          (default 256M, or (connections_max + 1) blocks\n"
+"                          if more; never more than half the cache)\n"
 "  -o prefetch=MODE        off, sequential (default: adaptive readahead),\n"
 "                          or open (stream each file from when it is opened)\n"
 "  -o retries=N            attempts after the first per block (default 5)\n"
@@ -99,6 +102,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("readahead_max=%s", readahead_max),
 	OPT("prefetch=%s", prefetch),
 	OPT("connections=%s", connections),
+	OPT("connections_max=%s", connections_max),
 	OPT("retries=%s", retries),
 	OPT("timeout=%s", timeout),
 	OPT("list_ttl=%s", list_ttl),
@@ -232,6 +236,9 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 	o->block_size = 8 << 20;
 	o->readahead_max = 256 << 20;
 	o->connections = 16;
+	o->connections_max = 64;
+	o->connections_auto =
+		!c->connections || !strcmp(c->connections, "auto");
 	o->zstd = true;
 	o->retries = 5;
 	o->timeout_s = 30;
@@ -272,8 +279,11 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 				"blocks (2 x block_size)\n");
 		return -EINVAL;
 	}
-	if (parse_uint_opt("connections", c->connections, 1, 256,
-			   &o->connections) ||
+	if (parse_uint_opt("connections_max", c->connections_max, 1, 256,
+			   &o->connections_max) ||
+	    (!o->connections_auto &&
+	     parse_uint_opt("connections", c->connections, 1, 256,
+			    &o->connections)) ||
 	    parse_uint_opt("retries", c->retries, 0, 100, &o->retries) ||
 	    parse_uint_opt("timeout", c->timeout, 1, 3600, &o->timeout_s) ||
 	    parse_uint_opt("list_ttl", c->list_ttl, 0, 1u << 30,
@@ -299,11 +309,16 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 			return -EINVAL;
 		}
 	}
+	/* auto starts at 16 (or the maximum); a fixed count is its own. */
+	if (o->connections_auto && o->connections > o->connections_max)
+		o->connections = o->connections_max;
+	if (!o->connections_auto)
+		o->connections_max = o->connections;
 	/* The default window keeps every connection busy: one block each
-	 * past the one being read. */
+	 * past the one being read (auto: as many as it may grow to). */
 	if (!c->readahead_max &&
-	    o->readahead_max < (o->connections + 1ull) * o->block_size)
-		o->readahead_max = (o->connections + 1ull) * o->block_size;
+	    o->readahead_max < (o->connections_max + 1ull) * o->block_size)
+		o->readahead_max = (o->connections_max + 1ull) * o->block_size;
 	if (c->zstd && strcmp(c->zstd, "auto")) {
 		if (strcmp(c->zstd, "off")) {
 			fprintf(stderr,
@@ -326,6 +341,7 @@ void cmdline_free(struct cmdline *c)
 	free(c->readahead_max);
 	free(c->prefetch);
 	free(c->connections);
+	free(c->connections_max);
 	free(c->retries);
 	free(c->timeout);
 	free(c->list_ttl);

@@ -20,6 +20,7 @@ struct cmdline {
 	char *mountpoint;
 	char *cache_mem, *block_size, *readahead_max, *prefetch;
 	char *connections, *retries, *timeout, *list_ttl, *list;
+	char *connections_max;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
 	char *cache_dir, *cache_disk;

@@ -72,12 +72,23 @@ static struct fetch_job *queue_take(struct fetch_queue *q, uint64_t now,
 	return NULL;
 }
 
+void fetch_set_limit(struct fetch *f, unsigned limit)
+{
+	/* A quarter of the connections, at least one when there are two,
+	 * stay for readers: hung readahead or retries cannot hold them all. */
+	f->limit = limit;
+	f->reserved = limit / 4;
+	if (!f->reserved && limit >= 2)
+		f->reserved = 1;
+	STAT_SET(connections_now, limit);
+}
+
 struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
 			     uint64_t *next_due)
 {
 	struct fetch_job *j = queue_take(&f->demand, now, next_due);
 
-	if (j || active + f->reserved >= f->opts->connections)
+	if (j || active + f->reserved >= f->limit)
 		return j;
 	j = queue_take(&f->retry, now, next_due);
 	return j ? j : queue_take(&f->ahead, now, next_due);
@@ -98,11 +109,8 @@ int fetch_new(struct source *src, const struct options *opts,
 	/* Capability, not kind: the source says how it reads. */
 	f->tp = src->ops->read_block ? &fetch_sync_transport
 				     : &fetch_curl_transport;
-	/* A quarter of the connections, at least one when there are two,
-	 * stay for readers: hung readahead or retries cannot hold them all. */
-	f->reserved = opts->connections / 4;
-	if (!f->reserved && opts->connections >= 2)
-		f->reserved = 1;
+	fetch_set_limit(f, opts->connections);
+	STAT_SET(connections_max, opts->connections);
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
 	pthread_cond_init(&f->decode_cond, NULL);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 
 #include "cache.h"
 #include "fetch_impl.h"
+#include "fetch_tune.h"
 #include "http.h"
 #include "log.h"
 #include "opts.h"
@@ -34,6 +36,7 @@ struct xfer {
 	struct fetch_job *j; /* NULL: idle */
 	struct fetch_response r;
 	int err; /* the ended attempt's outcome (fetch_judge()) */
+	struct curl_thread *t;
 };
 
 #define CURL_THREADS_MAX 4
@@ -45,7 +48,8 @@ struct curl_thread {
 	struct xfer *x;	   /* nconns of them, used by this thread only */
 	struct xfer **fin; /* nconns: transfers that just ended */
 	unsigned nconns;
-	unsigned active; /* protected by f->lock */
+	unsigned active;	 /* protected by f->lock */
+	atomic_uint_fast64_t rx; /* body bytes received (connections=auto) */
 	pthread_t thread;
 	bool started;
 };
@@ -54,7 +58,22 @@ struct curl_state {
 	struct curl_thread t[CURL_THREADS_MAX];
 	unsigned nthreads;
 	unsigned active; /* over all threads; protected by f->lock */
+	/* connections=auto (fetch_tune.h); protected by f->lock */
+	bool tuning;
+	struct fetch_tune tune;
+	uint64_t tick_ms, rx_seen;
 };
+
+/* How often the tuner hears of bytes received and waiting work. */
+#define TUNE_TICK_MS 20
+
+/* The most connections: connections=auto's maximum, or the fixed count. */
+static unsigned curl_conns_max(const struct options *o)
+{
+	return o->connections_auto && o->connections_max > o->connections
+		       ? o->connections_max
+		       : o->connections;
+}
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
@@ -72,6 +91,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	}
 	memcpy(x->j->dst + x->r.got, p, len);
 	x->r.got += len;
+	atomic_fetch_add_explicit(&x->t->rx, len, memory_order_relaxed);
 	return len;
 }
 
@@ -135,9 +155,8 @@ static int setopt_all(struct fetch *f, struct xfer *x, const char *range)
 {
 	CURL *h = x->h;
 	CURLcode c = CURLE_OK;
-	long buf = (long)(f->opts->connections <= 128
-				  ? 512u << 10
-				  : (64u << 20) / f->opts->connections);
+	unsigned most = curl_conns_max(f->opts);
+	long buf = (long)(most <= 128 ? 512u << 10 : (64u << 20) / most);
 
 	/* Large receive buffers, within 64 MiB over all connections. */
 	if (!c)
@@ -206,6 +225,46 @@ static void count_active(struct curl_state *cs, struct curl_thread *t, int n)
 	cs->active += n;
 }
 
+/* Under f->lock: @t's share of the connections in use now. */
+static unsigned curl_share(struct fetch *f, struct curl_state *cs,
+			   struct curl_thread *t)
+{
+	unsigned i = (unsigned)(t - cs->t), n = cs->nthreads;
+
+	return f->limit / n + (i < f->limit % n);
+}
+
+/* Under f->lock, after a thread took what it could: tell the tuner the
+ * bytes received and whether work still waits for a connection (every
+ * TUNE_TICK_MS), and use the limit it answers. */
+static void tune_tick(struct fetch *f, struct curl_state *cs)
+{
+	uint64_t now, rx = 0;
+	unsigned i, limit;
+	double rate;
+
+	if (!cs->tuning)
+		return;
+	now = fetch_now_ms();
+	if (now < cs->tick_ms)
+		return;
+	cs->tick_ms = now + TUNE_TICK_MS;
+	for (i = 0; i < cs->nthreads; i++)
+		rx += atomic_load_explicit(&cs->t[i].rx, memory_order_relaxed);
+	limit = fetch_tune_update(&cs->tune, now, rx - cs->rx_seen,
+				  f->demand.head || f->ahead.head);
+	cs->rx_seen = rx;
+	if (limit != f->limit) {
+		log_debug("connections=auto: %u -> %u (%.0f MiB/s at %u)",
+			  f->limit, limit, cs->tune.rate * 1000 / (1 << 20),
+			  f->limit);
+		fetch_set_limit(f, limit);
+	}
+	if (fetch_tune_settled(&cs->tune, &rate))
+		log_debug("connections=auto: settled at %u (%.0f MiB/s)", limit,
+			  rate / (1 << 20));
+}
+
 static void *curl_worker(void *arg)
 {
 	struct curl_thread *t = arg;
@@ -234,7 +293,7 @@ static void *curl_worker(void *arg)
 		ended = 0;
 
 		pthread_mutex_lock(&f->lock);
-		while (!f->stop && t->active < conns) {
+		while (!f->stop && t->active < curl_share(f, cs, t)) {
 			struct fetch_job *j = fetch_take(
 				f, cs->active, fetch_now_ms(), &next_due);
 			struct xfer *x = NULL;
@@ -273,6 +332,7 @@ static void *curl_worker(void *arg)
 			pthread_mutex_unlock(&f->lock);
 			break;
 		}
+		tune_tick(f, cs);
 		pthread_mutex_unlock(&f->lock);
 
 		mc = curl_multi_perform(t->multi, &running);
@@ -357,12 +417,22 @@ static unsigned curl_nthreads(unsigned conns)
 static int curl_start(struct fetch *f)
 {
 	struct curl_state *cs = calloc(1, sizeof(*cs));
-	unsigned i, conns = f->opts->connections;
+	unsigned i, k, conns = curl_conns_max(f->opts);
 
 	if (!cs)
 		return -ENOMEM;
 	f->tpriv = cs;
 	cs->nthreads = curl_nthreads(conns);
+	/* Transfers for the most connections, used up to f->limit. */
+	cs->tuning = conns > f->opts->connections;
+	if (cs->tuning) {
+		fetch_tune_init(&cs->tune, f->opts->connections, conns,
+				cache_block_size(f->cache));
+		pthread_mutex_lock(&f->lock);
+		fetch_set_limit(f, cs->tune.limit);
+		pthread_mutex_unlock(&f->lock);
+		STAT_SET(connections_max, conns);
+	}
 	/* Everything allocated before any thread starts: a thread cannot
 	 * fail to start work, and wake() may look at every multi handle. */
 	for (i = 0; i < cs->nthreads; i++) {
@@ -378,6 +448,8 @@ static int curl_start(struct fetch *f)
 		t->fin = calloc(n, sizeof(*t->fin));
 		if (!t->multi || !t->x || !t->fin)
 			return -ENOMEM;
+		for (k = 0; k < n; k++)
+			t->x[k].t = t;
 		if (curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
 				      (long)n) ||
 		    curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS,

@@ -70,6 +70,7 @@ struct fetch {
 	const struct fetch_transport *tp;
 	void *tpriv;	   /* the transport's */
 	unsigned reserved; /* connections only demand reads may use */
+	unsigned limit;	   /* connections in use now (auto: the tuner's) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;	    /* sync workers wait here */
 	struct fetch_queue demand;  /* protected by lock */
@@ -101,11 +102,18 @@ extern const struct fetch_transport fetch_curl_transport;
 uint64_t fetch_now_ms(void);
 
 /*
+ * fetch_set_limit() - with f->lock held (or before any thread runs):
+ * use @limit connections from now, a quarter of them (at least one of
+ * two or more) reserved for demand reads.
+ */
+void fetch_set_limit(struct fetch *f, unsigned limit);
+
+/*
  * fetch_take() - with f->lock held: the next job to start when @active
  * jobs run, whose backoff has passed: demand first, then retries, then
- * readahead (those two only while fewer than connections - reserved
- * run). NULL when none; *next_due is lowered to when a waiting job's
- * backoff ends.
+ * readahead (those two only while fewer than limit - reserved run).
+ * NULL when none; *next_due is lowered to when a waiting job's backoff
+ * ends.
  */
 struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
 			     uint64_t *next_due);

@@ -26,6 +26,12 @@ struct options {
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
 	bool list_lazy;	     /* list directories when first looked in */
 
+	/* connections=auto: the HTTP/S3 transport tunes how many, from
+	 * connections, at most connections_max (fetch_tune.h); a fixed
+	 * count: connections_max is connections */
+	bool connections_auto;
+	unsigned connections_max;
+
 	/* S3 (source_s3.c) */
 	char *endpoint; /* URL, or NULL: AWS, from region */
 	char *region;	/* or NULL: from the environment, else us-east-1 */

@@ -42,12 +42,18 @@ struct stats {
 	atomic_uint_fast64_t errors_auth;     /* -EACCES, -EKEYEXPIRED */
 	atomic_uint_fast64_t errors_other;    /* resets, 5xx, shutdown... */
 	atomic_uint_fast64_t dirs_listed; /* one-level listings (lazy mode) */
+	/* levels, not counts: connections in use now (connections=auto: the
+	 * tuner's limit, fetch_tune.h), and the most it may use */
+	atomic_uint_fast64_t connections_now;
+	atomic_uint_fast64_t connections_max;
 };
 
 extern struct stats stats;
 
 #define STAT_ADD(field, n)                                                     \
 	atomic_fetch_add_explicit(&stats.field, (n), memory_order_relaxed)
+#define STAT_SET(field, n)                                                     \
+	atomic_store_explicit(&stats.field, (n), memory_order_relaxed)
 
 /* stats_count_error() - a block failed for good with @err: count it in
  * errors and in its class. */

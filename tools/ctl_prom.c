@@ -18,6 +18,11 @@ static const struct {
 	  "The block cache's budget (cache_mem)" },
 	{ "cache_blocks", "cache_blocks", "Blocks in the block cache" },
 	{ "files", "files", "Files in the mounted tree" },
+	{ "connections_now", "connections_now",
+	  "Connections to the source in use now (connections=auto: the "
+	  "tuned limit)" },
+	{ "connections_max", "connections_max",
+	  "The most connections to the source (connections_max)" },
 };
 
 /* Help for the counters known today; others get a generic line. */

@@ -79,11 +79,17 @@ def test_quick_run_prints_every_row(tmp_path, weightfs_bin):
     out = r.stdout
     for row in ("16 curls", "weightfs c=16 cold dd, fresh mount",
                 "weightfs c=16 cold dd, again (evict)",
-                "weightfs c=16 cold dd, cache_mem=file/2"):
+                "weightfs c=16 cold dd, cache_mem=file/2",
+                "weightfs auto cold dd, fresh mount (K=",
+                "weightfs auto cold dd, again (evict)"):
         line = [ln for ln in out.splitlines() if ln.startswith(row)]
         assert line, "row %r missing:\n%s" % (row, out)
         nums = re.findall(r"\d+\.\d+", line[0])
         assert len(nums) >= 4, line[0]
         assert float(nums[0]) > 0, line[0]
+    # connections=auto: how its limit went, starting at 16.
+    trace = [ln for ln in out.splitlines()
+             if ln.startswith("  auto limit over time, fresh run 1: ")]
+    assert trace and re.search(r": \d+\.\ds 16\b", trace[0]), out
     # Nothing left mounted under the temporary directory.
     assert not [m for m in lib.mounts() if str(tmp_path) in m], lib.mounts()
