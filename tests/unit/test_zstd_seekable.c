@@ -561,6 +561,24 @@ static void test_group(void)
 			      out[3] == 0x22 && out[4] == 0x33,
 		      "high bytes first, odd byte last");
 	}
+	/* a frame's worth (streamed to memory), to an aligned destination
+	 * and to an odd one (not streamed), an odd trailing byte */
+	{
+		const size_t n = (1u << 20) + 37;
+		uint8_t *a = sample(n, 8), *g = malloc(n), *b = malloc(n + 1);
+		int k;
+
+		zstd_seekable_group(g, a, n, 2);
+		for (k = 0; k < 2; k++) {
+			memset(b, 0, n + 1);
+			zstd_seekable_ungroup(b + k, g, n, 2);
+			CHECK(memcmp(a, b + k, n) == 0, "ungroup 1 MiB at +%d",
+			      k);
+		}
+		free(a);
+		free(g);
+		free(b);
+	}
 	/* XXH64("") = 0xEF46DB3751D8E999 */
 	CHECK(zstd_seekable_checksum("", 0) == 0x51D8E999U, "xxh64 low 32");
 	(void)i;
