@@ -3,6 +3,7 @@
 #include "zstd_seekable.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -315,11 +316,17 @@ ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
 	for (i = first; i < first + count; i++) {
 		const struct zstd_seekable_frame *f = &zs->frames[i];
 		const uint8_t *fsrc = in + (f->coff - base);
+		uintptr_t o = (uintptr_t)out + (f->doff - off);
 		ssize_t r;
 
 		if (f->dsize == 0)
 			continue;
-		if (f->doff >= off && f->doff + f->dsize <= end) {
+		/* Straight into @dst, unless the frame is cut, or (in place)
+		 * its output would overwrite its own input while it is read:
+		 * a grouped frame goes through the context's scratch anyway. */
+		if (f->doff >= off && f->doff + f->dsize <= end &&
+		    (zs->group || o + f->dsize <= (uintptr_t)fsrc ||
+		     o >= (uintptr_t)fsrc + f->csize)) {
 			r = zstd_seekable_decode(dc, zs, i, fsrc, f->csize,
 						 out + (f->doff - off),
 						 f->dsize);
@@ -349,6 +356,31 @@ ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
 			return r;
 	}
 	return end - off;
+}
+
+int zstd_seekable_in_place(const struct zstd_seekable *zs, uint64_t off,
+			   uint64_t len)
+{
+	const struct zstd_seekable_frame *last;
+	uint32_t first, count, i;
+	int64_t slack = 0;
+
+	zstd_seekable_range(zs, off, len, &first, &count);
+	if (!count)
+		return 0;
+	last = &zs->frames[first + count - 1];
+	if (zs->frames[first].doff != off ||
+	    last->doff + last->dsize != off + len)
+		return 0;
+	/* Frame i's output ends where the input of the frames after it
+	 * begins, or before: each suffix of the run is no bigger compressed
+	 * than decompressed (the whole run included: @src fits in @dst). */
+	for (i = first + count; i-- > first;) {
+		slack += (int64_t)zs->frames[i].dsize - zs->frames[i].csize;
+		if (slack < 0)
+			return 0;
+	}
+	return 1;
 }
 
 ssize_t zstd_seekable_write_table(const struct zstd_seekable_frame *frames,
@@ -428,6 +460,9 @@ void zstd_seekable_group(void *dst, const void *src, size_t n, unsigned esize)
 	memcpy(d + count * esize, s + count * esize, n - count * esize);
 }
 
+/* Ungrouping at least so many bytes streams them to memory. */
+#define UNGROUP_STREAM_MIN (256u << 10)
+
 void zstd_seekable_ungroup(void *dst, const void *src, size_t n, unsigned esize)
 {
 	const uint8_t *s = src;
@@ -438,6 +473,23 @@ void zstd_seekable_ungroup(void *dst, const void *src, size_t n, unsigned esize)
 	if (esize == 2) {
 		i = 0;
 #ifdef __SSE2__
+		/* A frame's worth into a cache block: stores that bypass the
+		 * cache (no read of the destination's lines first) take half
+		 * the time; @src, the decoder's output, is in the cache. */
+		if (n >= UNGROUP_STREAM_MIN && !((uintptr_t)d & 15)) {
+			for (; i + 16 <= count; i += 16) {
+				__m128i hi = _mm_loadu_si128(
+					(const __m128i *)(s + i));
+				__m128i lo = _mm_loadu_si128(
+					(const __m128i *)(s + count + i));
+
+				_mm_stream_si128((__m128i *)(d + 2 * i),
+						 _mm_unpacklo_epi8(lo, hi));
+				_mm_stream_si128((__m128i *)(d + 2 * i + 16),
+						 _mm_unpackhi_epi8(lo, hi));
+			}
+			_mm_sfence();
+		}
 		/* 16 elements a step: interleave 16 low and 16 high bytes */
 		for (; i + 16 <= count; i += 16) {
 			__m128i hi = _mm_loadu_si128((const __m128i *)(s + i));

@@ -154,7 +154,8 @@ ssize_t zstd_seekable_decode(struct zstd_seekable_dctx *dc,
  * through a scratch buffer of the context's. Every frame is verified as by
  * zstd_seekable_decode(). This is what one cache block's fill needs: one
  * ranged GET of [frames[first].coff, end of frames[first + count - 1]),
- * then this call.
+ * then this call. @src may lie inside @dst only as zstd_seekable_in_place()
+ * says: at @dst + (@len - @src_len), for a range it accepts.
  * @return the bytes written (0 past the end); -EBADMSG (a corrupt frame;
  * @dst unspecified), -EINVAL (@src_len is not those frames' size), -ENOMEM.
  */
@@ -162,6 +163,20 @@ ssize_t zstd_seekable_read(struct zstd_seekable_dctx *dc,
 			   const struct zstd_seekable *zs, uint64_t off,
 			   uint64_t len, const void *src, size_t src_len,
 			   void *dst);
+
+/*
+ * zstd_seekable_in_place() - whether zstd_seekable_read() of [@off, @off +
+ * @len) may take its compressed bytes from the end of its own output buffer
+ * (@src = @dst + @len - @src_len), so a cache block needs no second buffer:
+ * true when the range's frames cover exactly [@off, @off + @len) (it is
+ * within the data) and every tail of that run of frames is no bigger
+ * compressed than decompressed, so decoding a frame never overwrites the
+ * compressed bytes of a later one. Frames that grew (incompressible data)
+ * make it false: the caller then uses a separate buffer.
+ * @return 1 or 0.
+ */
+int zstd_seekable_in_place(const struct zstd_seekable *zs, uint64_t off,
+			   uint64_t len);
 
 /* Writing (weightfs-pack, tests). */
 

@@ -159,7 +159,7 @@ static void scratch_put(struct fetch *f, char *p, size_t cap)
 static void job_free(struct fetch *f, struct fetch_job *j)
 {
 	if (j) {
-		if (j->dst && j->dst != j->b->data)
+		if (j->dst && j->dst_cap)
 			scratch_put(f, j->dst, j->dst_cap);
 		zstd_object_unref(j->zobj);
 		free(j->etag);
@@ -257,12 +257,17 @@ static void *decode_worker(void *arg)
 static int plan_decoded(struct fetch *f, struct fetch_job *j)
 {
 	struct zstd_object *z = j->zobj;
+	bool in_place = zstd_object_in_place(z, j->off, j->len);
 	int err = zstd_object_plan(z, j->off, j->len, &j->off, &j->len);
 
 	if (err)
 		return err;
 	j->obj = &z->obj;
 	j->size = z->object_size;
+	if (in_place) { /* into the block's end, decoded there */
+		j->dst = j->b->data + (j->b->len - j->len);
+		return 0;
+	}
 	j->dst = scratch_get(f, j->len, &j->dst_cap);
 	return j->dst ? 0 : -ENOMEM;
 }

@@ -59,6 +59,11 @@ int zstd_object_plan(const struct zstd_object *z, uint64_t off, size_t len,
 	return 0;
 }
 
+bool zstd_object_in_place(const struct zstd_object *z, uint64_t off, size_t len)
+{
+	return zstd_seekable_in_place(z->zs, off, len);
+}
+
 /* A decoding context per thread, freed with it. */
 static pthread_key_t dctx_key;
 static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
@@ -84,7 +89,9 @@ static struct zstd_seekable_dctx *thread_dctx(void)
 	return dc;
 }
 
-/* After a failed decode: which frame of [first, first + count) is bad. */
+/* After a failed decode: which frame of [first, first + count) is bad.
+ * The last one that fails: a decode in place has overwritten the input of
+ * the frames before the bad one, never of those after it. */
 static uint32_t find_bad_frame(struct zstd_seekable_dctx *dc,
 			       const struct zstd_object *z, uint32_t first,
 			       uint32_t count, const char *src)
@@ -94,15 +101,18 @@ static uint32_t find_bad_frame(struct zstd_seekable_dctx *dc,
 	uint64_t base = zs->frames[first].coff;
 	uint32_t i;
 
-	for (i = first; scratch && i < first + count; i++) {
+	for (i = first + count; scratch && i-- > first;) {
 		const struct zstd_seekable_frame *fr = &zs->frames[i];
 
 		if (zstd_seekable_decode(dc, zs, i, src + (fr->coff - base),
-					 fr->csize, scratch, zs->max_dsize) < 0)
-			break;
+					 fr->csize, scratch,
+					 zs->max_dsize) < 0) {
+			free(scratch);
+			return i;
+		}
 	}
 	free(scratch);
-	return i < first + count ? i : first;
+	return first;
 }
 
 int zstd_object_decode(struct zstd_object *z, const char *name, uint64_t off,

@@ -17,6 +17,7 @@
 #ifndef WFS_FS_ZSTD_OBJECT_H
 #define WFS_FS_ZSTD_OBJECT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,8 +76,19 @@ int zstd_object_plan(const struct zstd_object *z, uint64_t off, size_t len,
 		     uint64_t *ret_off, size_t *ret_len);
 
 /*
+ * zstd_object_in_place() - whether uncompressed bytes [@off, @off + @len)
+ * can be decoded in place: their compressed bytes (zstd_object_plan()'s
+ * *ret_len of them) fetched into the end of the @len-byte output buffer
+ * itself, and zstd_object_decode() given that as @src (see
+ * zstd_seekable_in_place()). Else they need a buffer of their own.
+ */
+bool zstd_object_in_place(const struct zstd_object *z, uint64_t off,
+			  size_t len);
+
+/*
  * zstd_object_decode() - decode uncompressed bytes [@off, @off + @len) of
- * @z into @dst from @src, the @src_len bytes zstd_object_plan() named.
+ * @z into @dst from @src, the @src_len bytes zstd_object_plan() named
+ * (separate, or at the end of @dst when zstd_object_in_place() said so).
  * Frames are verified (sizes, checksums); counted in stats. The first
  * corrupt frame of an object is logged, naming it.
  * @return 0, -EBADMSG (corrupt: @dst unspecified), -ENOMEM.

@@ -355,3 +355,25 @@ def test_interrupted_run_leaves_nothing(big_file, tmp_path, sig):
     p.send_signal(sig)
     assert p.wait(timeout=20) == -sig, "it finished before the signal"
     assert os.listdir(out) == []
+
+
+def test_default_levels(tmp_path):
+    """The default level is 3, and 1 with --group (grouped 16-bit weights
+    are smaller and decode faster at 1): the same bytes as the explicit
+    level, not those of the other one."""
+    src = tmp_path / "w.bin"
+    # 16-bit little-endian values with a skewed high byte, like weights
+    vals = lib.random_bytes(4 * MiB, 3)
+    src.write_bytes(bytes(b if i % 2 == 0 else 0x3c + (b & 3)
+                          for i, b in enumerate(vals)))
+
+    def packed(name, *args):
+        out = tmp_path / name
+        pack("-q", *args, src, "-o", out)
+        return (out / "w.bin.zst").read_bytes()
+
+    assert packed("d", "-f", "256K") == packed("l3", "-f", "256K", "-l", "3")
+    assert packed("d", "-f", "256K") != packed("l1", "-f", "256K", "-l", "1")
+    g = packed("g", "--group", "-f", "256K")
+    assert g == packed("g1", "--group", "-f", "256K", "-l", "1")
+    assert g != packed("g3", "--group", "-f", "256K", "-l", "3")

@@ -453,6 +453,80 @@ static void test_read(int grouped)
 	free(d);
 }
 
+/* Reads in place: the compressed bytes at the end of the output buffer
+ * (a cache block without a second buffer). Frames of 4 KiB, blocks of 4
+ * frames; frame 9 holds random bytes (it grows compressed), so a block that
+ * ends with it cannot be read in place, one that starts with it can. */
+static void test_in_place(int grouped)
+{
+	const size_t fs = 4096, bs = 4 * fs, n = 13 * fs + 100;
+	uint8_t *d = sample(n, 11), *out = malloc(bs + 64);
+	struct obj o;
+	struct zstd_seekable *zs;
+	struct zstd_seekable_dctx *dc;
+	uint32_t x = 777, first, count;
+	uint64_t off;
+	size_t i;
+	int blocks = 0;
+
+	for (i = 9 * fs; i < 10 * fs; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		d[i] = (uint8_t)x;
+	}
+	o = build(d, n, fs, 1, grouped, grouped, -1);
+	if (zstd_seekable_parse(o.buf, o.len, o.len, &zs) ||
+	    zstd_seekable_dctx_new(&dc)) {
+		CHECK(0, "setup");
+		return;
+	}
+	/* not frame-aligned, or cutting a frame, or past the end: no */
+	CHECK(!zstd_seekable_in_place(zs, 1, bs), "unaligned start");
+	CHECK(!zstd_seekable_in_place(zs, 0, bs - 1), "cut last frame");
+	CHECK(!zstd_seekable_in_place(zs, 12 * fs, 2 * fs), "past the end");
+	CHECK(!zstd_seekable_in_place(zs, 6 * fs, 4 * fs),
+	      "ends incompressible");
+	CHECK(zstd_seekable_in_place(zs, 9 * fs, 3 * fs),
+	      "starts incompressible");
+	CHECK(zstd_seekable_in_place(zs, 0, bs), "compressible");
+	for (off = 0; off < n; off += bs / 2) {
+		uint64_t len = n - off < bs ? n - off : bs;
+		size_t sl;
+		uint8_t *src;
+		ssize_t r;
+
+		if (!zstd_seekable_in_place(zs, off, len))
+			continue;
+		blocks++;
+		zstd_seekable_range(zs, off, len, &first, &count);
+		sl = zs->frames[first + count - 1].coff +
+		     zs->frames[first + count - 1].csize -
+		     zs->frames[first].coff;
+		CHECK(sl <= len, "src fits");
+		memset(out, 0xee, bs + 64);
+		src = out + (len - sl);
+		memcpy(src, o.buf + zs->frames[first].coff, sl);
+		r = zstd_seekable_read(dc, zs, off, len, src, sl, out);
+		CHECK(r == (ssize_t)len && !memcmp(out, d + off, len) &&
+			      out[len] == 0xee,
+		      "in place [%llu,+%llu): %zd", (unsigned long long)off,
+		      (unsigned long long)len, r);
+		/* a corrupt frame in place: an error, never success */
+		memcpy(src, o.buf + zs->frames[first].coff, sl);
+		src[sl - zs->frames[first + count - 1].csize / 2] ^= 0x08;
+		CHECK(zstd_seekable_read(dc, zs, off, len, src, sl, out) ==
+			      -EBADMSG,
+		      "corrupt in place at %llu", (unsigned long long)off);
+	}
+	CHECK(blocks >= 4, "%d blocks read in place", blocks);
+	zstd_seekable_dctx_free(dc);
+	zstd_seekable_free(zs);
+	free(o.buf);
+	free(out);
+	free(d);
+}
+
 static void test_group(void)
 {
 	static const size_t sizes[] = { 0, 1, 2, 3, 7, 64, 1001 };
@@ -487,6 +561,24 @@ static void test_group(void)
 			      out[3] == 0x22 && out[4] == 0x33,
 		      "high bytes first, odd byte last");
 	}
+	/* a frame's worth (streamed to memory), to an aligned destination
+	 * and to an odd one (not streamed), an odd trailing byte */
+	{
+		const size_t n = (1u << 20) + 37;
+		uint8_t *a = sample(n, 8), *g = malloc(n), *b = malloc(n + 1);
+		int k;
+
+		zstd_seekable_group(g, a, n, 2);
+		for (k = 0; k < 2; k++) {
+			memset(b, 0, n + 1);
+			zstd_seekable_ungroup(b + k, g, n, 2);
+			CHECK(memcmp(a, b + k, n) == 0, "ungroup 1 MiB at +%d",
+			      k);
+		}
+		free(a);
+		free(g);
+		free(b);
+	}
 	/* XXH64("") = 0xEF46DB3751D8E999 */
 	CHECK(zstd_seekable_checksum("", 0) == 0x51D8E999U, "xxh64 low 32");
 	(void)i;
@@ -501,6 +593,8 @@ int main(void)
 	test_every_flip();
 	test_read(0);
 	test_read(1);
+	test_in_place(0);
+	test_in_place(1);
 	test_group();
 	if (failures)
 		fprintf(stderr, "%d checks failed\n", failures);
