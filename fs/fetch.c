@@ -119,12 +119,21 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 				 uint64_t *next_due, size_t *ret_len)
 {
 	struct fetch_job *j = fetch_take(f, active, now, next_due), *last = j;
-	uint64_t max = f->opts->request_size;
+	uint64_t max = f->opts->request_size, rest;
+	unsigned conns = f->opts->connections;
 	size_t len;
 
 	if (!j)
 		return NULL;
 	len = j->len;
+	/* Near the file's end a run takes only an even share of what is
+	 * left over the connections readahead may use (guided
+	 * self-scheduling), so the stream's last requests end together
+	 * instead of one whole request running on while the others idle. */
+	conns = conns > f->reserved ? conns - f->reserved : 1;
+	rest = j->size > j->off ? j->size - j->off : 0;
+	if (max > rest / conns)
+		max = rest / conns;
 	/* A reader's block goes alone (its bytes first and only); a
 	 * compressed block's bytes are not the block's. Later blocks are
 	 * never longer than earlier ones: len + last->len bounds the next. */

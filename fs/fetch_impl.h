@@ -123,7 +123,9 @@ struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
  * (demand) or a compressed block's, the retry and readahead jobs waiting
  * that continue it (the same file, version and validator, the next block,
  * each a whole block but the last), chained on ->next, the run at most
- * opts->request_size bytes. Sets *ret_len to the run's bytes (its first
+ * opts->request_size bytes, and near the file's end at most its share of
+ * the rest over the connections readahead may use. Sets *ret_len to the
+ * run's bytes (its first
  * job's off onwards).
  */
 struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
