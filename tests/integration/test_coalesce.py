@@ -52,7 +52,10 @@ def test_sequential_read_makes_few_large_gets(nginx, mount, tree):
     g = gets(srv, "/big.bin")
     assert st["bytes_fetched"] == BIG, st
     assert st["requests"] == len(g), (st["requests"], len(g))
-    assert len(g) <= 32, "%d GETs for 128 blocks" % len(g)
+    # 1 per block before; about 20 here (more while the window ramps up
+    # on a slow machine).
+    assert len(g) <= 48, "%d GETs for 128 blocks: %s" % (
+        len(g), [r["range"] for r in g])
     covered = 0
     for r in g:
         s, e = span(r["range"])
@@ -135,14 +138,15 @@ def test_truncated_run_keeps_arrived_blocks(fault_server, mount, tree):
     """Runs of 1M blocks cut after 1.5 MiB: the block that arrived whole is
     kept (never asked for again), the rest is retried; the bytes are right."""
     srv = fault_server(tree)
-    srv.add_fault("truncate", path="/t.bin", count=6, after=3 * MiB // 2)
+    # Every GET: a lone 1M block is whole before the cut (then FIN).
+    srv.add_fault("truncate", path="/t.bin", count=None, after=3 * MiB // 2)
     m = mount(srv.url, {"block_size": "1M", "request_size": "8M",
-                        "retries": "5"})
+                        "connections": "4", "retries": "5"})
     path = m.file("t.bin")
     assert sha256_file(path) == sha256_file(os.path.join(tree, "t.bin"))
     log = [r for r in srv.requests("GET", "/t.bin")]
     cut = [r for r in log if r[5] == "truncate"]
-    runs = [r for r in cut if span(r[2])[1] - span(r[2])[0] + 1 > 2 * MiB]
+    runs = [r for r in cut if span(r[2])[1] - span(r[2])[0] + 1 >= 2 * MiB]
     assert runs, "no run was truncated: %s" % [r[2] for r in log]
     for r in runs:
         s = span(r[2])[0]
@@ -164,7 +168,7 @@ def test_cut_runs_without_retries_give_right_bytes_or_eio(fault_server,
     srv.add_fault("stall", path="/t.bin", count=None, after=3 * MiB // 2,
                   seconds=0.3, then="close")
     m = mount(srv.url, {"block_size": "1M", "request_size": "8M",
-                        "retries": "0"})
+                        "connections": "4", "retries": "0"})
     want = open(os.path.join(tree, "t.bin"), "rb").read()
     fd = os.open(m.file("t.bin"), os.O_RDONLY)
     got, err = b"", None
