@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fetch.h"
 #include "stats.h"
 #include "tree.h"
 
@@ -409,15 +410,19 @@ int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
 		if (ahead > STAGE_AHEAD)
 			ahead = STAGE_AHEAD;
 		/* Blocks not on disk start from the source a few ahead,
-		 * as far as memory not in use allows. */
+		 * as far as memory not in use allows, queued together so
+		 * that consecutive blocks go in few requests. */
+		fetch_batch_begin();
 		for (; next < last && next <= i + ahead; next++) {
 			uint64_t blen =
 				fsize - next * bs < bs ? fsize - next * bs : bs;
 			struct disk_key k;
 			int r;
 
-			if (!node_key(dc, n, gen, next, &k))
+			if (!node_key(dc, n, gen, next, &k)) {
+				fetch_batch_end();
 				return -EIO;
+			}
 			if (on_disk(dc, &k)) {
 				st[next % STAGE_RING] = ST_DISK;
 				continue;
@@ -431,6 +436,7 @@ int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
 				break; /* no room: in turn, below */
 			st[next % STAGE_RING] = r ? ST_OURS : ST_THEIRS;
 		}
+		fetch_batch_end();
 		if (next <= i) { /* not looked at yet: no room ahead */
 			st[i % STAGE_RING] = ST_NEW;
 			next = i + 1;

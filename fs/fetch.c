@@ -94,6 +94,75 @@ struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
 	return j ? j : queue_take(&f->ahead, now, next_due);
 }
 
+/* Whether @b's bytes follow @a's in the same version of the same object,
+ * so that one request can fetch both. */
+static bool continues(const struct fetch_job *a, const struct fetch_job *b)
+{
+	return !b->demand && !b->zobj && b->file == a->file &&
+	       b->obj == a->obj && b->b->generation == a->b->generation &&
+	       b->b->index == a->b->index + 1 && b->off == a->off + a->len &&
+	       b->size == a->size &&
+	       (a->etag ? b->etag && !strcmp(a->etag, b->etag) : !b->etag);
+}
+
+/* Unlink and return the job of @q, due at @now, that continues @prev. */
+static struct fetch_job *queue_take_next(struct fetch_queue *q,
+					 const struct fetch_job *prev,
+					 uint64_t now)
+{
+	struct fetch_job **p = &q->head, *pv = NULL;
+
+	for (; *p; pv = *p, p = &(*p)->next) {
+		struct fetch_job *j = *p;
+
+		if (j->not_before_ms > now || !continues(prev, j))
+			continue;
+		*p = j->next;
+		if (q->tail == j)
+			q->tail = pv;
+		j->next = NULL;
+		return j;
+	}
+	return NULL;
+}
+
+struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
+				 uint64_t *next_due, size_t *ret_len)
+{
+	struct fetch_job *j = fetch_take(f, active, now, next_due), *last = j;
+	uint64_t max = f->opts->request_size, rest;
+	unsigned conns = f->limit; /* what connections=auto allows now */
+	size_t len;
+
+	if (!j)
+		return NULL;
+	len = j->len;
+	/* Near the file's end a run takes only an even share of what is
+	 * left over the connections readahead may use (guided
+	 * self-scheduling), so the stream's last requests end together
+	 * instead of one whole request running on while the others idle. */
+	conns = conns > f->reserved ? conns - f->reserved : 1;
+	rest = j->size > j->off ? j->size - j->off : 0;
+	if (max > rest / conns)
+		max = rest / conns;
+	/* A reader's block goes alone (its bytes first and only); a
+	 * compressed block's bytes are not the block's. Later blocks are
+	 * never longer than earlier ones: len + last->len bounds the next. */
+	while (!j->demand && !j->zobj && len + last->len <= max) {
+		struct fetch_job *n = queue_take_next(&f->retry, last, now);
+
+		if (!n)
+			n = queue_take_next(&f->ahead, last, now);
+		if (!n)
+			break;
+		last->next = n;
+		last = n;
+		len += n->len;
+	}
+	*ret_len = len;
+	return j;
+}
+
 int fetch_new(struct source *src, const struct options *opts,
 	      struct fetch **ret)
 {
@@ -302,12 +371,55 @@ void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 		f->tp->wake(f);
 }
 
+/* Fills this thread started between fetch_batch_begin() and _end(),
+ * queued at the end together. */
+static __thread struct {
+	struct fetch *f;
+	struct fetch_queue q;
+	unsigned depth;
+} batch;
+
+/* Queue the jobs chained from @j (on ->next) and wake the transport
+ * once: readers' blocks as demand, the others as readahead. */
+static void enqueue(struct fetch *f, struct fetch_job *j)
+{
+	struct fetch_job *n;
+	bool stop;
+
+	pthread_mutex_lock(&f->lock);
+	stop = f->stop;
+	for (n = j; !stop && n; n = j) {
+		struct block *b = n->b;
+		unsigned i;
+
+		j = n->next;
+		n->demand = !b->prefetch;
+		for (i = 0; i < 16 && !n->demand; i++) {
+			if (f->early[i] == b) {
+				f->early[i] = NULL;
+				n->demand = true;
+			}
+		}
+		queue_push(n->demand ? &f->demand : &f->ahead, n);
+	}
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+	if (!stop) {
+		f->tp->wake(f);
+		return;
+	}
+	for (n = j; n; n = j) {
+		j = n->next;
+		finish(f, n, -ESHUTDOWN);
+	}
+}
+
 static void fill_start(void *arg, struct block *b)
 {
 	struct fetch *f = arg;
 	struct fetch_job *j = calloc(1, sizeof(*j));
 	struct node *n = b->file;
-	bool stop, stale;
+	bool stale;
 
 	if (!j) {
 		stats_count_error(-ENOMEM);
@@ -342,26 +454,30 @@ static void fill_start(void *arg, struct block *b)
 			return;
 		}
 	}
-	pthread_mutex_lock(&f->lock);
-	stop = f->stop;
-	if (!stop) {
-		bool demand = !b->prefetch;
-		unsigned i;
-
-		for (i = 0; i < 16 && !demand; i++) {
-			if (f->early[i] == b) {
-				f->early[i] = NULL;
-				demand = true;
-			}
-		}
-		queue_push(demand ? &f->demand : &f->ahead, j);
-		pthread_cond_signal(&f->cond);
+	if (batch.depth && (!batch.f || batch.f == f)) {
+		batch.f = f;
+		queue_push(&batch.q, j);
+		return;
 	}
-	pthread_mutex_unlock(&f->lock);
-	if (stop)
-		finish(f, j, -ESHUTDOWN);
-	else
-		f->tp->wake(f);
+	j->next = NULL;
+	enqueue(f, j);
+}
+
+void fetch_batch_begin(void)
+{
+	batch.depth++;
+}
+
+void fetch_batch_end(void)
+{
+	struct fetch *f = batch.f;
+
+	if (!batch.depth || --batch.depth)
+		return;
+	batch.f = NULL;
+	if (f)
+		enqueue(f, batch.q.head);
+	batch.q.head = batch.q.tail = NULL;
 }
 
 /* Move @b's job, if it still waits among readahead, to the demand
@@ -380,6 +496,7 @@ static void fill_promote(void *arg, struct block *b)
 		*p = j->next;
 		if (f->ahead.tail == j)
 			f->ahead.tail = prev;
+		j->demand = true;
 		j->next = f->demand.head;
 		f->demand.head = j;
 		if (!f->demand.tail)

@@ -4,7 +4,8 @@
  * policy; a transport moves the bytes, chosen by what the source can do
  * (source.h): read_block() runs on worker threads (fetch_sync.c),
  * prepare_get() on a few threads, each owning a curl multi handle and its
- * share of `connections` ranged GETs (fetch_curl.c).
+ * share of `connections` ranged GETs (fetch_curl.c), each GET fetching a
+ * run of consecutive readahead blocks (up to `request_size`).
  *
  * Order: blocks a reader waits for first, then retries, then readahead;
  * retries and readahead never take the last quarter of the connections
@@ -58,6 +59,16 @@ void fetch_shutdown(struct fetch *f);
 
 /* fetch_free() - fetch_shutdown(), join the threads, free. NULL is fine. */
 void fetch_free(struct fetch *f);
+
+/*
+ * fetch_batch_begin(), fetch_batch_end() - the fetches this thread starts
+ * in between (cache_prefetch() of a readahead step) are queued together
+ * at the end, with one wakeup, so that a transport finds the step whole
+ * and fetches consecutive blocks with one request. Nest; a reader waiting
+ * for a block of the batch meanwhile is served when it is queued.
+ */
+void fetch_batch_begin(void);
+void fetch_batch_end(void);
 
 /* ---- the core's contract with transports and tests ---- */
 

@@ -2,7 +2,10 @@
  * (source_ops.prepare_get: http(s)://, s3://): T threads (the online CPUs,
  * at most 4 and at most `connections`), each owning a curl multi handle
  * and its share of `connections`, run ranged GETs over keep-alive
- * connections. Receiving and copying the bytes is most of the daemon's
+ * connections, each GET a run of consecutive blocks (fetch_take_run(): up
+ * to `request_size`, so that first-byte latency and per-request costs are
+ * paid once per run, not per block; each block ends as soon as its bytes
+ * are in). Receiving and copying the bytes is most of the daemon's
  * CPU; one thread would cap a node at one core of it. All threads take
  * jobs from the core's queues (fetch_take(): demand first, the reserved
  * connections counted over all threads). On stop, running transfers are
@@ -29,11 +32,17 @@
 #include "source.h"
 #include "stats.h"
 
-/* One connection's transfer. */
+/* One connection's transfer: one GET of a run of jobs (fetch_take_run()),
+ * [off, off + len) of their object. */
 struct xfer {
 	CURL *h; /* reused across transfers; NULL until first needed */
 	struct curl_slist *hdrs;
-	struct fetch_job *j; /* NULL: idle */
+	struct fetch *f;
+	struct fetch_job *j; /* the run's jobs not ended yet; NULL: idle */
+	uint64_t off;	     /* the run's bytes */
+	size_t len;
+	size_t j_at;  /* where j's bytes start in the run */
+	bool refused; /* on_body stopped a wrong response */
 	struct fetch_response r;
 	int err; /* the ended attempt's outcome (fetch_judge()) */
 	struct curl_thread *t;
@@ -75,23 +84,55 @@ static unsigned curl_conns_max(const struct options *o)
 		       : o->connections;
 }
 
+/* Whether the response so far passes fetch_judge() for the whole run,
+ * its length aside: then its first jobs may end as their bytes arrive. */
+static bool judged_good(const struct xfer *x)
+{
+	struct fetch_response r = x->r;
+
+	r.got = x->len;
+	return !fetch_judge(x->off, x->len, x->j->size, 0, &r);
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
-	size_t len = size * n;
+	size_t len = size * n, left = len;
 
 	/* An error's body is not the block's: drop it (the status says). */
 	if (x->r.status < 200 || x->r.status > 299)
 		return len;
 	if (x->r.encoded)
 		return 0; /* not the file's bytes: stop at once */
-	if (len > x->j->len - x->r.got) {
+	if (len > x->len - x->r.got) {
 		x->r.overflow = true; /* the server sent more than asked */
 		return 0;
 	}
-	memcpy(x->j->dst + x->r.got, p, len);
-	x->r.got += len;
 	atomic_fetch_add_explicit(&x->t->rx, len, memory_order_relaxed);
+	while (left) {
+		struct fetch_job *j = x->j;
+		size_t at = x->r.got - x->j_at;
+		size_t k = j->len - at < left ? j->len - at : left;
+
+		memcpy(j->dst + at, p, k);
+		p += k;
+		left -= k;
+		x->r.got += k;
+		/* A job's bytes are in: it ends now, not with the run, unless
+		 * it is the run's last (the transfer's end judges that one:
+		 * overflow, errors) or the response is wrong. */
+		if (at + k == j->len && j->next && judged_good(x)) {
+			x->j = j->next;
+			x->j_at += j->len;
+			j->next = NULL;
+			fetch_attempt_done(x->f, j, 0);
+		} else if (at + k == j->len && j->next) {
+			/* A wrong response: no use reading on, the verdict
+			 * at the end says why. */
+			x->refused = true;
+			return 0;
+		}
+	}
 	return len;
 }
 
@@ -136,7 +177,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	} else if ((v = header_is(line, len, "Content-Range"))) {
 		if (sscanf(v, "bytes %llu-%llu/%llu", &start, &end, &total) ==
 			    3 &&
-		    start == x->j->off && end + 1 == x->j->off + x->j->len) {
+		    start == x->off && end + 1 == x->off + x->len) {
 			x->r.range_ok = true;
 			x->r.range_total = total;
 		}
@@ -182,13 +223,15 @@ static int setopt_all(struct fetch *f, struct xfer *x, const char *range)
  * bytes that were not the block's (fetch_judge() says why). */
 static int xfer_errno(const struct xfer *x, CURLcode code)
 {
-	if (code == CURLE_WRITE_ERROR && (x->r.overflow || x->r.encoded))
+	if (code == CURLE_WRITE_ERROR &&
+	    (x->r.overflow || x->r.encoded || x->refused))
 		return 0;
 	return http_curl_errno(code);
 }
 
-/* Set @x up for one attempt of @j. */
-static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
+/* Set @x up for one attempt of the run @j, @len bytes. */
+static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
+		   size_t len)
 {
 	char range[64];
 	struct curl_slist *l;
@@ -197,7 +240,7 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
 	if (!x->h && !(x->h = curl_easy_init()))
 		return -ENOMEM;
 	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, j->off,
-		 j->off + j->len - 1);
+		 j->off + len - 1);
 	curl_easy_reset(x->h);
 	err = http_setup_common(x->h, f->opts);
 	if (err)
@@ -205,7 +248,12 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
 	curl_slist_free_all(x->hdrs);
 	x->hdrs = NULL;
 	memset(&x->r, 0, sizeof(x->r));
+	x->f = f;
 	x->j = j;
+	x->off = j->off;
+	x->len = len;
+	x->j_at = 0;
+	x->refused = false;
 	err = f->src->ops->prepare_get(f->src, x->h, j->obj, j->etag, range,
 				       &x->hdrs);
 	if (err)
@@ -216,6 +264,19 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j)
 		return -ENOMEM;
 	x->hdrs = l;
 	return setopt_all(f, x, range + 6);
+}
+
+/* The attempt at the jobs of a run not ended yet, @j onwards, ended with
+ * @err: each goes through the retry policy on its own. */
+static void run_done(struct fetch *f, struct fetch_job *j, int err)
+{
+	while (j) {
+		struct fetch_job *n = j->next;
+
+		j->next = NULL;
+		fetch_attempt_done(f, j, err);
+		j = n;
+	}
 }
 
 /* Under f->lock: @n of @t's transfers started (n > 0) or ended. */
@@ -285,17 +346,17 @@ static void *curl_worker(void *arg)
 		pthread_mutex_unlock(&f->lock);
 		for (i = 0; i < ended; i++) {
 			struct xfer *x = t->fin[i];
-			struct fetch_job *j = x->j;
 
+			run_done(f, x->j, x->err);
 			x->j = NULL;
-			fetch_attempt_done(f, j, x->err);
 		}
 		ended = 0;
 
 		pthread_mutex_lock(&f->lock);
 		while (!f->stop && t->active < curl_share(f, cs, t)) {
-			struct fetch_job *j = fetch_take(
-				f, cs->active, fetch_now_ms(), &next_due);
+			size_t len = 0;
+			struct fetch_job *j = fetch_take_run(
+				f, cs->active, fetch_now_ms(), &next_due, &len);
 			struct xfer *x = NULL;
 			int err;
 
@@ -306,7 +367,7 @@ static void *curl_worker(void *arg)
 			for (i = 0; i < conns && !x; i++)
 				if (!t->x[i].j)
 					x = &t->x[i];
-			err = prepare(f, x, j);
+			err = prepare(f, x, j, len);
 			if (!err &&
 			    (mc = curl_multi_add_handle(t->multi, x->h))) {
 				log_warn("curl_multi_add_handle: %s",
@@ -322,7 +383,7 @@ static void *curl_worker(void *arg)
 				/* Through the retry policy: a transient
 				 * error is retried, after a backoff, so
 				 * this loop cannot spin. */
-				fetch_attempt_done(f, j, err);
+				run_done(f, j, err);
 			} else {
 				STAT_ADD(requests, 1);
 			}
@@ -352,7 +413,7 @@ static void *curl_worker(void *arg)
 			    !x || !x->j)
 				continue;
 			j = x->j;
-			x->err = fetch_judge(j->off, j->len, j->size,
+			x->err = fetch_judge(x->off, x->len, j->size,
 					     xfer_errno(x, msg->data.result),
 					     &x->r);
 			STAT_ADD(bytes_fetched, x->r.got);
@@ -395,7 +456,7 @@ static void *curl_worker(void *arg)
 			continue;
 		curl_multi_remove_handle(t->multi, t->x[i].h);
 		t->x[i].j = NULL;
-		fetch_attempt_done(f, j, -ESHUTDOWN);
+		run_done(f, j, -ESHUTDOWN);
 	}
 	return NULL;
 }

@@ -8,7 +8,14 @@
  * compressed object (zstd_object.h) is the one exception, kept to this
  * seam: obj names the compressed object, [off, off + len) are the
  * compressed bytes of the frames covering the block, dst a scratch buffer;
- * once they are in, a decode thread turns them into the block's data. */
+ * once they are in, a decode thread turns them into the block's data.
+ *
+ * Runs: a transport that can (fetch_curl.c) takes a job with
+ * fetch_take_run(), which chains on job->next the queued jobs continuing
+ * it (the same version of the same file, the next blocks), and moves the
+ * whole run with one ranged GET. Each job still ends on its own: a job
+ * whose bytes are in (and whose response was judged good so far) ends
+ * before the rest of the run arrives. */
 #ifndef WFS_FS_FETCH_IMPL_H
 #define WFS_FS_FETCH_IMPL_H
 
@@ -42,7 +49,8 @@ struct fetch_job {
 	char *etag;    /* validator pinned for every attempt, or NULL */
 	unsigned attempt;
 	uint64_t not_before_ms;
-	struct fetch_job *next;
+	bool demand;		/* queued for a reader: runs alone */
+	struct fetch_job *next; /* its queue; taken: the rest of its run */
 };
 
 struct fetch_queue {
@@ -117,6 +125,19 @@ void fetch_set_limit(struct fetch *f, unsigned limit);
  */
 struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
 			     uint64_t *next_due);
+
+/*
+ * fetch_take_run() - fetch_take(), and unless the job is a reader's
+ * (demand) or a compressed block's, the retry and readahead jobs waiting
+ * that continue it (the same file, version and validator, the next block,
+ * each a whole block but the last), chained on ->next, the run at most
+ * opts->request_size bytes, and near the file's end at most its share of
+ * the rest over the connections readahead may use. Sets *ret_len to the
+ * run's bytes (its first
+ * job's off onwards).
+ */
+struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
+				 uint64_t *next_due, size_t *ret_len);
 
 /*
  * fetch_attempt_done() - one attempt of @j ended with @err (0: the

@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "daemon.h"
 #include "fastpath.h"
+#include "fetch.h"
 #include "log.h"
 #include "readpath.h"
 #include "refresh.h"
@@ -289,12 +290,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (d->opts.prefetch == PREFETCH_OPEN) {
 		bs = cache_block_size(d->cache);
 		headroom = cache_headroom(d->cache) / 2;
+		/* Queued together: consecutive blocks go in few requests. */
+		fetch_batch_begin();
 		for (i = 0; i * bs < size && i * bs < headroom; i++) {
 			uint64_t len = size - i * bs < bs ? size - i * bs : bs;
 
 			if (cache_prefetch(d->cache, n, gen, i, len) < 0)
 				break;
 		}
+		fetch_batch_end();
 		readahead_update(node_readahead(n), 0, 0, d->opts.readahead_max,
 				 d->opts.readahead_max);
 	}

@@ -13,8 +13,9 @@ enum prefetch_mode {
 
 struct options {
 	uint64_t cache_mem;	/* block cache budget, bytes */
-	uint64_t block_size;	/* bytes per ranged GET and cache block */
+	uint64_t block_size;	/* bytes per cache block */
 	uint64_t readahead_max; /* largest readahead window, bytes */
+	uint64_t request_size;	/* most bytes per ranged GET, in blocks */
 	unsigned connections;	/* parallel connections to the source */
 	unsigned retries;	/* attempts after the first, per block */
 	unsigned timeout_s;	/* a transfer stalled this long is retried */

@@ -6,11 +6,23 @@ void readahead_init(struct readahead *ra)
 {
 	memset(ra, 0, sizeof(*ra));
 	pthread_mutex_init(&ra->lock, NULL);
+	pthread_mutex_init(&ra->issue, NULL);
 }
 
 void readahead_done(struct readahead *ra)
 {
+	pthread_mutex_destroy(&ra->issue);
 	pthread_mutex_destroy(&ra->lock);
+}
+
+bool readahead_issue_begin(struct readahead *ra)
+{
+	return pthread_mutex_trylock(&ra->issue) == 0;
+}
+
+void readahead_issue_end(struct readahead *ra)
+{
+	pthread_mutex_unlock(&ra->issue);
 }
 
 /* A read continues a stream when it starts between the stream's end minus

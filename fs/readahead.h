@@ -8,6 +8,7 @@
 #define WFS_FS_READAHEAD_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define READAHEAD_STREAMS 8
@@ -20,6 +21,7 @@ struct readahead_stream {
 
 struct readahead {
 	pthread_mutex_t lock;
+	pthread_mutex_t issue; /* held by the thread starting fetches */
 	struct readahead_stream s[READAHEAD_STREAMS]; /* protected by lock */
 	uint64_t clock;				      /* protected by lock */
 };
@@ -36,5 +38,15 @@ void readahead_done(struct readahead *ra);
  */
 uint64_t readahead_update(struct readahead *ra, uint64_t off, uint64_t len,
 			  uint64_t initial, uint64_t max);
+
+/*
+ * readahead_issue_begin() - whether this thread may start the file's
+ * readahead fetches now: false while another thread does (its step
+ * covers the window; two threads claiming blocks of one step in turn
+ * would split it into runs of one block). readahead_issue_end() after a
+ * true.
+ */
+bool readahead_issue_begin(struct readahead *ra);
+void readahead_issue_end(struct readahead *ra);
 
 #endif

@@ -3,31 +3,57 @@
 #include <errno.h>
 
 #include "cache.h"
+#include "fetch.h"
 #include "opts.h"
 #include "stats.h"
 #include "tree.h"
 
 /* Start fetching the blocks in the readahead window after a read of
- * [off, end). */
+ * [off, end), in steps of a request: blocks are asked for once at least
+ * request_size of them are missing (or the window reaches the file's end,
+ * or a missing block is within a request of the read), and all at once
+ * (fetch_batch_begin()), so the fetch engine gets them together and moves
+ * them with one ranged GET, not one per block. One thread at a time per
+ * file issues (readahead_issue_begin()): two claiming the blocks of one
+ * step in turn would split it. */
 static void read_ahead(struct cache *c, const struct options *o, struct node *n,
 		       uint32_t gen, uint64_t fsize, uint64_t off, uint64_t end)
 {
 	uint64_t bs = cache_block_size(c);
-	uint64_t max = cache_headroom(c) / 2, window, i, last;
+	uint64_t max = cache_headroom(c) / 2, window, i, first, last, step;
+	uint64_t missing = 0, first_missing = UINT64_MAX;
+	struct readahead *ra = node_readahead(n);
 
 	if (max > o->readahead_max)
 		max = o->readahead_max;
-	window = readahead_update(node_readahead(n), off, end - off, 2 * bs,
-				  max);
-	if (!window)
+	window = readahead_update(ra, off, end - off, 2 * bs, max);
+	if (!window || !readahead_issue_begin(ra))
 		return;
-	last = end + window < fsize ? end + window : fsize;
-	for (i = (end + bs - 1) / bs; i * bs < last; i++) {
+	first = (end + bs - 1) / bs;
+	last = end + window < fsize ? (end + window + bs - 1) / bs
+				    : (fsize + bs - 1) / bs;
+	step = o->request_size > bs ? o->request_size / bs : 1;
+	for (i = first; i < last && step > 1; i++) {
+		if (cache_has(c, n, gen, i))
+			continue;
+		missing++;
+		if (first_missing == UINT64_MAX)
+			first_missing = i;
+	}
+	if (step > 1 && (!missing || (missing < step && last * bs < fsize &&
+				      first_missing >= first + step))) {
+		readahead_issue_end(ra);
+		return;
+	}
+	fetch_batch_begin();
+	for (i = first; i < last; i++) {
 		uint64_t len = fsize - i * bs < bs ? fsize - i * bs : bs;
 
 		if (cache_prefetch_stream(c, n, gen, i, len, fsize) < 0)
 			break;
 	}
+	fetch_batch_end();
+	readahead_issue_end(ra);
 }
 
 int readpath_begin(struct cache *cache, const struct options *opts,

@@ -463,6 +463,165 @@ static void old_generation_not_fetched(void)
 	rig_free(&r);
 }
 
+/* What a transport does with a run it took: the bytes of its first @ok
+ * jobs in and each ended at once, the rest ended with @err. @return the
+ * number of jobs in the run. */
+static unsigned run_finish(struct rig *r, struct fetch_job *j, unsigned ok,
+			   int err)
+{
+	unsigned n = 0;
+
+	while (j) {
+		struct fetch_job *next = j->next;
+
+		j->next = NULL;
+		for (size_t k = 0; k < j->len; k++)
+			j->dst[k] = (char)mock_byte(j->off + k);
+		fetch_attempt_done(r->f, j, n < ok ? 0 : err);
+		n++;
+		j = next;
+	}
+	return n;
+}
+
+/* Take a run (with f->lock, as a transport does): its first block, the
+ * number of jobs and its bytes. */
+static struct fetch_job *take_run(struct rig *r, uint64_t *ret_first,
+				  unsigned *ret_n, size_t *ret_len)
+{
+	uint64_t due = UINT64_MAX;
+	struct fetch_job *j, *k;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&r->f->lock);
+	j = fetch_take_run(r->f, 0, fetch_now_ms(), &due, ret_len);
+	pthread_mutex_unlock(&r->f->lock);
+	for (k = j; k; k = k->next) {
+		CHECK(k == j || k->b->index == j->b->index + n,
+		      "run: block %llu after %llu",
+		      (unsigned long long)k->b->index,
+		      (unsigned long long)j->b->index);
+		n++;
+	}
+	*ret_first = j ? j->b->index : UINT64_MAX;
+	*ret_n = n;
+	return j;
+}
+
+/* Consecutive readahead queued in one batch is taken as runs of at most
+ * request_size; a reader's block goes alone and first; a run failing
+ * midway keeps its ended blocks and retries the rest on their own. One
+ * connection, busy with block 0 (held), so the test takes the jobs. */
+static void runs(void)
+{
+	struct rig r;
+	struct getter g9;
+	struct fetch_job *j;
+	uint64_t first;
+	unsigned n, i;
+	size_t len;
+	bool empty;
+
+	CHECK(!rig_new(&r, 1, 3, 16 * BS), "rig");
+	r.opts.request_size = 4 * BS;
+	r.m->hold = true;
+	CHECK(cache_prefetch(r.c, &r.n, 0, 0, BS) == 1, "prefetch 0");
+	CHECK(mock_wait_held(r.m, 1) == 0, "block 0 is being read");
+	fetch_batch_begin();
+	for (i = 1; i <= 6; i++)
+		CHECK(cache_prefetch(r.c, &r.n, 0, i, BS) == 1, "prefetch %u",
+		      i);
+	pthread_mutex_lock(&r.f->lock);
+	empty = !r.f->ahead.head;
+	pthread_mutex_unlock(&r.f->lock);
+	CHECK(empty, "a batch is queued at its end, not block by block");
+	fetch_batch_end();
+	g9 = (struct getter){ .r = &r, .index = 9 };
+	pthread_create(&g9.t, NULL, get_thread, &g9);
+	CHECK(wait_demand_queued(r.f) == 0, "9 queued");
+
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 9 && n == 1 && len == BS,
+	      "the reader's 9 alone: %llu %u", (unsigned long long)first, n);
+	run_finish(&r, j, 1, 0);
+	pthread_join(g9.t, NULL);
+	CHECK(g9.err == 0 && g9.ok, "reader of 9");
+
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 1 && n == 4 && len == 4 * BS, "run 1-4: %llu x %u",
+	      (unsigned long long)first, n);
+	/* Blocks 1, 2 arrive, then the connection resets. */
+	run_finish(&r, j, 2, -ECONNRESET);
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 5 && n == 2 && len == 2 * BS, "run 5-6: %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, 2, 0);
+	CHECK(mock_calls(r.m) == 1, "the source read only block 0: %u",
+	      mock_calls(r.m));
+
+	mock_release(r.m, UINT_MAX);
+	for (i = 0; i <= 6; i++) {
+		struct block *b = NULL;
+		int err = cache_get(r.c, &r.n, 0, i, BS, &b);
+
+		CHECK(err == 0 && b && block_ok(b, i), "block %u: %d", i, err);
+		cache_unref(r.c, b);
+	}
+	/* 0, and the retries of 3 and 4 one by one (the sync transport). */
+	CHECK(mock_calls(r.m) == 3, "reads: %u", mock_calls(r.m));
+	for (i = 1; i < 3; i++)
+		CHECK(r.m->offs[i] == (i + 2) * BS, "retry %u was block %llu",
+		      i, (unsigned long long)(r.m->offs[i] / BS));
+	rig_free(&r);
+}
+
+/* Runs join only what continues: another version, a gap, or no
+ * request_size (0) keep blocks apart. */
+static void runs_split(void)
+{
+	struct rig r;
+	struct fetch_job *j;
+	uint64_t first;
+	unsigned n;
+	size_t len;
+
+	CHECK(!rig_new(&r, 1, 0, 16 * BS), "rig");
+	r.opts.request_size = 8 * BS;
+	r.m->hold = true;
+	CHECK(cache_prefetch(r.c, &r.n, 0, 0, BS) == 1, "prefetch 0");
+	CHECK(mock_wait_held(r.m, 1) == 0, "block 0 is being read");
+	fetch_batch_begin();
+	CHECK(cache_prefetch(r.c, &r.n, 0, 1, BS) == 1, "prefetch 1");
+	CHECK(cache_prefetch(r.c, &r.n, 0, 2, BS) == 1, "prefetch 2");
+	CHECK(cache_prefetch(r.c, &r.n, 0, 4, BS) == 1, "prefetch 4");
+	fetch_batch_end();
+	/* A relist: generation 1, another ETag. */
+	pthread_mutex_lock(&r.n.lock);
+	r.n.generation = 1;
+	r.n.etag = "\"v2\"";
+	pthread_mutex_unlock(&r.n.lock);
+	CHECK(cache_prefetch(r.c, &r.n, 1, 3, BS) == 1, "prefetch 3 (v2)");
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 1 && n == 2, "1-2, not 3 of v2: %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, n, 0);
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 4 && n == 1, "4 alone (a gap): %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, n, 0);
+	r.opts.request_size = 0;
+	CHECK(cache_prefetch(r.c, &r.n, 1, 4, BS) == 1, "prefetch 4 (v2)");
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 3 && n == 1, "no request_size: alone: %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, n, 0);
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 4 && n == 1, "then 4 (v2): %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, n, 0);
+	rig_free(&r);
+}
+
 int main(void)
 {
 	retry_then_ok();
@@ -475,6 +634,8 @@ int main(void)
 	judge();
 	redact();
 	old_generation_not_fetched();
+	runs();
+	runs_split();
 	if (failures) {
 		fprintf(stderr, "%d failures\n", failures);
 		return 1;
