@@ -74,10 +74,11 @@ static struct fetch_job *queue_take(struct fetch_queue *q, uint64_t now,
 
 void fetch_set_limit(struct fetch *f, unsigned limit)
 {
-	/* A quarter of the connections, at least one when there are two,
-	 * stay for readers: hung readahead or retries cannot hold them all. */
+	/* An eighth of the connections, at least one when there are two,
+	 * stay for readers: hung readahead or retries cannot hold them all.
+	 * (A quarter left a sequential stream ~9 of 16 in flight.) */
 	f->limit = limit;
-	f->reserved = limit / 4;
+	f->reserved = limit / 8;
 	if (!f->reserved && limit >= 2)
 		f->reserved = 1;
 	STAT_SET(connections_now, limit);

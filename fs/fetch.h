@@ -8,7 +8,7 @@
  * run of consecutive readahead blocks (up to `request_size`).
  *
  * Order: blocks a reader waits for first, then retries, then readahead;
- * retries and readahead never take the last quarter of the connections
+ * retries and readahead never take the last eighth of the connections
  * (at least one of two or more), which stay for readers. Each attempt is pinned to the validator the file
  * had when listed and its response checked (fetch_judge()); transient
  * failures (5xx, resets, stalls, short bodies) are retried with capped,

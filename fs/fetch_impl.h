@@ -111,7 +111,7 @@ uint64_t fetch_now_ms(void);
 
 /*
  * fetch_set_limit() - with f->lock held (or before any thread runs):
- * use @limit connections from now, a quarter of them (at least one of
+ * use @limit connections from now, an eighth of them (at least one of
  * two or more) reserved for demand reads.
  */
 void fetch_set_limit(struct fetch *f, unsigned limit);
