@@ -7,15 +7,8 @@ import subprocess
 
 import pytest
 
-from wfs_testlib import MiB, is_asan_build, sha256_file, write_random
-
-
-def vm_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
+from wfs_testlib import (MiB, is_asan_build, sha256_file, vm_rss,
+                         write_random)
 
 
 def test_evict_then_read_reuses_memory(mount, ctl_bin, tmp_path):

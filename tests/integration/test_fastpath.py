@@ -587,12 +587,8 @@ def test_stale_sockets_are_cleared(mount, tmp_path):
     assert socket_of(m2.file("f.bin")) != live
 
 
-def test_warm_fastpath_load_copies_each_byte_once(mount, tmp_path, load_bin,
-                                                  build_dir):
-    """Issue 14: with the model in the daemon's cache, a host load over the
-    fast path costs one CPU copy per byte, the daemon's (from its cache
-    straight into the loader's memfd); the loader copies nothing. The
-    counters: weightfs-load --json and weightfs-ctl stats."""
+def warm_model(mount, tmp_path, build_dir):
+    """A 24 MiB model on a file:// mount, in the daemon's cache."""
     root = tmp_path / "src"
     root.mkdir()
     sums = write_safetensors(str(root / "m.safetensors"),
@@ -603,6 +599,16 @@ def test_warm_fastpath_load_copies_each_byte_once(mount, tmp_path, load_bin,
     r = subprocess.run([ctl, "prefetch", f], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
+    return m, f, sums
+
+
+def test_warm_fastpath_load_copies_each_byte_once(mount, tmp_path, load_bin,
+                                                  build_dir):
+    """Issue 14: with the model in the daemon's cache, a host load over the
+    fast path costs one CPU copy per byte, the daemon's (from its cache
+    straight into the loader's memfd); the loader copies nothing. The
+    counters: weightfs-load --json and weightfs-ctl stats."""
+    m, f, sums = warm_model(mount, tmp_path, build_dir)
     before = m.stats()["fastpath_bytes_copied"]
     got = load_json(load_bin, f)
     assert got["path"] == "fastpath"

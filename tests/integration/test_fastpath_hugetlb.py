@@ -19,7 +19,7 @@ import pytest
 
 from test_fastpath import (Client, MAGIC, MAP, MAP_FMT, digest,
                            import_weightfs, load_json, socket_of,
-                           write_safetensors)
+                           warm_model)
 from wfs_testlib import MiB, random_bytes
 
 NR = "/proc/sys/vm/nr_hugepages"
@@ -70,21 +70,6 @@ def load_bin(build_dir):
     if not os.path.exists(p):
         pytest.skip("no %s (build first)" % p)
     return p
-
-
-def warm_model(mount, tmp_path, build_dir):
-    """A 24 MiB model on a file:// mount, in the daemon's cache."""
-    root = tmp_path / "src"
-    root.mkdir()
-    sums = write_safetensors(str(root / "m.safetensors"),
-                             [3 * MiB + 5, 17 * MiB, 1, 4 * MiB])
-    m = mount("file://" + str(root), options={"block_size": "1M"})
-    f = m.file("m.safetensors")
-    ctl = os.path.join(build_dir, "tools", "weightfs-ctl")
-    r = subprocess.run([ctl, "prefetch", f], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    return m, f, sums
 
 
 def model_page_sizes():

@@ -15,7 +15,7 @@ import tempfile
 import pytest
 
 from wfs_testlib import (EROFS_LIKE, MiB, check_safetensors, sha256_file,
-                         sha256_mmap, tree_listing)
+                         sha256_mmap, tree_listing, vm_rss)
 
 OPTS = {"block_size": "1M"}
 
@@ -265,14 +265,6 @@ def test_symlink_swapped_after_listing(mount, shared_dir):
 
 
 # -- memory: a small file costs its size, not a block ---------------------
-
-def vm_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS for pid %d" % pid)
-
 
 @pytest.mark.parametrize("block_size", ["8M", "1M"])
 def test_small_files_cost_their_size(mount, tmp_path, block_size):

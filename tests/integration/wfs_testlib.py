@@ -184,6 +184,15 @@ def is_mounted(path):
     return os.path.realpath(path) in mounts()
 
 
+def vm_rss(pid):
+    """The resident memory of process @pid, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
 def wait_until(pred, timeout, interval=0.02):
     deadline = time.monotonic() + timeout
     while True:
