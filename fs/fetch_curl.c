@@ -353,10 +353,16 @@ static void *curl_worker(void *arg)
 		ended = 0;
 
 		pthread_mutex_lock(&f->lock);
-		while (!f->stop && t->active < curl_share(f, cs, t)) {
+		while (!f->stop && t->active < t->nconns) {
 			size_t len = 0;
-			struct fetch_job *j = fetch_take_run(
-				f, cs->active, fetch_now_ms(), &next_due, &len);
+			/* Over its share of the limit (the tuner lowered it while
+			 * runs were in flight): a reader's block still starts
+			 * here, readahead and retries wait (as when all of the
+			 * limit is in use). */
+			bool over = t->active >= curl_share(f, cs, t);
+			struct fetch_job *j =
+				fetch_take_run(f, over ? f->limit : cs->active,
+					       fetch_now_ms(), &next_due, &len);
 			struct xfer *x = NULL;
 			int err;
 

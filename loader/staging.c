@@ -10,6 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef MFD_HUGE_2MB /* <linux/memfd.h>: log2 of the page size, << 26 */
+#define MFD_HUGE_2MB (21U << 26)
+#endif
+
 #include "cuda.h"
 #include "errmsg.h"
 
@@ -27,7 +31,10 @@ int memfd_sealed(const char *name, size_t len, bool huge, int *ret_fd,
 
 	if (huge && env && !strcmp(env, "0"))
 		return -ECANCELED;
-	fd = memfd_create(name, flags | (huge ? MFD_HUGETLB : 0));
+	/* 2 MiB pages, not the system's default size, which may be 1 GiB:
+	 * a model just over a page would then take two. */
+	fd = memfd_create(name,
+			  flags | (huge ? MFD_HUGETLB | MFD_HUGE_2MB : 0));
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0)
