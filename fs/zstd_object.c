@@ -340,6 +340,19 @@ static int curl_prepare(struct source *src, const struct options *opts,
 	return c ? http_curl_errno(c) : 0;
 }
 
+/* Start @tl's request on @m. @return whether it runs (else tl->err). */
+static bool tail_start(CURLM *m, struct source *src, const struct options *opts,
+		       struct tail *tl)
+{
+	int err = curl_prepare(src, opts, tl);
+
+	if (!err && curl_multi_add_handle(m, tl->h))
+		err = -ENOMEM;
+	if (err)
+		tl->err = err;
+	return !err;
+}
+
 /* Run @n tail reads over a curl multi handle, up to opts->connections at
  * once. */
 static void read_curl(struct source *src, const struct options *opts,
@@ -357,17 +370,8 @@ static void read_curl(struct source *src, const struct options *opts,
 		CURLMsg *msg;
 		int running, left;
 
-		while (next < n && active < opts->connections) {
-			struct tail *tl = &tls[next++];
-			int err = curl_prepare(src, opts, tl);
-
-			if (!err && curl_multi_add_handle(m, tl->h))
-				err = -ENOMEM;
-			if (err)
-				tl->err = err;
-			else
-				active++;
-		}
+		while (next < n && active < opts->connections)
+			active += tail_start(m, src, opts, &tls[next++]);
 		if (!active)
 			continue;
 		curl_multi_perform(m, &running);
@@ -401,13 +405,7 @@ static void read_curl(struct source *src, const struct options *opts,
 				continue;
 			}
 			/* Again (a retry, or the whole table). */
-			err = curl_prepare(src, opts, tl);
-			if (!err && curl_multi_add_handle(m, tl->h))
-				err = -ENOMEM;
-			if (err)
-				tl->err = err;
-			else
-				active++;
+			active += tail_start(m, src, opts, tl);
 		}
 		if (active)
 			curl_multi_poll(m, NULL, 0, 100, NULL);

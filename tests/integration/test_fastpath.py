@@ -673,16 +673,7 @@ def test_python_host_load_copies_nothing_in_process(mount, tmp_path,
     last array viewing it (the model is long gone), then is unmapped."""
     import gc
     wl = import_weightfs(build_dir, kind)
-    root = tmp_path / "src"
-    root.mkdir()
-    sums = write_safetensors(str(root / "m.safetensors"),
-                             [3 * MiB + 5, 17 * MiB, 1, 4 * MiB])
-    m = mount("file://" + str(root), options={"block_size": "1M"})
-    f = m.file("m.safetensors")
-    ctl = os.path.join(build_dir, "tools", "weightfs-ctl")
-    r = subprocess.run([ctl, "prefetch", f], capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
+    m, f, sums = warm_model(mount, tmp_path, build_dir)
     gc.collect()
     assert shared_mappings() == []
     before = m.stats()["fastpath_bytes_copied"]
@@ -709,7 +700,7 @@ def test_python_host_load_copies_nothing_in_process(mount, tmp_path,
     gc.collect()
     assert len(shared_mappings()) == 1
     whole = hashlib.sha256()
-    path = str(root / "m.safetensors")
+    path = str(tmp_path / "src" / "m.safetensors")  # warm_model's source
     with open(path, "rb") as fh:
         hlen = struct.unpack("<Q", fh.read(8))[0]
         fh.seek(8 + hlen + 3 * MiB + 5 + 1)

@@ -153,17 +153,36 @@ def test_fast_path_same_tensors(trees, mount, nginx):
     assert m.stats()["fastpath_bytes_copied"] > 0
 
 
+def flip_middle_byte(path):
+    """Corrupt the object at @path: one bit of its middle byte."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+
+
+def mib_reads_right_or_eio(path, data):
+    """Read @path a MiB at a time: every read is @data's bytes or fails
+    with EIO, never wrong bytes. @return how many failed."""
+    bad = 0
+    for i in range(0, len(data), MiB):
+        err, got = lib.read_errno(path, MiB, i)
+        if err is None:
+            assert got == data[i:i + MiB], i
+        else:
+            assert err == errno.EIO
+            bad += 1
+    return bad
+
+
 def test_corrupt_frame_is_eio(trees, mount, nginx, tmp_path):
     src = tmp_path / "bad"
     src.mkdir()
     shutil.copy(os.path.join(trees["packed"], "big.bin.zst"),
                 str(src / "big.bin.zst"))
-    size = os.path.getsize(str(src / "big.bin.zst"))
-    with open(str(src / "big.bin.zst"), "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 0x40]))
+    flip_middle_byte(str(src / "big.bin.zst"))
     srv = nginx(str(src))
     m = mount(srv.url, OPTS)
     data = trees["files"]["big.bin"]
@@ -171,15 +190,7 @@ def test_corrupt_frame_is_eio(trees, mount, nginx, tmp_path):
     err, _ = lib.read_errno(m.file("big.bin"))
     assert err == errno.EIO
     # Every block reads as the original or fails: never wrong bytes.
-    bad = 0
-    for i in range(0, len(data), MiB):
-        err, got = lib.read_errno(m.file("big.bin"), MiB, i)
-        if err is None:
-            assert got == data[i:i + MiB], i
-        else:
-            assert err == errno.EIO
-            bad += 1
-    assert 1 <= bad <= 2
+    assert 1 <= mib_reads_right_or_eio(m.file("big.bin"), data) <= 2
     assert lib.wait_until(lambda: "is corrupt" in m.log(), 5), m.log()
     line = [ln for ln in m.log().splitlines() if "is corrupt" in ln][0]
     assert "big.bin.zst" in line and "frame " in line, line
@@ -354,23 +365,10 @@ def test_grouped_corrupt_frame_is_eio(trees, grouped, mount, tmp_path):
     src.mkdir()
     z = str(src / "big.bin.zst")
     shutil.copy(os.path.join(grouped, "big.bin.zst"), z)
-    size = os.path.getsize(z)
-    with open(z, "r+b") as f:
-        f.seek(size // 2)
-        b = f.read(1)
-        f.seek(size // 2)
-        f.write(bytes([b[0] ^ 0x40]))
+    flip_middle_byte(z)
     m = mount("file://" + str(src), OPTS)
     data = trees["files"]["big.bin"]
-    bad = 0
-    for i in range(0, len(data), MiB):
-        err, got = lib.read_errno(m.file("big.bin"), MiB, i)
-        if err is None:
-            assert got == data[i:i + MiB], i
-        else:
-            assert err == errno.EIO
-            bad += 1
-    assert 1 <= bad <= 2
+    assert 1 <= mib_reads_right_or_eio(m.file("big.bin"), data) <= 2
     assert lib.wait_until(lambda: "is corrupt" in m.log(), 5), m.log()
 
 
