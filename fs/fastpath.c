@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "copy_stream.h"
 #include "daemon.h"
 #include "disk_cache.h"
 #include "fastpath_sock.h"
@@ -193,7 +194,9 @@ static void sigbus_install(void)
 	sigaction(SIGBUS, &sa, &old_sigbus);
 }
 
-/* memcpy() into a client region. @return 0 or -EFAULT (memory gone). */
+/* copy_stream() into a client region (the loader moves it on to the GPU
+ * or its tensors, not this CPU's cache). @return 0 or -EFAULT (memory
+ * gone). */
 static int copy_out(void *dst, const void *src, size_t len)
 {
 	sigjmp_buf jb;
@@ -204,7 +207,7 @@ static int copy_out(void *dst, const void *src, size_t len)
 	}
 	copy_guard = &jb;
 	atomic_signal_fence(memory_order_seq_cst);
-	memcpy(dst, src, len);
+	copy_stream(dst, src, len);
 	atomic_signal_fence(memory_order_seq_cst);
 	copy_guard = NULL;
 	return 0;

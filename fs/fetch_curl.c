@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "cache.h"
+#include "copy_stream.h"
 #include "fetch_impl.h"
 #include "fetch_tune.h"
 #include "http.h"
@@ -114,7 +115,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 		size_t at = x->r.got - x->j_at;
 		size_t k = j->len - at < left ? j->len - at : left;
 
-		memcpy(j->dst + at, p, k);
+		copy_stream(j->dst + at, p, k);
 		p += k;
 		left -= k;
 		x->r.got += k;
