@@ -20,8 +20,8 @@
 /*
  * Slots come in up to two classes, each a contiguous part of the arena:
  * class 0, nbig slots of block_size bytes; class 1, nsmall slots of
- * HUGE_PAGE bytes for blocks shorter than that. Where block_size is a
- * multiple of a huge page, class 0 uses huge pages (a 4 KiB fault per
+ * HUGE_PAGE bytes for blocks shorter than that. Where huge pages are
+ * wanted and block_size is a multiple of one, class 0 uses huge pages (a 4 KiB fault per
  * 4 KiB filled cost a third of the daemon's CPU on a cold read) and
  * class 1 holds small blocks in 4 KiB pages; otherwise there is only
  * class 0, in 4 KiB pages, with more slots than blocks fit the budget.
@@ -90,7 +90,7 @@ static size_t cost(const struct cache *c, int cls, size_t len)
 	return (len + unit - 1) / unit * unit;
 }
 
-int cache_new(uint64_t mem, size_t block_size,
+int cache_new(uint64_t mem, size_t block_size, bool huge_pages,
 	      const struct cache_fill_ops *fill, void *ctx, struct cache **ret)
 {
 	struct cache *c;
@@ -105,7 +105,7 @@ int cache_new(uint64_t mem, size_t block_size,
 	c->block_size = block_size;
 	c->page = page > 0 ? (size_t)page : 4096;
 	c->mem = mem;
-	c->huge = block_size % HUGE_PAGE == 0;
+	c->huge = huge_pages && block_size % HUGE_PAGE == 0;
 	c->fill = fill;
 	c->ctx = ctx;
 	c->map = MAP_FAILED;
@@ -649,6 +649,11 @@ uint64_t cache_used(struct cache *c)
 	n = c->used;
 	pthread_mutex_unlock(&c->lock);
 	return n;
+}
+
+bool cache_huge_pages(const struct cache *c)
+{
+	return c->huge;
 }
 
 size_t cache_block_size(const struct cache *c)

@@ -76,10 +76,12 @@ struct cache;
 
 /*
  * cache_new() - a cache of @mem bytes in blocks of @block_size (at least
- * two blocks), filled through @fill with @ctx (both kept).
+ * two blocks), filled through @fill with @ctx (both kept); with
+ * @huge_pages, blocks go in transparent huge pages where @block_size is a
+ * multiple of 2 MiB (else 4 KiB pages).
  * @return 0 and *ret, -EINVAL, or -ENOMEM.
  */
-int cache_new(uint64_t mem, size_t block_size,
+int cache_new(uint64_t mem, size_t block_size, bool huge_pages,
 	      const struct cache_fill_ops *fill, void *ctx, struct cache **ret);
 void cache_free(struct cache *c);
 
@@ -169,9 +171,11 @@ struct disk_cache *cache_disk(struct cache *c);
 
 /* Introspection for stats and the fast path. cache_bytes(): bytes of
  * files held in ready blocks; cache_used(): bytes of the budget charged
- * (what the slots hold, rounded to their pages). */
+ * (what the slots hold, rounded to their pages); cache_huge_pages():
+ * whether block-size slots are in huge pages. */
 uint64_t cache_bytes(struct cache *c);
 uint64_t cache_used(struct cache *c);
 size_t cache_block_size(const struct cache *c);
+bool cache_huge_pages(const struct cache *c);
 
 #endif

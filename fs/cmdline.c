@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "host_memory.h"
 #include "size.h"
 
 /* clang-format off */
@@ -35,6 +36,11 @@ const char cmdline_usage[] =
 "  -o cache_mem=SIZE       block cache budget (default: 1/8 of RAM, at\n"
 "                          least 256M, at most 8G; never more than RAM)\n"
 "  -o block_size=SIZE      bytes per cache block (default 8M, 64K..256M)\n"
+"  -o cache_huge=MODE      transparent huge pages for cache blocks: on,\n"
+"                          off, or auto (default): on, unless this is a VM\n"
+"                          whose host takes free memory back (virtio\n"
+"                          balloon free page reporting), where new huge\n"
+"                          pages cost more to touch than 4K ones\n"
 "  -o request_size=SIZE    most bytes per range request: readahead of\n"
 "                          consecutive blocks is fetched with one request\n"
 "                          of up to this much (default 32M, or block_size\n"
@@ -102,6 +108,7 @@ const char cmdline_usage[] =
 static const struct fuse_opt opt_spec[] = {
 	OPT("cache_mem=%s", cache_mem),
 	OPT("block_size=%s", block_size),
+	OPT("cache_huge=%s", cache_huge),
 	OPT("readahead_max=%s", readahead_max),
 	OPT("request_size=%s", request_size),
 	OPT("prefetch=%s", prefetch),
@@ -339,6 +346,19 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 	    o->readahead_max < (o->connections_max + 1ull) * o->request_size)
 		o->readahead_max =
 			(o->connections_max + 1ull) * o->request_size;
+	if (!c->cache_huge || !strcmp(c->cache_huge, "auto")) {
+		o->cache_huge =
+			!host_reclaims_free_memory("/sys/bus/virtio/devices");
+	} else if (!strcmp(c->cache_huge, "on") ||
+		   !strcmp(c->cache_huge, "off")) {
+		o->cache_huge = !strcmp(c->cache_huge, "on");
+	} else {
+		fprintf(stderr,
+			"weightfs: bad cache_huge '%s': expected auto, on or "
+			"off\n",
+			c->cache_huge);
+		return -EINVAL;
+	}
 	if (c->zstd && strcmp(c->zstd, "auto")) {
 		if (strcmp(c->zstd, "off")) {
 			fprintf(stderr,
@@ -358,6 +378,7 @@ void cmdline_free(struct cmdline *c)
 	free(c->mountpoint);
 	free(c->cache_mem);
 	free(c->block_size);
+	free(c->cache_huge);
 	free(c->readahead_max);
 	free(c->request_size);
 	free(c->prefetch);

@@ -19,6 +19,7 @@ struct cmdline {
 	char *source;
 	char *mountpoint;
 	char *cache_mem, *block_size, *readahead_max, *prefetch;
+	char *cache_huge;
 	char *request_size;
 	char *connections, *retries, *timeout, *list_ttl, *list;
 	char *connections_max;

@@ -242,9 +242,11 @@ int main(int argc, char *argv[])
 		fill = &disk_cache_fill_ops;
 		fill_ctx = disk;
 	}
-	if ((err = cache_new(d.opts.cache_mem, d.opts.block_size, fill,
-			     fill_ctx, &d.cache)) < 0)
+	if ((err = cache_new(d.opts.cache_mem, d.opts.block_size,
+			     d.opts.cache_huge, fill, fill_ctx, &d.cache)) < 0)
 		goto fail;
+	log_debug("cache blocks in %s pages",
+		  cache_huge_pages(d.cache) ? "2 MiB huge" : "4 KiB");
 	err = fastpath_new(&d, &d.fastpath);
 	if (err < 0) {
 		fprintf(stderr,

@@ -14,6 +14,7 @@ enum prefetch_mode {
 struct options {
 	uint64_t cache_mem;	/* block cache budget, bytes */
 	uint64_t block_size;	/* bytes per cache block */
+	bool cache_huge;	/* blocks in transparent huge pages */
 	uint64_t readahead_max; /* largest readahead window, bytes */
 	uint64_t request_size;	/* most bytes per ranged GET, in blocks */
 	unsigned connections;	/* parallel connections to the source */

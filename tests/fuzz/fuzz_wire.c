@@ -56,8 +56,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	tree_finish(d.tree);
 	if (fetch_new(d.src, &d.opts, &d.fetch) ||
-	    cache_new(d.opts.cache_mem, d.opts.block_size, &fetch_fill_ops,
-		      d.fetch, &d.cache))
+	    cache_new(d.opts.cache_mem, d.opts.block_size, true,
+		      &fetch_fill_ops, d.fetch, &d.cache))
 		abort();
 	if (fetch_start(d.fetch, d.cache))
 		abort();

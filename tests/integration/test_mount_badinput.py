@@ -89,6 +89,7 @@ def test_listing_not_json_array(weightfs_run, fault_server, web, mountpoint,
     ("retries=-3", "retries"),
     ("timeout=soon", "timeout"),
     ("readahead_max=1X", "readahead_max"),
+    ("cache_huge=maybe", "cache_huge"),
 ])
 def test_bad_option(weightfs_run, web, mountpoint, opt, word):
     r = weightfs_run("-o", opt, web.url + "dir/", mountpoint)

@@ -70,9 +70,9 @@ int main(void)
 	pthread_t t[8];
 	int i;
 
-	CHECK_EQ(cache_new(BS, BS, &fill, NULL, &cache), -EINVAL);
-	CHECK_EQ(cache_new(4 * BS, 1000, &fill, NULL, &cache), -EINVAL);
-	CHECK_EQ(cache_new(4 * BS, BS, &fill_promote, NULL, &cache), 0);
+	CHECK_EQ(cache_new(BS, BS, true, &fill, NULL, &cache), -EINVAL);
+	CHECK_EQ(cache_new(4 * BS, 1000, true, &fill, NULL, &cache), -EINVAL);
+	CHECK_EQ(cache_new(4 * BS, BS, true, &fill_promote, NULL, &cache), 0);
 
 	/* Single flight: eight readers of one block, one fetch. */
 	for (i = 0; i < 8; i++)

@@ -5,6 +5,7 @@
  * and bounds the number of cached files, not cache_mem / block_size. */
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +79,7 @@ static void test_many_small_files(void)
 	long rss0, rss1;
 	int i, err = 0, wrong = 0;
 
-	CHECK(cache_new(64 * MiB, 8 * MiB, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(64 * MiB, 8 * MiB, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	rss0 = vm_rss_kib();
@@ -118,7 +119,7 @@ static void test_budget_in_bytes(void)
 	struct block *b, *held[4];
 	int i, err = 0;
 
-	CHECK(cache_new(8 * MiB, 2 * MiB, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(8 * MiB, 2 * MiB, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	for (i = 0; i < 4 && !err; i++) {
@@ -171,7 +172,8 @@ static void test_slot_shrinks(void)
 	char *data = NULL;
 
 	/* 256 KiB of 64 KiB blocks: four slots, exactly four full blocks. */
-	CHECK(cache_new(256 * KiB, 64 * KiB, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(256 * KiB, 64 * KiB, true, &sync_fill, NULL, &cache) ==
+		      0,
 	      "cache_new");
 	for (i = 0; i < 4 && !err; i++) {
 		err = get((uint64_t)i, 64 * KiB, &b);
@@ -235,8 +237,8 @@ static void test_drop_then_reuse(void)
 
 	for (k = 0; k < 2; k++) {
 		/* Room for 8 blocks; the file has 4. */
-		CHECK(cache_new(8 * bs[k], bs[k], &sync_fill, NULL, &cache) ==
-			      0,
+		CHECK(cache_new(8 * bs[k], bs[k], true, &sync_fill, NULL,
+				&cache) == 0,
 		      "cache_new");
 		for (i = 0; i < 4 && !err; i++) {
 			err = get((uint64_t)i, bs[k], &b);
@@ -287,7 +289,7 @@ static void test_idle_memory_within_budget(void)
 	int i, err = 0;
 
 	/* 32 MiB of 8 MiB blocks: huge-page slots, and small ones. */
-	CHECK(cache_new(32 * MiB, 8 * MiB, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(32 * MiB, 8 * MiB, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	for (i = 0; i < 4 && !err; i++) {
 		err = get((uint64_t)i, 8 * MiB, &b);
@@ -335,7 +337,7 @@ static void test_huge_cost(void)
 	struct block *b;
 	int err;
 
-	CHECK(cache_new(32 * MiB, 8 * MiB, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(32 * MiB, 8 * MiB, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	err = get(0, 3 * MiB, &b);
 	CHECK(!err, "get: %d", err);
@@ -352,6 +354,55 @@ static void test_huge_cost(void)
 	cache_free(cache);
 }
 
+/* The VmFlags of the mapping holding @addr carry @flag ("hg": huge pages
+ * advised, "nh": refused), per /proc/self/smaps. */
+static bool vma_has_flag(const void *addr, const char *flag)
+{
+	char line[512];
+	unsigned long lo, hi;
+	bool in = false, has = false;
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) /* a mapping */
+			in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+		else if (in && !strncmp(line, "VmFlags:", 8))
+			has = strstr(line + 8, flag) != NULL;
+	}
+	if (f)
+		fclose(f);
+	return has;
+}
+
+/* cache_new()'s @huge_pages: 8 MiB slots in huge pages, charged by the
+ * huge page, or in 4 KiB pages, charged by the page. */
+static void test_page_size_choice(void)
+{
+	static const struct {
+		bool huge;
+		const char *flag;
+		size_t cost;
+	} cases[] = { { true, " hg", 4 * MiB }, { false, " nh", 3 * MiB } };
+	struct block *b;
+	size_t i;
+	int err;
+
+	for (i = 0; i < 2; i++) {
+		CHECK(cache_new(32 * MiB, 8 * MiB, cases[i].huge, &sync_fill,
+				NULL, &cache) == 0,
+		      "cache_new");
+		err = get(0, 3 * MiB, &b);
+		CHECK(!err, "get: %d", err);
+		CHECK(b->mem == cases[i].cost, "huge %d: 3 MiB cost %zu",
+		      cases[i].huge, b->mem);
+		CHECK(vma_has_flag(b->data, cases[i].flag),
+		      "huge %d: the slot's mapping lacks VmFlags%s",
+		      cases[i].huge, cases[i].flag);
+		cache_unref(cache, b);
+		cache_free(cache);
+	}
+}
+
 /* Out of slots of one class, not of memory: a block of that class is
  * evicted, not the colder small blocks that hold little. */
 static void test_class_short_of_slots(void)
@@ -360,7 +411,7 @@ static void test_class_short_of_slots(void)
 	int i, err = 0;
 
 	/* 8 MiB of 4 MiB blocks: two block-size slots. */
-	CHECK(cache_new(8 * MiB, 4 * MiB, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(8 * MiB, 4 * MiB, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	for (i = 0; i < 10 && !err; i++) { /* small, and coldest */
@@ -396,6 +447,7 @@ int main(void)
 	test_budget_in_bytes();
 	test_slot_shrinks();
 	test_huge_cost();
+	test_page_size_choice();
 	test_class_short_of_slots();
 	test_drop_then_reuse();
 	test_idle_memory_within_budget();

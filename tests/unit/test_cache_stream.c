@@ -67,7 +67,7 @@ static void test_large_file_recycles(void)
 {
 	int slots;
 
-	CHECK(cache_new(16 * MiB, BS, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(16 * MiB, BS, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	slots = stream(&file, 32);
@@ -89,7 +89,7 @@ static void test_small_file_stays(void)
 	struct block *b;
 	int i, err = 0;
 
-	CHECK(cache_new(16 * MiB, BS, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(16 * MiB, BS, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	atomic_store(&fetches, 0);
 	CHECK(stream(&other, 4) == 4, "the small file did not use 4 slots");
@@ -125,7 +125,7 @@ static void test_read_across_shrink(void)
 	size_t boff = 0, len = 0;
 	int r;
 
-	CHECK(cache_new(16 * MiB, BS, &sync_fill, NULL, &cache) == 0,
+	CHECK(cache_new(16 * MiB, BS, true, &sync_fill, NULL, &cache) == 0,
 	      "cache_new");
 	pthread_mutex_init(&f.lock, NULL);
 	r = readpath_begin(cache, &o, &f, BS + BS / 4, BS / 4, &rp);

@@ -352,7 +352,8 @@ static void test_write_behind_refs(void)
 	struct block *x, *y = NULL;
 
 	/* Two blocks of memory: a third evicts the colder of two. */
-	CHECK(cache_new(2 * BS, BS, &sync_fill, NULL, &mcache) == 0, "cache");
+	CHECK(cache_new(2 * BS, BS, true, &sync_fill, NULL, &mcache) == 0,
+	      "cache");
 	/* y is read and let go: hot. */
 	CHECK(cache_get(mcache, &n, 0, 1, BS, &y) == 0, "get y");
 	cache_unref(mcache, y);

@@ -54,7 +54,8 @@ static int rig_new(struct rig *r, unsigned connections, unsigned retries,
 	r->n.size = size;
 	r->n.etag = "\"v1\"";
 	if (fetch_new(&r->m->s, &r->opts, &r->f) ||
-	    cache_new(r->opts.cache_mem, BS, &fetch_fill_ops, r->f, &r->c) ||
+	    cache_new(r->opts.cache_mem, BS, true, &fetch_fill_ops, r->f,
+		      &r->c) ||
 	    fetch_start(r->f, r->c))
 		return -ENOMEM;
 	return 0;
