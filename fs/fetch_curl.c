@@ -215,8 +215,11 @@ static int setopt_all(struct fetch *f, struct xfer *x, const char *range)
 		c = curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	if (!c)
 		c = curl_easy_setopt(h, CURLOPT_PRIVATE, x);
+	/* A hint: libcurl refuses a new size while a handle still holds its
+	 * buffer (it did on handles reused for HTTP/2 streams); a transfer
+	 * does not fail for it. */
 	if (!c)
-		c = curl_easy_setopt(h, CURLOPT_BUFFERSIZE, buf);
+		(void)curl_easy_setopt(h, CURLOPT_BUFFERSIZE, buf);
 	return c ? http_curl_errno(c) : 0;
 }
 

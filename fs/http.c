@@ -57,6 +57,10 @@ int http_setup_common(CURL *h, const struct options *opts)
 	SET(CURLOPT_USERAGENT, "weightfs/" WFS_VERSION_STRING);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
 	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	/* HTTP/1.1, never HTTP/2: bandwidth comes from many connections (CDNs
+	 * and S3 cap each one), and HTTP/2 would carry every transfer of a
+	 * thread over one (16 transfers went over 3 connections). */
+	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 	/* A transfer that moves under 1 KiB/s for timeout_s has stalled
 	 * (a server trickling a few bytes a second too). */
 	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);

@@ -42,7 +42,8 @@ http {{
     log_format wfs escape=json '{{"pid":$pid,"conn":$connection,"req":$connection_requests,'
         '"method":"$request_method","uri":"$uri","status":$status,'
         '"bytes":$body_bytes_sent,"range":"$http_range",'
-        '"if_match":"$http_if_match","etag":"$sent_http_etag"}}';
+        '"if_match":"$http_if_match","etag":"$sent_http_etag",'
+        '"proto":"$server_protocol"}}';
     access_log {work}/access.log wfs;
     client_body_temp_path {work}/tmp/client_body;
     proxy_temp_path {work}/tmp/proxy;
@@ -65,8 +66,9 @@ http {{
     max_ranges 1;
 
     server {{
-        listen 127.0.0.1:{port} reuseport;
+        listen 127.0.0.1:{port}{listen_tls} reuseport;
         server_name localhost;
+{tls}
         root {root};
         location / {{
             autoindex on;
@@ -101,10 +103,28 @@ def wait_port(port, timeout=10.0, proc=None):
     return False
 
 
+TLS = """\
+        ssl_certificate {work}/cert.pem;
+        ssl_certificate_key {work}/key.pem;
+"""
+
+
+def make_cert(workdir):
+    """A self-signed certificate for 127.0.0.1 in @workdir (cert.pem,
+    key.pem), valid for a day."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", os.path.join(workdir, "key.pem"),
+                    "-out", os.path.join(workdir, "cert.pem")],
+                   check=True, capture_output=True)
+
+
 def write_config(root, workdir, port, fmt="json", daemon=False, workers=2,
-                 extra=""):
+                 extra="", tls=False):
     """Write nginx.conf for serving @root on @port into @workdir; returns
-    its path."""
+    its path. @tls: HTTPS, offering HTTP/2 (ALPN), with make_cert()'s
+    certificate."""
     root = os.path.abspath(root)
     workdir = os.path.abspath(workdir)
     os.makedirs(os.path.join(workdir, "tmp"), exist_ok=True)
@@ -115,7 +135,9 @@ def write_config(root, workdir, port, fmt="json", daemon=False, workers=2,
     with open(conf, "w") as f:
         f.write(CONFIG.format(user=user, workers=workers, work=workdir,
                               daemon="on" if daemon else "off", port=port,
-                              root=root, fmt=fmt, extra=extra))
+                              root=root, fmt=fmt, extra=extra,
+                              listen_tls=" ssl http2" if tls else "",
+                              tls=TLS.format(work=workdir) if tls else ""))
     return conf
 
 
@@ -132,17 +154,19 @@ class NginxServer:
     """
 
     def __init__(self, root, workdir, port=None, fmt="json", workers=2,
-                 extra=""):
+                 extra="", tls=False):
         self.root = os.path.abspath(root)
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.access_log = os.path.join(self.workdir, "access.log")
         self.error_log = os.path.join(self.workdir, "error.log")
         self.proc = None
+        if tls:
+            make_cert(self.workdir)
         for attempt in range(5):
             self.port = port or free_port()
             conf = write_config(self.root, self.workdir, self.port, fmt,
-                                False, workers, extra)
+                                False, workers, extra, tls)
             out = open(os.path.join(self.workdir, "stderr.log"), "ab")
             self.proc = subprocess.Popen(_cmd(self.workdir, conf),
                                          stdin=subprocess.DEVNULL,
@@ -158,7 +182,8 @@ class NginxServer:
             self.proc = None
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError("nginx did not start:\n" + self.log_tail())
-        self.url = "http://127.0.0.1:%d/" % self.port
+        self.url = "%s://127.0.0.1:%d/" % ("https" if tls else "http",
+                                           self.port)
 
     def log_tail(self, n=4000):
         text = ""
@@ -174,7 +199,8 @@ class NginxServer:
         """The requests logged so far, as dicts: pid (worker) and conn
         (serial number in that worker: together they name one TCP
         connection), req (its number on that connection), method, uri
-        (decoded), status, bytes (body), range, if_match, etag (sent)."""
+        (decoded), status, bytes (body), range, if_match, etag (sent),
+        proto (HTTP/1.1, HTTP/2.0)."""
         out = []
         try:
             with open(self.access_log) as f:
