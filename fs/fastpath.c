@@ -25,6 +25,7 @@
 #include "disk_cache.h"
 #include "fastpath_sock.h"
 #include "log.h"
+#include "mountpoint.h"
 #include "readpath.h"
 #include "stats.h"
 #include "tree.h"
@@ -603,7 +604,7 @@ int fastpath_start(struct fastpath *fp, const char *mountpoint)
 	int r;
 
 	/* Without it every grant fails and loaders read through FUSE. */
-	fp->dev = fastpath_sock_mount_dev(mountpoint);
+	fp->dev = mountpoint_fuse_dev(mountpoint);
 	if (!fp->dev)
 		log_error("fast path: %s not in mountinfo, serving nothing",
 			  mountpoint);
