@@ -56,7 +56,7 @@ struct client {
 
 struct conn {
 	struct fastpath *fp;
-	int fd;
+	int fd; /* open while on fp->conns: closed under fp->lock */
 	unsigned uid;
 	struct conn *next; /* protected by fp->lock */
 };
@@ -406,8 +406,9 @@ static int serve(struct client *c, char *pkt, size_t n, int fd)
 	}
 }
 
-void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
-			uint64_t mount_dev, bool grant_all)
+/* Serve the client on @fd until it hangs up; @fd stays open. */
+static void serve_client(struct daemon *d, int fd, unsigned peer_uid,
+			 uint64_t mount_dev, bool grant_all)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	union {
@@ -440,6 +441,12 @@ void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
 		free(c->grants);
 		free(c);
 	}
+}
+
+void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
+			uint64_t mount_dev, bool grant_all)
+{
+	serve_client(d, fd, peer_uid, mount_dev, grant_all);
 	close(fd);
 }
 
@@ -448,12 +455,16 @@ static void *client_thread(void *arg)
 	struct conn *cn = arg, **p;
 	struct fastpath *fp = cn->fp;
 
-	fastpath_serve_one(fp->d, cn->fd, cn->uid, fp->dev, false);
+	serve_client(fp->d, cn->fd, cn->uid, fp->dev, false);
+	/* Closed only once off the list, under the lock: fastpath_free()
+	 * shuts down the fds of the listed connections, and a number closed
+	 * while still listed may be another file's by then. */
 	pthread_mutex_lock(&fp->lock);
 	for (p = &fp->conns; *p != cn; p = &(*p)->next)
 		;
 	*p = cn->next;
 	fp->nconns--;
+	close(cn->fd);
 	pthread_cond_broadcast(&fp->cond);
 	pthread_mutex_unlock(&fp->lock);
 	free(cn);
