@@ -26,6 +26,7 @@
 #include "disk_cache.h"
 #include "fastpath_sock.h"
 #include "log.h"
+#include "mountpoint.h"
 #include "readpath.h"
 #include "stats.h"
 #include "tree.h"
@@ -56,7 +57,7 @@ struct client {
 
 struct conn {
 	struct fastpath *fp;
-	int fd;
+	int fd; /* open while on fp->conns: closed under fp->lock */
 	unsigned uid;
 	struct conn *next; /* protected by fp->lock */
 };
@@ -408,8 +409,9 @@ static int serve(struct client *c, char *pkt, size_t n, int fd)
 	}
 }
 
-void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
-			uint64_t mount_dev, bool grant_all)
+/* Serve the client on @fd until it hangs up; @fd stays open. */
+static void serve_client(struct daemon *d, int fd, unsigned peer_uid,
+			 uint64_t mount_dev, bool grant_all)
 {
 	struct client *c = calloc(1, sizeof(*c));
 	union {
@@ -442,6 +444,12 @@ void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
 		free(c->grants);
 		free(c);
 	}
+}
+
+void fastpath_serve_one(struct daemon *d, int fd, unsigned peer_uid,
+			uint64_t mount_dev, bool grant_all)
+{
+	serve_client(d, fd, peer_uid, mount_dev, grant_all);
 	close(fd);
 }
 
@@ -450,12 +458,16 @@ static void *client_thread(void *arg)
 	struct conn *cn = arg, **p;
 	struct fastpath *fp = cn->fp;
 
-	fastpath_serve_one(fp->d, cn->fd, cn->uid, fp->dev, false);
+	serve_client(fp->d, cn->fd, cn->uid, fp->dev, false);
+	/* Closed only once off the list, under the lock: fastpath_free()
+	 * shuts down the fds of the listed connections, and a number closed
+	 * while still listed may be another file's by then. */
 	pthread_mutex_lock(&fp->lock);
 	for (p = &fp->conns; *p != cn; p = &(*p)->next)
 		;
 	*p = cn->next;
 	fp->nconns--;
+	close(cn->fd);
 	pthread_cond_broadcast(&fp->cond);
 	pthread_mutex_unlock(&fp->lock);
 	free(cn);
@@ -606,7 +618,7 @@ int fastpath_start(struct fastpath *fp, const char *mountpoint)
 	int r;
 
 	/* Without it every grant fails and loaders read through FUSE. */
-	fp->dev = fastpath_sock_mount_dev(mountpoint);
+	fp->dev = mountpoint_fuse_dev(mountpoint);
 	if (!fp->dev)
 		log_error("fast path: %s not in mountinfo, serving nothing",
 			  mountpoint);

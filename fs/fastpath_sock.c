@@ -1,5 +1,5 @@
-/* Where the fast-path socket lives: its directory, stale sockets there,
- * and the device number of the mount that grants are checked against. */
+/* Where the fast-path socket lives: its directory and stale sockets
+ * there. */
 #include "fastpath_sock.h"
 
 #include <dirent.h>
@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -61,29 +60,4 @@ void fastpath_sock_remove_stale(const char *dir)
 	}
 	if (dp)
 		closedir(dp);
-}
-
-uint64_t fastpath_sock_mount_dev(const char *mountpoint)
-{
-	char *real = realpath(mountpoint, NULL), line[4096];
-	uint64_t dev = 0;
-	unsigned m1, m2;
-	FILE *f;
-
-	if (!real)
-		return 0;
-	f = fopen("/proc/self/mountinfo", "re");
-	while (f && fgets(line, sizeof(line), f)) {
-		char mnt[4096];
-		const char *sep = strstr(line, " - ");
-
-		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &m1, &m2, mnt) ==
-			    3 &&
-		    !strcmp(mnt, real) && sep && !strncmp(sep + 3, "fuse", 4))
-			dev = makedev(m1, m2);
-	}
-	if (f)
-		fclose(f);
-	free(real);
-	return dev;
 }

@@ -1,11 +1,10 @@
 /* The fast-path socket's surroundings (fastpath.c's helpers): the
- * directory it is bound in, stale sockets of dead daemons, and the mount's
- * device number. No state; thread-safe. */
+ * directory it is bound in and stale sockets of dead daemons (the mount's
+ * device number: mountpoint_fuse_dev()). No state; thread-safe. */
 #ifndef WFS_FS_FASTPATH_SOCK_H
 #define WFS_FS_FASTPATH_SOCK_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 struct daemon;
 
@@ -24,13 +23,5 @@ int fastpath_sock_dir(const struct daemon *d, char *buf, size_t len);
  * that died without cleaning up: nothing answers there any more (a live
  * daemon accepts, so its socket stays). */
 void fastpath_sock_remove_stale(const char *dir);
-
-/*
- * fastpath_sock_mount_dev() - the device number of the mount on
- * @mountpoint, from mountinfo (a stat() would wait for this daemon, not
- * serving yet); the last match is the newest mount there. @return it, or
- * 0 if none.
- */
-uint64_t fastpath_sock_mount_dev(const char *mountpoint);
 
 #endif

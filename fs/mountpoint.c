@@ -9,43 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "log.h"
-
-void mountpoint_set_readahead(const char *mountpoint, uint64_t bytes)
-{
-	char *real = realpath(mountpoint, NULL), line[4096], path[128];
-	unsigned maj = 0, min = 0, m1, m2;
-	FILE *f;
-
-	if (!real)
-		return;
-	f = fopen("/proc/self/mountinfo", "re");
-	while (f && fgets(line, sizeof(line), f)) {
-		char mnt[4096];
-
-		/* The last match wins: the newest mount on that path. */
-		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &m1, &m2, mnt) ==
-			    3 &&
-		    !strcmp(mnt, real)) {
-			maj = m1;
-			min = m2;
-		}
-	}
-	if (f)
-		fclose(f);
-	free(real);
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj,
-		 min);
-	f = maj || min ? fopen(path, "we") : NULL;
-	if (!f) {
-		log_debug("kernel readahead stays at its default (%s)",
-			  strerror(errno));
-		return;
-	}
-	fprintf(f, "%llu\n", (unsigned long long)(bytes >> 10));
-	fclose(f);
-}
 
 /* Undo mountinfo's octal escapes (\040 for a space) in place. */
 static void unescape_mountinfo(char *s)
@@ -63,6 +29,59 @@ static void unescape_mountinfo(char *s)
 		}
 	}
 	*o = '\0';
+}
+
+uint64_t mountpoint_fuse_dev(const char *mountpoint)
+{
+	char *real = realpath(mountpoint, NULL), *line = NULL;
+	size_t cap = 0;
+	uint64_t dev = 0;
+	FILE *f;
+
+	if (!real)
+		return 0;
+	f = fopen("/proc/self/mountinfo", "re");
+	while (f && getline(&line, &cap, f) > 0) {
+		const char *sep = strstr(line, " - ");
+		unsigned maj, min;
+		int at = 0, end = 0;
+
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ... - TYPE ...", the
+		 * mountpoint escaped (\040 for a space). */
+		if (!sep || strncmp(sep + 3, "fuse", 4) ||
+		    sscanf(line, "%*u %*u %u:%u %*s %n%*s%n", &maj, &min, &at,
+			   &end) != 2 ||
+		    !end)
+			continue;
+		line[end] = '\0';
+		unescape_mountinfo(line + at);
+		/* The last match wins: the newest mount on that path. */
+		if (!strcmp(line + at, real))
+			dev = makedev(maj, min);
+	}
+	if (f)
+		fclose(f);
+	free(line);
+	free(real);
+	return dev;
+}
+
+void mountpoint_set_readahead(const char *mountpoint, uint64_t bytes)
+{
+	uint64_t dev = mountpoint_fuse_dev(mountpoint);
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
+		 major(dev), minor(dev));
+	f = dev ? fopen(path, "we") : NULL;
+	if (!f) {
+		log_debug("kernel readahead stays at its default (%s)",
+			  dev ? strerror(errno) : "mount not in mountinfo");
+		return;
+	}
+	fprintf(f, "%llu\n", (unsigned long long)(bytes >> 10));
+	fclose(f);
 }
 
 /* Whether the absolute path @path is a weightfs mount, per mountinfo. */

@@ -1,6 +1,6 @@
 /* The mountpoint, read from /proc/self/mountinfo: whether it may be
- * mounted on, and the kernel's readahead on the mount. Thread-safe (no
- * state), used by main() only. */
+ * mounted on, the mount's device number, and the kernel's readahead on the
+ * mount. Thread-safe (no state); used by main() and the fast path. */
 #ifndef WFS_FS_MOUNTPOINT_H
 #define WFS_FS_MOUNTPOINT_H
 
@@ -15,6 +15,15 @@
  * -ENOMEM.
  */
 int mountpoint_check(const char *mp);
+
+/*
+ * mountpoint_fuse_dev() - the device number of the newest FUSE mount on
+ * @mountpoint (resolved with realpath()), from mountinfo, whose escapes
+ * (\040 for a space, \011, \012, \134) are undone before comparing: a
+ * stat() would wait for this daemon, not serving yet. @return it, or 0 if
+ * there is none.
+ */
+uint64_t mountpoint_fuse_dev(const char *mountpoint);
 
 /*
  * mountpoint_set_readahead() - let the kernel read ahead up to @bytes on

@@ -17,6 +17,7 @@ struct readahead_stream {
 	uint64_t next;	 /* where the last read ended */
 	uint64_t window; /* bytes to keep fetched ahead of next; 0: unused */
 	uint64_t last_use;
+	uint64_t id; /* the clock when it started: slots are reused */
 };
 
 struct readahead {
@@ -24,6 +25,7 @@ struct readahead {
 	pthread_mutex_t issue; /* held by the thread starting fetches */
 	struct readahead_stream s[READAHEAD_STREAMS]; /* protected by lock */
 	uint64_t clock;				      /* protected by lock */
+	uint64_t issuer; /* stream id issue is held for, 0: none; by lock */
 };
 
 void readahead_init(struct readahead *ra);
@@ -41,12 +43,15 @@ uint64_t readahead_update(struct readahead *ra, uint64_t off, uint64_t len,
 
 /*
  * readahead_issue_begin() - whether this thread may start the file's
- * readahead fetches now: false while another thread does (its step
- * covers the window; two threads claiming blocks of one step in turn
- * would split it into runs of one block). readahead_issue_end() after a
- * true.
+ * readahead fetches for the read that readahead_update() accounted, which
+ * ended at @end: false while another thread does for the same stream (its
+ * step covers the window; two threads claiming blocks of one step in turn
+ * would split it into runs of one block). While one does for another
+ * stream it waits for that thread to finish issuing (queueing fetches,
+ * never waiting for them), then returns true: a second stream in the file
+ * loses no step. readahead_issue_end() after a true.
  */
-bool readahead_issue_begin(struct readahead *ra);
+bool readahead_issue_begin(struct readahead *ra, uint64_t end);
 void readahead_issue_end(struct readahead *ra);
 
 #endif

@@ -27,7 +27,7 @@ static void read_ahead(struct cache *c, const struct options *o, struct node *n,
 	if (max > o->readahead_max)
 		max = o->readahead_max;
 	window = readahead_update(ra, off, end - off, 2 * bs, max);
-	if (!window || !readahead_issue_begin(ra))
+	if (!window || !readahead_issue_begin(ra, end))
 		return;
 	first = (end + bs - 1) / bs;
 	last = end + window < fsize ? (end + window + bs - 1) / bs

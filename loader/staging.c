@@ -46,9 +46,17 @@ int memfd_sealed(const char *name, size_t len, bool huge, int *ret_fd,
 		goto fail;
 	}
 	len = (len + page - 1) / page * page;
-	if (ftruncate(fd, (off_t)len) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
-		    0)
+	if (ftruncate(fd, (off_t)len) < 0)
+		goto fail;
+	/* Huge pages allocated now, charged to this process's hugetlb
+	 * cgroup: mapping only reserves them from the pool, and a cgroup
+	 * limit is charged at the first fault, ours or the daemon's copy
+	 * (which fails with EFAULT). Past the pool or the limit this fails
+	 * (ENOSPC) and the caller takes normal pages. */
+	if (huge && fallocate(fd, 0, 0, (off_t)len) < 0)
+		goto fail;
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) <
+	    0)
 		goto fail;
 	*ret_fd = fd;
 	*ret_len = len;
@@ -72,8 +80,8 @@ static int shared_pinned(bool huge, struct staging *s)
 	r = memfd_sealed("weightfs-staging", s->len, huge, &fd, &len, &page);
 	if (r < 0)
 		return r;
-	/* hugetlbfs reserves the pages here (ENOMEM if too few are free):
-	 * the populate below cannot SIGBUS. */
+	/* On hugetlbfs the pages are there already (memfd_sealed()): the
+	 * populate below cannot SIGBUS. */
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
 		 fd, 0);
 	if (p == MAP_FAILED) {

@@ -34,10 +34,11 @@ void staging_release(void);
 /*
  * memfd_sealed() - a memfd of at least @len bytes that nobody can shrink
  * or grow (what the fast-path daemon maps). With @huge, on hugetlbfs
- * (MFD_HUGETLB): its size rounded up to whole huge pages; fails (-EINVAL,
- * -ENOSYS...) where the kernel has none, and mapping it fails (ENOMEM)
- * where too few are free, so nothing ever faults on a page that is not
- * there. Not with @huge where WEIGHTFS_HUGETLB=0.
+ * (MFD_HUGETLB): its size rounded up to whole huge pages, all allocated
+ * here; fails (-EINVAL, -ENOSYS...) where the kernel has none and
+ * (-ENOSPC) where too few are free or this process's hugetlb cgroup
+ * limit is reached, so nothing ever faults on a page that is not there
+ * (the daemon's copy included). Not with @huge where WEIGHTFS_HUGETLB=0.
  * @return 0, *ret_fd and *ret_len (the size: a multiple of *ret_page,
  * the page size, and a length that munmap() takes), or -errno.
  */

@@ -11,6 +11,7 @@ with the reason where they cannot be reserved."""
 import ctypes
 import fcntl
 import gc
+import json
 import mmap
 import os
 import subprocess
@@ -220,3 +221,108 @@ def test_hole_punched_in_hugetlb_region_harms_nothing(mount, tmp_path,
     c.close()
     buf.close()
     os.close(fd)
+
+
+def hugetlb_cgroup_root():
+    """The cgroup v2 hierarchy that has the hugetlb controller, or None."""
+    with open("/proc/self/mounts") as f:
+        for ln in f:
+            dev, path, kind = ln.split()[:3]
+            if kind != "cgroup2":
+                continue
+            try:
+                with open(os.path.join(path, "cgroup.controllers")) as c:
+                    if "hugetlb" in c.read().split():
+                        return path
+            except OSError:
+                pass
+    return None
+
+
+@pytest.fixture
+def hugetlb_cgroup(tmp_path):
+    """A fresh cgroup (v2) whose hugetlb.2MB.max the test sets; removed,
+    and the hugetlb controller put back as it was, after."""
+    root = hugetlb_cgroup_root()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy with the hugetlb controller")
+    ctl = os.path.join(root, "cgroup.subtree_control")
+    with open(ctl) as f:
+        enabled = "hugetlb" in f.read().split()
+    try:
+        if not enabled:
+            with open(ctl, "w") as f:
+                f.write("+hugetlb")
+        cg = os.path.join(root, "weightfs-test-%d" % os.getpid())
+        os.mkdir(cg)
+    except OSError as e:
+        pytest.skip("cannot make a hugetlb cgroup here: %s" % e)
+    try:
+        yield cg
+    finally:
+        os.rmdir(cg)
+        if not enabled:
+            with open(ctl, "w") as f:
+                f.write("-hugetlb")
+
+
+# Loads @path with weightfs.numpy and prints what the test checks.
+LOAD_CHILD = r"""
+import hashlib, json, sys
+sys.path.insert(0, sys.argv[2])
+import weightfs.numpy as wl
+stats = {}
+arrays = wl.load_file(sys.argv[1], stats=stats)
+sizes, cur = [], False
+for ln in open("/proc/self/smaps"):
+    if not ln.split()[0].endswith(":"):
+        cur = "memfd:weightfs-model" in ln
+    elif cur and ln.startswith("KernelPageSize:"):
+        sizes.append(int(ln.split()[1]))
+print(json.dumps({"stats": stats, "page_sizes": sizes,
+                  "sums": {k: "sha256:" + hashlib.sha256(a.tobytes())
+                           .hexdigest() for k, a in arrays.items()}}))
+"""
+
+
+def test_hugetlb_fallback_under_cgroup_limit(mount, tmp_path, build_dir,
+                                            huge_pages, hugetlb_cgroup):
+    """Huge pages free in the pool, but the loader and the daemon in a
+    cgroup whose hugetlb limit (2 pages) is below what the model needs
+    (13), as in one container: the mapping's reservation succeeds (the
+    limit is charged at fault time), and the daemon's copy into the pages
+    past the limit faulted (EFAULT, a failed load). Populating the pages
+    up front shows they cannot be had: the load falls back to 4 KiB shmem
+    pages, the same bytes, the same single copy."""
+    m, f, sums = warm_model(mount, tmp_path, build_dir)
+    import_weightfs(build_dir, "numpy")  # skips where it cannot load
+    with open(os.path.join(hugetlb_cgroup, "hugetlb.2MB.max"), "w") as fh:
+        fh.write(str(2 * HUGE))
+    procs = os.path.join(hugetlb_cgroup, "cgroup.procs")
+
+    def join_cgroup():
+        with open(procs, "w") as fh:
+            fh.write("0")
+
+    py = os.path.join(os.path.dirname(__file__), "..", "..", "loader",
+                      "python")
+    before = m.stats()["fastpath_bytes_copied"]
+    with open("/proc/%d/cgroup" % m.pid) as fh:
+        home = [ln.strip()[3:] for ln in fh if ln.startswith("0::")][0]
+    with open(procs, "w") as fh:
+        fh.write(str(m.pid))
+    try:
+        r = subprocess.run(["/usr/bin/python3", "-c", LOAD_CHILD, f, py],
+                           capture_output=True, text=True, timeout=120,
+                           preexec_fn=join_cgroup)
+    finally:
+        root = hugetlb_cgroup_root()
+        with open(os.path.join(root + home, "cgroup.procs"), "w") as fh:
+            fh.write(str(m.pid))
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    got = json.loads(r.stdout)
+    assert got["sums"] == sums
+    assert got["stats"]["path"] == "fastpath"
+    assert got["stats"]["bytes_copied"] == 0
+    assert got["page_sizes"] == [4]
+    assert m.stats()["fastpath_bytes_copied"] - before == 24 * MiB + 6
