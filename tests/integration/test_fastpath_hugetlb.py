@@ -21,48 +21,19 @@ import pytest
 from test_fastpath import (Client, MAGIC, MAP, MAP_FMT, digest,
                            import_weightfs, load_json, socket_of,
                            warm_model)
-from wfs_testlib import MiB, random_bytes
+from wfs_testlib import MiB, free_huge_pages, meminfo, random_bytes
 
-NR = "/proc/sys/vm/nr_hugepages"
 HUGE = 2 * MiB
 PAGES = 64  # 128 MiB: enough for every model here, twice
-
-
-def meminfo(key):
-    with open("/proc/meminfo") as f:
-        for ln in f:
-            if ln.startswith(key + ":"):
-                return int(ln.split()[1])
-    return 0
 
 
 @pytest.fixture(scope="module")
 def huge_pages():
     """PAGES free 2 MiB huge pages, the pool put back as it was after."""
-    if meminfo("Hugepagesize") != HUGE // 1024:
-        pytest.skip("default huge page size is not 2 MiB here")
-    if os.geteuid() != 0:
-        pytest.skip("reserving huge pages (vm.nr_hugepages) needs root")
-    with open(NR) as f:
-        before = int(f.read())
-    free = meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
-    if free >= PAGES:
-        yield PAGES  # enough already: the pool stays as it is
-        return
-    try:
-        with open(NR, "w") as f:
-            f.write(str(before - free + PAGES))
-    except OSError as e:
-        pytest.skip("cannot set vm.nr_hugepages: %s" % e)
-    try:
-        if meminfo("HugePages_Free") < PAGES:
-            pytest.skip("the kernel gave %d free huge pages of %d asked "
-                        "(memory too fragmented)"
-                        % (meminfo("HugePages_Free"), PAGES))
+    with free_huge_pages(PAGES) as why:
+        if why:
+            pytest.skip(why)
         yield PAGES
-    finally:
-        with open(NR, "w") as f:
-            f.write(str(before))
 
 
 @pytest.fixture
