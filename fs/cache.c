@@ -21,10 +21,11 @@
  * Slots come in up to two classes, each a contiguous part of the arena:
  * class 0, nbig slots of block_size bytes; class 1, nsmall slots of
  * HUGE_PAGE bytes for blocks shorter than that. Where huge pages are
- * wanted and block_size is a multiple of one, class 0 uses huge pages (a 4 KiB fault per
- * 4 KiB filled cost a third of the daemon's CPU on a cold read) and
- * class 1 holds small blocks in 4 KiB pages; otherwise there is only
- * class 0, in 4 KiB pages, with more slots than blocks fit the budget.
+ * wanted (cache_new()'s @huge_pages) and block_size is a multiple of one,
+ * class 0 uses huge pages (a 4 KiB fault per 4 KiB filled cost a third
+ * of the daemon's CPU on a cold read) and class 1 holds small blocks in
+ * 4 KiB pages; otherwise there is only class 0, in 4 KiB pages, with more
+ * slots than blocks fit the budget.
  */
 struct cache {
 	pthread_mutex_t lock;
