@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "host_memory.h"
 #include "size.h"
 
@@ -75,6 +76,9 @@ const char cmdline_usage[] =
 "  -o allow_other          let other users read the mount (the kernel checks\n"
 "                          permissions; file:// shows the source's owners\n"
 "                          and modes, less write bits)\n"
+"  -o ca_file=PATH         verify HTTPS servers against the CA certificates\n"
+"                          in PATH (PEM) instead of the system's (S3\n"
+"                          sources: default $AWS_CA_BUNDLE)\n"
 "  -o insecure             do not verify TLS certificates (testing only)\n"
 "  -o OPT                  mount(8)'s generic options (defaults, ro, rw,\n"
 "                          auto, noauto, _netdev, nofail, user, users,\n"
@@ -121,6 +125,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("cache_dir=%s", cache_dir),
 	OPT("cache_disk=%s", cache_disk),
 	OPT("zstd=%s", zstd),
+	OPT("ca_file=%s", ca_file),
 	OPT("insecure", insecure),
 	OPT("path_style", path_style),
 	OPT("no_sign_request", no_sign_request),
@@ -237,6 +242,30 @@ static int parse_uint_opt(const char *name, const char *v, unsigned min,
 		return -EINVAL;
 	}
 	*ret = (unsigned)n;
+	return 0;
+}
+
+/* ca_file, else $AWS_CA_BUNDLE for S3 (as the AWS tools read it), as an
+ * absolute path (the daemon leaves its working directory), readable now. */
+static int set_ca_file(const struct cmdline *c, struct options *o)
+{
+	const char *f = c->ca_file;
+	char *real;
+
+	if (!f && c->source && !strncmp(c->source, "s3://", 5))
+		f = env_get("AWS_CA_BUNDLE");
+	if (!f)
+		return 0;
+	real = realpath(f, NULL); /* at most PATH_MAX: fits o->ca_file */
+	if (!real || access(real, R_OK) < 0) {
+		int err = errno;
+
+		fprintf(stderr, "weightfs: ca_file %s: %s\n", f, strerror(err));
+		free(real);
+		return -EINVAL;
+	}
+	snprintf(o->ca_file, sizeof(o->ca_file), "%s", real);
+	free(real);
 	return 0;
 }
 
@@ -359,6 +388,8 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 			c->cache_huge);
 		return -EINVAL;
 	}
+	if (set_ca_file(c, o) < 0)
+		return -EINVAL;
 	if (c->zstd && strcmp(c->zstd, "auto")) {
 		if (strcmp(c->zstd, "off")) {
 			fprintf(stderr,
@@ -392,6 +423,7 @@ void cmdline_free(struct cmdline *c)
 	free(c->zstd);
 	free(c->cache_disk);
 	free(c->endpoint);
+	free(c->ca_file);
 	free(c->region);
 	free(c->profile);
 }

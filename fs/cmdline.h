@@ -25,6 +25,7 @@ struct cmdline {
 	char *connections_max;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
+	char *ca_file;
 	char *cache_dir, *cache_disk;
 	char *zstd;
 	int foreground, debug, help, version;

@@ -68,6 +68,8 @@ int http_setup_common(CURL *h, const struct options *opts)
 	/* Shutdown ends every transfer within a second. */
 	SET(CURLOPT_XFERINFOFUNCTION, on_progress);
 	SET(CURLOPT_NOPROGRESS, 0L);
+	if (opts && opts->ca_file[0])
+		SET(CURLOPT_CAINFO, opts->ca_file);
 	if (opts && opts->insecure) {
 		SET(CURLOPT_SSL_VERIFYPEER, 0L);
 		SET(CURLOPT_SSL_VERIFYHOST, 0L);

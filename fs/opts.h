@@ -23,7 +23,9 @@ struct options {
 	enum prefetch_mode prefetch;
 	bool allow_other;
 	bool debug;
-	bool insecure;	     /* TLS verification off (tests only) */
+	bool insecure; /* TLS verification off (tests only) */
+	char ca_file
+		[4096]; /* CA certificates (PEM) for TLS; "": the system's */
 	unsigned list_ttl_s; /* list the source again this often; 0: never */
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
 	bool list_lazy;	     /* list directories when first looked in */
