@@ -1,4 +1,4 @@
-/* Fuzz the fast-path server's message handling (fs/fastpath.c) with a real
+/* Fuzz the fast-path server's message handling (fs/fastpath/fastpath.c) with a real
  * daemon core behind it: a file:// source with one 3 MiB file, a block
  * cache and fetch threads. Each input is a series of packets, each
  * [flags:1][len:2 LE][bytes]; flags bit 0 attaches a memfd (of 1 MiB,
