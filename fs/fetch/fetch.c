@@ -264,21 +264,7 @@ static void finish(struct fetch *f, struct fetch_job *j, int err)
 
 bool fetch_retryable(int err)
 {
-	switch (err) {
-	case -ESTALE:	   /* changed: the same request gets the same */
-	case -ENOENT:	   /* gone */
-	case -EPROTO:	   /* a server that lies once lies again */
-	case -EACCES:	   /* credentials: not better in a second */
-	case -EKEYEXPIRED: /* the provider already tried to refresh */
-	case -ESHUTDOWN:
-	case -ENOMEM:
-	case -EINVAL:
-	case -ERANGE:
-	case -EFBIG:
-		return false;
-	default:
-		return true; /* resets, stalls, 5xx, refused, EIO */
-	}
+	return http_retryable(err, 0); /* the one policy */
 }
 
 /* The one hook for blocks made from other bytes: @j's compressed bytes

@@ -18,6 +18,7 @@
 
 #include "aws_creds.h"
 #include "http.h"
+#include "http_run.h"
 #include "msg.h"
 #include "opts.h"
 #include "s3_endpoint.h"
@@ -255,11 +256,6 @@ static int add_object(struct source_s3 *s, struct tree *t,
 	return err;
 }
 
-static bool transient(int err)
-{
-	return err == -ECONNRESET || err == -ETIMEDOUT || err == -EAGAIN;
-}
-
 /* The error of a failed listing request, as a message for the user. */
 static int list_error(struct source_s3 *s, int err,
 		      const struct http_response *r, char **ret_msg)
@@ -297,58 +293,84 @@ static int list_error(struct source_s3 *s, int err,
 		       s->s.display, r->status, s->origin);
 }
 
-/* One page: GET with retries of transient failures. */
+/* One listing page's request, for the request runner: signed afresh for
+ * every attempt (a signature carries its time). */
+struct page_req {
+	struct http_req rq;
+	struct source_s3 *s;
+	const char *url, *path, *query;
+	struct http_response *ret;
+	bool set_up;  /* ret holds an attempt's response */
+	int xfer_err; /* the last attempt's transport error */
+	char *msg;    /* why signing failed */
+};
+
+static int page_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
+{
+	struct page_req *pr = (struct page_req *)rq;
+	int err;
+
+	if (curl_easy_setopt(h, CURLOPT_URL, pr->url) != CURLE_OK)
+		return -EINVAL;
+	free(pr->msg);
+	pr->msg = NULL;
+	err = sign_get(pr->s, pr->path, pr->query, NULL, NULL, hdrs, &pr->msg);
+	if (err)
+		return err;
+	if (pr->set_up)
+		http_response_done(pr->ret);
+	http_perform_setup(h, MAX_LISTING, pr->ret);
+	pr->set_up = true;
+	return 0;
+}
+
+static int page_done(struct http_req *rq, CURL *h, CURLcode code)
+{
+	struct page_req *pr = (struct page_req *)rq;
+
+	pr->xfer_err = http_perform_finish(h, code, pr->ret);
+	return pr->xfer_err ? pr->xfer_err : http_status_errno(pr->ret->status);
+}
+
+static const struct http_req_ops page_ops = {
+	.prepare = page_prepare,
+	.done = page_done,
+};
+
+/* One page: GET with the runner's retries of transient failures. */
 static int get_page(struct source_s3 *s, const char *prefix, bool delimit,
 		    const char *token, struct http_response *ret,
 		    char **ret_msg)
 {
 	char *query = s3_list_query_dir(prefix, token, delimit), *url = NULL;
-	const char *path = *s->base_path ? s->base_path : "/";
-	unsigned retries = s->opts ? s->opts->retries : 3;
+	struct page_req pr = {
+		.rq = { .ops = &page_ops, .retry_flags = HTTP_RETRY_REACHABLE },
+		.s = s,
+		.path = *s->base_path ? s->base_path : "/",
+		.query = query,
+		.ret = ret,
+	};
 	int err = -ENOMEM;
 
-	if (!query || asprintf(&url, "%s%s?%s", s->origin, path, query) < 0) {
+	if (!query ||
+	    asprintf(&url, "%s%s?%s", s->origin, pr.path, query) < 0) {
 		url = NULL;
 		goto out;
 	}
-	for (unsigned attempt = 0;; attempt++) {
-		struct curl_slist *hdrs = NULL;
-		CURL *h = curl_easy_init();
-		char *msg = NULL;
-
-		if (!h) {
-			err = -ENOMEM;
-			break;
-		}
-		http_setup_common(h, s->opts);
-		curl_easy_setopt(h, CURLOPT_URL, url);
-		err = sign_get(s, path, query, NULL, NULL, &hdrs, &msg);
-		if (err) {
-			curl_easy_cleanup(h);
-			curl_slist_free_all(hdrs);
-			msg_set(ret_msg, err, "listing %s: %s", s->s.display,
-				msg ? msg : strerror(-err));
-			free(msg);
-			break;
-		}
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		err = http_perform(h, MAX_LISTING, ret);
-		curl_easy_cleanup(h);
-		curl_slist_free_all(hdrs);
-		if (!err && ret->status == 200)
-			break;
-		if (attempt < retries && !http_cancelled() &&
-		    (err ? transient(err)
-			 : http_status_retryable(ret->status))) {
-			http_response_done(ret);
-			usleep(http_backoff_ms(attempt) * 1000u);
-			continue;
-		}
-		err = list_error(s, err, ret, ret_msg);
+	pr.url = url;
+	err = http_run_one(&pr.rq, s->opts);
+	if (pr.set_up && !pr.xfer_err && ret->status == 200) {
+		err = 0;
+	} else if (pr.msg || !pr.set_up) {
+		/* Not sent: signing failed (or no memory). */
+		msg_set(ret_msg, err, "listing %s: %s", s->s.display,
+			pr.msg ? pr.msg : strerror(-err));
+	} else {
+		err = list_error(s, pr.xfer_err, ret, ret_msg);
 		http_response_done(ret);
-		break;
 	}
 out:
+	free(pr.msg);
 	free(query);
 	free(url);
 	return err;
