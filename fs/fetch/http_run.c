@@ -46,14 +46,17 @@ static bool attempt_done(struct http_req *rq, CURLcode code,
 			 const struct options *opts)
 {
 	unsigned retries = opts ? opts->retries : 0;
-	int err = rq->ops->done(rq, rq->h, code);
+	int err;
+
+	rq->final = false;
+	err = rq->ops->done(rq, rq->h, code);
 
 	if (err == 1) { /* a new request: at once, attempts afresh */
 		rq->attempt = 0;
 		rq->not_before_ms = 0;
 		return false;
 	}
-	if (!err || rq->attempt >= retries || http_cancelled() ||
+	if (!err || rq->final || rq->attempt >= retries || http_cancelled() ||
 	    !http_retryable(err, rq->retry_flags)) {
 		rq->err = err;
 		return true;

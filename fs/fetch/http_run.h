@@ -19,6 +19,7 @@
 #define WFS_FS_HTTP_RUN_H
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,8 @@ struct http_req_ops {
 	 * http_retryable(err, rq->retry_flags) and attempts remain, else
 	 * final), or 1 to run the request again at once as a new request
 	 * (attempts counted afresh; e.g. a second, larger read of a tail).
+	 * Setting rq->final makes an error final whatever its class (the
+	 * response arrived whole, but its content is unusable).
 	 */
 	int (*done)(struct http_req *rq, CURL *h, CURLcode code);
 };
@@ -48,6 +51,7 @@ struct http_req_ops {
 struct http_req {
 	const struct http_req_ops *ops;
 	unsigned retry_flags; /* http_retryable()'s flags */
+	bool final;	      /* done() says: its error is not retried */
 	/* Set by the runner. */
 	unsigned attempt; /* of this request, from 0 */
 	int err;	  /* the outcome: 0, or the final negative errno */
