@@ -230,6 +230,8 @@ bool http_retryable(int err, unsigned flags)
 	case -EINVAL:
 	case -ERANGE:
 	case -EFBIG:
+	case -EBADMSG:	    /* decoded bytes failed their check */
+	case -EKEYREJECTED: /* ... their authentication */
 		return false;
 	case -ECONNREFUSED:
 	case -EHOSTUNREACH:

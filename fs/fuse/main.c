@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "cmdline.h"
 #include "daemon.h"
+#include "decoder.h"
 #include "disk_cache.h"
 #include "fastpath.h"
 #include "fetch.h"
@@ -25,7 +26,6 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
-#include "zstd_object.h"
 
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
@@ -204,6 +204,11 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
 		goto out;
 	}
+	err = decoders_new(&d.opts, &d.decoders, &msg);
+	if (err) {
+		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
+		goto out;
+	}
 	if ((err = tree_new(&d.tree)) < 0)
 		goto fail;
 	/* Lazy: the root only, so a bad source still fails the mount. */
@@ -213,13 +218,12 @@ int main(int argc, char *argv[])
 		tree_mark_unlisted(d.tree, tree_root(d.tree));
 		err = refresh_list_root(&d, &msg, &warnings);
 	} else {
-		/* Seekable NAME.zst shown as NAME (lazy: in each listing). */
+		/* NAME.zst shown as NAME (lazy: in each listing). */
 		err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
 		if (!err &&
-		    (err = zstd_object_scan_tree(d.src, &d.opts, d.tree, NULL,
-						 &warnings)) > 0) {
-			log_debug("%d compressed objects shown uncompressed",
-				  err);
+		    (err = decoders_scan_tree(d.decoders, d.src, &d.opts,
+					      d.tree, NULL, &warnings)) > 0) {
+			log_debug("%d stored objects shown decoded", err);
 			err = 0;
 		}
 	}
@@ -343,6 +347,7 @@ out:
 	disk_cache_free(disk);
 	cache_free(d.cache);
 	tree_free(d.tree);
+	decoders_free(d.decoders); /* after every decoded object */
 	source_free(d.src);
 	free(msg);
 	free(warnings);

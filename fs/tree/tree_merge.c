@@ -2,7 +2,7 @@
  * (the contract is in tree.h). Private state in tree_priv.h. */
 #include "tree.h"
 #include "tree_priv.h"
-#include "zstd_object.h"
+#include "decoder.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -45,8 +45,8 @@ struct op {
 	size_t cap;	  /* OP_SWAP_*, OP_GROW */
 	char *etag;	  /* OP_UPDATE */
 	uint64_t size;	  /* OP_UPDATE */
-	struct timespec mtime;	  /* OP_UPDATE */
-	struct zstd_object *zobj; /* OP_UPDATE: the new one, then the old */
+	struct timespec mtime; /* OP_UPDATE */
+	struct decoded *dec;   /* OP_UPDATE: the new one, then the old */
 };
 
 struct plan {
@@ -93,7 +93,7 @@ static void plan_free(struct plan *p, bool applied)
 		case OP_UPDATE:
 			if (!applied)
 				free(o->etag);
-			zstd_object_unref(o->zobj);
+			decoded_unref(o->dec);
 			break;
 		case OP_GONE:
 			break;
@@ -221,7 +221,7 @@ static int plan_merge(struct tree *t, struct node *scope,
 			pthread_mutex_lock(&n->lock);
 			differs = n->size != f->size ||
 				  !same(n->etag, f->etag) || n->changed ||
-				  !n->zobj != !f->zobj;
+				  !n->dec != !f->dec;
 			pthread_mutex_unlock(&n->lock);
 			if (!differs)
 				continue;
@@ -230,7 +230,7 @@ static int plan_merge(struct tree *t, struct node *scope,
 				goto out;
 			o->size = f->size;
 			o->mtime = f->mtime;
-			o->zobj = zstd_object_ref(f->zobj);
+			o->dec = decoded_ref(f->dec);
 			if (f->etag && !(o->etag = strdup(f->etag)))
 				goto out;
 			p->nchanged++;
@@ -251,7 +251,7 @@ static int plan_merge(struct tree *t, struct node *scope,
 		m->perm = f->perm;
 		m->uid = f->uid;
 		m->gid = f->gid;
-		m->zobj = zstd_object_ref(f->zobj);
+		m->dec = decoded_ref(f->dec);
 		/* A one-level listing says nothing of what a new
 		 * subdirectory holds: it is listed when first looked in. */
 		if (m->dir)
@@ -415,9 +415,9 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 		o->etag = NULL;
 		n->size = o->size;
 		n->mtime = o->mtime;
-		prev = n->zobj;
-		n->zobj = o->zobj;
-		o->zobj = prev;
+		prev = n->dec;
+		n->dec = o->dec;
+		o->dec = prev;
 		n->changed = false;
 		n->generation++;
 		pthread_mutex_unlock(&n->lock);
