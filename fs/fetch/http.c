@@ -219,6 +219,8 @@ unsigned http_backoff_ms(unsigned attempt)
 
 bool http_retryable(int err, unsigned flags)
 {
+	if (flags & HTTP_RETRY_NEVER)
+		return false;
 	switch (err) {
 	case -ESTALE:	   /* changed: the same request gets the same */
 	case -ENOENT:	   /* gone */

@@ -96,6 +96,9 @@ unsigned http_backoff_ms(unsigned attempt);
  * HEADs: an unreachable source is said at once).
  */
 #define HTTP_RETRY_REACHABLE 1u
+/* ... or with HTTP_RETRY_NEVER every failure is final (a caller with a
+ * fallback of its own: the AWS credential providers' chain). */
+#define HTTP_RETRY_NEVER 2u
 bool http_retryable(int err, unsigned flags);
 
 /* http_curl_errno() - the errno for a failed transfer. */

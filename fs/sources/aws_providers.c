@@ -19,6 +19,7 @@
 #include "aws_creds_priv.h"
 #include "env.h"
 #include "http.h"
+#include "http_run.h"
 #include "msg.h"
 #include "opts.h"
 #include "s3_list.h"
@@ -99,35 +100,76 @@ static int response_msg(int err, const struct http_response *r, char **ret_msg)
 	return http_status_errno(r->status) ?: -EIO;
 }
 
-/* One request on a fresh handle: @method NULL (GET) or "PUT"/"POST". */
-static int request(struct aws_creds *c, const char *url, const char *method,
-		   const char *body, struct curl_slist *hdrs, bool metadata,
-		   struct http_response *ret)
-{
-	CURL *h = curl_easy_init();
-	int err;
+/* A credential provider's request, for the request runner. */
+struct cred_req {
+	struct http_req rq;
+	const char *url, *method, *body;
+	struct curl_slist *extra; /* the caller's headers */
+	bool metadata;
+	struct http_response *ret;
+	int xfer_err;
+};
 
-	if (!h)
-		return -ENOMEM;
-	http_setup_common(h, c->opts);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	if (hdrs)
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	if (method && !strcmp(method, "POST")) {
-		curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : "");
-	} else if (method) {
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+static int cred_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
+{
+	struct cred_req *cr = (struct cred_req *)rq;
+
+	curl_easy_setopt(h, CURLOPT_URL, cr->url);
+	for (struct curl_slist *l = cr->extra; l; l = l->next) {
+		struct curl_slist *n = curl_slist_append(*hdrs, l->data);
+
+		if (!n)
+			return -ENOMEM;
+		*hdrs = n;
+	}
+	if (cr->method && !strcmp(cr->method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS,
+				 cr->body ? cr->body : "");
+	} else if (cr->method) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, cr->method);
 	}
 	/* Metadata services answer at once, or are not there at all. */
-	if (metadata) {
+	if (cr->metadata) {
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, 5L);
 	} else {
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
 	}
-	err = http_perform(h, MAX_RESPONSE, ret);
-	curl_easy_cleanup(h);
-	return err;
+	http_perform_setup(h, MAX_RESPONSE, cr->ret);
+	return 0;
+}
+
+static int cred_done(struct http_req *rq, CURL *h, CURLcode code)
+{
+	struct cred_req *cr = (struct cred_req *)rq;
+
+	cr->xfer_err = http_perform_finish(h, code, cr->ret);
+	return cr->xfer_err;
+}
+
+static const struct http_req_ops cred_ops = {
+	.prepare = cred_prepare,
+	.done = cred_done,
+};
+
+/* One request, once (HTTP_RETRY_NEVER: the provider chain moves on to
+ * the next provider, and refreshes try again later): @method NULL (GET)
+ * or "PUT"/"POST". */
+static int request(struct aws_creds *c, const char *url, const char *method,
+		   const char *body, struct curl_slist *hdrs, bool metadata,
+		   struct http_response *ret)
+{
+	struct cred_req cr = {
+		.rq = { .ops = &cred_ops, .retry_flags = HTTP_RETRY_NEVER },
+		.url = url,
+		.method = method,
+		.body = body,
+		.extra = hdrs,
+		.metadata = metadata,
+		.ret = ret,
+	};
+
+	return http_run_one(&cr.rq, c->opts);
 }
 
 static char *form_escape(CURL *h, const char *s)
