@@ -61,23 +61,6 @@ void decoders_free(struct decoders *ds)
 	free(ds);
 }
 
-struct decoded *decoded_ref(struct decoded *d)
-{
-	if (d)
-		__atomic_add_fetch(&d->refs, 1, __ATOMIC_RELAXED);
-	return d;
-}
-
-void decoded_unref(struct decoded *d)
-{
-	if (!d || __atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL))
-		return;
-	d->ops->free(d->priv);
-	free(d->obj.key);
-	free(d->etag);
-	free(d);
-}
-
 int decoded_plan(const struct decoded *d, uint64_t off, size_t len,
 		 uint64_t *ret_off, size_t *ret_len, bool *ret_in_place)
 {

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "tree.h"
 
@@ -122,9 +123,25 @@ struct decoded {
 	int logged;	      /* atomic: a failed decode was logged */
 };
 
-struct decoded *decoded_ref(struct decoded *d);
-/* decoded_unref() - NULL is fine. */
-void decoded_unref(struct decoded *d);
+/* decoded_ref(), decoded_unref() - inline, so that the tree and the
+ * fetch engine hold references without calling into the decode layer
+ * (which calls the tree). decoded_unref(): NULL is fine. */
+static inline struct decoded *decoded_ref(struct decoded *d)
+{
+	if (d)
+		__atomic_add_fetch(&d->refs, 1, __ATOMIC_RELAXED);
+	return d;
+}
+
+static inline void decoded_unref(struct decoded *d)
+{
+	if (!d || __atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	d->ops->free(d->priv);
+	free(d->obj.key);
+	free(d->etag);
+	free(d);
+}
 
 /* decoded_plan() - @d's ops->plan(). */
 int decoded_plan(const struct decoded *d, uint64_t off, size_t len,

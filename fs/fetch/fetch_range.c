@@ -72,6 +72,36 @@ void fetch_response_header(struct fetch_response *r, const char *line,
 	}
 }
 
+int fetch_judge(uint64_t off, size_t len, uint64_t size, int xfer_err,
+		const struct fetch_response *r)
+{
+	if (r->overflow)
+		return -EPROTO; /* more bytes than asked: the server lies */
+	if (xfer_err)
+		return xfer_err;
+	if (r->status < 200 || r->status > 299)
+		return http_status_errno(r->status);
+	if (r->encoded)
+		return -EPROTO; /* compressed bytes are not the file's */
+	if (r->status == 200) {
+		/* A server that ignores Range: fine only for a whole file. */
+		if (off != 0 || len != size)
+			return -EPROTO;
+		if (r->etag_mismatch)
+			return -ESTALE;
+	} else if (r->status == 206) {
+		if (!r->range_ok)
+			return -EPROTO;
+		if (r->range_total != size || r->etag_mismatch)
+			return -ESTALE;
+	} else {
+		return -EPROTO; /* 204, 203...: not a range */
+	}
+	if (r->got != len)
+		return -ECONNRESET; /* truncated: retried */
+	return 0;
+}
+
 /* ---- reads outside the block cache ---- */
 
 static size_t on_body(char *p, size_t size, size_t nm, void *arg)
@@ -182,8 +212,8 @@ static void ranges_sync(struct source *src, const struct options *opts,
 				fr->err = err;
 				break;
 			}
-			if (!fetch_retryable(err) || attempt >= opts->retries ||
-			    http_cancelled()) {
+			if (!http_retryable(err, 0) ||
+			    attempt >= opts->retries || http_cancelled()) {
 				fr->err = err;
 				break;
 			}

@@ -11,15 +11,37 @@
 #define WFS_FS_FETCH_RANGE_H
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fetch.h"
 #include "http_run.h"
 
 struct node;
 struct options;
 struct source;
+
+/* What a transport saw of one HTTP response, for fetch_judge(). */
+struct fetch_response {
+	long status;	      /* 0: no response */
+	size_t got;	      /* body bytes stored */
+	bool overflow;	      /* more body than asked for */
+	bool range_ok;	      /* Content-Range is the range asked for */
+	uint64_t range_total; /* its complete length */
+	bool etag_seen;	      /* an ETag header arrived */
+	bool etag_mismatch;   /* ... and it is not the pinned one */
+	bool encoded;	      /* Content-Encoding other than identity */
+};
+
+/*
+ * fetch_judge() - the outcome of one ranged GET of [@off, @off + @len) of
+ * a file of @size bytes: @xfer_err is the transport's negative errno (0
+ * when a response arrived), @r what arrived.
+ * @return 0, or the classified negative errno (source.h);
+ * http_retryable() says whether another attempt may help.
+ */
+int fetch_judge(uint64_t off, size_t len, uint64_t size, int xfer_err,
+		const struct fetch_response *r);
 
 /*
  * fetch_range_setup() - set @h (reset, with http_setup_common()'s options)
