@@ -72,13 +72,16 @@ struct decoder_ops {
 			    size_t *ret_len);
 	/*
 	 * Open an object of @size stored bytes from its bytes [@off, @off +
-	 * @len) in @buf (the last range asked for).
-	 * @return 0 and *ret_priv (the object's state) and *ret_size (its
+	 * @len) in @buf (the last range asked for). *@priv is NULL at the
+	 * first call and kept between calls (a header read first, kept
+	 * while the tail is read); after a failure, what is left there is
+	 * freed with the free op below.
+	 * @return 0 and *@priv (the object's state) and *ret_size (its
 	 * decoded size); 1 and *ret_off, *ret_len: read that range next and
 	 * call again; or an error above.
 	 */
 	int (*open)(void *cfg, uint64_t size, uint64_t off, const char *buf,
-		    size_t len, void **ret_priv, uint64_t *ret_size,
+		    size_t len, void **priv, uint64_t *ret_size,
 		    uint64_t *ret_off, size_t *ret_len);
 	/*
 	 * The stored bytes [*ret_off, *ret_off + *ret_len) that decoded

@@ -160,7 +160,7 @@ static void zstd_first_range(void *cfg, uint64_t size, uint64_t *ret_off,
 /* The tail [off, off + len) is in: parse it, or ask for the whole table
  * when it is larger (once). */
 static int zstd_open(void *cfg, uint64_t size, uint64_t off, const char *buf,
-		     size_t len, void **ret_priv, uint64_t *ret_size,
+		     size_t len, void **priv, uint64_t *ret_size,
 		     uint64_t *ret_off, size_t *ret_len)
 {
 	struct zstd_seekable *zs;
@@ -181,7 +181,7 @@ static int zstd_open(void *cfg, uint64_t size, uint64_t off, const char *buf,
 		err = zstd_seekable_parse(buf, len, size, &zs);
 	if (err)
 		return err;
-	*ret_priv = zs;
+	*priv = zs;
 	*ret_size = zs->size;
 	return 0;
 }
