@@ -100,16 +100,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
 	size_t len = size * n, left = len;
+	int take = fetch_response_body(&x->r, len, x->len);
 
-	/* An error's body is not the block's: drop it (the status says). */
-	if (x->r.status < 200 || x->r.status > 299)
-		return len;
-	if (x->r.encoded)
-		return 0; /* not the file's bytes: stop at once */
-	if (len > x->len - x->r.got) {
-		x->r.overflow = true; /* the server sent more than asked */
-		return 0;
-	}
+	/* An error's body is not the block's: dropped (the status says). */
+	if (take <= 0)
+		return take ? 0 : len;
 	atomic_fetch_add_explicit(&x->t->rx, len, memory_order_relaxed);
 	while (left) {
 		struct fetch_job *j = x->j;

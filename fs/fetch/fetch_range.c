@@ -104,19 +104,27 @@ int fetch_judge(uint64_t off, size_t len, uint64_t size, int xfer_err,
 
 /* ---- reads outside the block cache ---- */
 
+int fetch_response_body(struct fetch_response *r, size_t len, size_t want)
+{
+	if (r->status < 200 || r->status > 299)
+		return 0;
+	if (r->encoded)
+		return -1; /* not the object's bytes: stop at once */
+	if (len > want - r->got) {
+		r->overflow = true; /* the server sent more than asked */
+		return -1;
+	}
+	return 1;
+}
+
 static size_t on_body(char *p, size_t size, size_t nm, void *arg)
 {
 	struct fetch_range *fr = arg;
 	size_t len = size * nm;
+	int take = fetch_response_body(&fr->r, len, fr->len);
 
-	if (fr->r.status < 200 || fr->r.status > 299)
-		return len; /* an error's body: the status says */
-	if (fr->r.encoded)
-		return 0;
-	if (len > fr->len - fr->r.got) {
-		fr->r.overflow = true;
-		return 0;
-	}
+	if (take <= 0)
+		return take ? 0 : len;
 	memcpy(fr->buf + fr->r.got, p, len);
 	fr->r.got += len;
 	return len;

@@ -68,6 +68,14 @@ void fetch_response_header(struct fetch_response *r, const char *line,
 			   size_t len, uint64_t off, size_t rlen,
 			   const char *etag);
 
+/*
+ * fetch_response_body() - what to do with @len more body bytes of @r, the
+ * response to a GET of @want bytes: 1 store them; 0 drop them (an
+ * error's body: the status says); -1 stop the transfer (a compressed
+ * body, or more than asked for: r->overflow set).
+ */
+int fetch_response_body(struct fetch_response *r, size_t len, size_t want);
+
 /* One read of bytes [off, off + len) of an object outside the block
  * cache. */
 struct fetch_range {

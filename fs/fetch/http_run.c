@@ -183,47 +183,46 @@ int http_run(struct http_req **reqs, size_t n, unsigned width,
 	return 0;
 }
 
-/* ---- whole responses in memory: http_get(), http_head() ---- */
-
-struct whole {
-	struct http_req rq;
-	const char *url;
-	struct curl_slist *extra; /* the caller's headers */
-	bool head;
-	size_t max_body;
-	struct http_response *ret;
-	bool set_up;  /* ret holds an attempt's response */
-	int xfer_err; /* the last attempt's transport error */
-};
+/* ---- whole responses in memory ---- */
 
 static int whole_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
 {
-	struct whole *w = (struct whole *)rq;
+	struct http_whole *w = (struct http_whole *)rq;
 	CURLcode c = curl_easy_setopt(h, CURLOPT_URL, w->url);
+	int err = 0;
 
-	for (struct curl_slist *l = w->extra; !c && l; l = l->next) {
+	for (struct curl_slist *l = w->headers; !c && l; l = l->next) {
 		struct curl_slist *n = curl_slist_append(*hdrs, l->data);
 
-		if (!n)
-			return -ENOMEM;
+		if (!n) {
+			err = -ENOMEM;
+			goto fail;
+		}
 		*hdrs = n;
 	}
 	if (!c && w->head)
 		c = curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-	if (c)
-		return http_curl_errno(c);
+	if (c) {
+		err = http_curl_errno(c);
+		goto fail;
+	}
+	if (w->setup && (err = w->setup(w, h, hdrs)))
+		goto fail;
 	if (w->set_up)
 		http_response_done(w->ret);
 	http_perform_setup(h, w->max_body, w->ret);
 	w->set_up = true;
 	return 0;
+fail:
+	w->setup_err = err;
+	return err;
 }
 
 /* Retried on the transport's failure or the status's; the caller gets
  * the response whatever its status. */
 static int whole_done(struct http_req *rq, CURL *h, CURLcode code)
 {
-	struct whole *w = (struct whole *)rq;
+	struct http_whole *w = (struct http_whole *)rq;
 
 	w->xfer_err = http_perform_finish(h, code, w->ret);
 	return w->xfer_err ? w->xfer_err : http_status_errno(w->ret->status);
@@ -234,22 +233,22 @@ static const struct http_req_ops whole_ops = {
 	.done = whole_done,
 };
 
-static int whole(const char *url, struct curl_slist *hdrs, bool head,
-		 const struct options *opts, size_t max_body,
-		 struct http_response *ret)
+int http_run_whole(struct http_whole *w, const struct options *opts,
+		   struct http_response *ret)
 {
-	struct whole w = { .rq = { .ops = &whole_ops,
-				   .retry_flags = HTTP_RETRY_REACHABLE },
-			   .url = url,
-			   .extra = hdrs,
-			   .head = head,
-			   .max_body = max_body,
-			   .ret = ret };
-	int err = http_run_one(&w.rq, opts);
+	int err;
 
+	w->rq.ops = &whole_ops;
+	w->rq.retry_flags = w->retry_flags;
+	w->ret = ret;
+	w->set_up = false;
+	w->xfer_err = w->setup_err = 0;
+	err = http_run_one(&w->rq, opts);
+	if (w->setup_err)
+		return w->setup_err;
 	/* A response arrived: its status is the caller's to judge. */
-	if (!err || (w.set_up && !w.xfer_err))
-		return w.set_up ? w.xfer_err : err;
+	if (w->set_up && !w->xfer_err)
+		return 0;
 	return err;
 }
 
@@ -257,11 +256,20 @@ int http_get(const char *url, struct curl_slist *hdrs,
 	     const struct options *opts, size_t max_body,
 	     struct http_response *ret)
 {
-	return whole(url, hdrs, false, opts, max_body, ret);
+	struct http_whole w = { .url = url,
+				.headers = hdrs,
+				.max_body = max_body,
+				.retry_flags = HTTP_RETRY_REACHABLE };
+
+	return http_run_whole(&w, opts, ret);
 }
 
 int http_head(const char *url, const struct options *opts,
 	      struct http_response *ret)
 {
-	return whole(url, NULL, true, opts, 0, ret);
+	struct http_whole w = { .url = url,
+				.head = true,
+				.retry_flags = HTTP_RETRY_REACHABLE };
+
+	return http_run_whole(&w, opts, ret);
 }

@@ -79,4 +79,41 @@ int http_run_one(struct http_req *rq, const struct options *opts);
 int http_run(struct http_req **reqs, size_t n, unsigned width,
 	     const struct options *opts);
 
+/* A request whose response is held whole in memory (struct
+ * http_response, http.h): listings, HEADs, API calls. */
+struct http_whole {
+	struct http_req rq; /* set by http_run_whole() */
+	const char *url;
+	struct curl_slist *headers; /* sent with every attempt, or NULL */
+	bool head;		    /* HEAD: no body */
+	size_t max_body;	    /* more is -EFBIG (final) */
+	unsigned retry_flags;	    /* http_retryable()'s */
+	/*
+	 * Optional: more set-up for each attempt (a method, a body,
+	 * timeouts; headers such as a signature's appended to *@hdrs).
+	 * @return 0 or a negative errno (final: http_run_whole() returns
+	 * it).
+	 */
+	int (*setup)(struct http_whole *w, CURL *h, struct curl_slist **hdrs);
+	void *arg; /* setup's */
+	/* Private to http_run.c. */
+	struct http_response *ret;
+	bool set_up;   /* ret holds an attempt's response */
+	int xfer_err;  /* the last attempt's transport error */
+	int setup_err; /* setup's, or the headers' */
+};
+
+/*
+ * http_run_whole() - run @w with http_run_one(): retried on transport
+ * failures and on 5xx, 429 and 408 (by @w->retry_flags), the last
+ * attempt's response in @ret (release with http_response_done()).
+ * @return 0 when a response arrived, whatever its status (ret->status);
+ * the transport's negative errno (ret->curl_error says more); or
+ * setup's. http_get() and http_head() are this with
+ * HTTP_RETRY_REACHABLE.
+ */
+struct http_response;
+int http_run_whole(struct http_whole *w, const struct options *opts,
+		   struct http_response *ret);
+
 #endif

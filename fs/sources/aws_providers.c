@@ -100,28 +100,16 @@ static int response_msg(int err, const struct http_response *r, char **ret_msg)
 	return http_status_errno(r->status) ?: -EIO;
 }
 
-/* A credential provider's request, for the request runner. */
+/* A credential provider's request: its method, body and timeouts. */
 struct cred_req {
-	struct http_req rq;
-	const char *url, *method, *body;
-	struct curl_slist *extra; /* the caller's headers */
+	const char *method, *body;
 	bool metadata;
-	struct http_response *ret;
-	int xfer_err;
 };
 
-static int cred_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
+static int cred_setup(struct http_whole *w, CURL *h, struct curl_slist **hdrs)
 {
-	struct cred_req *cr = (struct cred_req *)rq;
+	const struct cred_req *cr = w->arg;
 
-	curl_easy_setopt(h, CURLOPT_URL, cr->url);
-	for (struct curl_slist *l = cr->extra; l; l = l->next) {
-		struct curl_slist *n = curl_slist_append(*hdrs, l->data);
-
-		if (!n)
-			return -ENOMEM;
-		*hdrs = n;
-	}
 	if (cr->method && !strcmp(cr->method, "POST")) {
 		curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS,
 				 cr->body ? cr->body : "");
@@ -135,22 +123,8 @@ static int cred_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
 	} else {
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
 	}
-	http_perform_setup(h, MAX_RESPONSE, cr->ret);
 	return 0;
 }
-
-static int cred_done(struct http_req *rq, CURL *h, CURLcode code)
-{
-	struct cred_req *cr = (struct cred_req *)rq;
-
-	cr->xfer_err = http_perform_finish(h, code, cr->ret);
-	return cr->xfer_err;
-}
-
-static const struct http_req_ops cred_ops = {
-	.prepare = cred_prepare,
-	.done = cred_done,
-};
 
 /* One request, once (HTTP_RETRY_NEVER: the provider chain moves on to
  * the next provider, and refreshes try again later): @method NULL (GET)
@@ -159,17 +133,15 @@ static int request(struct aws_creds *c, const char *url, const char *method,
 		   const char *body, struct curl_slist *hdrs, bool metadata,
 		   struct http_response *ret)
 {
-	struct cred_req cr = {
-		.rq = { .ops = &cred_ops, .retry_flags = HTTP_RETRY_NEVER },
-		.url = url,
-		.method = method,
-		.body = body,
-		.extra = hdrs,
-		.metadata = metadata,
-		.ret = ret,
-	};
+	struct cred_req cr = { method, body, metadata };
+	struct http_whole w = { .url = url,
+				.headers = hdrs,
+				.max_body = MAX_RESPONSE,
+				.retry_flags = HTTP_RETRY_NEVER,
+				.setup = cred_setup,
+				.arg = &cr };
 
-	return http_run_one(&cr.rq, c->opts);
+	return http_run_whole(&w, c->opts, ret);
 }
 
 static char *form_escape(CURL *h, const char *s)

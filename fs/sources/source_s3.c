@@ -293,49 +293,21 @@ static int list_error(struct source_s3 *s, int err,
 		       s->s.display, r->status, s->origin);
 }
 
-/* One listing page's request, for the request runner: signed afresh for
- * every attempt (a signature carries its time). */
-struct page_req {
-	struct http_req rq;
+/* A listing page's signature, for each attempt (it carries its time). */
+struct page_sign {
 	struct source_s3 *s;
-	const char *url, *path, *query;
-	struct http_response *ret;
-	bool set_up;  /* ret holds an attempt's response */
-	int xfer_err; /* the last attempt's transport error */
-	char *msg;    /* why signing failed */
+	const char *path, *query;
+	char *msg; /* why signing failed */
 };
 
-static int page_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
+static int page_setup(struct http_whole *w, CURL *h, struct curl_slist **hdrs)
 {
-	struct page_req *pr = (struct page_req *)rq;
-	int err;
+	struct page_sign *ps = w->arg;
 
-	if (curl_easy_setopt(h, CURLOPT_URL, pr->url) != CURLE_OK)
-		return -EINVAL;
-	free(pr->msg);
-	pr->msg = NULL;
-	err = sign_get(pr->s, pr->path, pr->query, NULL, NULL, hdrs, &pr->msg);
-	if (err)
-		return err;
-	if (pr->set_up)
-		http_response_done(pr->ret);
-	http_perform_setup(h, MAX_LISTING, pr->ret);
-	pr->set_up = true;
-	return 0;
+	free(ps->msg);
+	ps->msg = NULL;
+	return sign_get(ps->s, ps->path, ps->query, NULL, NULL, hdrs, &ps->msg);
 }
-
-static int page_done(struct http_req *rq, CURL *h, CURLcode code)
-{
-	struct page_req *pr = (struct page_req *)rq;
-
-	pr->xfer_err = http_perform_finish(h, code, pr->ret);
-	return pr->xfer_err ? pr->xfer_err : http_status_errno(pr->ret->status);
-}
-
-static const struct http_req_ops page_ops = {
-	.prepare = page_prepare,
-	.done = page_done,
-};
 
 /* One page: GET with the runner's retries of transient failures. */
 static int get_page(struct source_s3 *s, const char *prefix, bool delimit,
@@ -343,34 +315,37 @@ static int get_page(struct source_s3 *s, const char *prefix, bool delimit,
 		    char **ret_msg)
 {
 	char *query = s3_list_query_dir(prefix, token, delimit), *url = NULL;
-	struct page_req pr = {
-		.rq = { .ops = &page_ops, .retry_flags = HTTP_RETRY_REACHABLE },
+	struct page_sign ps = {
 		.s = s,
 		.path = *s->base_path ? s->base_path : "/",
 		.query = query,
-		.ret = ret,
 	};
+	struct http_whole w = { .max_body = MAX_LISTING,
+				.retry_flags = HTTP_RETRY_REACHABLE,
+				.setup = page_setup,
+				.arg = &ps };
 	int err = -ENOMEM;
 
 	if (!query ||
-	    asprintf(&url, "%s%s?%s", s->origin, pr.path, query) < 0) {
+	    asprintf(&url, "%s%s?%s", s->origin, ps.path, query) < 0) {
 		url = NULL;
 		goto out;
 	}
-	pr.url = url;
-	err = http_run_one(&pr.rq, s->opts);
-	if (pr.set_up && !pr.xfer_err && ret->status == 200) {
-		err = 0;
-	} else if (pr.msg || !pr.set_up) {
+	w.url = url;
+	err = http_run_whole(&w, s->opts, ret);
+	if (!err && ret->status == 200)
+		goto out;
+	if (ps.msg || (err && !w.set_up)) {
 		/* Not sent: signing failed (or no memory). */
 		msg_set(ret_msg, err, "listing %s: %s", s->s.display,
-			pr.msg ? pr.msg : strerror(-err));
+			ps.msg ? ps.msg : strerror(-err));
 	} else {
-		err = list_error(s, pr.xfer_err, ret, ret_msg);
-		http_response_done(ret);
+		err = list_error(s, err, ret, ret_msg);
 	}
+	if (w.set_up)
+		http_response_done(ret);
 out:
-	free(pr.msg);
+	free(ps.msg);
 	free(query);
 	free(url);
 	return err;
