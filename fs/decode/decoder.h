@@ -23,6 +23,7 @@
 #ifndef WFS_FS_DECODER_H
 #define WFS_FS_DECODER_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
