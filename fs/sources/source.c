@@ -6,7 +6,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 void source_free(struct source *s)
 {
 	if (s)
