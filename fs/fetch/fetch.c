@@ -251,6 +251,25 @@ static void mark_changed(struct fetch_job *j)
 	pthread_mutex_unlock(&n->lock);
 }
 
+bool fetch_adopt_etag(struct fetch_job *j, const char *etag)
+{
+	struct node *n = j->file;
+	bool differs;
+
+	/* A compressed object's validator comes from its listing. */
+	if (j->obj != j->file)
+		return false;
+	pthread_mutex_lock(&n->lock);
+	if (n->generation != j->b->generation)
+		differs = true; /* relisted meanwhile: another version */
+	else if (n->etag)
+		differs = strcmp(n->etag, etag) != 0;
+	else
+		differs = false, n->etag = strdup(etag); /* NULL: unpinned */
+	pthread_mutex_unlock(&n->lock);
+	return differs;
+}
+
 static void finish(struct fetch *f, struct fetch_job *j, int err)
 {
 	if (err) {

@@ -184,7 +184,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 		}
 	} else if ((v = header_is(line, len, "ETag"))) {
 		x->r.etag_seen = true;
-		if (x->j->etag && strcmp(v, x->j->etag))
+		/* No validator from the listing: the first block's sets it. */
+		if (x->j->etag ? strcmp(v, x->j->etag) != 0
+			       : x->r.status / 100 == 2 &&
+					 fetch_adopt_etag(x->j, v))
 			x->r.etag_mismatch = true;
 	} else if ((v = header_is(line, len, "Content-Encoding"))) {
 		if (*v && strcasecmp(v, "identity"))

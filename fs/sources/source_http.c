@@ -105,10 +105,15 @@ static bool skippable(int err, const struct http_response *r)
 	return !err && r->status >= 400 && r->status < 600;
 }
 
-/* Every file is HEADed for its ETag and exact size. */
+/* A file must be HEADed at listing only when the index does not give its
+ * size, or when it may be a seekable .zst (its seek table is read at
+ * listing, pinned to its ETag). Any other file's validator is taken from
+ * its first block (fetch.c), so a listing is one request. */
 static bool needs_head(const char *name, bool has_size)
 {
-	return true;
+	size_t len = strlen(name);
+
+	return !has_size || (len > 4 && !strcmp(name + len - 4, ".zst"));
 }
 
 /* One directory index being parsed: where its entries go. */

@@ -219,9 +219,16 @@ static int plan_merge(struct tree *t, struct node *scope,
 			if (f->is_dir)
 				continue;
 			pthread_mutex_lock(&n->lock);
-			differs = n->size != f->size ||
-				  !same(n->etag, f->etag) || n->changed ||
-				  !n->zobj != !f->zobj;
+			/* A listing without validators (HTTP indexes) is
+			 * compared by size and mtime: the ETag a file has
+			 * then was taken from its first block. */
+			differs =
+				n->size != f->size ||
+				(f->etag ? !same(n->etag, f->etag)
+					 : n->mtime.tv_sec != f->mtime.tv_sec ||
+						   n->mtime.tv_nsec !=
+							   f->mtime.tv_nsec) ||
+				n->changed || !n->zobj != !f->zobj;
 			pthread_mutex_unlock(&n->lock);
 			if (!differs)
 				continue;
