@@ -6,12 +6,33 @@ after the listing reads as one version or fails, never a mix."""
 
 import errno
 import os
+import threading
+import time
 
 import pytest
 
-from wfs_testlib import MiB, random_bytes
+from servers.listing_server import ListingServer
+from wfs_testlib import MiB, random_bytes, vm_rss
 
 OPTS = {"block_size": "1M"}
+
+
+def _status_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for %d" % (key, pid))
+
+
+def _reset_hwm(pid):
+    """Peak RSS from now on (VmHWM), where the kernel allows it."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def test_listed_directory_costs_one_request(mount, nginx, tmp_path):
@@ -68,3 +89,49 @@ def test_changed_after_listing_reads_one_version(mount, fault_server,
             f.read()
     assert e.value.errno == errno.EIO
     assert not [r for r in srv.log if r[0] == "HEAD"], srv.log
+
+
+def test_big_listings_memory_given_back(mount, asan_build):
+    """64 MiB indexes, one level down, three levels down, then two at
+    once: the daemon's peak stays within 4x the index bytes (the index
+    itself, held while parsed, and what parsing costs), and its RSS after
+    within 1.2x what it was before (nothing is kept of these entries).
+    Parsed whole, each index took ~2 GiB, kept by glibc's arenas."""
+    if asan_build:
+        pytest.skip("RSS means nothing under ASan (quarantine)")
+    srv = ListingServer("big", depth=3, big_bytes=63 * MiB)
+    try:
+        index = len(srv.big_body(True))
+        srv.big_body(False)
+        m = mount(srv.url, timeout=60)
+        pid = m.pid
+        assert sorted(os.listdir(m.path)) == ["a", "b", "c"]
+        before = vm_rss(pid)
+        can_reset = _reset_hwm(pid)
+
+        def check(what, n, secs):
+            peak, rss = _status_kib(pid, "VmHWM") * 1024, vm_rss(pid)
+            print("%-20s %.1f s  peak %d MiB  rss %d MiB (before %d MiB)"
+                  % (what, secs, peak >> 20, rss >> 20, before >> 20))
+            if can_reset or what == "a":
+                assert peak <= before + 4 * index * n, (what, peak, index)
+            assert rss <= 1.2 * before + 4 * MiB, (what, rss, before)
+
+        def step(what, dirs):
+            if can_reset:
+                _reset_hwm(pid)
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=os.listdir,
+                                        args=(m.file(d),)) for d in dirs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            check(what, len(dirs), time.monotonic() - t0)
+
+        step("a", ["a"])  # one level down
+        assert os.listdir(m.file("a")) == ["d"]
+        step("a/d/d (levels 2, 3)", ["a/d/d"])  # one after the other
+        step("b and c at once", ["b", "c"])
+    finally:
+        srv.stop()
