@@ -467,6 +467,13 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			fuse_reply_err(req, -len);
 			return;
 		}
+	} else if (strncmp(name, "user.", 5)) {
+		/* No ACLs, no security labels: "not supported", which `ls
+		 * -l` remembers per filesystem, instead of asking again for
+		 * each file (two round trips per file: security.selinux,
+		 * system.posix_acl_access). */
+		fuse_reply_err(req, ENOTSUP);
+		return;
 	} else {
 		fuse_reply_err(req, ENODATA);
 		return;
