@@ -37,7 +37,9 @@ def _reset_hwm(pid):
 
 def test_listed_directory_costs_one_request(mount, nginx, tmp_path):
     """`ls -l` of a directory: one GET of its index, no HEAD, no GET of a
-    file; sizes and mtimes as the server has them."""
+    file; sizes and mtimes as the server has them, sent with the names
+    (READDIRPLUS: no LOOKUP per file, as libfuse's debug log shows); no
+    ACL or label to ask for per file (ENOTSUP, which ls remembers)."""
     root = tmp_path / "src"
     (root / "many").mkdir(parents=True)
     (root / "many" / "sub").mkdir()
@@ -48,7 +50,7 @@ def test_listed_directory_costs_one_request(mount, nginx, tmp_path):
         os.utime(p, (1700000000 + i, 1700000000 + i))
         want[p.name] = (p.stat().st_size, 1700000000 + i)
     srv = nginx(root)
-    m = mount(srv.url, OPTS)
+    m = mount(srv.url, OPTS, debug=True)
     got = {}
     with os.scandir(m.file("many")) as it:
         for e in it:
@@ -56,6 +58,16 @@ def test_listed_directory_costs_one_request(mount, nginx, tmp_path):
             if e.is_file():
                 got[e.name] = (st.st_size, int(st.st_mtime))
     assert got == want
+    log = m.log()
+    assert "opcode: READDIRPLUS" in log
+    lookups = log.count("opcode: LOOKUP")
+    assert lookups < 10, "%d LOOKUPs for 300 listed files" % lookups
+    for name, want_errno in (("security.selinux", errno.ENOTSUP),
+                             ("system.posix_acl_access", errno.ENOTSUP),
+                             ("user.other", errno.ENODATA)):
+        with pytest.raises(OSError) as e:
+            os.getxattr(m.file("many/f001.bin"), name)
+        assert e.value.errno == want_errno, name
     reqs = srv.requests()
     assert not [r for r in reqs if r["method"] == "HEAD"], reqs
     listings = [r for r in reqs if r["uri"] == "/many/"]
