@@ -116,6 +116,61 @@ static bool needs_head(const char *name, bool has_size)
 	return !has_size || (len > 4 && !strcmp(name + len - 4, ".zst"));
 }
 
+/* Days from 1970-01-01 to @y-@m-@d (proleptic Gregorian; H. Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *ret)
+{
+	unsigned v = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	*ret = v;
+	return true;
+}
+
+/* An index entry's mtime: nginx writes RFC 1123 dates ("Mon, 07 Dec 2026
+ * 00:00:00 GMT"), read here without curl_getdate()'s sscanf and locale
+ * work (a fifth of a big listing's CPU); anything else goes to it.
+ * @return seconds since the epoch, 0 when unreadable. */
+static time_t index_mtime(const char *s, size_t len)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	unsigned d, y, hh, mm, ss, m;
+	const char *mon;
+	time_t t;
+
+	if (len == 29 && s[3] == ',' && s[4] == ' ' && s[7] == ' ' &&
+	    s[11] == ' ' && s[16] == ' ' && s[19] == ':' && s[22] == ':' &&
+	    !strcmp(s + 25, " GMT") && digits(s + 5, 2, &d) &&
+	    digits(s + 12, 4, &y) && digits(s + 17, 2, &hh) &&
+	    digits(s + 20, 2, &mm) && digits(s + 23, 2, &ss) && d >= 1 &&
+	    d <= 31 && hh < 24 && mm < 60 && ss <= 60 &&
+	    (mon = strstr(months, (char[4]){ s[8], s[9], s[10], 0 })) &&
+	    (mon - months) % 3 == 0) {
+		m = (unsigned)(mon - months) / 3 + 1;
+		return (time_t)(days_from_civil(y, m, d) * 86400 + hh * 3600 +
+				mm * 60 + ss);
+	}
+	t = curl_getdate(s, NULL);
+	return t < 0 ? 0 : t;
+}
+
 /* One directory index being parsed: where its entries go. */
 struct index_parse {
 	struct listing *l;
@@ -151,9 +206,9 @@ static int index_entry(void *arg, json_object *e)
 		type = json_object_get_string(v);
 	if (json_object_object_get_ex(e, "mtime", &v) &&
 	    json_object_is_type(v, json_type_string))
-		mtime.tv_sec = curl_getdate(json_object_get_string(v), NULL);
-	if (mtime.tv_sec < 0)
-		mtime.tv_sec = 0;
+		mtime.tv_sec =
+			index_mtime(json_object_get_string(v),
+				    (size_t)json_object_get_string_len(v));
 	if (json_object_object_get_ex(e, "size", &v)) {
 		size = json_object_get_int64(v);
 		has_size = json_object_is_type(v, json_type_int);
