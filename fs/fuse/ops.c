@@ -33,6 +33,11 @@ static struct daemon *daemon_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* The daemon's user and group, read once (op_init()): fill_attr() runs
+ * for every entry of a READDIRPLUS, and these are system calls. */
+static uid_t self_uid;
+static gid_t self_gid;
+
 static void fill_attr(struct node *n, struct stat *st)
 {
 	uint64_t size;
@@ -41,8 +46,8 @@ static void fill_attr(struct node *n, struct stat *st)
 	st->st_ino = n->ino;
 	/* file:// shows the source's owner and permissions (less write);
 	 * other sources are the daemon's, readable by all. */
-	st->st_uid = n->has_perm ? n->uid : getuid();
-	st->st_gid = n->has_perm ? n->gid : getgid();
+	st->st_uid = n->has_perm ? n->uid : self_uid;
+	st->st_gid = n->has_perm ? n->gid : self_gid;
 	st->st_blksize = 1 << 20;
 	pthread_mutex_lock(&n->lock);
 	st->st_mtim = n->mtime;
@@ -68,6 +73,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct daemon *d = userdata;
 
+	self_uid = getuid();
+	self_gid = getgid();
 	/* Large requests: up to 1 MiB per read. The kernel's readahead
 	 * becomes the smaller of this and the mount's read_ahead_kb, which
 	 * main.c raises where it may. */
@@ -83,6 +90,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	/* READDIRPLUS for every batch of a directory, not only the first
+	 * (the kernel's adaptive mode): attributes cost no request here, and
+	 * `ls -l` of a big directory would otherwise LOOKUP each entry of
+	 * every other batch. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
