@@ -262,10 +262,10 @@ bool fetch_adopt_etag(struct fetch_job *j, const char *etag)
 	pthread_mutex_lock(&n->lock);
 	if (n->generation != j->b->generation)
 		differs = true; /* relisted meanwhile: another version */
-	else if (n->etag)
-		differs = strcmp(n->etag, etag) != 0;
+	else if (n->etag || n->pinned)
+		differs = strcmp(n->etag ? n->etag : n->pinned, etag) != 0;
 	else
-		differs = false, n->etag = strdup(etag); /* NULL: unpinned */
+		differs = false, n->pinned = strdup(etag); /* NULL: unpinned */
 	pthread_mutex_unlock(&n->lock);
 	return differs;
 }
@@ -455,8 +455,8 @@ static void fill_start(void *arg, struct block *b)
 	pthread_mutex_lock(&n->lock);
 	stale = n->generation != b->generation;
 	j->size = n->size;
-	if (n->etag)
-		j->etag = strdup(n->etag);
+	if (n->etag || n->pinned)
+		j->etag = strdup(n->etag ? n->etag : n->pinned);
 	j->zobj = zstd_object_ref(n->zobj);
 	pthread_mutex_unlock(&n->lock);
 	/* Claimed for a version a relist has since replaced: the validator

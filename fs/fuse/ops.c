@@ -463,7 +463,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		v = source_of(d, n);
 	} else if (!strcmp(name, XATTR_ETAG) && !n->is_dir) {
 		pthread_mutex_lock(&n->lock);
-		v = n->etag ? strdup(n->etag) : NULL;
+		v = n->etag	? strdup(n->etag)
+		    : n->pinned ? strdup(n->pinned)
+				: NULL;
 		pthread_mutex_unlock(&n->lock);
 		if (!v) {
 			fuse_reply_err(req, ENODATA);

@@ -104,6 +104,7 @@ void tree_node_free(struct node *n)
 		free(n->dir->children);
 	free(n->dir);
 	free(n->etag);
+	free(n->pinned);
 	zstd_object_unref(n->zobj);
 	free(n); /* the key with it */
 }

@@ -220,8 +220,7 @@ static int plan_merge(struct tree *t, struct node *scope,
 				continue;
 			pthread_mutex_lock(&n->lock);
 			/* A listing without validators (HTTP indexes) is
-			 * compared by size and mtime: the ETag a file has
-			 * then was taken from its first block. */
+			 * compared by size and mtime. */
 			differs =
 				n->size != f->size ||
 				(f->etag ? !same(n->etag, f->etag)
@@ -419,6 +418,8 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 			t->bytes = t->bytes - n->size + o->size;
 		free(n->etag);
 		n->etag = o->etag;
+		free(n->pinned); /* the new version's comes with its reads */
+		n->pinned = NULL;
 		o->etag = NULL;
 		n->size = o->size;
 		n->mtime = o->mtime;
