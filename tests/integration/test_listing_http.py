@@ -12,7 +12,7 @@ import time
 import pytest
 
 from servers.listing_server import ListingServer
-from wfs_testlib import MiB, random_bytes, vm_rss
+from wfs_testlib import MiB, random_bytes, vm_rss, wait_until
 
 OPTS = {"block_size": "1M"}
 
@@ -101,6 +101,37 @@ def test_changed_after_listing_reads_one_version(mount, fault_server,
             f.read()
     assert e.value.errno == errno.EIO
     assert not [r for r in srv.log if r[0] == "HEAD"], srv.log
+
+
+def test_relist_same_size_new_version(mount, nginx, tmp_path):
+    """A file read (its ETag pinned from the first block), then replaced
+    by one of the same size and another mtime: a relist (list_ttl) sees
+    the new mtime, drops the pinned ETag, and the new bytes read whole."""
+    root = tmp_path / "src"
+    root.mkdir()
+    size = 3 * MiB + 1
+    old, new = random_bytes(size, 1), random_bytes(size, 2)
+    (root / "a.bin").write_bytes(old)
+    srv = nginx(root)
+    m = mount(srv.url, dict(OPTS, list_ttl="1"))
+    with open(m.file("a.bin"), "rb") as f:
+        assert f.read() == old
+    pinned = os.getxattr(m.file("a.bin"), "user.weightfs.etag")
+    tmp = root / "a.tmp"
+    tmp.write_bytes(new)
+    os.utime(str(tmp), (1, 1))
+    os.rename(str(tmp), str(root / "a.bin"))
+
+    def reads_new():
+        try:
+            with open(m.file("a.bin"), "rb") as f:
+                data = f.read()
+        except OSError:
+            return False
+        assert data in (old, new), "a mix of two versions"
+        return data == new
+    assert wait_until(reads_new, 10)
+    assert os.getxattr(m.file("a.bin"), "user.weightfs.etag") != pinned
 
 
 def test_big_listings_memory_given_back(mount, asan_build):
