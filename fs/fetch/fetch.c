@@ -217,6 +217,25 @@ static void mark_changed(struct fetch_job *j)
 	pthread_mutex_unlock(&n->lock);
 }
 
+bool fetch_adopt_etag(struct fetch_job *j, const char *etag)
+{
+	struct node *n = j->file;
+	bool differs;
+
+	/* A compressed object's validator comes from its listing. */
+	if (j->obj != j->file)
+		return false;
+	pthread_mutex_lock(&n->lock);
+	if (n->generation != j->b->generation)
+		differs = true; /* relisted meanwhile: another version */
+	else if (n->etag || n->pinned)
+		differs = strcmp(n->etag ? n->etag : n->pinned, etag) != 0;
+	else
+		differs = false, n->pinned = strdup(etag); /* NULL: unpinned */
+	pthread_mutex_unlock(&n->lock);
+	return differs;
+}
+
 static void finish(struct fetch *f, struct fetch_job *j, int err)
 {
 	if (err) {
@@ -365,8 +384,8 @@ static void fill_start(void *arg, struct block *b)
 	pthread_mutex_lock(&n->lock);
 	stale = n->generation != b->generation;
 	j->size = n->size;
-	if (n->etag)
-		j->etag = strdup(n->etag);
+	if (n->etag || n->pinned)
+		j->etag = strdup(n->etag ? n->etag : n->pinned);
 	j->dec = decoded_ref(n->dec);
 	pthread_mutex_unlock(&n->lock);
 	/* Claimed for a version a relist has since replaced: the validator

@@ -139,8 +139,21 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
 
-	fetch_response_header(&x->r, p, size * n, x->off, x->len, x->j->etag);
-	return size * n;
+	size_t len = size * n, vlen;
+	const char *v;
+	char etag[256];
+
+	fetch_response_header(&x->r, p, len, x->off, x->len, x->j->etag);
+	/* No validator from the listing: the first block's sets it. */
+	if (!x->j->etag && x->r.status / 100 == 2 &&
+	    (v = http_header_is(p, len, "ETag", &vlen)) &&
+	    vlen < sizeof(etag)) {
+		memcpy(etag, v, vlen);
+		etag[vlen] = '\0';
+		if (fetch_adopt_etag(x->j, etag))
+			x->r.etag_mismatch = true;
+	}
+	return len;
 }
 
 static int setopt_all(struct fetch *f, struct xfer *x)

@@ -134,4 +134,16 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
  */
 void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err);
 
+/*
+ * fetch_adopt_etag() - a 2xx response to @j, which has no validator (its
+ * listing gave none: HTTP directory indexes), carries @etag. The first
+ * such response of a version makes @etag the file's pinned validator
+ * (node->pinned), so later blocks are pinned to it (If-Match) and every
+ * block of one version comes from one object. Any thread; takes the
+ * node's lock.
+ * @return whether @etag differs from the validator of @j's version (the
+ * object changed since: the response is -ESTALE).
+ */
+bool fetch_adopt_etag(struct fetch_job *j, const char *etag);
+
 #endif

@@ -88,11 +88,24 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 		r->overflow = 1;
 		return 0;
 	}
-	body = realloc(r->body, r->len + len + 1);
-	if (!body)
-		return 0;
+	/* One allocation when the length was announced, else doubling: a
+	 * big listing is not reallocated (and moved) per chunk. */
+	if (r->len + len + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 16384;
+
+		if (!r->body && r->content_length > 0 &&
+		    (uint64_t)r->content_length < r->max_body)
+			cap = (size_t)r->content_length + 1;
+		while (cap < r->len + len + 1)
+			cap = cap > SIZE_MAX / 2 ? r->len + len + 1 : 2 * cap;
+		body = realloc(r->body, cap);
+		if (!body)
+			return 0;
+		r->body = body;
+		r->cap = cap;
+	}
+	body = r->body;
 	memcpy(body + r->len, p, len);
-	r->body = body;
 	r->len += len;
 	r->body[r->len] = '\0';
 	return len;

@@ -25,6 +25,7 @@ struct http_response {
 	int64_t content_length; /* -1 when absent */
 	char curl_error[CURL_ERROR_SIZE];
 	size_t max_body; /* private to http.c */
+	size_t cap;	 /* private to http.c: body's allocation */
 	int overflow;	 /* private to http.c */
 };
 

@@ -104,6 +104,7 @@ void tree_node_free(struct node *n)
 		free(n->dir->children);
 	free(n->dir);
 	free(n->etag);
+	free(n->pinned);
 	decoded_unref(n->dec);
 	free(n); /* the key with it */
 }

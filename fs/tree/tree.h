@@ -44,7 +44,12 @@ struct node {
 	pthread_mutex_t lock;
 	uint64_t size; /* protected by lock once mounted, as are mtime */
 	char *etag;    /* validator as the server sent it, or NULL; lock */
-	bool changed;  /* the object changed under us: reads fail; lock */
+	/* When the listing gave no validator (HTTP indexes): the ETag of
+	 * this version's first block, which pins the rest (fetch.c), or
+	 * NULL; cleared when a relist finds a new version. Not part of the
+	 * listed identity (etag, size, mtime: disk cache keys); lock. */
+	char *pinned;
+	bool changed; /* the object changed under us: reads fail; lock */
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
 	struct readahead *ra; /* made on first use: node_readahead() */

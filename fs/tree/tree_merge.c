@@ -221,8 +221,13 @@ static int plan_update(struct planner *pl, struct node *n, const struct node *f)
 	bool differs;
 
 	pthread_mutex_lock(&n->lock);
-	differs = n->size != f->size || !same(n->etag, f->etag) || n->changed ||
-		  !n->dec != !f->dec;
+	/* A listing without validators (HTTP indexes) is compared by size
+	 * and mtime. */
+	differs = n->size != f->size ||
+		  (f->etag ? !same(n->etag, f->etag)
+			   : n->mtime.tv_sec != f->mtime.tv_sec ||
+				     n->mtime.tv_nsec != f->mtime.tv_nsec) ||
+		  n->changed || !n->dec != !f->dec;
 	pthread_mutex_unlock(&n->lock);
 	if (!differs)
 		return 0;
@@ -500,6 +505,8 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 			t->bytes = t->bytes - n->size + o->size;
 		free(n->etag);
 		n->etag = o->etag;
+		free(n->pinned); /* the new version's comes with its reads */
+		n->pinned = NULL;
 		o->etag = NULL;
 		n->size = o->size;
 		n->mtime = o->mtime;
