@@ -213,6 +213,8 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
  *   protocol broken  -EPROTO               EIO
  *   stalled          -ETIMEDOUT            EIO
  *   credentials      -EACCES, -EKEYEXPIRED EACCES
+ *   corrupt stored   -EBADMSG (a decoder)  EIO
+ *   authentication   -EKEYREJECTED (same)  EIO
  *   out of memory    -ENOMEM               ENOMEM
  *   shutting down    -ESHUTDOWN            EIO (not logged)
  *   anything else    (resets, 5xx...)      EIO
@@ -241,6 +243,14 @@ static int read_error(const struct node *n, int err)
 	case -EKEYEXPIRED:
 		why = "read failed: access denied (credentials)";
 		rerr = EACCES;
+		break;
+	case -EBADMSG:
+		why = "read failed: its stored bytes are corrupt (a decoder's "
+		      "check failed)";
+		break;
+	case -EKEYREJECTED:
+		why = "read failed: its stored bytes fail authentication (a "
+		      "wrong key, or changed in storage)";
 		break;
 	case -ENOMEM:
 		why = "read failed: out of memory";

@@ -9,12 +9,12 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "decoder.h"
 #include "http.h"
 #include "log.h"
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
-#include "zstd_object.h"
 
 struct refresh {
 	struct daemon *d;
@@ -79,8 +79,9 @@ static int list_one(struct daemon *d, struct node *dir, bool kernel,
 		err = tree_new(&fresh);
 	}
 	/* Seekable NAME.zst shown as NAME; unchanged ones keep their table. */
-	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
-						 d->tree, ret_warnings)) > 0)
+	if (!err &&
+	    (err = decoders_scan_tree(d->decoders, d->src, &d->opts, fresh,
+				      d->tree, ret_warnings)) > 0)
 		err = 0;
 	if (!err) {
 		tree_finish(fresh);
@@ -178,8 +179,8 @@ int refresh_once(struct daemon *d, char **ret_msg)
 	err = tree_new(&fresh);
 	if (!err)
 		err = d->src->ops->list(d->src, fresh, ret_msg, &warnings);
-	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
-						 d->tree, &warnings)) > 0)
+	if (!err && (err = decoders_scan_tree(d->decoders, d->src, &d->opts,
+					      fresh, d->tree, &warnings)) > 0)
 		err = 0;
 	free(warnings); /* said at mount; not again every time */
 	if (!err) {

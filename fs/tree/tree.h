@@ -20,6 +20,7 @@
 
 #include "readahead.h"
 
+struct decoded;
 struct tree;
 struct tree_dir; /* a directory's children: private to tree_priv.h */
 
@@ -47,9 +48,9 @@ struct node {
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
 	struct readahead *ra; /* made on first use: node_readahead() */
-	/* A file decoded from a compressed object (zstd_object.h), or NULL;
-	 * one reference; replaced with the validator; lock. */
-	struct zstd_object *zobj;
+	/* A file decoded from a stored object of another form (decoder.h),
+	 * or NULL; one reference; replaced with the validator; lock. */
+	struct decoded *dec;
 };
 
 /* node_readahead() - @n's readahead state (it has its own lock), made on
