@@ -28,6 +28,7 @@ struct cmdline {
 	char *ca_file;
 	char *cache_dir, *cache_disk;
 	char *zstd;
+	char *key_file;
 	int foreground, debug, help, version;
 };
 
