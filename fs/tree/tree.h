@@ -20,6 +20,8 @@
 
 #include "readahead.h"
 
+struct tensor_ahead;
+
 struct tree;
 struct tree_dir; /* a directory's children: private to tree_priv.h */
 
@@ -46,7 +48,8 @@ struct node {
 	bool changed;  /* the object changed under us: reads fail; lock */
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
-	struct readahead *ra; /* made on first use: node_readahead() */
+	struct readahead *ra;	 /* made on first use: node_readahead() */
+	struct tensor_ahead *ta; /* tensor_ahead.c's, made on first read */
 	/* A file decoded from a compressed object (zstd_object.h), or NULL;
 	 * one reference; replaced with the validator; lock. */
 	struct zstd_object *zobj;
