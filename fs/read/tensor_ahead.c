@@ -39,6 +39,7 @@ struct tensor_ahead {
 	 * order with fewer such misses is the one readers follow. */
 	uint16_t miss[ORDERS];
 	uint32_t last_new; /* file index of the last tensor reached first */
+	size_t reached;	   /* tensors reached so far */
 };
 
 static void map_clear(struct tensor_ahead *ta)
@@ -58,6 +59,7 @@ static void map_clear(struct tensor_ahead *ta)
 	memset(ta->upto, 0, sizeof(ta->upto));
 	memset(ta->miss, 0, sizeof(ta->miss));
 	ta->last_new = UINT32_MAX;
+	ta->reached = 0;
 }
 
 void tensor_ahead_free(struct tensor_ahead *ta)
@@ -227,9 +229,10 @@ static size_t tensor_at(const struct tensor_ahead *ta, uint64_t off)
 	return lo;
 }
 
-/* The order readers follow, from the misses of each. A tie (as when the
- * file is in name order, as the official library writes it) is the name
- * order. */
+/* The order readers follow, from the misses of each: the file order only
+ * when it has fewer (a tie, as when the file is in name order as the
+ * official library writes it, is the name order: mmap faults around a
+ * name-order reader's reads reach its file neighbours too). */
 static int order_of(const struct tensor_ahead *ta)
 {
 	return __builtin_popcount(ta->miss[ORDER_FILE]) <
@@ -251,6 +254,7 @@ static void reach(struct tensor_ahead *ta, uint32_t f)
 	ta->miss[ORDER_NAME] =
 		(uint16_t)(ta->miss[ORDER_NAME] << 1 | miss_name);
 	ta->last_new = f;
+	ta->reached++;
 }
 
 static uint32_t at_pos(const struct tensor_ahead *ta, int order, size_t pos)
@@ -335,6 +339,8 @@ static void plan_read(struct tensor_ahead *ta, struct cache *c, struct node *n,
 	/* The window: the tensors after the one reached, in the readers'
 	 * order, up to @max bytes past it. */
 	order = order_of(ta);
+	if (ta->reached < 4)
+		max /= 8;
 	from = pos_of(ta, order, cur) + 1;
 	pos = ta->upto[order] > from ? ta->upto[order] : from;
 	for (stop = pos;
