@@ -262,9 +262,12 @@ static int make_reader(struct wfs_model *m, const struct wfs_load_opts *o,
 static int make_pieces(const struct wfs_model *m, struct pipe_piece **ret,
 		       size_t *ret_n)
 {
-	struct pipe_piece *p = calloc(m->ntensors + 1, sizeof(*p));
+	struct pipe_piece *p;
 	size_t n = 0;
 
+	if (m->sel) /* a part of the model: only its ranges */
+		return model_select_pieces(m, ret, ret_n);
+	p = calloc(m->ntensors + 1, sizeof(*p));
 	if (!p)
 		return err_set(-ENOMEM, "out of memory");
 	for (size_t i = 0; i < m->ntensors; i++) {

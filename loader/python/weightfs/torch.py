@@ -51,13 +51,16 @@ def _shape(dtype, shape, nbytes):
 
 
 def load_file(filename, device="cpu", raw_fallback=True, threads=0,
-              direct_io="auto", stats=None):
+              direct_io="auto", stats=None, select=None):
     """Load a .safetensors file or model directory onto @device ("cpu",
     "cuda", "cuda:N" or a torch.device). Returns dict[str, torch.Tensor],
     views of one allocation on the device. On the CPU the allocation is
     the library's (on a weightfs mount the daemon writes into it: no copy
     in this process), freed when the last tensor viewing it is gone.
-    @stats: a dict to fill with what the load did (Model.load's)."""
+    @stats: a dict to fill with what the load did (Model.load's).
+    @select: load a part: a dict of Model.select()'s arguments, e.g.
+    {"shard": (rank, world), "shard_dims": {"*.o_proj.weight": 1, "*": 0}}
+    or {"tensors": ["*.layers.0.*"]}; only those bytes are read."""
     dev = torch.device(device)
     if dev.type == "cpu":
         ordinal = -1
@@ -69,6 +72,8 @@ def load_file(filename, device="cpu", raw_fallback=True, threads=0,
         raise ValueError(f"weightfs loads to cpu or cuda, not {dev.type}")
     m = Model(filename)
     try:
+        if select:
+            m.select(**select)
         infos = m.tensors()
         stand_ins = sorted({t.dtype for t in infos
                             if not torch_dtype(t.dtype)[1]})
