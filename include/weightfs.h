@@ -311,6 +311,35 @@ WFS_EXPORT int wfs_select_slice(struct wfs_select *sel, const char *pattern,
 WFS_EXPORT int wfs_model_select(struct wfs_model *model,
 				const struct wfs_select *sel);
 
+/*
+ * Streaming a model, as engines consume weights: tensor after tensor, in
+ * load order, with memory bounded whatever the model's size. The iterator
+ * loads groups of consecutive tensors with the pipeline into one buffer on
+ * opts->device: opts->dest (dest_bytes, at least the largest tensor's) or
+ * one it allocates of opts->staging_bytes (default 256 MiB), or of the
+ * largest tensor if that is more. The model (with its selection) must
+ * outlive the iterator and not be loaded meanwhile.
+ */
+struct wfs_iter;
+
+/* wfs_iter_new() - an iterator over @model's tensors with @opts (NULL:
+ * defaults). @return 0 and *ret, or a negative errno. */
+WFS_EXPORT int wfs_iter_new(struct wfs_model *model,
+			    const struct wfs_load_opts *opts,
+			    struct wfs_iter **ret);
+
+/*
+ * wfs_iter_next() - the next tensor, its data loaded on the device. The
+ * data shares the iterator's buffer: valid until the next call of
+ * wfs_iter_next() or wfs_iter_free(); copy what must stay.
+ * @return 1 and *ret_tensor, 0 after the last, or a negative errno.
+ */
+WFS_EXPORT int wfs_iter_next(struct wfs_iter *it,
+			     const struct wfs_tensor **ret_tensor);
+
+/* wfs_iter_free() - free an iterator and its buffer. NULL ok. */
+WFS_EXPORT void wfs_iter_free(struct wfs_iter *it);
+
 #ifdef __cplusplus
 }
 #endif

@@ -427,3 +427,21 @@ int wfs_model_read(const struct wfs_model *m, size_t index, uint64_t offset,
 	cuda_device_restore(dev);
 	return r;
 }
+
+/* For iter.c: the same options, reader and pieces as a load. */
+int load_opts_get(const struct wfs_load_opts *user, struct wfs_load_opts *o)
+{
+	return get_opts(user, o);
+}
+
+int load_reader_new(struct wfs_model *m, const struct wfs_load_opts *o,
+		    struct reader **ret)
+{
+	return make_reader(m, o, ret);
+}
+
+int load_pieces(const struct wfs_model *m, struct pipe_piece **ret,
+		size_t *ret_n)
+{
+	return make_pieces(m, ret, ret_n);
+}

@@ -67,6 +67,16 @@ int model_select_pieces(const struct wfs_model *m, struct pipe_piece **ret,
 /* model_select_done() - drop the selection, the whole table back. */
 void model_select_done(struct wfs_model *m);
 
+/* load.c's steps, for iter.c: the options with defaults filled in, the
+ * reader a load would use, and the pieces of the (selected) tensors at
+ * their layout offsets. Negative errno with a message on failure. */
+struct reader;
+int load_opts_get(const struct wfs_load_opts *user, struct wfs_load_opts *o);
+int load_reader_new(struct wfs_model *m, const struct wfs_load_opts *o,
+		    struct reader **ret);
+int load_pieces(const struct wfs_model *m, struct pipe_piece **ret,
+		size_t *ret_n);
+
 /* model_release_data() - free what a load allocated; forget the data. */
 void model_release_data(struct wfs_model *m);
 

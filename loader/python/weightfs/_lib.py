@@ -131,6 +131,11 @@ _sel_slice = _fn("wfs_select_slice", ctypes.c_int, ctypes.c_void_p,
                  ctypes.c_uint64)
 _model_select = _fn("wfs_model_select", ctypes.c_int, ctypes.c_void_p,
                     ctypes.c_void_p)
+_iter_new = _fn("wfs_iter_new", ctypes.c_int, ctypes.c_void_p,
+                ctypes.POINTER(_LoadOpts), ctypes.POINTER(ctypes.c_void_p))
+_iter_next = _fn("wfs_iter_next", ctypes.c_int, ctypes.c_void_p,
+                 ctypes.POINTER(ctypes.POINTER(_Tensor)))
+_iter_free = _fn("wfs_iter_free", None, ctypes.c_void_p)
 _data = _fn("wfs_model_data", ctypes.c_void_p, ctypes.c_void_p,
             ctypes.POINTER(ctypes.c_uint64))
 
@@ -247,6 +252,35 @@ class Model:
                 "direct_io_files": s.direct_io_files,
                 "bytes_copied": s.bytes_copied,
                 "setup_seconds": s.setup_seconds}
+
+    def iterate(self, device="cpu", dest=None, dest_bytes=0, threads=0,
+                staging_bytes=0):
+        """Yield (TensorInfo, address) for each tensor in load order,
+        loaded into @dest (an address on @device of @dest_bytes, at least
+        the largest tensor's) or a buffer the iterator owns, in groups: the
+        bytes at an address are valid until the next one is yielded."""
+        opts = _LoadOpts()
+        _check(_opts_init(ctypes.byref(opts), ctypes.sizeof(opts)))
+        opts.device = device if isinstance(device, int) else \
+            parse_device(device)
+        opts.threads = threads
+        opts.staging_bytes = staging_bytes
+        if dest is not None:
+            opts.dest = dest
+            opts.dest_bytes = dest_bytes
+        it = ctypes.c_void_p()
+        _check(_iter_new(self._h, ctypes.byref(opts), ctypes.byref(it)))
+        try:
+            t = ctypes.POINTER(_Tensor)()
+            while _check(_iter_next(it, ctypes.byref(t))):
+                c = t.contents
+                yield TensorInfo(
+                    c.name.decode("utf-8", errors="surrogateescape"),
+                    DTYPES[c.dtype], tuple(c.shape[k] for k in
+                                           range(c.ndim)),
+                    c.nbytes, c.offset, os.fsdecode(c.file)), c.data
+        finally:
+            _iter_free(it)
 
     def data(self):
         """(address, bytes) of the allocation the last load filled, or
