@@ -234,9 +234,9 @@ static int bad(const char *opt, const char *v, const char *want)
 /* --tensors, --shard, --shard-dim, --slice into a->sel. --shard-dim rules
  * need the rank, so --shard comes first or they wait: kept as given and
  * added when --shard is known (rules keep their order). */
-static int select_arg(struct args *a, int c, const char *optarg)
+static int select_arg(struct args *a, int c, const char *val)
 {
-	char *arg = strdup(optarg), *rest, *end;
+	char *arg = strdup(val), *rest, *end;
 	unsigned long long x, y, z;
 	int r = -EINVAL;
 
@@ -252,8 +252,7 @@ static int select_arg(struct args *a, int c, const char *optarg)
 	case 'S':
 		if (a->world || sscanf(arg, "%llu/%llu", &x, &y) != 2 || !y ||
 		    x >= y || strchr(arg, '-')) {
-			r = bad("shard", optarg,
-				"RANK/WORLD, RANK < WORLD, once");
+			r = bad("shard", val, "RANK/WORLD, RANK < WORLD, once");
 			break;
 		}
 		a->rank = x;
@@ -265,11 +264,11 @@ static int select_arg(struct args *a, int c, const char *optarg)
 		errno = 0;
 		x = rest ? strtoull(rest, &end, 10) : 0;
 		if (!rest || !*rest || errno || *end || x > 64) {
-			r = bad("shard-dim", optarg, "GLOB=DIM");
+			r = bad("shard-dim", val, "GLOB=DIM");
 			break;
 		}
 		if (!a->world) {
-			r = bad("shard-dim", optarg, "after --shard");
+			r = bad("shard-dim", val, "after --shard");
 			break;
 		}
 		r = wfs_select_shard(a->sel, arg, (unsigned)x, a->rank,
@@ -280,7 +279,7 @@ static int select_arg(struct args *a, int c, const char *optarg)
 		rest = split_eq(arg);
 		if (!rest || sscanf(rest, "%llu:%llu:%llu", &x, &y, &z) != 3 ||
 		    strchr(rest, '-') || x > 64) {
-			r = bad("slice", optarg, "GLOB=DIM:START:LEN");
+			r = bad("slice", val, "GLOB=DIM:START:LEN");
 			break;
 		}
 		r = wfs_select_slice(a->sel, arg, (unsigned)x, y, z);
@@ -469,12 +468,15 @@ int main(int argc, char **argv)
 	FILE *out;
 	int status = 0;
 
-	if (parse_args(argc, argv, &a) < 0)
+	if (parse_args(argc, argv, &a) < 0) {
+		wfs_select_free(a.sel);
 		return 2;
+	}
 	out = a.json ? open_memstream(&list, &list_len) : stdout;
 	buf = malloc(READ_BACK);
 	if (!out || !buf) {
 		fprintf(stderr, "weightfs-load: out of memory\n");
+		wfs_select_free(a.sel);
 		return 1;
 	}
 	for (int i = optind; i < argc; i++) {
@@ -548,5 +550,6 @@ int main(int argc, char **argv)
 	}
 	free(list);
 	free(buf);
+	wfs_select_free(a.sel);
 	return status;
 }

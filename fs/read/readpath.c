@@ -29,7 +29,7 @@ static void read_ahead(struct cache *c, const struct options *o, struct node *n,
 		max = o->readahead_max;
 	/* A safetensors file's data section: whole tensors, in the order
 	 * readers take them (tensor_ahead.h). */
-	if (tensor_ahead_read(c, n, gen, fsize, off, end, max))
+	if (tensor_ahead_read(c, n, gen, fsize, off, end, max, o->request_size))
 		return;
 	window = readahead_update(ra, off, end - off, 2 * bs, max);
 	if (!window || !readahead_issue_begin(ra, end))

@@ -290,66 +290,114 @@ static bool issued(struct tensor_ahead *ta, struct cache *c, struct node *n,
 struct plan {
 	struct range r[256];
 	size_t n;
+	uint64_t left; /* bytes the plan may still take */
 };
 
-/* Add tensor @f to @p unless issued. */
-static void plan_add(struct tensor_ahead *ta, struct cache *c, struct node *n,
-		     uint32_t gen, uint32_t f, struct plan *p)
+/* Add [@begin, @end) of tensor @f to @p, within its budget (the part
+ * beyond it is left for a later read). @return whether all of it went
+ * in. */
+static bool plan_range(uint32_t f, uint64_t begin, uint64_t end, struct plan *p)
 {
 	size_t cap = sizeof(p->r) / sizeof(p->r[0]);
+	uint64_t len = end - begin;
 
-	if (p->n == cap || issued(ta, c, n, gen, f))
-		return;
-	ta->flags[f] |= ISSUED;
-	p->r[p->n].begin = ta->begin[f];
-	p->r[p->n].end = ta->end[f];
+	if (begin >= end)
+		return true;
+	if (p->n == cap || !p->left)
+		return false;
+	if (len > p->left)
+		len = p->left;
+	p->r[p->n].begin = begin;
+	p->r[p->n].end = begin + len;
 	p->r[p->n].f = f;
 	p->n++;
+	p->left -= len;
+	return begin + len == end;
 }
 
-/* Under ta->lock: the tensors to fetch for a read of [off, end). */
+static int by_begin(const void *a, const void *b)
+{
+	const struct range *x = a, *y = b;
+
+	return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+/* Under ta->lock: the ranges to fetch for a read of [off, end), at most
+ * @max bytes past the read. A tensor the read reaches for the first time
+ * is fetched whole (faults into it come in any order); one reached before
+ * from where the read is on (its bytes before were read: a reader that
+ * came back for them gets them from the cache or on demand). Then the
+ * tensors after it in the readers' order, while the budget lasts. */
 static void plan_read(struct tensor_ahead *ta, struct cache *c, struct node *n,
 		      uint32_t gen, uint64_t off, uint64_t end, uint64_t max,
-		      struct plan *p)
+		      uint64_t step, struct plan *p)
 {
-	size_t first = tensor_at(ta, off), f, pos, stop, from;
-	size_t cap = sizeof(p->r) / sizeof(p->r[0]);
+	size_t first = tensor_at(ta, off), f, pos, stop, from, window;
 	uint32_t cur = (uint32_t)first;
-	bool reached = false;
-	int order, o;
+	bool reached = false, go = true;
+	int order;
 
 	if (first >= ta->nt || ta->begin[first] >= end)
 		return; /* padding or past the last tensor */
-	for (f = first; f < ta->nt && ta->begin[f] < end; f++) {
-		if (!(ta->flags[f] & SEEN)) {
+	p->left = max + (end - off);
+	for (f = first; go && f < ta->nt && ta->begin[f] < end; f++) {
+		bool fresh = !(ta->flags[f] & SEEN), full;
+		uint64_t from_off = off > ta->begin[f] ? off : ta->begin[f];
+
+		if (fresh) {
 			reach(ta, (uint32_t)f);
 			if (!reached)
 				cur = (uint32_t)f;
 			reached = true;
 		}
-		if ((ta->flags[f] & ISSUED) &&
-		    !issued(ta, c, n, gen, (uint32_t)f)) {
-			/* Gone before it was read (a model bigger than
-			 * the cache, a second pass): walk again. */
-			for (o = 0; o < ORDERS; o++)
-				ta->upto[o] = 0;
-		}
-		plan_add(ta, c, n, gen, (uint32_t)f, p);
+		if (issued(ta, c, n, gen, (uint32_t)f))
+			continue;
+		if (fresh && ta->end[f] - ta->begin[f] <= p->left)
+			from_off = ta->begin[f]; /* whole, in one range */
+		full = plan_range((uint32_t)f, from_off, ta->end[f], p);
+		if (fresh && full)
+			full = plan_range((uint32_t)f, ta->begin[f], from_off,
+					  p);
+		if (full)
+			ta->flags[f] |= ISSUED;
+		go = full && p->left;
 	}
+	if (!go)
+		return;
 	/* The window: the tensors after the one reached, in the readers'
-	 * order, up to @max bytes past it. */
+	 * order, while the budget lasts. */
 	order = order_of(ta);
 	if (ta->reached < 4)
-		max /= 8;
+		p->left = p->left < max / 8 ? p->left : max / 8;
 	from = pos_of(ta, order, cur) + 1;
 	pos = ta->upto[order] > from ? ta->upto[order] : from;
-	for (stop = pos;
-	     stop < ta->nt && p->n < cap &&
-	     ta->prefix[order][stop] - ta->prefix[order][from] < max;
-	     stop++)
-		plan_add(ta, c, n, gen, at_pos(ta, order, stop), p);
+	/* What the window already holds from an earlier read counts. */
+	if (pos > from) {
+		uint64_t held =
+			ta->prefix[order][pos] - ta->prefix[order][from];
+
+		p->left = held < p->left ? p->left - held : 0;
+	}
+	/* In steps of a request at least (or the rest of the order), as
+	 * the plain readahead: a tensor per read would be a request each. */
+	if (p->left < step &&
+	    ta->prefix[order][ta->nt] - ta->prefix[order][pos] > p->left)
+		return;
+	window = p->n;
+	for (stop = pos; stop < ta->nt && p->left; stop++) {
+		uint32_t t = at_pos(ta, order, stop);
+
+		if (issued(ta, c, n, gen, t))
+			continue;
+		if (!plan_range(t, ta->begin[t], ta->end[t], p))
+			break; /* cut short: this one again next time */
+		ta->flags[t] |= ISSUED;
+	}
 	if (stop > ta->upto[order])
 		ta->upto[order] = stop;
+	/* The window in file order: adjacent tensors share requests (the
+	 * fetches are queued together, after the read's own). */
+	qsort(p->r + window, p->n - window, sizeof(p->r[0]), by_begin);
 }
 
 /* Start fetching the blocks of the planned tensors, in plan order. On a
@@ -393,7 +441,8 @@ static void issue(struct cache *c, struct node *n, uint32_t gen, uint64_t fsize,
 }
 
 bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
-		       uint64_t fsize, uint64_t off, uint64_t end, uint64_t max)
+		       uint64_t fsize, uint64_t off, uint64_t end, uint64_t max,
+		       uint64_t step)
 {
 	struct tensor_ahead *ta;
 	struct plan *p;
@@ -425,7 +474,7 @@ bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
 		return false;
 	}
 	p->n = 0;
-	plan_read(ta, c, n, generation, off, end, max, p);
+	plan_read(ta, c, n, generation, off, end, max, step, p);
 	pthread_mutex_unlock(&ta->lock);
 	if (p->n)
 		issue(c, n, generation, fsize, ta, p);

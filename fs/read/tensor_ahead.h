@@ -28,8 +28,9 @@ struct tensor_ahead;
 
 /*
  * tensor_ahead_read() - start the fetches that a read of [@off, @end) of
- * file @n (@fsize bytes at @generation) calls for, fetching at most @max
- * bytes of tensors beyond the ones the read touches. Parses the header on
+ * file @n (@fsize bytes at @generation) calls for, keeping at most @max
+ * bytes of tensors ahead of the read, topped up in steps of at least
+ * @step bytes (a request's worth). Parses the header on
  * the first read of a .safetensors file (waiting for the blocks that hold
  * it). Never waits for a fetch otherwise.
  * @return true when the read was in a known tensor map's data section and
@@ -38,8 +39,8 @@ struct tensor_ahead;
  * region, or another thread still parsing).
  */
 bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
-		       uint64_t fsize, uint64_t off, uint64_t end,
-		       uint64_t max);
+		       uint64_t fsize, uint64_t off, uint64_t end, uint64_t max,
+		       uint64_t step);
 
 /* tensor_ahead_free() - free a file's state (tree.c, with the node). NULL
  * is fine. */

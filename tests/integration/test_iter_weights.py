@@ -66,6 +66,8 @@ def test_iter_bounded_memory_and_right_bytes(model):
     r = subprocess.run([sys.executable, "-c", CHILD, path,
                         str(REPO / "loader" / "python"), str(STAGING)],
                        capture_output=True, text=True, timeout=300, env=env)
+    if r.returncode and "libweightfs not found" in r.stderr:
+        pytest.skip("cannot load %s here (an ASan build?)" % LIB)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["sums"] == sums
@@ -80,6 +82,8 @@ def test_iter_select(model):
     sys.path.insert(0, str(REPO / "loader" / "python"))
     try:
         from weightfs.torch import iter_weights
+    except ImportError as e:  # an ASan build's library needs its runtime
+        pytest.skip(f"cannot load {LIB} here: {e}")
     finally:
         sys.path.pop(0)
     got = [(n, tuple(t.shape)) for n, t in iter_weights(
