@@ -51,3 +51,38 @@ def test_four_ranks_fetch_once(nginx, mount, model):
         # Every tensor here divides by 4 along dim 0: a quarter each.
         assert o["bytes"] == data // WORLD, (o["bytes"], data)
         assert o["loader_bytes_copied"] <= o["bytes"] * 1.05
+
+
+def test_iter_weights_through_the_mount(nginx, mount, model):
+    """weightfs.torch.iter_weights on a mounted file: the fast path, right
+    bytes, each fetched once."""
+    import hashlib
+    import sys
+    torch = pytest.importorskip("torch")
+    libso = os.path.join(lib.BUILD, "loader", "libweightfs.so")
+    os.environ["WEIGHTFS_LIB"] = libso
+    sys.path.insert(0, os.path.join(lib.REPO, "loader", "python"))
+    try:
+        from weightfs.torch import iter_weights
+    except ImportError as e:
+        pytest.skip("cannot load %s here: %s" % (libso, e))
+    finally:
+        sys.path.pop(0)
+    path = os.path.join(model, "model.safetensors")
+    size = os.path.getsize(path)
+    want = {}
+    with open(path, "rb") as f:
+        header, start = lib.parse_safetensors_header(f)
+        for name, t in header.items():
+            if name != "__metadata__":
+                b, e = t["data_offsets"]
+                f.seek(start + b)
+                want[name] = hashlib.sha256(f.read(e - b)).hexdigest()
+    srv = nginx(model)
+    m = mount(srv.url, {"block_size": "1M"})
+    got = {n: hashlib.sha256(t.view(torch.uint8).numpy().tobytes())
+           .hexdigest()
+           for n, t in iter_weights(m.file("model.safetensors"),
+                                    staging_bytes=8 << 20)}
+    assert got == want
+    assert m.stats()["bytes_fetched"] <= size * 1.05
