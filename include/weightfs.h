@@ -260,6 +260,86 @@ WFS_EXPORT void wfs_release_staging(void);
  */
 WFS_EXPORT void wfs_model_close_files(struct wfs_model *model);
 
+/*
+ * Loading a part of a model: a selection names the tensors to load (glob
+ * patterns, fnmatch(3); none: every tensor) and, per tensor, a slice along
+ * one dimension: rank @rank of @world equal shards (tensor parallelism),
+ * or @length indexes from @start. Slice rules are tried in the order they
+ * were added; the first whose pattern matches a tensor applies. Only the
+ * selected bytes are read: a dim-0 slice is one range of the file, a
+ * slice along a later dim one range per row of the dims before it.
+ */
+struct wfs_select;
+
+/* wfs_select_new() - an empty selection (every tensor, whole).
+ * @return 0 and *ret, or -ENOMEM. */
+WFS_EXPORT int wfs_select_new(struct wfs_select **ret);
+
+/* wfs_select_free() - free a selection. NULL ok. */
+WFS_EXPORT void wfs_select_free(struct wfs_select *sel);
+
+/* wfs_select_name() - also load the tensors whose names match @pattern.
+ * @return 0, or -ENOMEM. */
+WFS_EXPORT int wfs_select_name(struct wfs_select *sel, const char *pattern);
+
+/*
+ * wfs_select_shard() - tensors matching @pattern are cut into @world equal
+ * shards along @dim and shard @rank is loaded. A matching tensor with at
+ * most @dim dimensions is loaded whole (a norm or bias replicated on every
+ * rank); one whose @dim does not divide by @world is an error at
+ * wfs_model_select().
+ * @return 0, -EINVAL (@rank >= @world, @world 0), or -ENOMEM.
+ */
+WFS_EXPORT int wfs_select_shard(struct wfs_select *sel, const char *pattern,
+				unsigned dim, uint64_t rank, uint64_t world);
+
+/* wfs_select_slice() - tensors matching @pattern: indexes [@start,
+ * @start + @length) of @dim. @return 0, -EINVAL, or -ENOMEM. */
+WFS_EXPORT int wfs_select_slice(struct wfs_select *sel, const char *pattern,
+				unsigned dim, uint64_t start, uint64_t length);
+
+/*
+ * wfs_model_select() - apply @sel (copied; NULL: the whole model again) to
+ * @model: from now on wfs_model_tensor_count(), _tensor(), _find(),
+ * _alloc_size() and _load() see the selected tensors, with the sliced
+ * shapes, in load order. Forgets a previous load's data.
+ * @return 0; -EINVAL with a message naming the tensor when a slice is
+ * past its end, a shard does not divide its dim, or a slice would split
+ * the bytes of packed sub-byte elements (F4, F6); -ENOMEM. On failure the
+ * model keeps its previous selection.
+ */
+WFS_EXPORT int wfs_model_select(struct wfs_model *model,
+				const struct wfs_select *sel);
+
+/*
+ * Streaming a model, as engines consume weights: tensor after tensor, in
+ * load order, with memory bounded whatever the model's size. The iterator
+ * loads groups of consecutive tensors with the pipeline into one buffer on
+ * opts->device: opts->dest (dest_bytes, at least the largest tensor's) or
+ * one it allocates of opts->staging_bytes (default 256 MiB), or of the
+ * largest tensor if that is more. The model (with its selection) must
+ * outlive the iterator and not be loaded meanwhile.
+ */
+struct wfs_iter;
+
+/* wfs_iter_new() - an iterator over @model's tensors with @opts (NULL:
+ * defaults). @return 0 and *ret, or a negative errno. */
+WFS_EXPORT int wfs_iter_new(struct wfs_model *model,
+			    const struct wfs_load_opts *opts,
+			    struct wfs_iter **ret);
+
+/*
+ * wfs_iter_next() - the next tensor, its data loaded on the device. The
+ * data shares the iterator's buffer: valid until the next call of
+ * wfs_iter_next() or wfs_iter_free(); copy what must stay.
+ * @return 1 and *ret_tensor, 0 after the last, or a negative errno.
+ */
+WFS_EXPORT int wfs_iter_next(struct wfs_iter *it,
+			     const struct wfs_tensor **ret_tensor);
+
+/* wfs_iter_free() - free an iterator and its buffer. NULL ok. */
+WFS_EXPORT void wfs_iter_free(struct wfs_iter *it);
+
 #ifdef __cplusplus
 }
 #endif

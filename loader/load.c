@@ -262,9 +262,12 @@ static int make_reader(struct wfs_model *m, const struct wfs_load_opts *o,
 static int make_pieces(const struct wfs_model *m, struct pipe_piece **ret,
 		       size_t *ret_n)
 {
-	struct pipe_piece *p = calloc(m->ntensors + 1, sizeof(*p));
+	struct pipe_piece *p;
 	size_t n = 0;
 
+	if (m->sel) /* a part of the model: only its ranges */
+		return model_select_pieces(m, ret, ret_n);
+	p = calloc(m->ntensors + 1, sizeof(*p));
 	if (!p)
 		return err_set(-ENOMEM, "out of memory");
 	for (size_t i = 0; i < m->ntensors; i++) {
@@ -423,4 +426,22 @@ int wfs_model_read(const struct wfs_model *m, size_t index, uint64_t offset,
 		r = cuda_copy_to_host(buf, (const char *)t->data + offset, len);
 	cuda_device_restore(dev);
 	return r;
+}
+
+/* For iter.c: the same options, reader and pieces as a load. */
+int load_opts_get(const struct wfs_load_opts *user, struct wfs_load_opts *o)
+{
+	return get_opts(user, o);
+}
+
+int load_reader_new(struct wfs_model *m, const struct wfs_load_opts *o,
+		    struct reader **ret)
+{
+	return make_reader(m, o, ret);
+}
+
+int load_pieces(const struct wfs_model *m, struct pipe_piece **ret,
+		size_t *ret_n)
+{
+	return make_pieces(m, ret, ret_n);
 }

@@ -454,6 +454,7 @@ void wfs_model_free(struct wfs_model *m)
 	if (!m)
 		return;
 	model_release_data(m);
+	model_select_done(m);
 	for (unsigned i = 0; i < m->nfiles; i++) {
 		if (m->files[i].fd >= 0)
 			close(m->files[i].fd);

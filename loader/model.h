@@ -36,6 +36,10 @@ struct wfs_model {
 	uint64_t *tensor_file_off; /* per tensor: absolute offset in it */
 	size_t *by_name;	   /* tensor indexes sorted by name */
 
+	/* A selection applied (select.c), or NULL: it keeps the whole
+	 * table, and the fields above are the selection's. */
+	struct model_selection *sel;
+
 	/* Set by a load. */
 	bool loaded;
 	int device;
@@ -53,6 +57,25 @@ struct wfs_model {
  * @return the bytes needed for all of them.
  */
 uint64_t model_layout(struct wfs_model *m, size_t alignment);
+
+/* model_select_pieces() - the file ranges of the selected tensors, for
+ * the pipeline (select.c). @return 0, -ENOMEM. */
+struct pipe_piece;
+int model_select_pieces(const struct wfs_model *m, struct pipe_piece **ret,
+			size_t *ret_n);
+
+/* model_select_done() - drop the selection, the whole table back. */
+void model_select_done(struct wfs_model *m);
+
+/* load.c's steps, for iter.c: the options with defaults filled in, the
+ * reader a load would use, and the pieces of the (selected) tensors at
+ * their layout offsets. Negative errno with a message on failure. */
+struct reader;
+int load_opts_get(const struct wfs_load_opts *user, struct wfs_load_opts *o);
+int load_reader_new(struct wfs_model *m, const struct wfs_load_opts *o,
+		    struct reader **ret);
+int load_pieces(const struct wfs_model *m, struct pipe_piece **ret,
+		size_t *ret_n);
 
 /* model_release_data() - free what a load allocated; forget the data. */
 void model_release_data(struct wfs_model *m);

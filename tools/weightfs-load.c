@@ -23,6 +23,10 @@ struct args {
 	bool quiet;
 	bool have_digest;
 	enum digest_algo digest;
+	/* a part of the model (--tensors, --shard, --shard-dim, --slice) */
+	struct wfs_select *sel;
+	uint64_t rank, world;
+	unsigned nshard_dims;
 };
 
 static void usage(FILE *f)
@@ -66,6 +70,25 @@ static void usage(FILE *f)
 		"a GPU, for files\n"
 		"                        mostly not in the page cache), "
 		"never, always\n"
+		"      --tensors=GLOB    load only the tensors whose names "
+		"match GLOB (repeat:\n"
+		"                        any of them)\n"
+		"      --shard=RANK/WORLD  load shard RANK of WORLD equal "
+		"shards of each tensor\n"
+		"                        along the dim --shard-dim gives "
+		"(default: dim 0 of\n"
+		"                        every tensor; tensors with too few "
+		"dims are loaded whole)\n"
+		"      --shard-dim=GLOB=DIM  with --shard: tensors matching "
+		"GLOB are cut along\n"
+		"                        DIM (repeat; the first match wins; "
+		"tensors matching none\n"
+		"                        are loaded whole)\n"
+		"      --slice=GLOB=DIM:START:LEN  load indexes [START, "
+		"START+LEN) of DIM of the\n"
+		"                        tensors matching GLOB (slice and "
+		"--shard-dim rules: the first\n                        that "
+		"matches, in the order given)\n"
 		"  -q, --quiet           no progress display\n"
 		"  -h, --help            print this help and exit\n"
 		"  -V, --version         print the version and exit\n"
@@ -191,6 +214,81 @@ static int print_tensors(FILE *out, const struct wfs_model *m,
 	return 0;
 }
 
+/* "GLOB=REST": split at the last '=' (a glob may hold one). */
+static char *split_eq(char *s)
+{
+	char *eq = strrchr(s, '=');
+
+	if (!eq || eq == s)
+		return NULL;
+	*eq = '\0';
+	return eq + 1;
+}
+
+static int bad(const char *opt, const char *v, const char *want)
+{
+	fprintf(stderr, "weightfs-load: bad --%s '%s' (%s)\n", opt, v, want);
+	return -EINVAL;
+}
+
+/* --tensors, --shard, --shard-dim, --slice into a->sel. --shard-dim rules
+ * need the rank, so --shard comes first or they wait: kept as given and
+ * added when --shard is known (rules keep their order). */
+static int select_arg(struct args *a, int c, const char *val)
+{
+	char *arg = strdup(val), *rest, *end;
+	unsigned long long x, y, z;
+	int r = -EINVAL;
+
+	if (!arg || (!a->sel && wfs_select_new(&a->sel) < 0)) {
+		free(arg);
+		fprintf(stderr, "weightfs-load: out of memory\n");
+		return -ENOMEM;
+	}
+	switch (c) {
+	case 'T':
+		r = wfs_select_name(a->sel, arg);
+		break;
+	case 'S':
+		if (a->world || sscanf(arg, "%llu/%llu", &x, &y) != 2 || !y ||
+		    x >= y || strchr(arg, '-')) {
+			r = bad("shard", val, "RANK/WORLD, RANK < WORLD, once");
+			break;
+		}
+		a->rank = x;
+		a->world = y;
+		r = 0;
+		break;
+	case 'M':
+		rest = split_eq(arg);
+		errno = 0;
+		x = rest ? strtoull(rest, &end, 10) : 0;
+		if (!rest || !*rest || errno || *end || x > 64) {
+			r = bad("shard-dim", val, "GLOB=DIM");
+			break;
+		}
+		if (!a->world) {
+			r = bad("shard-dim", val, "after --shard");
+			break;
+		}
+		r = wfs_select_shard(a->sel, arg, (unsigned)x, a->rank,
+				     a->world);
+		a->nshard_dims++;
+		break;
+	case 'L':
+		rest = split_eq(arg);
+		if (!rest || sscanf(rest, "%llu:%llu:%llu", &x, &y, &z) != 3 ||
+		    strchr(rest, '-') || x > 64) {
+			r = bad("slice", val, "GLOB=DIM:START:LEN");
+			break;
+		}
+		r = wfs_select_slice(a->sel, arg, (unsigned)x, y, z);
+		break;
+	}
+	free(arg);
+	return r;
+}
+
 static int parse_args(int argc, char **argv, struct args *a)
 {
 	static const struct option longopts[] = {
@@ -202,6 +300,10 @@ static int parse_args(int argc, char **argv, struct args *a)
 		{ "chunk", required_argument, NULL, 'c' },
 		{ "direct-io", required_argument, NULL, 'O' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "tensors", required_argument, NULL, 'T' },
+		{ "shard", required_argument, NULL, 'S' },
+		{ "shard-dim", required_argument, NULL, 'M' },
+		{ "slice", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -278,6 +380,13 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'q':
 			a->quiet = true;
 			break;
+		case 'T':
+		case 'S':
+		case 'M':
+		case 'L':
+			if (select_arg(a, c, optarg) < 0)
+				return -EINVAL;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -290,6 +399,13 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -EINVAL;
 		}
 	}
+	if (a->nshard_dims && !a->world) {
+		fprintf(stderr, "weightfs-load: --shard-dim needs --shard\n");
+		return -EINVAL;
+	}
+	if (a->world && !a->nshard_dims &&
+	    wfs_select_shard(a->sel, "*", 0, a->rank, a->world) < 0)
+		return -ENOMEM;
 	if (optind >= argc) {
 		fprintf(stderr, "weightfs-load: no PATH given\n");
 		usage(stderr);
@@ -352,12 +468,15 @@ int main(int argc, char **argv)
 	FILE *out;
 	int status = 0;
 
-	if (parse_args(argc, argv, &a) < 0)
+	if (parse_args(argc, argv, &a) < 0) {
+		wfs_select_free(a.sel);
 		return 2;
+	}
 	out = a.json ? open_memstream(&list, &list_len) : stdout;
 	buf = malloc(READ_BACK);
 	if (!out || !buf) {
 		fprintf(stderr, "weightfs-load: out of memory\n");
+		wfs_select_free(a.sel);
 		return 1;
 	}
 	for (int i = optind; i < argc; i++) {
@@ -371,6 +490,8 @@ int main(int argc, char **argv)
 		r = wfs_model_open(argv[i], &m);
 		if (a.json && r == 0 && i == optind)
 			daemon_before = daemon_copied(argv[i]);
+		if (r == 0 && a.sel)
+			r = wfs_model_select(m, a.sel);
 		if (r == 0)
 			r = wfs_model_load(m, &a.opts);
 		if (r < 0) {
@@ -429,5 +550,6 @@ int main(int argc, char **argv)
 	}
 	free(list);
 	free(buf);
+	wfs_select_free(a.sel);
 	return status;
 }

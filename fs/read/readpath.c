@@ -6,6 +6,7 @@
 #include "fetch.h"
 #include "opts.h"
 #include "stats.h"
+#include "tensor_ahead.h"
 #include "tree.h"
 
 /* Start fetching the blocks in the readahead window after a read of
@@ -26,6 +27,10 @@ static void read_ahead(struct cache *c, const struct options *o, struct node *n,
 
 	if (max > o->readahead_max)
 		max = o->readahead_max;
+	/* A safetensors file's data section: whole tensors, in the order
+	 * readers take them (tensor_ahead.h). */
+	if (tensor_ahead_read(c, n, gen, fsize, off, end, max, o->request_size))
+		return;
 	window = readahead_update(ra, off, end - off, 2 * bs, max);
 	if (!window || !readahead_issue_begin(ra, end))
 		return;

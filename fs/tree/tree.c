@@ -1,6 +1,7 @@
 #include "tree.h"
 #include "tree_priv.h"
 #include "decoder.h"
+#include "tensor_ahead.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -100,6 +101,7 @@ void tree_node_free(struct node *n)
 		readahead_done(n->ra);
 		free(n->ra);
 	}
+	tensor_ahead_free(n->ta);
 	if (n->dir)
 		free(n->dir->children);
 	free(n->dir);

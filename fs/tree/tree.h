@@ -21,6 +21,7 @@
 #include "readahead.h"
 
 struct decoded;
+struct tensor_ahead;
 struct tree;
 struct tree_dir; /* a directory's children: private to tree_priv.h */
 
@@ -52,7 +53,8 @@ struct node {
 	bool changed; /* the object changed under us: reads fail; lock */
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
-	struct readahead *ra; /* made on first use: node_readahead() */
+	struct readahead *ra;	 /* made on first use: node_readahead() */
+	struct tensor_ahead *ta; /* tensor_ahead.c's, made on first read */
 	/* A file decoded from a stored object of another form (decoder.h),
 	 * or NULL; one reference; replaced with the validator; lock. */
 	struct decoded *dec;

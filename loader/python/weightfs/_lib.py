@@ -118,6 +118,24 @@ _load = _fn("wfs_model_load", ctypes.c_int, ctypes.c_void_p,
             ctypes.POINTER(_LoadOpts))
 _stats = _fn("wfs_model_stats", ctypes.POINTER(_Stats), ctypes.c_void_p)
 _close_files = _fn("wfs_model_close_files", None, ctypes.c_void_p)
+_sel_new = _fn("wfs_select_new", ctypes.c_int,
+               ctypes.POINTER(ctypes.c_void_p))
+_sel_free = _fn("wfs_select_free", None, ctypes.c_void_p)
+_sel_name = _fn("wfs_select_name", ctypes.c_int, ctypes.c_void_p,
+                ctypes.c_char_p)
+_sel_shard = _fn("wfs_select_shard", ctypes.c_int, ctypes.c_void_p,
+                 ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint64,
+                 ctypes.c_uint64)
+_sel_slice = _fn("wfs_select_slice", ctypes.c_int, ctypes.c_void_p,
+                 ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint64,
+                 ctypes.c_uint64)
+_model_select = _fn("wfs_model_select", ctypes.c_int, ctypes.c_void_p,
+                    ctypes.c_void_p)
+_iter_new = _fn("wfs_iter_new", ctypes.c_int, ctypes.c_void_p,
+                ctypes.POINTER(_LoadOpts), ctypes.POINTER(ctypes.c_void_p))
+_iter_next = _fn("wfs_iter_next", ctypes.c_int, ctypes.c_void_p,
+                 ctypes.POINTER(ctypes.POINTER(_Tensor)))
+_iter_free = _fn("wfs_iter_free", None, ctypes.c_void_p)
 _data = _fn("wfs_model_data", ctypes.c_void_p, ctypes.c_void_p,
             ctypes.POINTER(ctypes.c_uint64))
 
@@ -176,6 +194,31 @@ class Model:
                 t.nbytes, t.offset, os.fsdecode(t.file)))
         return out
 
+    def select(self, tensors=None, shard=None, shard_dims=None,
+               slices=None):
+        """Load only a part of the model from now on (tensors() shows it):
+        @tensors: glob patterns (any matches; None: all); @shard: (rank,
+        world), cutting the tensors matching @shard_dims ({glob: dim},
+        first match wins; None: {"*": 0}) into world equal parts along
+        that dim (tensors with too few dims whole); @slices: {glob: (dim,
+        start, length)}, tried before the shard rules. Only the selected
+        bytes are read. A slice that splits a byte of packed F4/F6
+        elements raises WeightfsError."""
+        h = ctypes.c_void_p()
+        _check(_sel_new(ctypes.byref(h)))
+        try:
+            for p in tensors or ():
+                _check(_sel_name(h, p.encode()))
+            for p, (dim, start, length) in (slices or {}).items():
+                _check(_sel_slice(h, p.encode(), dim, start, length))
+            if shard is not None:
+                rank, world = shard
+                for p, dim in (shard_dims or {"*": 0}).items():
+                    _check(_sel_shard(h, p.encode(), dim, rank, world))
+            _check(_model_select(self._h, h))
+        finally:
+            _sel_free(h)
+
     def metadata(self, key):
         """A __metadata__ value, or None."""
         v = _metadata(self._h, key.encode())
@@ -209,6 +252,35 @@ class Model:
                 "direct_io_files": s.direct_io_files,
                 "bytes_copied": s.bytes_copied,
                 "setup_seconds": s.setup_seconds}
+
+    def iterate(self, device="cpu", dest=None, dest_bytes=0, threads=0,
+                staging_bytes=0):
+        """Yield (TensorInfo, address) for each tensor in load order,
+        loaded into @dest (an address on @device of @dest_bytes, at least
+        the largest tensor's) or a buffer the iterator owns, in groups: the
+        bytes at an address are valid until the next one is yielded."""
+        opts = _LoadOpts()
+        _check(_opts_init(ctypes.byref(opts), ctypes.sizeof(opts)))
+        opts.device = device if isinstance(device, int) else \
+            parse_device(device)
+        opts.threads = threads
+        opts.staging_bytes = staging_bytes
+        if dest is not None:
+            opts.dest = dest
+            opts.dest_bytes = dest_bytes
+        it = ctypes.c_void_p()
+        _check(_iter_new(self._h, ctypes.byref(opts), ctypes.byref(it)))
+        try:
+            t = ctypes.POINTER(_Tensor)()
+            while _check(_iter_next(it, ctypes.byref(t))):
+                c = t.contents
+                yield TensorInfo(
+                    c.name.decode("utf-8", errors="surrogateescape"),
+                    DTYPES[c.dtype], tuple(c.shape[k] for k in
+                                           range(c.ndim)),
+                    c.nbytes, c.offset, os.fsdecode(c.file)), c.data
+        finally:
+            _iter_free(it)
 
     def data(self):
         """(address, bytes) of the allocation the last load filled, or

@@ -49,15 +49,19 @@ def packed_shape(dtype, shape, nbytes):
     return (nbytes,)
 
 
-def load_file(filename, threads=0, direct_io="auto", stats=None):
+def load_file(filename, threads=0, direct_io="auto", stats=None,
+              select=None):
     """Load a .safetensors file or model directory into host memory.
     Returns dict[str, numpy.ndarray], views of one allocation that the
     library made (on a weightfs mount, memory the daemon writes into
     itself: no copy in this process). It is freed when the last of the
     arrays (or of the views made from them) is gone.
-    @stats: a dict to fill with what the load did (Model.load's)."""
+    @stats: a dict to fill with what the load did (Model.load's).
+    @select: load a part (Model.select()'s arguments as a dict)."""
     m = Model(filename)
     try:
+        if select:
+            m.select(**select)
         s = m.load("cpu", threads=threads, direct_io=direct_io)
         infos = m.tensors()
         mem = m.host_memory()

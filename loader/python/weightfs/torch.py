@@ -51,13 +51,16 @@ def _shape(dtype, shape, nbytes):
 
 
 def load_file(filename, device="cpu", raw_fallback=True, threads=0,
-              direct_io="auto", stats=None):
+              direct_io="auto", stats=None, select=None):
     """Load a .safetensors file or model directory onto @device ("cpu",
     "cuda", "cuda:N" or a torch.device). Returns dict[str, torch.Tensor],
     views of one allocation on the device. On the CPU the allocation is
     the library's (on a weightfs mount the daemon writes into it: no copy
     in this process), freed when the last tensor viewing it is gone.
-    @stats: a dict to fill with what the load did (Model.load's)."""
+    @stats: a dict to fill with what the load did (Model.load's).
+    @select: load a part: a dict of Model.select()'s arguments, e.g.
+    {"shard": (rank, world), "shard_dims": {"*.o_proj.weight": 1, "*": 0}}
+    or {"tensors": ["*.layers.0.*"]}; only those bytes are read."""
     dev = torch.device(device)
     if dev.type == "cpu":
         ordinal = -1
@@ -69,6 +72,8 @@ def load_file(filename, device="cpu", raw_fallback=True, threads=0,
         raise ValueError(f"weightfs loads to cpu or cuda, not {dev.type}")
     m = Model(filename)
     try:
+        if select:
+            m.select(**select)
         infos = m.tensors()
         stand_ins = sorted({t.dtype for t in infos
                             if not torch_dtype(t.dtype)[1]})
@@ -109,3 +114,46 @@ def load_file(filename, device="cpu", raw_fallback=True, threads=0,
         a = raw[start + t.offset:start + t.offset + t.nbytes]
         out[t.name] = a.view(dt).reshape(_shape(t.dtype, t.shape, t.nbytes))
     return out
+
+
+def iter_weights(path, device="cpu", select=None, threads=0,
+                 staging_bytes=0):
+    """Yield (name, torch.Tensor) for each tensor of a .safetensors file or
+    model directory, in load order (by file, then offset): the shape of
+    vLLM's and SGLang's safetensors_weights_iterator. @select: a part, as
+    in load_file(). Tensors are loaded in groups through the pipelined
+    staging into one buffer on @device of max(@staging_bytes (default
+    256 MiB), the largest tensor): memory stays bounded whatever the
+    model's size. A yielded tensor is a view of that buffer, valid until
+    the next one is requested: copy it (param.data.copy_(t)) or clone()
+    it to keep it."""
+    dev = torch.device(device)
+    ordinal = -1
+    if dev.type == "cuda":
+        ordinal = dev.index if dev.index is not None else \
+            torch.cuda.current_device()
+        dev = torch.device("cuda", ordinal)
+    elif dev.type != "cpu":
+        raise ValueError(f"weightfs loads to cpu or cuda, not {dev.type}")
+    m = Model(path)
+    try:
+        if select:
+            m.select(**select)
+        infos = m.tensors()
+        if not infos:
+            return
+        size = max(max(t.nbytes for t in infos), staging_bytes or 256 << 20)
+        buf = torch.empty(size + ALIGN, dtype=torch.uint8, device=dev)
+        start = -buf.data_ptr() % ALIGN
+        if dev.type == "cuda":
+            torch.cuda.current_stream(dev).synchronize()
+        for info, addr in m.iterate(ordinal, dest=buf.data_ptr() + start,
+                                    dest_bytes=size, threads=threads,
+                                    staging_bytes=staging_bytes):
+            off = addr - buf.data_ptr()
+            dt, _ = torch_dtype(info.dtype)
+            a = buf[off:off + info.nbytes]
+            yield info.name, a.view(dt).reshape(
+                _shape(info.dtype, info.shape, info.nbytes))
+    finally:
+        m.close()

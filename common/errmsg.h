@@ -2,8 +2,8 @@
  * Library code does not log; it returns a negative errno and leaves a
  * message here, which wfs_last_error() hands to the caller.
  * Thread-safe (the message is thread-local). */
-#ifndef WFS_LOADER_ERRMSG_H
-#define WFS_LOADER_ERRMSG_H
+#ifndef WFS_COMMON_ERRMSG_H
+#define WFS_COMMON_ERRMSG_H
 
 #include <stddef.h>
 

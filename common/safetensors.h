@@ -3,8 +3,8 @@
  * covering the data section exactly, no overflow). Reads no files: callers
  * hand it bytes, so the fuzzer can too.
  * Thread-safe (no shared state). */
-#ifndef WFS_LOADER_SAFETENSORS_H
-#define WFS_LOADER_SAFETENSORS_H
+#ifndef WFS_COMMON_SAFETENSORS_H
+#define WFS_COMMON_SAFETENSORS_H
 
 #include <stddef.h>
 #include <stdint.h>
