@@ -29,6 +29,10 @@ struct options {
 	unsigned list_ttl_s; /* list the source again this often; 0: never */
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
 	bool list_lazy;	     /* list directories when first looked in */
+	/* one listing (list(), or list_dir() of one directory) gives up
+	 * after this long or this many entries (list_budget, s3_list.h) */
+	unsigned list_time_max_s;
+	unsigned list_entries_max;
 
 	/* connections=auto: the HTTP/S3 transport tunes how many, from
 	 * connections, at most connections_max (fetch_tune.h); a fixed

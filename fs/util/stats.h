@@ -42,6 +42,8 @@ struct stats {
 	atomic_uint_fast64_t errors_auth;     /* -EACCES, -EKEYEXPIRED */
 	atomic_uint_fast64_t errors_other;    /* resets, 5xx, shutdown... */
 	atomic_uint_fast64_t dirs_listed; /* one-level listings (lazy mode) */
+	/* directories skipped past SOURCE_MAX_DEPTH (source.h) */
+	atomic_uint_fast64_t dirs_too_deep;
 	/* levels, not counts: connections in use now (connections=auto: the
 	 * tuner's limit, fetch_tune.h), and the most it may use */
 	atomic_uint_fast64_t connections_now;
