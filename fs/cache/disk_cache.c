@@ -1,7 +1,7 @@
-/* The disk tier's filler: the decorator in front of the source filler
- * (lookup threads, the write-behind thread, their queues), chaining and
- * staging. The contract is in disk_cache.h; the on-disk store is
- * disk_store.c. */
+/* The disk tier object (disk_cache_new/free) and its filler: the
+ * decorator in front of the source filler (lookup threads, the write-behind
+ * thread, their queues), chaining and staging. The contract is in
+ * disk_cache.h; the on-disk store is disk_store.c. */
 #include "disk_cache.h"
 #include "disk_cache_priv.h"
 
@@ -21,6 +21,7 @@
 #include "stats.h"
 #include "tree.h"
 
+#define LOOKUP_THREADS 8
 #define STAGE_AHEAD 8 /* blocks a stage keeps on their way from the source */
 #define STAGE_RING 64 /* > STAGE_AHEAD: what a stage knows of each block */
 
@@ -512,6 +513,35 @@ void disk_cache_stop(struct disk_cache *dc)
 		free(j);
 		dc->next->start(dc->next_ctx, b);
 	}
+}
+
+int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
+{
+	struct disk_cache *dc;
+	int err;
+
+	if (!cfg->dir || !cfg->source_id || !cfg->block_size)
+		return -EINVAL;
+	dc = calloc(1, sizeof(*dc));
+	if (!dc)
+		return -ENOMEM;
+	pthread_mutex_init(&dc->wlock, NULL);
+	pthread_mutex_init(&dc->lock, NULL);
+	pthread_cond_init(&dc->cond, NULL);
+	pthread_cond_init(&dc->wdone, NULL);
+	dc->source_id = strdup(cfg->source_id);
+	dc->budget = cfg->budget;
+	dc->block_size = cfg->block_size;
+	dc->max_queued = cfg->max_queued;
+	dc->nlookup =
+		cfg->lookup_threads ? cfg->lookup_threads : LOOKUP_THREADS;
+	err = dc->source_id ? disk_store_open(dc, cfg->dir) : -ENOMEM;
+	if (err) {
+		disk_cache_free(dc);
+		return err;
+	}
+	*ret = dc;
+	return 0;
 }
 
 void disk_cache_free(struct disk_cache *dc)

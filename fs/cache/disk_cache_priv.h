@@ -2,8 +2,9 @@
  * what the two files share. Users include disk_cache.h only.
  *
  * disk_store.c owns the on-disk format, reads, writes and the budget
- * (under wlock); disk_cache.c owns the filler: the lookup threads, the
- * writer thread, their queues, chaining and staging (under lock). */
+ * (under wlock); disk_cache.c owns the object (new, free) and the filler:
+ * the lookup threads, the writer thread, their queues, chaining and
+ * staging (under lock). */
 #ifndef WFS_FS_DISK_CACHE_PRIV_H
 #define WFS_FS_DISK_CACHE_PRIV_H
 
@@ -62,6 +63,14 @@ struct disk_cache {
 	pthread_t *threads;
 	unsigned nthreads;
 };
+
+/*
+ * disk_store_open() - the store's part of disk_cache_new(): DIR (@dir,
+ * created one level when missing) and its wfs1/ into dc->dir, and whether
+ * it takes writes and O_DIRECT. @dc's locks are set up.
+ * @return 0, or a negative errno (@dir missing and not creatable).
+ */
+int disk_store_open(struct disk_cache *dc, const char *dir);
 
 /* The path of block @k's file under DIR into @buf (@len bytes). */
 void disk_key_path(const struct disk_cache *dc, const struct disk_key *k,
