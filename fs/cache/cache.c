@@ -546,6 +546,25 @@ void cache_unref_drop(struct cache *c, struct block *b)
 	pthread_mutex_unlock(&c->lock);
 }
 
+int cache_peek(struct cache *c, struct node *file, uint32_t generation,
+	       uint64_t index, struct block **ret_block)
+{
+	struct block *b;
+
+	pthread_mutex_lock(&c->lock);
+	b = find(c, file, generation, index);
+	if (!b || b->state != BLOCK_READY || b->drop) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOENT;
+	}
+	if (b->refs == 0)
+		lru_unlink(c, b);
+	b->refs++;
+	pthread_mutex_unlock(&c->lock);
+	*ret_block = b;
+	return 0;
+}
+
 bool cache_has(struct cache *c, struct node *file, uint32_t generation,
 	       uint64_t index)
 {

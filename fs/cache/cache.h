@@ -143,6 +143,15 @@ void cache_unref_behind(struct cache *c, struct block *b, bool behind);
  */
 void cache_unref_drop(struct cache *c, struct block *b);
 
+/*
+ * cache_peek() - block @index of @file at @generation with a reference
+ * held, only if it is in memory and ready now: never fetches, never
+ * waits, and leaves what readers said of it (read, behind) as it was.
+ * @return 0 and *ret_block (release with cache_unref()), or -ENOENT.
+ */
+int cache_peek(struct cache *c, struct node *file, uint32_t generation,
+	       uint64_t index, struct block **ret_block);
+
 /* cache_has() - whether the block is cached or being fetched. */
 bool cache_has(struct cache *c, struct node *file, uint32_t generation,
 	       uint64_t index);

@@ -15,15 +15,20 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fetch.h"
+#include "log.h"
 #include "stats.h"
 #include "tree.h"
 
 #define LOOKUP_THREADS 8
 #define STAGE_AHEAD 8 /* blocks a stage keeps on their way from the source */
 #define STAGE_RING 64 /* > STAGE_AHEAD: what a stage knows of each block */
+/* Unmount and SIGTERM write what was read and not written yet for at most
+ * this long (systemd waits 90 s for a service to stop). */
+#define DRAIN_MAX_S 30
 
 static void q_push(struct jobq *q, struct job *j)
 {
@@ -133,6 +138,10 @@ static bool in_flight(struct disk_cache *dc, const struct block *b)
 
 	if (dc->writing == b)
 		return true;
+	j = dc->writing_later;
+	if (j && j->file == b->file && j->generation == b->generation &&
+	    j->index == b->index)
+		return true;
 	for (j = dc->pending[pend_slot(b)]; j; j = j->next)
 		if (j->b == b)
 			return true;
@@ -140,6 +149,27 @@ static bool in_flight(struct disk_cache *dc, const struct block *b)
 		if (j->b == b)
 			return true;
 	return false;
+}
+
+/* Take @b's job off the later queue, if there. Under lock. */
+static struct job *later_take(struct disk_cache *dc, const struct block *b)
+{
+	struct job **p = &dc->later.head, *prev = NULL;
+
+	for (; *p; prev = *p, p = &(*p)->next) {
+		struct job *j = *p;
+
+		if (j->file == b->file && j->generation == b->generation &&
+		    j->index == b->index) {
+			*p = j->next;
+			if (dc->later.tail == j)
+				dc->later.tail = prev;
+			dc->later.n--;
+			j->next = NULL;
+			return j;
+		}
+	}
+	return NULL;
 }
 
 /* The key of block @index of @n, if @n is still at @generation. */
@@ -269,7 +299,7 @@ static void filled(void *arg, struct block *b, int err)
 {
 	struct disk_cache *dc = arg;
 	struct job *j;
-	bool queued = false;
+	bool queued = false, later = false;
 
 	pthread_mutex_lock(&dc->lock);
 	j = pend_take(dc, b); /* NULL: served from disk */
@@ -279,19 +309,66 @@ static void filled(void *arg, struct block *b, int err)
 		pthread_cond_broadcast(&dc->cond);
 		queued = true;
 	} else if (j) {
+		/* Queue full: remembered, not held (what holds a block
+		 * pins its memory), and written later from memory. */
+		later = !err && j->keyed && !dc->stop &&
+			!atomic_load(&dc->read_only) && dc->max_later;
+		j->file = b->file;
+		j->generation = b->generation;
+		j->index = b->index;
 		pend_add(dc, j); /* in flight until let go: a stage waits */
 	}
 	pthread_mutex_unlock(&dc->lock);
 	if (!queued) {
 		cache_unref(dc->cache, b);
 		if (j) {
+			struct job *old = NULL;
+
 			pthread_mutex_lock(&dc->lock);
 			pend_remove(dc, j);
 			pthread_cond_broadcast(&dc->wdone);
+			if (later) {
+				if (dc->later.n >= dc->max_later)
+					old = q_pop(&dc->later);
+				j->b = NULL;
+				q_push(&dc->later, j);
+				pthread_cond_broadcast(&dc->cond);
+				j = old;
+			}
 			pthread_mutex_unlock(&dc->lock);
+			if (j && later)
+				STAT_ADD(disk_unwritten, 1);
 			free(j);
 		}
 	}
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A block remembered on the later queue: written if it is still in
+ * memory at the version it was fetched for and not on disk yet; a block
+ * gone from memory meanwhile is counted disk_unwritten. */
+static void write_later(struct disk_cache *dc, struct job *j)
+{
+	struct disk_key k;
+	struct block *b;
+	char path[4200];
+
+	if (cache_peek(dc->cache, j->file, j->generation, j->index, &b) < 0) {
+		STAT_ADD(disk_unwritten, 1);
+		return;
+	}
+	disk_key_path(dc, &j->key, path, sizeof(path));
+	if (block_key(dc, b, &k) && !memcmp(&k, &j->key, sizeof(k)) &&
+	    access(path, F_OK) < 0)
+		disk_cache_write(dc, &j->key, b->data, dc->block_size, b->len);
+	cache_unref(dc->cache, b);
 }
 
 /* Writing behind yields to readers: this thread's CPU and I/O priority go
@@ -315,6 +392,21 @@ static void *writer(void *arg)
 		struct job *j = q_pop(&dc->writes);
 		struct disk_key k;
 
+		if (!j && (j = q_pop(&dc->later))) {
+			/* Stopping: as long as the drain may take. */
+			if (dc->stop && now_ms() > dc->drain_deadline_ms) {
+				STAT_ADD(disk_unwritten, 1);
+			} else {
+				dc->writing_later = j;
+				pthread_mutex_unlock(&dc->lock);
+				write_later(dc, j);
+				pthread_mutex_lock(&dc->lock);
+				dc->writing_later = NULL;
+				pthread_cond_broadcast(&dc->wdone);
+			}
+			free(j);
+			continue;
+		}
 		if (!j) {
 			if (dc->stop)
 				break;
@@ -374,6 +466,7 @@ static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 	pthread_mutex_lock(&dc->lock);
 	while (in_flight(dc, b))
 		pthread_cond_wait(&dc->wdone, &dc->lock);
+	free(later_take(dc, b)); /* written here, not later */
 	pthread_mutex_unlock(&dc->lock);
 	if (!node_key(dc, n, gen, index, &k))
 		err = -EIO;	   /* the object changed under us */
@@ -497,9 +590,16 @@ void disk_cache_stop(struct disk_cache *dc)
 
 	if (!dc)
 		return;
-	/* The threads finish what is queued (a bounded few blocks), so
-	 * what was read before an unmount is on disk after it. */
+	/* The threads finish what is queued, so what was read before an
+	 * unmount is on disk after it: the write-behind queue (a few
+	 * blocks, held), then blocks remembered for later that are still
+	 * in memory, for at most DRAIN_MAX_S. */
 	pthread_mutex_lock(&dc->lock);
+	if (dc->later.n)
+		log_info("disk cache: writing %u blocks read but not written "
+			 "yet (at most %d s)",
+			 dc->later.n, DRAIN_MAX_S);
+	dc->drain_deadline_ms = now_ms() + DRAIN_MAX_S * 1000ull;
 	dc->stop = true;
 	pthread_cond_broadcast(&dc->cond);
 	pthread_mutex_unlock(&dc->lock);
@@ -533,6 +633,7 @@ int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
 	dc->budget = cfg->budget;
 	dc->block_size = cfg->block_size;
 	dc->max_queued = cfg->max_queued;
+	dc->max_later = cfg->max_later;
 	dc->nlookup =
 		cfg->lookup_threads ? cfg->lookup_threads : LOOKUP_THREADS;
 	err = dc->source_id ? disk_store_open(dc, cfg->dir) : -ENOMEM;
@@ -550,6 +651,8 @@ void disk_cache_free(struct disk_cache *dc)
 
 	if (!dc)
 		return;
+	for (struct job *j; (j = q_pop(&dc->later));)
+		free(j);
 	for (i = 0; i < 256; i++) {
 		struct job *j;
 

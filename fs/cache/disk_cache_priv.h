@@ -19,9 +19,13 @@
 /* A block on its way: looked up, then (a miss) filled by the source, then
  * written behind. */
 struct job {
-	struct block *b;
+	struct block *b; /* NULL on the later queue */
 	struct disk_key key;
 	bool keyed; /* the node was at b's generation: key is good */
+	/* on the later queue: which block, looked up again in memory */
+	struct node *file;
+	uint32_t generation;
+	uint64_t index;
 	struct job *next;
 };
 
@@ -56,10 +60,17 @@ struct disk_cache {
 	pthread_cond_t cond;
 	struct jobq demand, ahead; /* lookups; under lock */
 	struct jobq writes;	   /* write-behind; under lock */
-	struct block *writing;	   /* the writer's now; under lock */
-	pthread_cond_t wdone;	   /* a job left pending, writes, writing */
-	struct job *pending[256];  /* filling from the source; under lock */
-	bool stop;		   /* under lock */
+	/* blocks filled while the write-behind queue was full, written
+	 * from memory when it has room (if still there); at most
+	 * max_later, the oldest forgotten first; under lock */
+	struct jobq later;
+	unsigned max_later;
+	uint64_t drain_deadline_ms; /* stop: later jobs after it dropped */
+	struct job *writing_later;  /* the writer's now; under lock */
+	struct block *writing;	    /* the writer's now; under lock */
+	pthread_cond_t wdone;	    /* a job left pending, writes, writing */
+	struct job *pending[256];   /* filling from the source; under lock */
+	bool stop;		    /* under lock */
 	pthread_t *threads;
 	unsigned nthreads;
 };

@@ -111,7 +111,7 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"disk_hits\": %llu, \"disk_misses\": %llu, "
 		"\"disk_bytes\": %llu, \"disk_writes\": %llu, "
 		"\"disk_evictions\": %llu, \"disk_corrupt\": %llu, "
-		"\"disk_errors\": %llu, "
+		"\"disk_errors\": %llu, \"disk_unwritten\": %llu, "
 		"\"bytes_decompressed\": %llu, \"frames_decoded\": %llu, "
 		"\"dirs_listed\": %llu, \"dirs_too_deep\": %llu, "
 		"\"connections_now\": %llu, \"connections_max\": %llu, "
@@ -126,9 +126,10 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(bytes_read), LOAD(changed), LOAD(fastpath_copied),
 		LOAD(disk_hits), LOAD(disk_misses), LOAD(disk_bytes),
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
-		LOAD(disk_errors), LOAD(bytes_decompressed),
-		LOAD(frames_decoded), LOAD(dirs_listed), LOAD(dirs_too_deep),
-		LOAD(connections_now), LOAD(connections_max),
+		LOAD(disk_errors), LOAD(disk_unwritten),
+		LOAD(bytes_decompressed), LOAD(frames_decoded),
+		LOAD(dirs_listed), LOAD(dirs_too_deep), LOAD(connections_now),
+		LOAD(connections_max),
 
 		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),
 		LOAD(errors_timeout), LOAD(errors_auth), LOAD(errors_other));

@@ -34,6 +34,9 @@ struct stats {
 	atomic_uint_fast64_t disk_evictions; /* block files removed for room */
 	atomic_uint_fast64_t disk_corrupt; /* block files that failed checks */
 	atomic_uint_fast64_t disk_errors;  /* I/O errors, writes dropped */
+	/* blocks read from the source and never written: gone from memory
+	 * before the writer had room, or the unmount drain's time was up */
+	atomic_uint_fast64_t disk_unwritten;
 	/* errors by class (source.h): */
 	atomic_uint_fast64_t errors_stale;    /* -ESTALE: object changed */
 	atomic_uint_fast64_t errors_gone;     /* -ENOENT: gone at the source */
