@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -60,7 +61,50 @@ struct cache {
 	cache_filled_fn filled; /* or NULL */
 	void *filled_ctx;
 	struct disk_cache *disk; /* or NULL */
+	/* Blocks whose fetch just timed out for good (a hung server):
+	 * asked again within FAILED_MS (the kernel reads a page again at
+	 * once after its readahead of it failed), they fail at once
+	 * instead of spending timeout x (retries + 1) again. Other errors
+	 * end quickly: the next read retries. A small ring. */
+	struct failed {
+		const struct node *file;
+		uint32_t gen;
+		uint64_t index;
+		int err;
+		uint64_t until_ms;
+	} failed[16];
+	unsigned nfailed;
 };
+
+#define FAILED_MS 1000
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Under lock: the error of the block's fetch if it failed for good less
+ * than FAILED_MS ago, else 0. */
+static int failed_recently(struct cache *c, const struct node *file,
+			   uint32_t gen, uint64_t index)
+{
+	uint64_t now = 0;
+
+	for (unsigned i = 0; i < 16; i++) {
+		struct failed *x = &c->failed[i];
+
+		if (x->file != file || x->index != index || x->gen != gen)
+			continue;
+		if (!now)
+			now = now_ms();
+		if (now < x->until_ms)
+			return x->err;
+	}
+	return 0;
+}
 
 static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
 {
@@ -431,6 +475,11 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 		b = find(c, file, generation, index);
 		if (b)
 			break;
+		err = failed_recently(c, file, generation, index);
+		if (err) {
+			pthread_mutex_unlock(&c->lock);
+			return err;
+		}
 		b = take_slot(c, len, false);
 		if (b) {
 			claim(c, b, file, generation, index, len, false);
@@ -494,7 +543,8 @@ int cache_prefetch_stream(struct cache *c, struct node *file,
 	struct block *b;
 
 	pthread_mutex_lock(&c->lock);
-	if (find(c, file, generation, index)) {
+	if (find(c, file, generation, index) ||
+	    failed_recently(c, file, generation, index)) {
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
@@ -585,9 +635,18 @@ void cache_fetch_done(struct cache *c, struct block *b, int err)
 		b->state = BLOCK_FAILED;
 		b->err = err;
 		b->prefetch = false;
-		/* Nobody finds a failed block again: the next read retries. */
+		/* Nobody finds a failed block again: a read after
+		 * FAILED_MS retries. */
 		hash_remove(c, b);
 		b->hnext = NULL;
+		if (err == -ETIMEDOUT)
+			c->failed[c->nfailed++ % 16] = (struct failed){
+				.file = b->file,
+				.gen = b->generation,
+				.index = b->index,
+				.err = err,
+				.until_ms = now_ms() + FAILED_MS,
+			};
 	} else {
 		b->state = BLOCK_READY;
 		c->ready_bytes += b->len;
