@@ -615,6 +615,16 @@ int cache_peek(struct cache *c, struct node *file, uint32_t generation,
 	return 0;
 }
 
+void cache_unref_written(struct cache *c, struct block *b)
+{
+	bool behind;
+
+	pthread_mutex_lock(&c->lock);
+	behind = !b->prefetch;
+	pthread_mutex_unlock(&c->lock);
+	cache_unref_behind(c, b, behind);
+}
+
 bool cache_has(struct cache *c, struct node *file, uint32_t generation,
 	       uint64_t index)
 {

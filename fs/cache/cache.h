@@ -152,6 +152,12 @@ void cache_unref_drop(struct cache *c, struct block *b);
 int cache_peek(struct cache *c, struct node *file, uint32_t generation,
 	       uint64_t index, struct block **ret_block);
 
+/* cache_unref_written() - release a reference from cache_peek() after
+ * writing @b elsewhere (the disk tier): a block readers have read goes to
+ * the cold end, as they left it; one readahead brought in and nobody read
+ * yet keeps its place. */
+void cache_unref_written(struct cache *c, struct block *b);
+
 /* cache_has() - whether the block is cached or being fetched. */
 bool cache_has(struct cache *c, struct node *file, uint32_t generation,
 	       uint64_t index);

@@ -368,7 +368,7 @@ static void write_later(struct disk_cache *dc, struct job *j)
 	if (block_key(dc, b, &k) && !memcmp(&k, &j->key, sizeof(k)) &&
 	    access(path, F_OK) < 0)
 		disk_cache_write(dc, &j->key, b->data, dc->block_size, b->len);
-	cache_unref(dc->cache, b);
+	cache_unref_written(dc->cache, b);
 }
 
 /* Writing behind yields to readers: this thread's CPU and I/O priority go
