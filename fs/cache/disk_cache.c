@@ -319,6 +319,8 @@ static void filled(void *arg, struct block *b, int err)
 		pend_add(dc, j); /* in flight until let go: a stage waits */
 	}
 	pthread_mutex_unlock(&dc->lock);
+	if (later)
+		cache_set_unwritten(dc->cache, b, true);
 	if (!queued) {
 		cache_unref(dc->cache, b);
 		if (j) {
@@ -336,8 +338,14 @@ static void filled(void *arg, struct block *b, int err)
 				j = old;
 			}
 			pthread_mutex_unlock(&dc->lock);
-			if (j && later)
+			if (j && later) { /* the oldest, forgotten */
+				struct block *ob;
+
 				STAT_ADD(disk_unwritten, 1);
+				if (!cache_peek(dc->cache, j->file,
+						j->generation, j->index, &ob))
+					cache_unref_written(dc->cache, ob);
+			}
 			free(j);
 		}
 	}
@@ -459,6 +467,7 @@ static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 {
 	struct disk_key k;
 	struct block *b;
+	struct job *j;
 	int err = cache_get(dc->cache, n, gen, index, len, &b);
 
 	if (err)
@@ -466,8 +475,11 @@ static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 	pthread_mutex_lock(&dc->lock);
 	while (in_flight(dc, b))
 		pthread_cond_wait(&dc->wdone, &dc->lock);
-	free(later_take(dc, b)); /* written here, not later */
+	j = later_take(dc, b); /* written here, not later */
 	pthread_mutex_unlock(&dc->lock);
+	if (j)
+		cache_set_unwritten(dc->cache, b, false);
+	free(j);
 	if (!node_key(dc, n, gen, index, &k))
 		err = -EIO;	   /* the object changed under us */
 	else if (!on_disk(dc, &k)) /* not written behind: queue full */

@@ -420,6 +420,30 @@ def test_cold_read_then_unmount_keeps_every_block(mount, nginx, tmp_path):
     assert s["disk_unwritten"] == 0, s
 
 
+def test_stream_larger_than_memory_keeps_every_block(mount, nginx,
+                                                     tmp_path):
+    """A model three times the memory cache, read once: readahead does
+    not evict blocks the disk tier has yet to write (it waits for the
+    writer instead), so all of them are on disk after the unmount.
+    At 06b0444 a 1 GiB read through a 256M cache kept 82%."""
+    root = tmp_path / "src"
+    size, bs = 96 * MiB + 999, MiB
+    digest = write_random(str(root / "model.bin"), size, seed=6)
+    srv = nginx(str(root))
+    cd = tmp_path / "cache"
+    o = {"block_size": "1M", "cache_mem": "32M", "cache_dir": str(cd)}
+    m = mount(srv.url, o)
+    assert sha256_file(m.file("model.bin")) == digest
+    assert not m.finish()
+    n = (size + bs - 1) // bs
+    on_disk = len(block_files(cd))
+    assert on_disk >= 0.99 * n, "%d of %d blocks on disk" % (on_disk, n)
+    m2 = mount(srv.url, o)
+    _read_all(m2.file("model.bin"))
+    s = m2.stats()
+    assert s["bytes_fetched"] <= size // 100, s
+
+
 def _read_all(path):
     with open(path, "rb", buffering=0) as f:
         while f.read(16 * MiB):
