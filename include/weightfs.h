@@ -182,9 +182,13 @@ struct wfs_model;
  * wfs_model_open() - open a model: a .safetensors file, or a directory
  * with model.safetensors.index.json (its weight_map names the files), or
  * else with *.safetensors files (all of them, in name order). Reads and
- * checks every header; reads no tensor data.
+ * checks every header; reads no tensor data. In a directory, a file that
+ * is a symlink leading out of it is refused (a Hugging Face cache
+ * snapshot, REPO/snapshots/REV, may link within REPO);
+ * WEIGHTFS_FOLLOW_SYMLINKS=1 in the environment follows any link.
  * @return 0 and *ret_model, or a negative errno (-ENOENT, -EINVAL for a
- * malformed file, -EIO, -ENOMEM, ...).
+ * malformed file, -EACCES for a link out of the directory, -EIO,
+ * -ENOMEM, ...).
  */
 WFS_EXPORT int wfs_model_open(const char *path, struct wfs_model **ret_model);
 

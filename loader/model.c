@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +72,72 @@ static int open_regular(const char *path, struct stat *ret_sb)
 	return fd;
 }
 
-static int open_file(struct model_file *f)
+/*
+ * link_root() - where the files of model directory @dir may lead through
+ * symlinks (into *ret_root, malloc'd): @dir itself, or for a Hugging Face
+ * cache snapshot (REPO/snapshots/REV) the whole REPO folder, whose blobs/
+ * its links point into. *ret_root stays NULL (anywhere) with
+ * WEIGHTFS_FOLLOW_SYMLINKS=1. @return 0 or a negative errno, message set.
+ */
+static int link_root(const char *dir, char **ret_root)
+{
+	const char *follow = getenv("WEIGHTFS_FOLLOW_SYMLINKS");
+	char *real, *slash, *up;
+
+	*ret_root = NULL;
+	if (follow && !strcmp(follow, "1"))
+		return 0;
+	real = realpath(dir, NULL);
+	if (!real)
+		return err_set(-errno, "%s: %s", dir, strerror(errno));
+	slash = strrchr(real, '/');
+	if (slash && slash > real) {
+		*slash = '\0';
+		up = strrchr(real, '/');
+		if (up && up > real && !strcmp(up + 1, "snapshots"))
+			*up = '\0';
+		else
+			*slash = '/';
+	}
+	*ret_root = real;
+	return 0;
+}
+
+/* Refuse @fd, opened as @path in a model directory, when what it opened
+ * is not inside @root (link_root(); NULL: anything goes). */
+static int check_inside(const char *root, int fd, const char *path)
+{
+	char proc[64], real[PATH_MAX + 1];
+	size_t lr;
+	ssize_t n;
+
+	if (!root)
+		return 0;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	n = readlink(proc, real, PATH_MAX);
+	if (n < 0) { /* no /proc: the path, resolved */
+		char *r = realpath(path, NULL);
+
+		if (!r || strlen(r) > PATH_MAX) {
+			free(r);
+			return err_set(-EACCES, "%s: cannot tell where it is",
+				       path);
+		}
+		strcpy(real, r);
+		free(r);
+	} else {
+		real[n] = '\0';
+	}
+	lr = strlen(root);
+	if (!strcmp(root, "/") || (!strncmp(real, root, lr) && real[lr] == '/'))
+		return 0;
+	return err_set(-EACCES,
+		       "%s: a symbolic link to %s, outside the model "
+		       "directory %s (WEIGHTFS_FOLLOW_SYMLINKS=1 follows it)",
+		       path, real, root);
+}
+
+static int open_file(struct model_file *f, const char *root)
 {
 	uint8_t prefix[8];
 	uint64_t n;
@@ -85,6 +151,9 @@ static int open_file(struct model_file *f)
 		f->fd = -1;
 		return r;
 	}
+	r = check_inside(root, f->fd, f->path);
+	if (r < 0)
+		return r;
 	f->size = (uint64_t)sb.st_size;
 	r = f->size >= 8 ? read_full(f->fd, prefix, 8, 0) : 0;
 	if (r == 0)
@@ -155,15 +224,24 @@ static int add_name(char ***names, size_t *n, const char *name)
 	return 0;
 }
 
-static struct json_object *read_index(const char *path)
+/* The index at @path (in a model directory whose links stay inside
+ * @inside), parsed. NULL with the message set, and *ret_err -EACCES when
+ * it leads outside, else -EINVAL. */
+static struct json_object *read_index(const char *path, const char *inside,
+				      int *ret_err)
 {
 	struct json_object *root = NULL;
 	struct stat sb;
 	char *buf = NULL;
 	int fd = open_regular(path, &sb), r;
 
+	*ret_err = -EINVAL;
 	if (fd < 0)
 		return NULL;
+	if ((r = check_inside(inside, fd, path)) < 0) {
+		*ret_err = r;
+		goto out;
+	}
 	if (sb.st_size > MAX_INDEX_BYTES) {
 		err_set(-EINVAL, "%s: too large", path);
 		goto out;
@@ -337,8 +415,8 @@ static int check_index(const struct wfs_model *m, const char *index,
 	return 0;
 }
 
-static int open_files(struct wfs_model *m, const char *dir, char **names,
-		      size_t n)
+static int open_files(struct wfs_model *m, const char *dir, const char *root,
+		      char **names, size_t n)
 {
 	m->files = calloc(n + 1, sizeof(*m->files));
 	m->paths = calloc(n + 1, sizeof(*m->paths));
@@ -354,7 +432,7 @@ static int open_files(struct wfs_model *m, const char *dir, char **names,
 		if (!f->path)
 			return err_set(-ENOMEM, "out of memory");
 		m->nfiles++;
-		r = open_file(f);
+		r = open_file(f, root);
 		if (r < 0)
 			return r;
 		m->paths[i] = f->path;
@@ -367,7 +445,7 @@ int wfs_model_open(const char *path, struct wfs_model **ret_model)
 {
 	struct wfs_model *m;
 	struct json_object *index = NULL;
-	char *index_path = NULL, **names = NULL;
+	char *index_path = NULL, **names = NULL, *root = NULL;
 	const char *dir = NULL;
 	size_t nnames = 0;
 	struct stat sb;
@@ -390,11 +468,14 @@ int wfs_model_open(const char *path, struct wfs_model **ret_model)
 			r = err_set(-ENOMEM, "out of memory");
 			goto fail;
 		}
+		r = link_root(path, &root);
+		if (r < 0)
+			goto fail;
 		if (access(index_path, F_OK) == 0) {
-			index = read_index(index_path);
-			r = index ? index_files(index_path, index, &names,
-						&nnames)
-				  : -EINVAL;
+			index = read_index(index_path, root, &r);
+			if (index)
+				r = index_files(index_path, index, &names,
+						&nnames);
 		} else {
 			r = dir_files(path, &names, &nnames);
 		}
@@ -404,7 +485,7 @@ int wfs_model_open(const char *path, struct wfs_model **ret_model)
 			err_set(r, "out of memory");
 	}
 	if (r == 0)
-		r = open_files(m, dir, names, nnames);
+		r = open_files(m, dir, root, names, nnames);
 	if (r == 0)
 		r = build_table(m);
 	if (r == 0 && index)
@@ -424,6 +505,7 @@ out:
 		free(names[i]);
 	free(names);
 	free(index_path);
+	free(root);
 	json_object_put(index);
 	return r;
 }

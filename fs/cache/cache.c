@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -49,11 +50,12 @@ struct cache {
 	 * is given back, never data evicted, when a block needs the room. */
 	struct block *warm[2], *cold[2];
 	uint64_t idle_pop;
-	struct block lru;    /* sentinel: next is hottest, prev coldest */
-	uint64_t mem;	     /* the budget */
-	uint64_t used;	     /* sum of blocks' mem */
-	uint64_t lru_mem;    /* sum of mem of blocks on the LRU */
-	uint64_t unread_mem; /* ... of those with prefetch set */
+	struct block lru;	/* sentinel: next is hottest, prev coldest */
+	uint64_t mem;		/* the budget */
+	uint64_t used;		/* sum of blocks' mem */
+	uint64_t lru_mem;	/* sum of mem of blocks on the LRU */
+	uint64_t unread_mem;	/* ... of those with prefetch set */
+	uint64_t unwritten_mem; /* ... with unwritten set, prefetch not */
 	uint64_t ready_bytes;
 	const struct cache_fill_ops *fill;
 	void *ctx;
@@ -61,7 +63,53 @@ struct cache {
 	void *filled_ctx;
 	cache_stage_fn stage; /* a tier below memory, or NULL */
 	void *stage_ctx;
+	/* Blocks whose fetch just timed out for good (a hung server):
+	 * asked again within FAILED_MS (the kernel reads a page again at
+	 * once after its readahead of it failed), they fail at once
+	 * instead of spending timeout x (retries + 1) again. Other errors
+	 * end quickly: the next read retries. A small ring. */
+	struct failed {
+		const struct node *file;
+		uint32_t gen;
+		uint64_t index;
+		int err;
+		uint64_t until_ms;
+	} failed[16];
+	unsigned nfailed;
 };
+
+#define FAILED_MS 1000
+/* A reader waits this long for the disk tier's writer before it evicts a
+ * block the writer has yet to write (that block is then lost to disk). */
+#define WRITER_WAIT_MS 1000
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Under lock: the error of the block's fetch if it failed for good less
+ * than FAILED_MS ago, else 0. */
+static int failed_recently(struct cache *c, const struct node *file,
+			   uint32_t gen, uint64_t index)
+{
+	uint64_t now = 0;
+
+	for (unsigned i = 0; i < 16; i++) {
+		struct failed *x = &c->failed[i];
+
+		if (x->file != file || x->index != index || x->gen != gen)
+			continue;
+		if (!now)
+			now = now_ms();
+		if (now < x->until_ms)
+			return x->err;
+	}
+	return 0;
+}
 
 static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
 {
@@ -218,6 +266,8 @@ static void lru_unlink(struct cache *c, struct block *b)
 	c->lru_mem -= b->mem;
 	if (b->prefetch)
 		c->unread_mem -= b->mem;
+	else if (b->unwritten)
+		c->unwritten_mem -= b->mem;
 }
 
 /* Give a block's slot back to its class's free slots: it holds nothing
@@ -300,6 +350,8 @@ static void retire(struct cache *c, struct block *b, bool behind)
 		c->lru_mem += b->mem;
 		if (b->prefetch)
 			c->unread_mem += b->mem;
+		else if (b->unwritten)
+			c->unwritten_mem += b->mem;
 		return;
 	}
 	hash_remove(c, b);
@@ -314,7 +366,24 @@ static void retire(struct cache *c, struct block *b, bool behind)
  * memory back); @keep_unread spares prefetched blocks not read yet. NULL
  * when nothing more can be evicted.
  */
-static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
+/* The coldest ready block nobody holds that may go for a slot of class
+ * @cls: not one prefetched and not read yet when @keep_unread, not one
+ * the disk tier has yet to write when @keep_unwritten. NULL if none. */
+static struct block *victim(struct cache *c, int cls, bool keep_unread,
+			    bool keep_unwritten)
+{
+	struct block *b;
+
+	for (b = c->lru.prev; b != &c->lru; b = b->prev)
+		if ((!keep_unread || !b->prefetch) &&
+		    (!keep_unwritten || !b->unwritten) &&
+		    (free_slot(c, cls) || class_of(c, b) == cls))
+			return b;
+	return NULL;
+}
+
+static struct block *take_slot(struct cache *c, size_t len, bool keep_unread,
+			       bool keep_unwritten)
 {
 	int cls = class_for(c, len);
 	size_t need = cost(c, cls, len);
@@ -331,11 +400,13 @@ static struct block *take_slot(struct cache *c, size_t len, bool keep_unread)
 		}
 		/* Short of slots of its class rather than of memory: the
 		 * coldest of that class goes, not every colder other one. */
-		for (b = c->lru.prev; b != &c->lru; b = b->prev)
-			if ((!keep_unread || !b->prefetch) &&
-			    (free_slot(c, cls) || class_of(c, b) == cls))
-				break;
-		if (b == &c->lru)
+		b = victim(c, cls, keep_unread, true);
+		/* Only blocks the disk tier has yet to write: readahead
+		 * waits for the writer, a reader for a while (cache_get()),
+		 * then takes one. */
+		if (!b && !keep_unread && !keep_unwritten)
+			b = victim(c, cls, false, false);
+		if (!b)
 			return NULL;
 		lru_unlink(c, b);
 		hash_remove(c, b);
@@ -376,8 +447,9 @@ static struct block *recycle(struct cache *c, struct node *file, uint32_t gen,
 	 * while another still replied from it went to the hot end. */
 	for (i = 0; b != &c->lru && i < RECYCLE_SCAN; i++, b = b->prev)
 		if (b->file == file && b->generation == gen &&
-		    b->index < index && !b->prefetch && class_of(c, b) == cls &&
-		    b->pop >= need && c->used - b->mem + need <= c->mem)
+		    b->index < index && !b->prefetch && !b->unwritten &&
+		    class_of(c, b) == cls && b->pop >= need &&
+		    c->used - b->mem + need <= c->mem)
 			break;
 	if (b == &c->lru || i == RECYCLE_SCAN)
 		return NULL;
@@ -405,6 +477,7 @@ static void claim(struct cache *c, struct block *b, struct node *file,
 	b->prefetch = prefetch;
 	b->behind = false;
 	b->drop = false;
+	b->unwritten = false;
 	b->refs = 1; /* the fetch's */
 	b->hnext = c->hash[h];
 	c->hash[h] = b;
@@ -427,6 +500,7 @@ static void start_fetch(struct cache *c, struct block *b)
 int cache_get(struct cache *c, struct node *file, uint32_t generation,
 	      uint64_t index, size_t len, struct block **ret_block)
 {
+	uint64_t patience = 0; /* until then, wait for the disk tier */
 	struct block *b;
 	int err;
 
@@ -435,7 +509,32 @@ int cache_get(struct cache *c, struct node *file, uint32_t generation,
 		b = find(c, file, generation, index);
 		if (b)
 			break;
-		b = take_slot(c, len, false);
+		err = failed_recently(c, file, generation, index);
+		if (err) {
+			pthread_mutex_unlock(&c->lock);
+			return err;
+		}
+		b = take_slot(c, len, false, patience != UINT64_MAX);
+		if (!b && patience != UINT64_MAX &&
+		    victim(c, class_for(c, len), false, false)) {
+			/* Only blocks the disk tier has yet to write could
+			 * go: wait for its writer, at most WRITER_WAIT_MS. */
+			uint64_t now = now_ms();
+			struct timespec at;
+
+			if (!patience)
+				patience = now + WRITER_WAIT_MS;
+			if (now >= patience) {
+				patience = UINT64_MAX;
+				continue;
+			}
+			clock_gettime(CLOCK_REALTIME, &at);
+			at.tv_nsec += (long)(patience - now) * 1000000L;
+			at.tv_sec += at.tv_nsec / 1000000000L;
+			at.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&c->cond, &c->lock, &at);
+			continue;
+		}
 		if (b) {
 			claim(c, b, file, generation, index, len, false);
 			b->refs++;
@@ -498,13 +597,14 @@ int cache_prefetch_stream(struct cache *c, struct node *file,
 	struct block *b;
 
 	pthread_mutex_lock(&c->lock);
-	if (find(c, file, generation, index)) {
+	if (find(c, file, generation, index) ||
+	    failed_recently(c, file, generation, index)) {
 		pthread_mutex_unlock(&c->lock);
 		return 0;
 	}
 	b = recycle(c, file, generation, index, len, fsize);
 	if (!b)
-		b = take_slot(c, len, true);
+		b = take_slot(c, len, true, true);
 	if (!b) {
 		pthread_mutex_unlock(&c->lock);
 		return -EBUSY;
@@ -550,6 +650,43 @@ void cache_unref_drop(struct cache *c, struct block *b)
 	pthread_mutex_unlock(&c->lock);
 }
 
+int cache_peek(struct cache *c, struct node *file, uint32_t generation,
+	       uint64_t index, struct block **ret_block)
+{
+	struct block *b;
+
+	pthread_mutex_lock(&c->lock);
+	b = find(c, file, generation, index);
+	if (!b || b->state != BLOCK_READY || b->drop) {
+		pthread_mutex_unlock(&c->lock);
+		return -ENOENT;
+	}
+	if (b->refs == 0)
+		lru_unlink(c, b);
+	b->refs++;
+	pthread_mutex_unlock(&c->lock);
+	*ret_block = b;
+	return 0;
+}
+
+void cache_set_unwritten(struct cache *c, struct block *b, bool on)
+{
+	pthread_mutex_lock(&c->lock);
+	b->unwritten = on;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_unref_written(struct cache *c, struct block *b)
+{
+	bool behind;
+
+	pthread_mutex_lock(&c->lock);
+	behind = !b->prefetch;
+	b->unwritten = false;
+	pthread_mutex_unlock(&c->lock);
+	cache_unref_behind(c, b, behind);
+}
+
 bool cache_has(struct cache *c, struct node *file, uint32_t generation,
 	       uint64_t index)
 {
@@ -570,9 +707,18 @@ void cache_fetch_done(struct cache *c, struct block *b, int err)
 		b->state = BLOCK_FAILED;
 		b->err = err;
 		b->prefetch = false;
-		/* Nobody finds a failed block again: the next read retries. */
+		/* Nobody finds a failed block again: a read after
+		 * FAILED_MS retries. */
 		hash_remove(c, b);
 		b->hnext = NULL;
+		if (err == -ETIMEDOUT)
+			c->failed[c->nfailed++ % 16] = (struct failed){
+				.file = b->file,
+				.gen = b->generation,
+				.index = b->index,
+				.err = err,
+				.until_ms = now_ms() + FAILED_MS,
+			};
 	} else {
 		b->state = BLOCK_READY;
 		c->ready_bytes += b->len;
@@ -633,7 +779,7 @@ uint64_t cache_headroom(struct cache *c)
 	uint64_t n;
 
 	pthread_mutex_lock(&c->lock);
-	n = c->mem - c->used + c->lru_mem - c->unread_mem;
+	n = c->mem - c->used + c->lru_mem - c->unread_mem - c->unwritten_mem;
 	pthread_mutex_unlock(&c->lock);
 	return n;
 }

@@ -46,17 +46,19 @@ struct block {
 	uint32_t generation;
 	uint64_t index;
 	enum block_state state;
-	int err;       /* BLOCK_FAILED: negative errno */
-	size_t len;    /* bytes of the file in this block */
-	char *data;    /* the block's slot in the arena */
-	unsigned refs; /* holders: readers, and the fetch while it runs */
-	bool prefetch; /* started by readahead, not read yet */
-	bool behind;   /* a holder let go with behind: the cold end when the
+	int err;	/* BLOCK_FAILED: negative errno */
+	size_t len;	/* bytes of the file in this block */
+	char *data;	/* the block's slot in the arena */
+	unsigned refs;	/* holders: readers, and the fetch while it runs */
+	bool prefetch;	/* started by readahead, not read yet */
+	bool behind;	/* a holder let go with behind: the cold end when the
 			* last one does (a new cache_get() clears it) */
-	bool drop;     /* dropped while held: forgotten when the last holder
+	bool drop;	/* dropped while held: forgotten when the last holder
 			* lets go (a new cache_get() clears it) */
-	size_t mem;    /* bytes of its slot charged to the budget */
-	size_t pop;    /* bytes of its slot faulted in */
+	bool unwritten; /* the disk tier will write it from memory:
+			 * readahead does not evict it meanwhile */
+	size_t mem;	/* bytes of its slot charged to the budget */
+	size_t pop;	/* bytes of its slot faulted in */
 	struct block *hnext;
 	struct block *prev, *next; /* LRU (refs == 0, READY) or free list */
 };
@@ -141,6 +143,30 @@ void cache_unref_behind(struct cache *c, struct block *b, bool behind);
  * holder lets go.
  */
 void cache_unref_drop(struct cache *c, struct block *b);
+
+/*
+ * cache_peek() - block @index of @file at @generation with a reference
+ * held, only if it is in memory and ready now: never fetches, never
+ * waits, and leaves what readers said of it (read, behind) as it was.
+ * @return 0 and *ret_block (release with cache_unref()), or -ENOENT.
+ */
+int cache_peek(struct cache *c, struct node *file, uint32_t generation,
+	       uint64_t index, struct block **ret_block);
+
+/*
+ * cache_set_unwritten() - the disk tier, holding a reference to @b, will
+ * write it later from memory (cache_peek()), or (@on false) no longer:
+ * meanwhile readahead does not evict it, so that readahead goes no
+ * faster than the disk takes blocks, and a reader evicts it only after
+ * waiting a second for the writer.
+ */
+void cache_set_unwritten(struct cache *c, struct block *b, bool on);
+
+/* cache_unref_written() - release a reference from cache_peek() after
+ * writing @b elsewhere (the disk tier), clearing cache_mark_unwritten():
+ * a block readers have read goes to the cold end, as they left it; one
+ * readahead brought in and nobody read yet keeps its place. */
+void cache_unref_written(struct cache *c, struct block *b);
 
 /* cache_has() - whether the block is cached or being fetched. */
 bool cache_has(struct cache *c, struct node *file, uint32_t generation,

@@ -1,7 +1,7 @@
-/* The disk tier's filler: the decorator in front of the source filler
- * (lookup threads, the write-behind thread, their queues), chaining and
- * staging. The contract is in disk_cache.h; the on-disk store is
- * disk_store.c. */
+/* The disk tier object (disk_cache_new/free) and its filler: the
+ * decorator in front of the source filler (lookup threads, the write-behind
+ * thread, their queues), chaining and staging. The contract is in
+ * disk_cache.h; the on-disk store is disk_store.c. */
 #include "disk_cache.h"
 #include "disk_cache_priv.h"
 
@@ -15,15 +15,21 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "decoder.h"
 #include "fetch.h"
+#include "log.h"
 #include "stats.h"
 #include "tree.h"
 
+#define LOOKUP_THREADS 8
 #define STAGE_AHEAD 8 /* blocks a stage keeps on their way from the source */
 #define STAGE_RING 64 /* > STAGE_AHEAD: what a stage knows of each block */
+/* Unmount and SIGTERM write what was read and not written yet for at most
+ * this long (systemd waits 90 s for a service to stop). */
+#define DRAIN_MAX_S 30
 
 static void q_push(struct jobq *q, struct job *j)
 {
@@ -133,6 +139,10 @@ static bool in_flight(struct disk_cache *dc, const struct block *b)
 
 	if (dc->writing == b)
 		return true;
+	j = dc->writing_later;
+	if (j && j->file == b->file && j->generation == b->generation &&
+	    j->index == b->index)
+		return true;
 	for (j = dc->pending[pend_slot(b)]; j; j = j->next)
 		if (j->b == b)
 			return true;
@@ -140,6 +150,27 @@ static bool in_flight(struct disk_cache *dc, const struct block *b)
 		if (j->b == b)
 			return true;
 	return false;
+}
+
+/* Take @b's job off the later queue, if there. Under lock. */
+static struct job *later_take(struct disk_cache *dc, const struct block *b)
+{
+	struct job **p = &dc->later.head, *prev = NULL;
+
+	for (; *p; prev = *p, p = &(*p)->next) {
+		struct job *j = *p;
+
+		if (j->file == b->file && j->generation == b->generation &&
+		    j->index == b->index) {
+			*p = j->next;
+			if (dc->later.tail == j)
+				dc->later.tail = prev;
+			dc->later.n--;
+			j->next = NULL;
+			return j;
+		}
+	}
+	return NULL;
 }
 
 /* The key of block @index of @n, if @n is still at @generation. */
@@ -271,7 +302,7 @@ static void filled(void *arg, struct block *b, int err)
 {
 	struct disk_cache *dc = arg;
 	struct job *j;
-	bool queued = false;
+	bool queued = false, later = false;
 
 	pthread_mutex_lock(&dc->lock);
 	j = pend_take(dc, b); /* NULL: served from disk */
@@ -281,19 +312,74 @@ static void filled(void *arg, struct block *b, int err)
 		pthread_cond_broadcast(&dc->cond);
 		queued = true;
 	} else if (j) {
+		/* Queue full: remembered, not held (what holds a block
+		 * pins its memory), and written later from memory. */
+		later = !err && j->keyed && !dc->stop &&
+			!atomic_load(&dc->read_only) && dc->max_later;
+		j->file = b->file;
+		j->generation = b->generation;
+		j->index = b->index;
 		pend_add(dc, j); /* in flight until let go: a stage waits */
 	}
 	pthread_mutex_unlock(&dc->lock);
+	if (later)
+		cache_set_unwritten(dc->cache, b, true);
 	if (!queued) {
 		cache_unref(dc->cache, b);
 		if (j) {
+			struct job *old = NULL;
+
 			pthread_mutex_lock(&dc->lock);
 			pend_remove(dc, j);
 			pthread_cond_broadcast(&dc->wdone);
+			if (later) {
+				if (dc->later.n >= dc->max_later)
+					old = q_pop(&dc->later);
+				j->b = NULL;
+				q_push(&dc->later, j);
+				pthread_cond_broadcast(&dc->cond);
+				j = old;
+			}
 			pthread_mutex_unlock(&dc->lock);
+			if (j && later) { /* the oldest, forgotten */
+				struct block *ob;
+
+				STAT_ADD(disk_unwritten, 1);
+				if (!cache_peek(dc->cache, j->file,
+						j->generation, j->index, &ob))
+					cache_unref_written(dc->cache, ob);
+			}
 			free(j);
 		}
 	}
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A block remembered on the later queue: written if it is still in
+ * memory at the version it was fetched for and not on disk yet; a block
+ * gone from memory meanwhile is counted disk_unwritten. */
+static void write_later(struct disk_cache *dc, struct job *j)
+{
+	struct disk_key k;
+	struct block *b;
+	char path[4200];
+
+	if (cache_peek(dc->cache, j->file, j->generation, j->index, &b) < 0) {
+		STAT_ADD(disk_unwritten, 1);
+		return;
+	}
+	disk_key_path(dc, &j->key, path, sizeof(path));
+	if (block_key(dc, b, &k) && !memcmp(&k, &j->key, sizeof(k)) &&
+	    access(path, F_OK) < 0)
+		disk_cache_write(dc, &j->key, b->data, dc->block_size, b->len);
+	cache_unref_written(dc->cache, b);
 }
 
 /* Writing behind yields to readers: this thread's CPU and I/O priority go
@@ -317,6 +403,21 @@ static void *writer(void *arg)
 		struct job *j = q_pop(&dc->writes);
 		struct disk_key k;
 
+		if (!j && (j = q_pop(&dc->later))) {
+			/* Stopping: as long as the drain may take. */
+			if (dc->stop && now_ms() > dc->drain_deadline_ms) {
+				STAT_ADD(disk_unwritten, 1);
+			} else {
+				dc->writing_later = j;
+				pthread_mutex_unlock(&dc->lock);
+				write_later(dc, j);
+				pthread_mutex_lock(&dc->lock);
+				dc->writing_later = NULL;
+				pthread_cond_broadcast(&dc->wdone);
+			}
+			free(j);
+			continue;
+		}
 		if (!j) {
 			if (dc->stop)
 				break;
@@ -369,6 +470,7 @@ static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 {
 	struct disk_key k;
 	struct block *b;
+	struct job *j;
 	int err = cache_get(dc->cache, n, gen, index, len, &b);
 
 	if (err)
@@ -376,7 +478,11 @@ static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 	pthread_mutex_lock(&dc->lock);
 	while (in_flight(dc, b))
 		pthread_cond_wait(&dc->wdone, &dc->lock);
+	j = later_take(dc, b); /* written here, not later */
 	pthread_mutex_unlock(&dc->lock);
+	if (j)
+		cache_set_unwritten(dc->cache, b, false);
+	free(j);
 	if (!node_key(dc, n, gen, index, &k))
 		err = -EIO;	   /* the object changed under us */
 	else if (!on_disk(dc, &k)) /* not written behind: queue full */
@@ -505,9 +611,16 @@ void disk_cache_stop(struct disk_cache *dc)
 
 	if (!dc)
 		return;
-	/* The threads finish what is queued (a bounded few blocks), so
-	 * what was read before an unmount is on disk after it. */
+	/* The threads finish what is queued, so what was read before an
+	 * unmount is on disk after it: the write-behind queue (a few
+	 * blocks, held), then blocks remembered for later that are still
+	 * in memory, for at most DRAIN_MAX_S. */
 	pthread_mutex_lock(&dc->lock);
+	if (dc->later.n)
+		log_info("disk cache: writing %u blocks read but not written "
+			 "yet (at most %d s)",
+			 dc->later.n, DRAIN_MAX_S);
+	dc->drain_deadline_ms = now_ms() + DRAIN_MAX_S * 1000ull;
 	dc->stop = true;
 	pthread_cond_broadcast(&dc->cond);
 	pthread_mutex_unlock(&dc->lock);
@@ -523,12 +636,44 @@ void disk_cache_stop(struct disk_cache *dc)
 	}
 }
 
+int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
+{
+	struct disk_cache *dc;
+	int err;
+
+	if (!cfg->dir || !cfg->source_id || !cfg->block_size)
+		return -EINVAL;
+	dc = calloc(1, sizeof(*dc));
+	if (!dc)
+		return -ENOMEM;
+	pthread_mutex_init(&dc->wlock, NULL);
+	pthread_mutex_init(&dc->lock, NULL);
+	pthread_cond_init(&dc->cond, NULL);
+	pthread_cond_init(&dc->wdone, NULL);
+	dc->source_id = strdup(cfg->source_id);
+	dc->budget = cfg->budget;
+	dc->block_size = cfg->block_size;
+	dc->max_queued = cfg->max_queued;
+	dc->max_later = cfg->max_later;
+	dc->nlookup =
+		cfg->lookup_threads ? cfg->lookup_threads : LOOKUP_THREADS;
+	err = dc->source_id ? disk_store_open(dc, cfg->dir) : -ENOMEM;
+	if (err) {
+		disk_cache_free(dc);
+		return err;
+	}
+	*ret = dc;
+	return 0;
+}
+
 void disk_cache_free(struct disk_cache *dc)
 {
 	size_t i;
 
 	if (!dc)
 		return;
+	for (struct job *j; (j = q_pop(&dc->later));)
+		free(j);
 	for (i = 0; i < 256; i++) {
 		struct job *j;
 

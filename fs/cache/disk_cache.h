@@ -55,6 +55,7 @@ struct disk_cache_config {
 	size_t block_size;	 /* largest block */
 	const char *source_id;	 /* identity of the source, for keys */
 	unsigned max_queued;	 /* write-behind blocks held at once */
+	unsigned max_later;	 /* blocks to write later, remembered */
 	unsigned lookup_threads; /* 0: 4 */
 };
 
@@ -131,8 +132,10 @@ int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
 
 /*
  * disk_cache_stop() - stop the threads once they finished what is queued
- * (lookups go on to the chained filler, queued writes are written). Fills
- * ending later are not written. Call before stopping the chained filler.
+ * (lookups go on to the chained filler, queued writes are written, then
+ * blocks filled while the write queue was full and still in memory, for
+ * at most 30 s). Fills ending later are not written. Call before stopping
+ * the chained filler, while the memory cache is still there.
  */
 void disk_cache_stop(struct disk_cache *dc);
 

@@ -2,8 +2,9 @@
  * what the two files share. Users include disk_cache.h only.
  *
  * disk_store.c owns the on-disk format, reads, writes and the budget
- * (under wlock); disk_cache.c owns the filler: the lookup threads, the
- * writer thread, their queues, chaining and staging (under lock). */
+ * (under wlock); disk_cache.c owns the object (new, free) and the filler:
+ * the lookup threads, the writer thread, their queues, chaining and
+ * staging (under lock). */
 #ifndef WFS_FS_DISK_CACHE_PRIV_H
 #define WFS_FS_DISK_CACHE_PRIV_H
 
@@ -18,9 +19,13 @@
 /* A block on its way: looked up, then (a miss) filled by the source, then
  * written behind. */
 struct job {
-	struct block *b;
+	struct block *b; /* NULL on the later queue */
 	struct disk_key key;
 	bool keyed; /* the node was at b's generation: key is good */
+	/* on the later queue: which block, looked up again in memory */
+	struct node *file;
+	uint32_t generation;
+	uint64_t index;
 	struct job *next;
 };
 
@@ -55,13 +60,28 @@ struct disk_cache {
 	pthread_cond_t cond;
 	struct jobq demand, ahead; /* lookups; under lock */
 	struct jobq writes;	   /* write-behind; under lock */
-	struct block *writing;	   /* the writer's now; under lock */
-	pthread_cond_t wdone;	   /* a job left pending, writes, writing */
-	struct job *pending[256];  /* filling from the source; under lock */
-	bool stop;		   /* under lock */
+	/* blocks filled while the write-behind queue was full, written
+	 * from memory when it has room (if still there); at most
+	 * max_later, the oldest forgotten first; under lock */
+	struct jobq later;
+	unsigned max_later;
+	uint64_t drain_deadline_ms; /* stop: later jobs after it dropped */
+	struct job *writing_later;  /* the writer's now; under lock */
+	struct block *writing;	    /* the writer's now; under lock */
+	pthread_cond_t wdone;	    /* a job left pending, writes, writing */
+	struct job *pending[256];   /* filling from the source; under lock */
+	bool stop;		    /* under lock */
 	pthread_t *threads;
 	unsigned nthreads;
 };
+
+/*
+ * disk_store_open() - the store's part of disk_cache_new(): DIR (@dir,
+ * created one level when missing) and its wfs1/ into dc->dir, and whether
+ * it takes writes and O_DIRECT. @dc's locks are set up.
+ * @return 0, or a negative errno (@dir missing and not creatable).
+ */
+int disk_store_open(struct disk_cache *dc, const char *dir);
 
 /* The path of block @k's file under DIR into @buf (@len bytes). */
 void disk_key_path(const struct disk_cache *dc, const struct disk_key *k,

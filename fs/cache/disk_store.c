@@ -33,8 +33,7 @@
 #define TMP_PREFIX ".tmp."
 #define TMP_STALE_S 600	 /* a temporary file this old is a dead writer's */
 #define RESCAN_WRITES 64 /* rescan DIR this often: other mounts write too */
-#define LOOKUP_THREADS 8
-#define TOUCH_S 1 /* a hit moves its file's mtime when older than this */
+#define TOUCH_S 1	 /* a hit moves its file's mtime when older than this */
 
 struct disk_hdr {
 	char magic[8];
@@ -117,39 +116,21 @@ static void warn_once(struct disk_cache *dc, bool *flag, const char *what,
 			 dc->dir, what, strerror(err));
 }
 
-int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
+int disk_store_open(struct disk_cache *dc, const char *dir)
 {
-	struct disk_cache *dc;
 	char probe[4200];
 	int fd;
 
-	if (!cfg->dir || !cfg->source_id || !cfg->block_size)
-		return -EINVAL;
-	if (mkdir(cfg->dir, 0755) < 0 && errno != EEXIST) {
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
 		struct stat st;
 
-		if (stat(cfg->dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
 			return -errno ? -errno : -ENOTDIR;
 	}
-	dc = calloc(1, sizeof(*dc));
-	if (!dc)
-		return -ENOMEM;
-	if (asprintf(&dc->dir, "%s/" SUBDIR, cfg->dir) < 0) {
+	if (asprintf(&dc->dir, "%s/" SUBDIR, dir) < 0) {
 		dc->dir = NULL;
-		goto nomem;
+		return -ENOMEM;
 	}
-	dc->source_id = strdup(cfg->source_id);
-	if (!dc->source_id)
-		goto nomem;
-	dc->budget = cfg->budget;
-	dc->block_size = cfg->block_size;
-	dc->max_queued = cfg->max_queued;
-	dc->nlookup =
-		cfg->lookup_threads ? cfg->lookup_threads : LOOKUP_THREADS;
-	pthread_mutex_init(&dc->wlock, NULL);
-	pthread_mutex_init(&dc->lock, NULL);
-	pthread_cond_init(&dc->cond, NULL);
-	pthread_cond_init(&dc->wdone, NULL);
 	if (mkdir(dc->dir, 0755) < 0 && errno != EEXIST) {
 		atomic_store(&dc->read_only, true);
 		warn_once(dc, &dc->warned_error, "cannot be written", errno);
@@ -172,13 +153,7 @@ int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
 		/* Reads only: assume O_DIRECT, fall back per open. */
 		dc->direct_ok = true;
 	}
-	*ret = dc;
 	return 0;
-nomem:
-	free(dc->dir);
-	free(dc->source_id);
-	free(dc);
-	return -ENOMEM;
 }
 
 /* Read the header into @hdr (HDR_SIZE bytes) and up to @req bytes of data

@@ -85,11 +85,38 @@ void fetch_set_limit(struct fetch *f, unsigned limit)
 	STAT_SET(connections_now, limit);
 }
 
+/* Unlink and return the first due job of @q that a reader waits for. */
+static struct fetch_job *queue_take_demand(struct fetch_queue *q, uint64_t now,
+					   uint64_t *next_due)
+{
+	struct fetch_job **p = &q->head, *prev = NULL;
+
+	for (; *p; prev = *p, p = &(*p)->next) {
+		struct fetch_job *j = *p;
+
+		if (!j->demand)
+			continue;
+		if (j->not_before_ms > now) {
+			if (j->not_before_ms < *next_due)
+				*next_due = j->not_before_ms;
+			continue;
+		}
+		*p = j->next;
+		if (q->tail == j)
+			q->tail = prev;
+		j->next = NULL;
+		return j;
+	}
+	return NULL;
+}
+
 struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
 			     uint64_t *next_due)
 {
 	struct fetch_job *j = queue_take(&f->demand, now, next_due);
 
+	if (!j)
+		j = queue_take_demand(&f->retry, now, next_due);
 	if (j || active + f->reserved >= f->limit)
 		return j;
 	j = queue_take(&f->retry, now, next_due);
@@ -310,7 +337,16 @@ void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 	stop = f->stop;
 	if (!stop) {
 		/* After demand reads: a retry must not hold up a reader of
-		 * another file (a hung source is retried the most). */
+		 * another file (a hung source is retried the most). But a
+		 * reader's block stays a reader's (fetch_take()): retried
+		 * before any readahead, on any connection; behind readahead
+		 * of a dead server it would wait for each to time out. */
+		for (unsigned i = 0; i < 16 && !j->demand; i++) {
+			if (f->early[i] == j->b) {
+				f->early[i] = NULL;
+				j->demand = true;
+			}
+		}
 		queue_push(&f->retry, j);
 		pthread_cond_signal(&f->cond);
 	}

@@ -7,9 +7,13 @@
  * share of `connections` ranged GETs (fetch_curl.c), each GET fetching a
  * run of consecutive readahead blocks (up to `request_size`).
  *
- * Order: blocks a reader waits for first, then retries, then readahead;
- * retries and readahead never take the last eighth of the connections
- * (at least one of two or more), which stay for readers. Each attempt is pinned to the validator the file
+ * Order: blocks a reader waits for first (their retries too), then other
+ * retries, then readahead; those two never take the last eighth of the
+ * connections (at least one of two or more), which stay for readers, and
+ * a transfer with no byte for a second stops counting against the
+ * connections for readers' blocks (fetch_curl.c), so that readers never
+ * wait behind a hung server's transfers; one with none for `timeout`
+ * seconds is cut then. Each attempt is pinned to the validator the file
  * had when listed and its response checked (fetch_judge()); transient
  * failures (5xx, resets, stalls, short bodies) are retried with capped,
  * jittered exponential backoff (http_backoff_ms(), the one policy). A changed or vanished

@@ -43,8 +43,10 @@ struct xfer {
 	struct fetch_job *j; /* the run's jobs not ended yet; NULL: idle */
 	uint64_t off;	     /* the run's bytes */
 	size_t len;
-	size_t j_at;  /* where j's bytes start in the run */
-	bool refused; /* on_body stopped a wrong response */
+	size_t j_at;	  /* where j's bytes start in the run */
+	bool refused;	  /* on_body stopped a wrong response */
+	bool ended;	  /* out of the multi handle, its jobs not done yet */
+	uint64_t last_ms; /* when bytes last came (or it started) */
 	struct fetch_response r;
 	int err; /* the ended attempt's outcome (fetch_judge()) */
 	struct curl_thread *t;
@@ -52,12 +54,15 @@ struct xfer {
 
 #define CURL_THREADS_MAX 4
 
-/* One transfer thread: its multi handle and its share of connections. */
+/* One transfer thread: its multi handle and its share of connections.
+ * Stalled transfers (no byte for STALL_MS) do not count against that
+ * share for readers' blocks: up to nconns more transfers may start for
+ * them, so a reader never waits behind a hung server's transfers. */
 struct curl_thread {
 	struct fetch *f;
 	CURLM *multi;
-	struct xfer *x;	   /* nconns of them, used by this thread only */
-	struct xfer **fin; /* nconns: transfers that just ended */
+	struct xfer *x;	   /* 2 * nconns, used by this thread only */
+	struct xfer **fin; /* 2 * nconns: transfers that just ended */
 	unsigned nconns;
 	unsigned active;	 /* protected by f->lock */
 	atomic_uint_fast64_t rx; /* body bytes received (connections=auto) */
@@ -77,6 +82,9 @@ struct curl_state {
 
 /* How often the tuner hears of bytes received and waiting work. */
 #define TUNE_TICK_MS 20
+/* A transfer with no byte for this long (or timeout/2, if less) is
+ * stalled: it no longer holds a connection from readers' blocks. */
+#define STALL_MS 1000u
 
 /* The most connections: connections=auto's maximum, or the fixed count. */
 static unsigned curl_conns_max(const struct options *o)
@@ -105,6 +113,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	/* An error's body is not the block's: dropped (the status says). */
 	if (take <= 0)
 		return take ? 0 : len;
+	x->last_ms = fetch_now_ms();
 	atomic_fetch_add_explicit(&x->t->rx, len, memory_order_relaxed);
 	while (left) {
 		struct fetch_job *j = x->j;
@@ -142,6 +151,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	size_t len = size * n, vlen;
 	const char *v;
 	char etag[256];
+
+	x->last_ms = fetch_now_ms();
 
 	fetch_response_header(&x->r, p, len, x->off, x->len, x->j->etag);
 	/* No validator from the listing: the first block's sets it. */
@@ -215,6 +226,8 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 	x->len = len;
 	x->j_at = 0;
 	x->refused = false;
+	x->ended = false;
+	x->last_ms = fetch_now_ms();
 	err = fetch_range_setup(x->h, f->src, j->obj, j->etag, j->off, len,
 				&x->hdrs);
 	return err ? err : setopt_all(f, x);
@@ -280,6 +293,67 @@ static void tune_tick(struct fetch *f, struct curl_state *cs)
 			  rate / (1 << 20));
 }
 
+static uint64_t stall_ms(const struct fetch *f)
+{
+	uint64_t half = f->opts->timeout_s * 500ull;
+
+	return half && half < STALL_MS ? half : STALL_MS;
+}
+
+/* @t's transfers running with no byte for stall_ms(); *next_ms is
+ * lowered to when the next one would become stalled. */
+static unsigned count_stalled(struct curl_thread *t, uint64_t now,
+			      uint64_t *next_ms)
+{
+	uint64_t wait = stall_ms(t->f);
+	unsigned i, n = 0;
+
+	for (i = 0; i < 2 * t->nconns; i++) {
+		struct xfer *x = &t->x[i];
+
+		if (!x->j || x->ended)
+			continue;
+		if (now - x->last_ms >= wait)
+			n++;
+		else if (x->last_ms + wait < *next_ms)
+			*next_ms = x->last_ms + wait;
+	}
+	return n;
+}
+
+/* End @t's transfers with no byte for `timeout` seconds, at that moment
+ * (-ETIMEDOUT; libcurl's low-speed check comes up to a second later),
+ * into t->fin from @ended on. @return the new count in t->fin; *next_ms
+ * is lowered to the next such deadline. */
+static unsigned cut_stalled(struct fetch *f, struct curl_thread *t,
+			    unsigned ended, uint64_t now, uint64_t *next_ms)
+{
+	uint64_t limit = f->opts->timeout_s * 1000ull;
+	unsigned i;
+
+	for (i = 0; limit && i < 2 * t->nconns; i++) {
+		struct xfer *x = &t->x[i];
+		CURLMcode mc;
+
+		if (!x->j || x->ended)
+			continue;
+		if (now - x->last_ms < limit) {
+			if (x->last_ms + limit < *next_ms)
+				*next_ms = x->last_ms + limit;
+			continue;
+		}
+		mc = curl_multi_remove_handle(t->multi, x->h);
+		if (mc)
+			log_warn("curl_multi_remove_handle: %s",
+				 curl_multi_strerror(mc));
+		STAT_ADD(bytes_fetched, x->r.got);
+		x->err = -ETIMEDOUT;
+		x->ended = true;
+		t->fin[ended++] = x;
+	}
+	return ended;
+}
+
 static void *curl_worker(void *arg)
 {
 	struct curl_thread *t = arg;
@@ -307,24 +381,32 @@ static void *curl_worker(void *arg)
 		ended = 0;
 
 		pthread_mutex_lock(&f->lock);
-		while (!f->stop && t->active < t->nconns) {
+		while (!f->stop && t->active < 2 * t->nconns) {
 			size_t len = 0;
+			uint64_t now = fetch_now_ms();
+			/* Every connection busy: one more for a reader's
+			 * block while as many are stalled. */
+			bool spare = t->active >= t->nconns;
 			/* Over its share of the limit (the tuner lowered it while
 			 * runs were in flight): a reader's block still starts
 			 * here, readahead and retries wait (as when all of the
 			 * limit is in use). */
-			bool over = t->active >= curl_share(f, cs, t);
-			struct fetch_job *j =
-				fetch_take_run(f, over ? f->limit : cs->active,
-					       fetch_now_ms(), &next_due, &len);
+			bool over = spare || t->active >= curl_share(f, cs, t);
+			struct fetch_job *j;
 			struct xfer *x = NULL;
 			int err;
 
+			if (spare &&
+			    t->active - count_stalled(t, now, &next_due) >=
+				    t->nconns)
+				break;
+			j = fetch_take_run(f, over ? f->limit : cs->active, now,
+					   &next_due, &len);
 			if (!j)
 				break;
 			count_active(cs, t, 1);
 			pthread_mutex_unlock(&f->lock);
-			for (i = 0; i < conns && !x; i++)
+			for (i = 0; i < 2 * conns && !x; i++)
 				if (!t->x[i].j)
 					x = &t->x[i];
 			err = prepare(f, x, j, len);
@@ -384,9 +466,10 @@ static void *curl_worker(void *arg)
 			if (mc)
 				log_warn("curl_multi_remove_handle: %s",
 					 curl_multi_strerror(mc));
-			if (ended < conns)
-				t->fin[ended++] = x;
+			x->ended = true;
+			t->fin[ended++] = x;
 		}
+		ended = cut_stalled(f, t, ended, fetch_now_ms(), &next_due);
 		/* Connections just came free: start queued jobs at once. */
 		if (ended)
 			continue;
@@ -409,12 +492,13 @@ static void *curl_worker(void *arg)
 	}
 
 	/* Stopped: fail what still runs, at once. */
-	for (i = 0; i < conns; i++) {
+	for (i = 0; i < 2 * conns; i++) {
 		struct fetch_job *j = t->x[i].j;
 
 		if (!j)
 			continue;
-		curl_multi_remove_handle(t->multi, t->x[i].h);
+		if (!t->x[i].ended)
+			curl_multi_remove_handle(t->multi, t->x[i].h);
 		t->x[i].j = NULL;
 		run_done(f, j, -ESHUTDOWN);
 	}
@@ -465,16 +549,18 @@ static int curl_start(struct fetch *f)
 		t->f = f;
 		t->nconns = n;
 		t->multi = curl_multi_init();
-		t->x = calloc(n, sizeof(*t->x));
-		t->fin = calloc(n, sizeof(*t->fin));
+		t->x = calloc(2 * n, sizeof(*t->x));
+		t->fin = calloc(2 * n, sizeof(*t->fin));
 		if (!t->multi || !t->x || !t->fin)
 			return -ENOMEM;
-		for (k = 0; k < n; k++)
+		for (k = 0; k < 2 * n; k++)
 			t->x[k].t = t;
+		/* Up to n more for readers while as many stall; only n
+		 * idle connections are kept. */
 		if (curl_multi_setopt(t->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-				      (long)n) ||
+				      (long)(2 * n)) ||
 		    curl_multi_setopt(t->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-				      (long)n) ||
+				      (long)(2 * n)) ||
 		    curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, (long)n))
 			return -EINVAL;
 	}
@@ -523,7 +609,7 @@ static void curl_stop(struct fetch *f)
 	for (i = 0; i < cs->nthreads; i++) {
 		struct curl_thread *t = &cs->t[i];
 
-		for (k = 0; t->x && k < t->nconns; k++) {
+		for (k = 0; t->x && k < 2 * t->nconns; k++) {
 			if (t->x[k].h)
 				curl_easy_cleanup(t->x[k].h);
 			curl_slist_free_all(t->x[k].hdrs);

@@ -47,7 +47,7 @@ struct fetch_job {
 	char *etag;    /* validator pinned for every attempt, or NULL */
 	unsigned attempt;
 	uint64_t not_before_ms;
-	bool demand;		/* queued for a reader: runs alone */
+	bool demand; /* a reader waits for it: runs alone, retried first */
 	struct fetch_job *next; /* its queue; taken: the rest of its run */
 };
 
@@ -105,8 +105,9 @@ void fetch_set_limit(struct fetch *f, unsigned limit);
 
 /*
  * fetch_take() - with f->lock held: the next job to start when @active
- * jobs run, whose backoff has passed: demand first, then retries, then
- * readahead (those two only while fewer than limit - reserved run).
+ * jobs run, whose backoff has passed: demand first, then retries of
+ * blocks readers wait for, then other retries, then readahead (those two
+ * only while fewer than limit - reserved run).
  * NULL when none; *next_due is lowered to when a waiting job's backoff
  * ends.
  */

@@ -65,6 +65,13 @@ const char cmdline_usage[] =
 "                          looked in (the root at mount), so any bucket\n"
 "                          mounts at once; eager: list everything at mount\n"
 "                          (find/du without listing latency)\n"
+"  -o list_time_max=SECONDS\n"
+"                          a listing (eager: the whole mount's; lazy: one\n"
+"                          directory's) gives up after this long: the\n"
+"                          mount fails, naming where it stopped (default\n"
+"                          60, below systemd's 90 s to start a mount)\n"
+"  -o list_entries_max=N   ... or after this many entries (default\n"
+"                          10000000)\n"
 "  -o cache_dir=DIR        keep fetched blocks in DIR too (local NVMe): a\n"
 "                          new daemon serves them without fetching again;\n"
 "                          every block is checked with XXH3 (default: off)\n"
@@ -129,6 +136,8 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("timeout=%s", timeout),
 	OPT("list_ttl=%s", list_ttl),
 	OPT("list=%s", list),
+	OPT("list_time_max=%s", list_time_max),
+	OPT("list_entries_max=%s", list_entries_max),
 	OPT("cache_dir=%s", cache_dir),
 	OPT("cache_disk=%s", cache_disk),
 	OPT("zstd=%s", zstd),
@@ -290,6 +299,8 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 	o->zstd = true;
 	o->retries = 5;
 	o->timeout_s = 30;
+	o->list_time_max_s = 60;
+	o->list_entries_max = 10000000;
 	o->prefetch = PREFETCH_SEQUENTIAL;
 	o->allow_other = c->allow_other;
 	o->debug = c->debug;
@@ -350,7 +361,11 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 	    parse_uint_opt("retries", c->retries, 0, 100, &o->retries) ||
 	    parse_uint_opt("timeout", c->timeout, 1, 3600, &o->timeout_s) ||
 	    parse_uint_opt("list_ttl", c->list_ttl, 0, 1u << 30,
-			   &o->list_ttl_s))
+			   &o->list_ttl_s) ||
+	    parse_uint_opt("list_time_max", c->list_time_max, 1, 1u << 30,
+			   &o->list_time_max_s) ||
+	    parse_uint_opt("list_entries_max", c->list_entries_max, 1, 1u << 30,
+			   &o->list_entries_max))
 		return -EINVAL;
 	o->list_lazy = !c->list || !strcmp(c->list, "lazy");
 	if (c->list && !o->list_lazy && strcmp(c->list, "eager")) {
@@ -438,6 +453,8 @@ void cmdline_free(struct cmdline *c)
 	free(c->timeout);
 	free(c->list_ttl);
 	free(c->list);
+	free(c->list_time_max);
+	free(c->list_entries_max);
 	free(c->cache_dir);
 	free(c->zstd);
 	free(c->key_file);

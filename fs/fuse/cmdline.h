@@ -23,6 +23,7 @@ struct cmdline {
 	char *request_size;
 	char *connections, *retries, *timeout, *list_ttl, *list;
 	char *connections_max;
+	char *list_time_max, *list_entries_max;
 	int allow_other, insecure, path_style, no_sign_request;
 	char *endpoint, *region, *profile;
 	char *ca_file;

@@ -58,6 +58,9 @@ static int open_disk_cache(const struct cmdline *c, const struct daemon *d,
 	cfg.max_queued = nblocks / 8 > 64 ? 64 : (unsigned)(nblocks / 8);
 	if (cfg.max_queued == 0)
 		cfg.max_queued = 1;
+	/* Blocks read while that queue was full, written when it has room:
+	 * what memory can still hold (their key only, ~90 bytes each). */
+	cfg.max_later = nblocks * 2 > 65536 ? 65536 : (unsigned)(nblocks * 2);
 	err = disk_cache_new(&cfg, ret);
 	free(id);
 	if (err < 0)

@@ -32,6 +32,10 @@ struct options {
 	 * of them; absolute; "": none (sealed files list, reads EACCES) */
 	char key_file[4096];
 	bool list_lazy; /* list directories when first looked in */
+	/* one listing (list(), or list_dir() of one directory) gives up
+	 * after this long or this many entries (list_budget, s3_list.h) */
+	unsigned list_time_max_s;
+	unsigned list_entries_max;
 
 	/* connections=auto: the HTTP/S3 transport tunes how many, from
 	 * connections, at most connections_max (fetch_tune.h); a fixed

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <expat.h>
 #include <xxhash.h>
@@ -457,20 +458,53 @@ int s3_parse_time(const char *s, struct timespec *ret)
 	return 0;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void list_budget_init(struct list_budget *b, unsigned max_s, size_t max_objects,
+		      bool lazy)
+{
+	memset(b, 0, sizeof(*b));
+	b->max_s = max_s;
+	b->deadline_ms = max_s ? now_ms() + (uint64_t)max_s * 1000 : 0;
+	b->max_objects = max_objects;
+	b->lazy = lazy;
+}
+
 int list_budget_request(struct list_budget *b, uint64_t bytes, size_t objects,
 			const char **ret_why)
 {
+	const char *hint = b->lazy ? "" : ", or mount with -o list=lazy";
+
 	b->requests++;
 	b->bytes += bytes;
 	b->objects += objects;
-	if (b->requests > LIST_MAX_REQUESTS)
+	if (b->requests > LIST_MAX_REQUESTS) {
 		*ret_why = "more than " STR(LIST_MAX_REQUESTS) " requests";
-	else if (b->bytes > LIST_MAX_BYTES)
+	} else if (b->bytes > LIST_MAX_BYTES) {
 		*ret_why = "more than 8 GiB of listings";
-	else if (b->objects > LIST_MAX_OBJECTS)
+	} else if (!b->max_objects && b->objects > LIST_MAX_OBJECTS) {
 		*ret_why = "more than " STR(LIST_MAX_OBJECTS) " entries";
-	else
+	} else if (b->max_objects && b->objects > b->max_objects) {
+		snprintf(b->why, sizeof(b->why),
+			 "stopped here, past %zu entries (raise -o "
+			 "list_entries_max=N%s)",
+			 b->max_objects, hint);
+		*ret_why = b->why;
+	} else if (b->deadline_ms && now_ms() > b->deadline_ms) {
+		snprintf(b->why, sizeof(b->why),
+			 "stopped here, listing for more than %u s (raise -o "
+			 "list_time_max=SECONDS%s)",
+			 b->max_s, hint);
+		*ret_why = b->why;
+	} else {
 		return 0;
+	}
 	return -E2BIG;
 }
 

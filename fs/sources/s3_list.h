@@ -96,14 +96,30 @@ struct list_budget {
 	size_t objects;
 	uint64_t recent[LIST_RECENT_TOKENS]; /* hashes of recent tokens */
 	size_t ntokens;
+	/* set by list_budget_init() (zero: LIST_MAX_OBJECTS, no time
+	 * limit): -o list_time_max and list_entries_max */
+	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
+	unsigned max_s;
+	size_t max_objects;
+	bool lazy;     /* the message suggests list=lazy when not */
+	char why[192]; /* the message for a passed option bound */
 };
+
+/*
+ * list_budget_init() - start a listing's budget: it may take @max_s
+ * seconds (0: no limit) and name @max_objects entries (0:
+ * LIST_MAX_OBJECTS); @lazy says whether the mount lists lazily.
+ */
+void list_budget_init(struct list_budget *b, unsigned max_s, size_t max_objects,
+		      bool lazy);
 
 /*
  * list_budget_request() - account one response of @bytes bytes naming
  * @objects entries (call once per page or directory index, after it
  * arrived).
  * @return 0, or -E2BIG and *ret_why ("more than 100000 requests", a
- * static string) when a bound is passed.
+ * string that lives as long as @b) when a bound is passed. The time and
+ * entries bounds name the option that raises them.
  */
 int list_budget_request(struct list_budget *b, uint64_t bytes, size_t objects,
 			const char **ret_why);

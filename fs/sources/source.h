@@ -25,6 +25,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Listings go this many directories deep and no deeper, eager or lazy:
+ * a directory that lists itself (a server-side symlink loop) ends here.
+ * Deeper directories are skipped with a warning ("skipping a directory
+ * nested too deep") and counted in stats.dirs_too_deep. */
+#define SOURCE_MAX_DEPTH 64
+
+/* source_key_depth() - how deep directory @key is: "" (the root) 0, "a"
+ * 1, "a/b" 2. */
+static inline int source_key_depth(const char *key)
+{
+	int n = *key ? 1 : 0;
+
+	for (; *key; key++)
+		n += *key == '/';
+	return n;
+}
+
 struct node;
 struct options;
 struct tree;

@@ -16,9 +16,8 @@
 
 #include "io.h"
 #include "msg.h"
+#include "stats.h"
 #include "tree.h"
-
-#define MAX_DEPTH 64
 
 struct source_file {
 	struct source s;
@@ -211,7 +210,9 @@ static int walk(struct source_file *sf, struct tree *t, int dfd,
 		} else if (S_ISLNK(st.st_mode)) {
 			err = add_link(sf, t, key, warnings);
 		} else if (S_ISDIR(st.st_mode)) {
-			if (!one && depth >= MAX_DEPTH) {
+			if ((one ? source_key_depth(rel) : depth) >=
+			    SOURCE_MAX_DEPTH) {
+				STAT_ADD(dirs_too_deep, 1);
 				err = msg_append(warnings,
 						 "skipping %s%s%s: too deep",
 						 root, sep, key);

@@ -14,9 +14,9 @@
 #include "msg.h"
 #include "opts.h"
 #include "s3_list.h"
+#include "stats.h"
 #include "tree.h"
 
-#define MAX_DEPTH 64
 #define MAX_LISTING (64u << 20)
 
 struct source_http {
@@ -244,7 +244,8 @@ static int index_entry(void *arg, json_object *e)
 					 ip->url);
 		return err;
 	}
-	if (ip->depth >= MAX_DEPTH) {
+	if (ip->depth >= SOURCE_MAX_DEPTH) {
+		STAT_ADD(dirs_too_deep, 1);
 		free(key);
 		return msg_append(l->warnings,
 				  "%s: skipping a directory nested too deep",
@@ -489,6 +490,8 @@ static int list(struct source *s, const char *dir, struct tree *t,
 	size_t i;
 	int err;
 
+	list_budget_init(&l.budget, sh->opts->list_time_max_s,
+			 sh->opts->list_entries_max, sh->opts->list_lazy);
 	if (sh->single) {
 		key = strdup(sh->single);
 		err = key ? pending_push(&l, key, 0, now) : -ENOMEM;
@@ -498,7 +501,7 @@ static int list(struct source *s, const char *dir, struct tree *t,
 		/* Its path in the tree first, so an empty one is there. */
 		err = tree_add(t, dir, true, 0, now, NULL, NULL);
 		if (!err)
-			err = list_dir(&l, dir, 0);
+			err = list_dir(&l, dir, source_key_depth(dir));
 	} else {
 		err = list_dir(&l, "", 0);
 	}

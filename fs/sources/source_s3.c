@@ -24,6 +24,7 @@
 #include "s3_endpoint.h"
 #include "s3_list.h"
 #include "sigv4.h"
+#include "stats.h"
 #include "tree.h"
 
 #define MAX_LISTING (16u << 20) /* bytes of one page of 1000 keys */
@@ -242,6 +243,12 @@ static int add_object(struct source_s3 *s, struct tree *t,
 	rel = strndup(o->key + plen, rlen - (dir ? 1 : 0));
 	if (!rel)
 		return -ENOMEM;
+	if (source_key_depth(rel) > SOURCE_MAX_DEPTH + !dir) {
+		free(rel);
+		STAT_ADD(dirs_too_deep, 1);
+		return warn(warnings, nwarn, "a directory nested too deep",
+			    o->key, o->key_len);
+	}
 	err = tree_add(t, rel, dir, o->size, o->mtime, o->etag, NULL);
 	free(rel);
 	if (err == -EINVAL)
@@ -356,10 +363,16 @@ static int list_pages(struct source_s3 *s, const char *prefix, bool delimit,
 		      struct tree *t, char **ret_msg, char **ret_warnings)
 {
 	char *token = NULL, *warnings = NULL;
-	struct list_budget budget = { 0 }; /* bounds, in constant memory */
+	struct list_budget budget; /* bounds, in constant memory */
 	const char *why;
 	size_t nwarn = 0;
 	int err = 0;
+
+	if (s->opts)
+		list_budget_init(&budget, s->opts->list_time_max_s,
+				 s->opts->list_entries_max, s->opts->list_lazy);
+	else
+		list_budget_init(&budget, 0, 0, true);
 
 	for (size_t page = 0;; page++) {
 		struct http_response r = { 0 };

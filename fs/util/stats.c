@@ -111,10 +111,10 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"disk_hits\": %llu, \"disk_misses\": %llu, "
 		"\"disk_bytes\": %llu, \"disk_writes\": %llu, "
 		"\"disk_evictions\": %llu, \"disk_corrupt\": %llu, "
-		"\"disk_errors\": %llu, "
+		"\"disk_errors\": %llu, \"disk_unwritten\": %llu, "
 		"\"bytes_decompressed\": %llu, \"frames_decoded\": %llu, "
 		"\"decrypt_failed\": %llu, "
-		"\"dirs_listed\": %llu, "
+		"\"dirs_listed\": %llu, \"dirs_too_deep\": %llu, "
 		"\"connections_now\": %llu, \"connections_max\": %llu, "
 
 		"\"errors_stale\": %llu, \"errors_gone\": %llu, "
@@ -127,8 +127,9 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(bytes_read), LOAD(changed), LOAD(fastpath_copied),
 		LOAD(disk_hits), LOAD(disk_misses), LOAD(disk_bytes),
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
-		LOAD(disk_errors), LOAD(bytes_decompressed),
-		LOAD(frames_decoded), LOAD(decrypt_failed), LOAD(dirs_listed),
+		LOAD(disk_errors), LOAD(disk_unwritten),
+		LOAD(bytes_decompressed), LOAD(frames_decoded),
+		LOAD(decrypt_failed), LOAD(dirs_listed), LOAD(dirs_too_deep),
 		LOAD(connections_now), LOAD(connections_max),
 
 		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),

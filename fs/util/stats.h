@@ -36,6 +36,9 @@ struct stats {
 	atomic_uint_fast64_t disk_evictions; /* block files removed for room */
 	atomic_uint_fast64_t disk_corrupt; /* block files that failed checks */
 	atomic_uint_fast64_t disk_errors;  /* I/O errors, writes dropped */
+	/* blocks read from the source and never written: gone from memory
+	 * before the writer had room, or the unmount drain's time was up */
+	atomic_uint_fast64_t disk_unwritten;
 	/* errors by class (source.h): */
 	atomic_uint_fast64_t errors_stale;    /* -ESTALE: object changed */
 	atomic_uint_fast64_t errors_gone;     /* -ENOENT: gone at the source */
@@ -44,6 +47,8 @@ struct stats {
 	atomic_uint_fast64_t errors_auth;     /* -EACCES, -EKEYEXPIRED */
 	atomic_uint_fast64_t errors_other;    /* resets, 5xx, shutdown... */
 	atomic_uint_fast64_t dirs_listed; /* one-level listings (lazy mode) */
+	/* directories skipped past SOURCE_MAX_DEPTH (source.h) */
+	atomic_uint_fast64_t dirs_too_deep;
 	/* levels, not counts: connections in use now (connections=auto: the
 	 * tuner's limit, fetch_tune.h), and the most it may use */
 	atomic_uint_fast64_t connections_now;

@@ -131,3 +131,50 @@ def test_endless_fresh_tokens_fail_in_bounded_memory(weightfs_run,
     assert r.returncode == 2, r.stderr
     assert "continuation token longer than" in r.stderr, r.stderr
     assert len(srv.log) <= 2, len(srv.log)
+
+
+def test_lazy_listing_stops_at_the_eager_depth(mount, listing_server):
+    """A directory that lists itself (a -> . on the server) is cut at the
+    same depth lazily as eagerly (issue 23 item 1): a walk down a/a/a...
+    ends at depth 64 with the eager message and a counter, instead of
+    going on until PATH_MAX (2,000+ levels)."""
+    srv = listing_server("loop")
+    for mode in ("lazy", "eager"):
+        m = mount(srv.url, {"list": mode})
+        path, depth = m.path, 0
+        while "a" in os.listdir(path):
+            path = os.path.join(path, "a")
+            depth += 1
+            assert depth <= 64, "walked past depth 64 (list=%s)" % mode
+        assert depth == 64, (mode, depth)
+        assert os.listdir(path) == ["f"]
+        with open(os.path.join(path, "f"), "rb") as f:
+            assert f.read() == b"x" * 100
+        assert "skipping a directory nested too deep" in m.log(), mode
+        assert m.stats()["dirs_too_deep"] == 1, mode
+        assert m.finish() == [], mode
+
+
+def test_endless_eager_fanout_fails_in_bounded_time(weightfs_run,
+                                                    listing_server,
+                                                    tmp_path):
+    """Directories a/ and b/ at every level, listed eagerly: the mount
+    gives up when its listing time budget is spent (issue 23 item 2),
+    exit 2, naming where it stopped, the option and list=lazy."""
+    srv = listing_server("fanout")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    r = weightfs_run("-f", "-o", "list=eager,list_time_max=2", srv.url, mp,
+                     timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "list_time_max" in r.stderr and "list=lazy" in r.stderr, r.stderr
+    assert "listing %s" % srv.url in r.stderr, r.stderr  # where it stopped
+    assert not os.path.ismount(str(mp))
+    # ... and an entries budget, the same way.
+    before = len(_listings(srv))
+    r = weightfs_run("-f", "-o", "list=eager,list_entries_max=500", srv.url,
+                     mp, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "past 500 entries" in r.stderr, r.stderr
+    assert "list_entries_max" in r.stderr, r.stderr
+    assert len(_listings(srv)) - before <= 251  # 2 entries per listing

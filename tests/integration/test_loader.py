@@ -229,6 +229,95 @@ def test_cli_refuses_fifo(where, tmp_path):
 
 @needs_cli
 @pytest.mark.asan
+@pytest.mark.parametrize("where", ["shard", "index"])
+def test_cli_refuses_symlink_out_of_model_dir(where, tmp_path):
+    """A model directory whose shard or index is a symlink to a file
+    outside it (/etc/passwd, or a model next door) is refused with a clear
+    message, as the mount refuses a file:// source's links that leave it
+    (issue 23 item 5); WEIGHTFS_FOLLOW_SYMLINKS=1 follows it."""
+    one = st_bytes(tensor_json("a", "U8", [4], 0, 4), b"\0" * 4)
+    two = st_bytes(tensor_json("b", "U8", [4], 0, 4), b"\1" * 4)
+    model, other = tmp_path / "model", tmp_path / "other"
+    model.mkdir()
+    other.mkdir()
+    (model / "1.safetensors").write_bytes(one)
+    if where == "shard":
+        (other / "2.safetensors").write_bytes(two)
+        link = model / "2.safetensors"
+        os.symlink("../other/2.safetensors", link)
+    else:
+        (model / "2.safetensors").write_bytes(two)
+        (other / "index.json").write_text(json.dumps(
+            {"weight_map": {"a": "1.safetensors", "b": "2.safetensors"}}))
+        link = model / "model.safetensors.index.json"
+        os.symlink(str(other / "index.json"), link)
+    r = run_load("--json", model)
+    assert r.returncode == 1, r.stdout
+    assert f"{link}: a symbolic link to" in r.stderr, r.stderr
+    assert "outside the model directory" in r.stderr, r.stderr
+    assert "WEIGHTFS_FOLLOW_SYMLINKS=1" in r.stderr, r.stderr
+    # /etc/passwd as the index: refused before a byte of it is read.
+    if where == "index":
+        link.unlink()
+        os.symlink("/etc/passwd", link)
+        r = run_load("--json", model)
+        assert r.returncode == 1 and "outside the model" in r.stderr, \
+            r.stderr
+        assert "header length" not in r.stderr and "JSON" not in r.stderr
+        link.unlink()
+        os.symlink(str(other / "index.json"), link)
+    r = subprocess.run([str(LOAD), "--json", str(model)], capture_output=True,
+                       text=True, timeout=120,
+                       env=dict(os.environ, WEIGHTFS_FOLLOW_SYMLINKS="1"))
+    assert r.returncode == 0, r.stderr
+    # Links that stay inside the directory are fine.
+    if where == "shard":
+        link.unlink()
+        (model / "sub").mkdir()
+        (model / "sub" / "2.bin").write_bytes(two)
+        os.symlink("sub/2.bin", link)
+        r = run_load("--json", model)
+        assert r.returncode == 0, r.stderr
+
+
+@needs_cli
+@pytest.mark.asan
+def test_cli_loads_hugging_face_cache_layout(tmp_path):
+    """The Hugging Face cache: REPO/snapshots/REV/NAME are symlinks to
+    ../../blobs/HASH, inside the same repository folder: loaded as it is,
+    from the snapshot directory or a link to it."""
+    one = st_bytes(tensor_json("a", "U8", [4], 0, 4), b"\0" * 4)
+    two = st_bytes(tensor_json("b", "U8", [4], 0, 4), b"\1" * 4)
+    repo = tmp_path / "hub" / "models--org--tiny"
+    blobs, snap = repo / "blobs", repo / "snapshots" / "0123abcd"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    index = json.dumps({"weight_map": {"a": "model-1.safetensors",
+                                       "b": "model-2.safetensors"}})
+    for name, data in (("model-1.safetensors", one),
+                       ("model-2.safetensors", two),
+                       ("model.safetensors.index.json", index.encode())):
+        h = hashlib.sha256(data).hexdigest()
+        (blobs / h).write_bytes(data)
+        os.symlink("../../blobs/" + h, snap / name)
+    os.symlink(str(snap), tmp_path / "latest")
+    for path in (snap, tmp_path / "latest"):
+        r = run_load("--json", path)
+        assert r.returncode == 0, r.stderr
+    # A blob of another repository is outside this one.
+    other = tmp_path / "hub" / "models--org--other" / "blobs"
+    other.mkdir(parents=True)
+    (other / "x").write_bytes(two)
+    (snap / "model-2.safetensors").unlink()
+    os.symlink("../../../models--org--other/blobs/x",
+               snap / "model-2.safetensors")
+    r = run_load("--json", snap)
+    assert r.returncode == 1 and "outside the model directory" in r.stderr, \
+        r.stderr
+
+
+@needs_cli
+@pytest.mark.asan
 def test_cli_cuda_without_gpu_fails_cleanly():
     if Path("/dev/nvidia0").exists():
         pytest.skip("a GPU is present")

@@ -22,7 +22,7 @@ static atomic_int fail_next;
 static void *complete(void *arg)
 {
 	struct block *b = arg;
-	int err = atomic_exchange(&fail_next, 0) ? -EIO : 0;
+	int err = atomic_exchange(&fail_next, 0);
 
 	usleep(20000); /* long enough for the readers to pile up */
 	if (!err)
@@ -133,7 +133,7 @@ int main(void)
 	CHECK_EQ(cache_headroom(cache), BS);
 
 	/* A failed fetch is reported and not cached: the next get retries. */
-	atomic_store(&fail_next, 1);
+	atomic_store(&fail_next, -EIO);
 	i = atomic_load(&fetches);
 	CHECK_EQ(cache_get(cache, &file, 4, 0, BS, &b), -EIO);
 	CHECK_EQ(cache_get(cache, &file, 4, 0, BS, &b), 0);
@@ -150,6 +150,46 @@ int main(void)
 	CHECK_EQ(cache_get(cache, &file, 5, 0, BS, &b), 0);
 	cache_unref(cache, b);
 	CHECK_EQ(atomic_load(&promotes), 1);
+
+	/* A fetch that timed out for good fails again at once for a while
+	 * (the kernel's second read of the page), then is retried. */
+	atomic_store(&fail_next, -ETIMEDOUT);
+	i = atomic_load(&fetches);
+	CHECK_EQ(cache_get(cache, &file, 6, 0, BS, &b), -ETIMEDOUT);
+	CHECK_EQ(cache_get(cache, &file, 6, 0, BS, &b), -ETIMEDOUT);
+	CHECK_EQ(cache_prefetch(cache, &file, 6, 0, BS), 0);
+	CHECK_EQ(atomic_load(&fetches), i + 1);
+	usleep(1100000);
+	CHECK_EQ(cache_get(cache, &file, 6, 0, BS, &b), 0);
+	cache_unref(cache, b);
+	CHECK_EQ(atomic_load(&fetches), i + 2);
+
+	/* cache_peek(): a ready block, never a fetch. */
+	CHECK_EQ(cache_peek(cache, &file, 6, 0, &b), 0);
+	CHECK_EQ((unsigned char)b->data[0], 0);
+	cache_unref(cache, b);
+	CHECK_EQ(cache_peek(cache, &file, 6, 1, &b), -ENOENT);
+	CHECK_EQ(atomic_load(&fetches), i + 2);
+
+	/* Blocks the disk tier has yet to write: readahead does not evict
+	 * them, and they are no headroom; once written they are. */
+	cache_drop_file(cache, &file);
+	for (i = 0; i < 4; i++) {
+		CHECK_EQ(cache_get(cache, &file, 7, (uint64_t)i, BS, &held[i]),
+			 0);
+		cache_set_unwritten(cache, held[i], true);
+		cache_unref(cache, held[i]);
+	}
+	CHECK_EQ(cache_headroom(cache), 0);
+	CHECK_EQ(cache_prefetch(cache, &file, 7, 10, BS), -EBUSY);
+	CHECK_EQ(cache_peek(cache, &file, 7, 1, &b), 0);
+	cache_unref_written(cache, b);
+	CHECK_EQ(cache_headroom(cache), BS);
+	CHECK_EQ(cache_prefetch(cache, &file, 7, 10, BS), 1);
+	usleep(100000);
+	CHECK_EQ(cache_peek(cache, &file, 7, 1, &b), -ENOENT); /* evicted */
+	CHECK_EQ(cache_peek(cache, &file, 7, 0, &b), 0);       /* kept */
+	cache_unref(cache, b);
 
 	/* Budget: never more ready bytes than the cache holds. */
 	CHECK(cache_bytes(cache) <= 4 * BS);

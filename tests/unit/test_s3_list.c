@@ -252,6 +252,32 @@ static void budget(void)
 	}
 }
 
+/* The option bounds (-o list_entries_max, list_time_max): their
+ * messages name the option, and list=lazy when the mount is eager. */
+static void budget_options(void)
+{
+	struct list_budget b;
+	const char *why = NULL;
+	int err;
+
+	list_budget_init(&b, 60, 5, false);
+	err = list_budget_request(&b, 10, 5, &why);
+	CHECK(!err, "at the entries bound: %d", err);
+	err = list_budget_request(&b, 10, 1, &why);
+	CHECK(err == -E2BIG && strstr(why, "list_entries_max") &&
+		      strstr(why, "list=lazy"),
+	      "entries bound: %d %s", err, why ? why : "");
+
+	list_budget_init(&b, 60, 0, true);
+	err = list_budget_request(&b, 10, 1, &why);
+	CHECK(!err, "within the time bound: %d", err);
+	b.deadline_ms = 1; /* long past */
+	err = list_budget_request(&b, 10, 1, &why);
+	CHECK(err == -E2BIG && strstr(why, "list_time_max") &&
+		      !strstr(why, "list=lazy"),
+	      "time bound: %d %s", err, why ? why : "");
+}
+
 int main(void)
 {
 	query();
@@ -261,6 +287,7 @@ int main(void)
 	errors();
 	times();
 	budget();
+	budget_options();
 	printf("s3_list: ok\n");
 	return 0;
 }

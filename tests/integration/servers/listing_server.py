@@ -23,6 +23,10 @@ all b"x"). Modes:
                so parsing costs what a real listing costs) plus
                subdirectory "d" until `depth`: the memory a listing of
                that size takes, with nothing kept
+  loop         every directory names subdirectory "a" (and file "f"),
+               endlessly, as a server-side symlink loop a -> . does
+  fanout       every directory names subdirectories "a" and "b",
+               endlessly
   s3_tokens    S3 ListObjectsV2 for any bucket: each page holds one key
                and says it is truncated, with a fresh continuation token
                of `token_len` bytes (never repeated)
@@ -115,6 +119,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if depth < srv.depth:
                 entries += [{"name": "a", "type": "directory"}] * 3
             return self.index(entries)
+        if mode == "loop":
+            return self.index([{"name": "f", "type": "file",
+                                "size": srv.size},
+                               {"name": "a", "type": "directory"}])
+        if mode == "fanout":
+            return self.index([{"name": "a", "type": "directory"},
+                               {"name": "b", "type": "directory"}])
         if mode == "heavy":
             entries = [{"name": "s%06d" % i, "type": "other"}
                        for i in range(srv.entries)]
