@@ -496,7 +496,24 @@ const char *cudaGetErrorString(cudaError_t e)
 
 const char *cudaGetErrorName(cudaError_t e)
 {
-	return cudaGetErrorString(e);
+	switch (e) {
+	case cudaSuccess:
+		return "cudaSuccess";
+	case cudaErrorInvalidValue:
+		return "cudaErrorInvalidValue";
+	case cudaErrorMemoryAllocation:
+		return "cudaErrorMemoryAllocation";
+	case cudaErrorInsufficientDriver:
+		return "cudaErrorInsufficientDriver";
+	case cudaErrorNoDevice:
+		return "cudaErrorNoDevice";
+	case cudaErrorInvalidDevice:
+		return "cudaErrorInvalidDevice";
+	case cudaErrorLaunchFailure:
+		return "cudaErrorLaunchFailure";
+	default:
+		return "cudaErrorUnknown";
+	}
 }
 
 cudaError_t cudaMalloc(void **ptr, size_t len)
