@@ -386,6 +386,7 @@ static int load(struct wfs_model *m, const struct wfs_load_opts *user)
 		.direct_io_files = reader->direct_io_files,
 		.bytes_copied = reader->bytes_copied,
 		.setup_seconds = res.io_start > t0 ? res.io_start - t0 : 0,
+		.staging = res.staging,
 	};
 	reader_free(reader);
 	free(pieces);

@@ -401,6 +401,10 @@ int pipeline_run(const struct pipe_params *p, struct pipe_result *ret)
 	}
 	ret->threads = started;
 	ret->staging_bytes = pl.staged ? pl.staging.len : 0;
+	ret->staging = !pl.staged	       ? WFS_STAGING_NONE
+		       : !pl.staging.pinned    ? WFS_STAGING_HOST
+		       : pl.staging.memfd >= 0 ? WFS_STAGING_SHARED
+					       : WFS_STAGING_HOST_ALLOC;
 	r = 0;
 out:
 	if (atomic_load(&pl.staging_unsafe))
