@@ -452,6 +452,9 @@ int main(int argc, char **argv)
 		       threads,
 		       a.opts.device == WFS_DEVICE_CPU ? "cpu" : "cuda");
 	}
+	/* The pinned staging kept between loads: unpinned before exit, as
+	 * a long-lived caller would (and leak checks expect). */
+	wfs_release_staging();
 	free(list);
 	free(buf);
 	return status;
