@@ -225,7 +225,7 @@ static void inject(void)
 	bool own_dest = !getenv("CUDA_STANDIN_FAIL_MALLOC");
 	struct wfs_load_opts o;
 	struct wfs_model *m;
-	void *dest = NULL;
+	void *dest = NULL, *dest2 = NULL;
 	char msg[256];
 	int r;
 
@@ -273,11 +273,19 @@ static void inject(void)
 		unsetenv(vars[k]);
 	}
 	cudaStandinReset();
+	/* Another destination: where a wait failed, copies of the failed
+	 * load may still land in the first (on a GPU such an error is
+	 * sticky: the context is lost, and with it the memory). */
+	if (own_dest) {
+		CHECK(cudaMalloc(&dest2, o.dest_bytes) == cudaSuccess);
+		o.dest = dest2;
+	}
 	CHECK(wfs_model_open(model2_path, &m) == 0);
 	CHECK(wfs_model_load(m, &o) == 0);
 	check_model2(m, 256, 0xff);
 	wfs_model_free(m);
 	CHECK(cudaFree(dest) == cudaSuccess);
+	CHECK(cudaFree(dest2) == cudaSuccess);
 	wfs_release_staging();
 	r = cudaStandinLeaks(msg, sizeof(msg));
 	if (keeps && !strcmp(keeps, "1"))
@@ -366,10 +374,102 @@ static void no_device(void)
 	wfs_model_free(m);
 }
 
+/* The stand-in itself: each misuse it is there to catch aborts (a check
+ * that never fires would prove nothing). */
+static void misuse_dst(void)
+{
+	static char host[4096], src[4096];
+	cudaStream_t s;
+
+	CHECK(cudaStreamCreateWithFlags(&s, 1) == cudaSuccess);
+	cudaMemcpyAsync(host, src, sizeof(src), cudaMemcpyHostToDevice, s);
+}
+
+/* An injected failure (CUDA_STANDIN_FAIL_EVENT_RECORD=1): copies queued
+ * in the next CUDA_STANDIN_STALL_MS wait that long, surely pending. */
+static void stall(cudaStream_t s)
+{
+	cudaEvent_t e;
+
+	CHECK(cudaEventCreateWithFlags(&e, 0) == cudaSuccess);
+	CHECK(cudaEventRecord(e, s) != cudaSuccess);
+}
+
+static void misuse_src_changed(void)
+{
+	cudaStream_t s;
+	void *dst, *src;
+
+	CHECK(cudaStreamCreateWithFlags(&s, 1) == cudaSuccess);
+	stall(s);
+	CHECK(cudaMalloc(&dst, 1 << 20) == cudaSuccess);
+	CHECK(cudaHostAlloc(&src, 1 << 20, 0) == cudaSuccess);
+	memset(src, 1, 1 << 20);
+	CHECK(cudaMemcpyAsync(dst, src, 1 << 20, cudaMemcpyHostToDevice, s) ==
+	      cudaSuccess);
+	memset(src, 2, 1 << 20); /* before the copy is done */
+	cudaStreamSynchronize(s);
+}
+
+static void misuse_unregister_pending(void)
+{
+	cudaStream_t s;
+	void *dst, *src;
+
+	CHECK(posix_memalign(&src, 4096, 1 << 20) == 0);
+	CHECK(cudaStreamCreateWithFlags(&s, 1) == cudaSuccess);
+	stall(s);
+	CHECK(cudaMalloc(&dst, 1 << 20) == cudaSuccess);
+	CHECK(cudaHostRegister(src, 1 << 20, 0) == cudaSuccess);
+	CHECK(cudaMemcpyAsync(dst, src, 1 << 20, cudaMemcpyHostToDevice, s) ==
+	      cudaSuccess);
+	cudaHostUnregister(src); /* while the copy is pending */
+}
+
+static void misuse_stream_device(void)
+{
+	cudaStream_t s;
+	void *dst, *src;
+
+	CHECK(cudaSetDevice(0) == cudaSuccess);
+	CHECK(cudaStreamCreateWithFlags(&s, 1) == cudaSuccess);
+	CHECK(cudaMalloc(&dst, 4096) == cudaSuccess);
+	CHECK(cudaHostAlloc(&src, 4096, 0) == cudaSuccess);
+	CHECK(cudaSetDevice(1) == cudaSuccess);
+	cudaMemcpyAsync(dst, src, 4096, cudaMemcpyHostToDevice, s);
+}
+
+static void misuse_free_other_device(void)
+{
+	void *p;
+
+	CHECK(cudaSetDevice(1) == cudaSuccess);
+	CHECK(cudaMalloc(&p, 4096) == cudaSuccess);
+	CHECK(cudaSetDevice(0) == cudaSuccess);
+	cudaFree(p);
+}
+
+static void misuse_context(void)
+{
+	int n;
+
+	CHECK(cudaGetDeviceCount(&n) == cudaSuccess && n == 2);
+	CHECK(cudaSetDevice(1) == cudaSuccess);
+	CHECK(cudaSetDevice(0) == cudaSuccess); /* forbidden */
+}
+
+static void misuse_leak(void)
+{
+	void *p;
+
+	CHECK(cudaMalloc(&p, 4096) == cudaSuccess);
+}
+
 static const struct scenario {
 	const char *name;
 	void (*fn)(void);
 	const char *env; /* NAME=VALUE ... for the child */
+	bool aborts;	 /* the stand-in must abort it */
 } scenarios[] = {
 	{ "matrix", matrix, "" },
 	{ "dtypes", dtypes, "" },
@@ -396,6 +496,19 @@ static const struct scenario {
 	{ "two-devices", two_devices, "CUDA_STANDIN_DEVICES=2" },
 	{ "old-driver", old_driver, "CUDA_STANDIN_DRIVER=old" },
 	{ "no-device", no_device, "CUDA_STANDIN_DEVICES=0" },
+	{ "stand-in: dst not device", misuse_dst, "", true },
+	{ "stand-in: src changed", misuse_src_changed,
+	  "CUDA_STANDIN_FAIL_EVENT_RECORD=1", true },
+	{ "stand-in: unregister pending", misuse_unregister_pending,
+	  "CUDA_STANDIN_FAIL_EVENT_RECORD=1", true },
+	{ "stand-in: stream of device 0 on 1", misuse_stream_device,
+	  "CUDA_STANDIN_DEVICES=2", true },
+	{ "stand-in: free with other device", misuse_free_other_device,
+	  "CUDA_STANDIN_DEVICES=2", true },
+	{ "stand-in: forbidden context", misuse_context,
+	  "CUDA_STANDIN_DEVICES=2 CUDA_STANDIN_NO_CONTEXT=0", true },
+	{ "stand-in: leak at exit", misuse_leak, "CUDA_STANDIN_LEAKCHECK=1",
+	  true },
 };
 
 static void remove_model(void)
@@ -422,7 +535,12 @@ static int run_child(const struct scenario *s, const char *self)
 		setenv("CUDA_STANDIN_DELAY_US",
 		       strstr(s->name, "matrix") ? "100" : "1000", 0);
 		setenv("CUDA_STANDIN_STALL_MS", "300", 0);
-		execl(self, self, s->name, (char *)NULL);
+		{
+			char idx[16];
+
+			snprintf(idx, sizeof(idx), "%d", (int)(s - scenarios));
+			execl(self, self, idx, (char *)NULL);
+		}
 		_exit(127);
 	}
 	CHECK(waitpid(pid, &st, 0) == pid);
@@ -437,12 +555,12 @@ int main(int argc, char **argv)
 
 	fixtures_dir();
 	if (argc == 2) {
+		size_t i = strtoul(argv[1], NULL, 10);
+
+		CHECK(i < sizeof(scenarios) / sizeof(*scenarios));
 		make_model();
 		atexit(remove_model);
-		for (size_t i = 0; i < sizeof(scenarios) / sizeof(*scenarios);
-		     i++)
-			if (!strcmp(argv[1], scenarios[i].name))
-				scenarios[i].fn();
+		scenarios[i].fn();
 		free(data);
 		return 0;
 	}
@@ -454,7 +572,10 @@ int main(int argc, char **argv)
 
 		fflush(NULL);
 		r = run_child(&scenarios[i], self);
-		printf("%-32s %s\n", scenarios[i].name, r ? "FAIL" : "ok");
+		/* killed by SIGABRT (134), or ASan's exit on an abort */
+		if (scenarios[i].aborts)
+			r = r == 0 || r == 1;
+		printf("%-36s %s\n", scenarios[i].name, r ? "FAIL" : "ok");
 		if (r) {
 			printf("  (exit %d; environment: %s)\n", r,
 			       scenarios[i].env);
