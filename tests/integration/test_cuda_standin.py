@@ -59,6 +59,7 @@ def test_cli_cuda_matches_cpu(threads, chunk, direct):
     assert j["direct_io_files"] == (3 if direct == "always" else 0)
 
 
+@pytest.mark.asan
 @pytest.mark.parametrize("fail", [
     "MEMCPY=3", "EVENT_RECORD=2", "EVENT_SYNC=2+", "MALLOC=1",
     "STREAM_CREATE=2", "HOST_ALLOC=1"])
@@ -86,6 +87,7 @@ def test_cli_cuda_old_driver():
     assert "driver supports CUDA 12.2" in r.stderr, r.stderr
 
 
+@pytest.mark.asan
 def test_cli_cuda1_no_context_on_device0():
     """Two devices; loading to cuda:1 never makes a context on device 0
     (the stand-in aborts if it does)."""
@@ -122,3 +124,34 @@ def test_gpu_check_dry_run(tmp_path):
     assert not [row for row in rows if row["ok"] is False]
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "FAILED" not in summary
+
+
+@pytest.mark.asan
+@pytest.mark.parametrize("fail", [None, "EVENT_RECORD=3", "MEMCPY=5",
+                                  "EVENT_SYNC=3+"])
+def test_cli_cuda_fastpath(mount, fail):
+    """Through a weightfs mount (the fast path): the daemon writes the
+    reads into the pinned staging it shares with the loader, which the
+    stand-in watches: a slot written while a copy from it is pending
+    aborts. Right bytes without a failure; a clean error with one."""
+    m = mount("file://" + FIXTURES)
+    model = m.file("tiny-llama-sharded")
+    env = {"CUDA_STANDIN_STALL_MS": 200}
+    if fail:
+        name, n = fail.split("=")
+        env["CUDA_STANDIN_FAIL_" + name] = n
+        if name == "EVENT_SYNC":  # the staging is abandoned, by design
+            env["CUDA_STANDIN_LEAKCHECK"] = "0"
+    r = load("--json", "--digest", "sha256", "--device", "cuda:0", "-t", "3",
+             "-c", "64K", model, **env)
+    if fail:
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        assert "CUDA" in r.stderr and "stand-in" not in r.stderr, r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["path"] == "fastpath" and j["staging"] == "shared"
+    assert j["daemon_bytes_copied"] > 0
+    cpu = load("--json", "--digest", "sha256",
+               os.path.join(FIXTURES, "tiny-llama-sharded"))
+    assert digests(r.stdout) == digests(cpu.stdout)
