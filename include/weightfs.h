@@ -162,6 +162,16 @@ enum wfs_path {
 	WFS_PATH_FASTPATH,   /* from a weightfs daemon's cache */
 };
 
+/* What the staging of a load was. */
+enum wfs_staging {
+	WFS_STAGING_NONE = 0,	/* none: read in place */
+	WFS_STAGING_HOST,	/* host memory (for a CPU destination) */
+	WFS_STAGING_SHARED,	/* pinned memfd (cudaHostRegister), shared
+				 * with a weightfs daemon on the fast path */
+	WFS_STAGING_HOST_ALLOC, /* pinned by cudaHostAlloc: the daemon
+				 * cannot write into it (a fallback) */
+};
+
 /* What the last load did. Owned by the model. */
 struct wfs_load_stats {
 	enum wfs_path path;
@@ -174,6 +184,7 @@ struct wfs_load_stats {
 	/* of @seconds, the start-up before the first read: CUDA context,
 	 * allocations, pinning staging, connecting to the daemon */
 	double setup_seconds;
+	enum wfs_staging staging;
 };
 
 struct wfs_model;

@@ -1,11 +1,33 @@
 #include "cuda.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #include <cuda_runtime.h>
 
 #include "errmsg.h"
+
+/* A driver too old for this runtime (or none): say which versions. */
+static int driver_error(cudaError_t e, const char *what)
+{
+	int drv = 0, rt = 0;
+
+	cudaDriverGetVersion(&drv);
+	cudaRuntimeGetVersion(&rt);
+	cudaGetLastError();
+	/* No driver at all (no libcuda: a machine without a GPU) reads as
+	 * version 0: that is no device, which tests take for a skip. */
+	if (!drv)
+		return err_set(-ENODEV, "CUDA %s: no CUDA driver (%s)", what,
+			       cudaGetErrorString(e));
+	return err_set(-ELIBBAD,
+		       "CUDA %s: %s: the driver supports CUDA %d.%d, this "
+		       "libweightfs was built with runtime %d.%d (update the "
+		       "driver)",
+		       what, cudaGetErrorString(e), drv / 1000, drv % 1000 / 10,
+		       rt / 1000, rt % 1000 / 10);
+}
 
 /* The one place a cudaError_t becomes an errno. */
 static int from_cuda(cudaError_t e, const char *what)
@@ -20,20 +42,47 @@ static int from_cuda(cudaError_t e, const char *what)
 		break;
 	case cudaErrorNoDevice:
 	case cudaErrorInvalidDevice:
-	case cudaErrorInsufficientDriver:
 	case cudaErrorDevicesUnavailable:
 		err = -ENODEV;
 		break;
+	case cudaErrorInsufficientDriver:
+	case cudaErrorCallRequiresNewerDriver:
+	case cudaErrorSystemDriverMismatch:
+	case cudaErrorCompatNotSupportedOnDevice:
+	case cudaErrorStubLibrary:
+		return driver_error(e, what);
 	case cudaErrorInvalidValue:
+	case cudaErrorInvalidDevicePointer:
+	case cudaErrorInvalidResourceHandle:
+	case cudaErrorInvalidMemcpyDirection:
 		err = -EINVAL;
 		break;
+	case cudaErrorHostMemoryAlreadyRegistered:
+		err = -EEXIST;
+		break;
+	case cudaErrorHostMemoryNotRegistered:
+		err = -ENOENT;
+		break;
+	case cudaErrorNotPermitted:
+		err = -EPERM;
+		break;
+	case cudaErrorNotSupported:
+		err = -EOPNOTSUPP;
+		break;
+	case cudaErrorNotReady:
+		err = -EAGAIN;
+		break;
 	default:
+		/* Among them the sticky ones (illegal address, launch
+		 * failure, ECC): the context is lost, and so is the load. */
 		err = -EIO;
 		break;
 	}
-	/* Clear the sticky per-thread error so later calls start clean. */
+	/* Clear the non-sticky per-thread error so later calls start
+	 * clean. */
 	cudaGetLastError();
-	return err_set(err, "CUDA %s: %s", what, cudaGetErrorString(e));
+	return err_set(err, "CUDA %s: %s (%s)", what, cudaGetErrorString(e),
+		       cudaGetErrorName(e));
 }
 
 int cuda_use(int device)
@@ -52,10 +101,40 @@ int cuda_use(int device)
 	return from_cuda(cudaSetDevice(device), "set device");
 }
 
+/* The driver's cuCtxGetCurrent/cuCtxSetCurrent, through the runtime (no
+ * link to libcuda); NULL where the driver does not give them. */
+typedef int (*ctx_get_fn)(void **ctx);
+typedef int (*ctx_set_fn)(void *ctx);
+static ctx_get_fn ctx_get;
+static ctx_set_fn ctx_set;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+
+static void ctx_fns(void)
+{
+	void *get = NULL, *set = NULL;
+
+	if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &get, 12000,
+					     cudaEnableDefault,
+					     NULL) == cudaSuccess &&
+	    cudaGetDriverEntryPointByVersion("cuCtxSetCurrent", &set, 12000,
+					     cudaEnableDefault,
+					     NULL) == cudaSuccess &&
+	    get && set) {
+		ctx_get = (ctx_get_fn)get;
+		ctx_set = (ctx_set_fn)set;
+	}
+	cudaGetLastError();
+}
+
 int cuda_device_save(void)
 {
+	void *ctx = NULL;
 	int d = -1;
 
+	pthread_once(&ctx_once, ctx_fns);
+	/* No context current: nothing to go back to but none. */
+	if (ctx_get && ctx_get(&ctx) == 0 && !ctx)
+		return CUDA_NO_CONTEXT;
 	if (cudaGetDevice(&d) != cudaSuccess) {
 		cudaGetLastError(); /* not sticky: nothing went wrong */
 		return -1;
@@ -63,10 +142,12 @@ int cuda_device_save(void)
 	return d;
 }
 
-void cuda_device_restore(int device)
+void cuda_device_restore(int saved)
 {
-	if (device >= 0)
-		cudaSetDevice(device);
+	if (saved >= 0)
+		cudaSetDevice(saved);
+	else if (saved == CUDA_NO_CONTEXT && ctx_set)
+		ctx_set(NULL); /* as the thread was: no context current */
 }
 
 int cuda_malloc(size_t len, void **ret_ptr)

@@ -9,16 +9,24 @@
 #include <stddef.h>
 
 /* cuda_use() - make @device current for the calling thread.
- * @return 0, -ENODEV (no GPU, no driver, no such device) or -EOPNOTSUPP. */
+ * @return 0, -ENODEV (no GPU, no driver, no such device), -ELIBBAD (a
+ * driver older than the runtime: said with both versions) or -EOPNOTSUPP
+ * (built without CUDA). */
 int cuda_use(int device);
 
-/* cuda_device_save() - the calling thread's current device, or -1 (none
- * set, or no CUDA); cuda_device_restore() - make it current again (-1:
- * nothing to do). A load must not leave the caller on another device. */
+/* cuda_device_save() - what cuda_device_restore() needs to put the
+ * calling thread back as it was: its current device, CUDA_NO_CONTEXT
+ * when it has no CUDA context current (a thread that never used CUDA:
+ * cudaGetDevice() says 0 there, and setting device 0 again would make a
+ * context on GPU 0 when the load was for another), or -1 (no CUDA).
+ * A load must not leave the caller on another device. */
+#define CUDA_NO_CONTEXT (-2)
 int cuda_device_save(void);
-void cuda_device_restore(int device);
+void cuda_device_restore(int saved);
 
-/* cuda_malloc()/cuda_free() - device memory on the current device. */
+/* cuda_malloc()/cuda_free() - device memory on the current device
+ * (cudaMalloc: aligned to 256 bytes, no more; cuda_free() of memory of
+ * another device than the current one would make a context for it). */
 int cuda_malloc(size_t len, void **ret_ptr);
 void cuda_free(void *ptr);
 

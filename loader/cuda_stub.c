@@ -20,7 +20,7 @@ int cuda_device_save(void)
 	return -1;
 }
 
-void cuda_device_restore(int device)
+void cuda_device_restore(int saved)
 {
 }
 

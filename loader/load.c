@@ -24,6 +24,7 @@
 #define HUGE_PAGE (2u << 20)
 #define MAX_ALIGN (1u << 30)
 #define MAX_CHUNK (1u << 30)
+#define CUDA_MALLOC_ALIGN 256 /* what cudaMalloc promises */
 
 static double now(void)
 {
@@ -151,11 +152,20 @@ static int alloc_dest(struct wfs_model *m, uint64_t need, size_t align)
 	if ((uint64_t)len != (need ? need : 1))
 		return err_set(-ENOMEM, "model too large for this machine");
 	if (m->device != WFS_DEVICE_CPU) {
+		/* cudaMalloc aligns to 256 bytes: more room for more. */
+		size_t extra = align > CUDA_MALLOC_ALIGN
+				       ? align - CUDA_MALLOC_ALIGN
+				       : 0;
+
+		if (len > SIZE_MAX - extra)
+			return err_set(-ENOMEM, "model too large");
 		r = cuda_use(m->device);
 		if (r == 0)
-			r = cuda_malloc(len, &m->data);
+			r = cuda_malloc(len + extra, &m->data_alloc);
 		if (r < 0)
 			return r;
+		m->data = (void *)(((uintptr_t)m->data_alloc + extra) &
+				   ~(uintptr_t)(align - 1));
 	} else if (len >= HUGE_PAGE) {
 		/* Huge pages: far fewer page faults while the reads fill
 		 * a fresh allocation. */
@@ -379,6 +389,7 @@ static int load(struct wfs_model *m, const struct wfs_load_opts *user)
 		.direct_io_files = reader->direct_io_files,
 		.bytes_copied = reader->bytes_copied,
 		.setup_seconds = res.io_start > t0 ? res.io_start - t0 : 0,
+		.staging = res.staging,
 	};
 	reader_free(reader);
 	free(pieces);

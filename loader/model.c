@@ -513,15 +513,22 @@ out:
 void model_release_data(struct wfs_model *m)
 {
 	if (m->owns_data && m->data) {
-		if (m->device != WFS_DEVICE_CPU)
-			cuda_free(m->data);
-		else if (m->data_mapped)
+		if (m->device != WFS_DEVICE_CPU) {
+			/* With the model's device current: cudaFree with
+			 * another would make a context there for it. */
+			int saved = cuda_device_save();
+
+			cuda_use(m->device);
+			cuda_free(m->data_alloc);
+			cuda_device_restore(saved);
+		} else if (m->data_mapped)
 			munmap(m->data, m->data_map_bytes ? m->data_map_bytes
 							  : m->data_bytes);
 		else
 			free(m->data);
 	}
 	m->data = NULL;
+	m->data_alloc = NULL;
 	m->data_bytes = 0;
 	m->data_map_bytes = 0;
 	m->data_mapped = false;

@@ -44,6 +44,8 @@ struct wfs_model {
 	bool loaded;
 	int device;
 	void *data;
+	void *data_alloc; /* device data: what cudaMalloc gave (data is
+			   * aligned past it), for cuda_free() */
 	uint64_t data_bytes;
 	bool owns_data;
 	bool data_mapped;	 /* host data from mmap, else from malloc */

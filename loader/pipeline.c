@@ -26,9 +26,11 @@ struct chunk {
 
 struct slot {
 	char *buf;
-	void *stream; /* GPU only */
-	void *event;  /* GPU only: recorded after the slot's copies */
-	bool busy;    /* copies queued from buf, not yet waited for */
+	void *stream;  /* GPU only */
+	void *event;   /* GPU only: recorded after the slot's copies */
+	bool busy;     /* copies queued from buf, not yet waited for */
+	bool recorded; /* event recorded after the last of them: waiting
+			* for it is enough (else the stream is synced) */
 };
 
 struct pipeline {
@@ -43,6 +45,9 @@ struct pipeline {
 	atomic_uint_fast64_t done; /* bytes loaded */
 	atomic_uint finished;	   /* threads that have returned */
 	atomic_bool stop;
+	/* A wait for copies from staging failed: they may still run, so the
+	 * staging is neither reused nor freed (staging_abandon()). */
+	atomic_bool staging_unsafe;
 	pthread_mutex_t lock;
 	int err;       /* protected by lock: the first error */
 	char msg[512]; /* protected by lock */
@@ -136,21 +141,41 @@ static int place(struct pipeline *pl, const struct chunk *c, const char *src,
 		} else {
 			r = cuda_copy_async(slot->stream, dst,
 					    src + (pos - src_off), n);
-			if (r < 0) {
-				/* Still mark what was queued before. */
-				if (slot->busy)
-					cuda_event_record(slot->event,
-							  slot->stream);
-				return r;
-			}
+			if (r < 0)
+				return r; /* slot_wait() syncs the stream */
 			slot->busy = true;
+			slot->recorded = false;
 		}
 		pos += n;
 	}
 	/* One event per slot: waiting for it sleeps, where a stream sync
-	 * would spin a core. */
-	if (slot && slot->busy)
-		return cuda_event_record(slot->event, slot->stream);
+	 * would spin a core. If recording fails, slot_wait() syncs the
+	 * stream instead: the event would be stale, its wait would return
+	 * while copies from the slot are pending. */
+	if (slot && slot->busy) {
+		r = cuda_event_record(slot->event, slot->stream);
+		if (r < 0)
+			return r;
+		slot->recorded = true;
+	}
+	return 0;
+}
+
+/* Wait until no copy from @slot's buffer is pending. If that fails, the
+ * slot stays busy (its copies may still run) and the staging unsafe. */
+static int slot_wait(struct pipeline *pl, struct slot *slot)
+{
+	int r;
+
+	if (!slot->busy)
+		return 0;
+	r = slot->recorded ? cuda_event_sync(slot->event)
+			   : cuda_stream_sync(slot->stream);
+	if (r < 0) {
+		atomic_store(&pl->staging_unsafe, true);
+		return r;
+	}
+	slot->busy = false;
 	return 0;
 }
 
@@ -192,12 +217,9 @@ static int read_staged(struct pipeline *pl, const struct chunk *c,
 	ssize_t got;
 	int r;
 
-	if (slot->busy) {
-		r = cuda_event_sync(slot->event);
-		if (r < 0)
-			return r;
-		slot->busy = false;
-	}
+	r = slot_wait(pl, slot);
+	if (r < 0)
+		return r;
 	got = p->reader->ops->read(p->reader, c->file, a, slot->buf,
 				   (size_t)(e - a));
 	if (got < 0)
@@ -257,11 +279,9 @@ static void *worker_main(void *arg)
 	if (r < 0)
 		fail(w->pl, r);
 	for (unsigned i = 0; i < SLOTS_PER_THREAD; i++) {
-		if (w->slots[i].busy) {
-			r = cuda_event_sync(w->slots[i].event);
-			if (r < 0)
-				fail(w->pl, r);
-		}
+		r = slot_wait(w->pl, &w->slots[i]);
+		if (r < 0)
+			fail(w->pl, r);
 		cuda_event_free(w->slots[i].event);
 		cuda_stream_free(w->slots[i].stream);
 	}
@@ -342,8 +362,7 @@ int pipeline_run(const struct pipe_params *p, struct pipe_result *ret)
 			if (r < 0)
 				goto out;
 		}
-		r = staging_take(p->device != WFS_DEVICE_CPU, per * threads,
-				 &pl.staging);
+		r = staging_take(p->device, per * threads, &pl.staging);
 		if (r < 0)
 			goto out;
 		/* Staging shared with the daemon: it writes the reads there
@@ -382,9 +401,16 @@ int pipeline_run(const struct pipe_params *p, struct pipe_result *ret)
 	}
 	ret->threads = started;
 	ret->staging_bytes = pl.staged ? pl.staging.len : 0;
+	ret->staging = !pl.staged	       ? WFS_STAGING_NONE
+		       : !pl.staging.pinned    ? WFS_STAGING_HOST
+		       : pl.staging.memfd >= 0 ? WFS_STAGING_SHARED
+					       : WFS_STAGING_HOST_ALLOC;
 	r = 0;
 out:
-	staging_put(&pl.staging);
+	if (atomic_load(&pl.staging_unsafe))
+		staging_abandon(&pl.staging);
+	else
+		staging_put(&pl.staging);
 	free(workers);
 	free(pl.chunks);
 	pthread_mutex_destroy(&pl.lock);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "reader.h"
+#include "weightfs.h"
 
 /* A contiguous range of a file that goes to one place in the destination
  * (one tensor). */
@@ -40,6 +41,7 @@ struct pipe_params {
 struct pipe_result {
 	unsigned threads;
 	size_t staging_bytes;
+	enum wfs_staging staging;
 	/* CLOCK_MONOTONIC seconds when staging was ready and the threads
 	 * started reading (the end of the start-up) */
 	double io_start;

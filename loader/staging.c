@@ -16,6 +16,7 @@
 
 #include "cuda.h"
 #include "errmsg.h"
+#include "weightfs.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct staging kept = { .memfd = -1 }; /* protected by lock */
@@ -103,8 +104,14 @@ static int shared_pinned(bool huge, struct staging *s)
 
 static void free_pinned(struct staging *s)
 {
+	int saved;
+
 	if (!s->buf)
 		return;
+	/* With the device it was pinned with current: on a thread that has
+	 * none, the runtime would make a context on device 0 for this. */
+	saved = cuda_device_save();
+	cuda_use(s->device);
 	if (s->memfd >= 0) {
 		cuda_host_unregister(s->buf);
 		munmap(s->buf, s->len);
@@ -112,13 +119,17 @@ static void free_pinned(struct staging *s)
 	} else {
 		cuda_host_free(s->buf);
 	}
+	cuda_device_restore(saved);
 	s->buf = NULL;
 	s->memfd = -1;
 }
 
-int staging_take(bool pinned, size_t len, struct staging *ret)
+int staging_take(int device, size_t len, struct staging *ret)
 {
-	struct staging s = { .pinned = pinned, .len = len, .memfd = -1 };
+	bool pinned = device != WFS_DEVICE_CPU;
+	struct staging s = {
+		.pinned = pinned, .len = len, .memfd = -1, .device = device
+	};
 	int r;
 
 	if (!pinned) {
@@ -172,6 +183,19 @@ void staging_put(struct staging *s)
 	}
 	pthread_mutex_unlock(&lock);
 	free_pinned(&drop);
+	s->buf = NULL;
+	s->memfd = -1;
+}
+
+void staging_abandon(struct staging *s)
+{
+	if (!s->pinned) {
+		staging_put(s); /* nothing copies from host staging */
+		return;
+	}
+	/* The mapping stays (and the pinning); the fd is not needed. */
+	if (s->memfd >= 0)
+		close(s->memfd);
 	s->buf = NULL;
 	s->memfd = -1;
 }

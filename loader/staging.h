@@ -15,18 +15,26 @@ struct staging {
 	void *buf;
 	size_t len; /* >= what was asked for */
 	bool pinned;
-	int memfd; /* >= 0: @buf is this memfd mapped (pinned by register) */
+	int memfd;  /* >= 0: @buf is this memfd mapped (pinned by register) */
+	int device; /* pinned: the CUDA device it was pinned with (freed
+		     * with it current: no context made on another) */
 };
 
 /*
- * staging_take() - get @len bytes of staging, pinned if @pinned (the
- * calling thread's CUDA device must be set).
+ * staging_take() - get @len bytes of staging, pinned for CUDA @device
+ * (which must be the calling thread's current device), or plain host
+ * memory for WFS_DEVICE_CPU.
  * @return 0 and *ret, or a negative errno.
  */
-int staging_take(bool pinned, size_t len, struct staging *ret);
+int staging_take(int device, size_t len, struct staging *ret);
 
 /* staging_put() - give staging back (kept for the next load if pinned). */
 void staging_put(struct staging *s);
+
+/* staging_abandon() - forget staging that copies may still read (a wait
+ * for them failed): neither reused nor freed nor unpinned, so that no
+ * pending DMA reads memory given to something else. Leaks it. */
+void staging_abandon(struct staging *s);
 
 /* staging_release() - free the pinned buffer kept between loads. */
 void staging_release(void);

@@ -59,8 +59,12 @@ static void usage(FILE *f)
 		"process's CPU),\n"
 		"                        \"daemon_bytes_copied\" (by the "
 		"weightfs daemon, -1 off a\n"
-		"                        mount), \"tensors\": [{\"name\", "
-		"\"dtype\", \"shape\", \"digest\"}]}\n"
+		"                        mount), \"threads\", \"staging\" "
+		"(none, host, shared: pinned\n"
+		"                        and shared with the daemon, "
+		"host_alloc: pinned, not shared),\n"
+		"                        \"direct_io_files\", \"tensors\": "
+		"[{\"name\", \"dtype\", \"shape\", \"digest\"}]}\n"
 		"  -t, --threads=N       reader threads (default: one per "
 		"CPU, at most 16)\n"
 		"  -s, --staging=SIZE    staging memory for all threads "
@@ -453,6 +457,21 @@ static long long daemon_copied(const char *path)
 	return v;
 }
 
+static const char *staging_name(enum wfs_staging s)
+{
+	switch (s) {
+	case WFS_STAGING_NONE:
+		return "none";
+	case WFS_STAGING_HOST:
+		return "host";
+	case WFS_STAGING_SHARED:
+		return "shared";
+	case WFS_STAGING_HOST_ALLOC:
+		return "host_alloc";
+	}
+	return "?";
+}
+
 int main(int argc, char **argv)
 {
 	struct args a = { 0 };
@@ -461,7 +480,8 @@ int main(int argc, char **argv)
 	uint64_t bytes = 0;
 	double seconds = 0, startup = 0;
 	enum wfs_path path = WFS_PATH_DIRECT;
-	unsigned threads = 0;
+	unsigned threads = 0, direct_files = 0;
+	enum wfs_staging staging = WFS_STAGING_NONE;
 	uint64_t copied = 0;
 	long long daemon_before = -1, daemon_after = -1;
 	bool first = true;
@@ -511,6 +531,8 @@ int main(int argc, char **argv)
 		bytes += wfs_model_stats(m)->bytes;
 		path = wfs_model_stats(m)->path;
 		threads = wfs_model_stats(m)->threads;
+		staging = wfs_model_stats(m)->staging;
+		direct_files += wfs_model_stats(m)->direct_io_files;
 		copied += wfs_model_stats(m)->bytes_copied;
 		if (a.json && i == argc - 1)
 			daemon_after = daemon_copied(argv[i]);
@@ -528,7 +550,9 @@ int main(int argc, char **argv)
 		printf("{\"path\": \"%s\", \"bytes\": %llu, \"seconds\": %.6f, "
 		       "\"gbps\": %.4f, \"startup_seconds\": %.6f, "
 		       "\"loader_bytes_copied\": %llu, "
-		       "\"daemon_bytes_copied\": %lld, \"tensors\": [%s]}\n",
+		       "\"daemon_bytes_copied\": %lld, \"threads\": %u, "
+		       "\"staging\": \"%s\", \"direct_io_files\": %u, "
+		       "\"tensors\": [%s]}\n",
 		       path == WFS_PATH_FASTPATH ? "fastpath" : "direct",
 		       (unsigned long long)bytes, seconds,
 		       seconds > 0 ? (double)bytes / seconds / 1e9 : 0.0,
@@ -536,6 +560,7 @@ int main(int argc, char **argv)
 		       daemon_before >= 0 && daemon_after >= daemon_before
 			       ? daemon_after - daemon_before
 			       : -1LL,
+		       threads, staging_name(staging), direct_files,
 		       list ? list : "");
 	} else if (status == 0) {
 		printf("loaded %zu tensors, %.3f GB in %.3f s: %.2f GB/s "
@@ -548,6 +573,9 @@ int main(int argc, char **argv)
 		       threads,
 		       a.opts.device == WFS_DEVICE_CPU ? "cpu" : "cuda");
 	}
+	/* The pinned staging kept between loads: unpinned before exit, as
+	 * a long-lived caller would (and leak checks expect). */
+	wfs_release_staging();
 	free(list);
 	free(buf);
 	wfs_select_free(a.sel);

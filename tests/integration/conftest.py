@@ -67,7 +67,7 @@ def _have_cuda_device():
 def pytest_runtest_setup(item):
     if "slow" in item.keywords and os.environ.get("WEIGHTFS_SLOW") != "1":
         pytest.skip("slow test: set WEIGHTFS_SLOW=1 to run it")
-    if "cuda" in item.keywords and not _have_cuda_device():
+    if item.get_closest_marker("cuda") and not _have_cuda_device():
         pytest.skip("needs a CUDA GPU (no /dev/nvidiactl here)")
 
 

@@ -85,8 +85,10 @@ def test_cli_json_matches_expected(model):
     out = json.loads(r.stdout)
     assert set(out) == {"path", "bytes", "seconds", "gbps", "tensors",
                         "startup_seconds", "loader_bytes_copied",
-                        "daemon_bytes_copied"}
+                        "daemon_bytes_copied", "threads", "staging",
+                        "direct_io_files"}
     assert out["path"] == "direct"
+    assert out["staging"] in ("none", "host")  # a CPU load
     assert out["seconds"] > 0 and out["gbps"] > 0
     want = expected(MODELS[model])
     got = {t["name"]: t for t in out["tensors"]}

@@ -52,7 +52,10 @@ class _Stats(ctypes.Structure):
                 ("staging_bytes", ctypes.c_size_t),
                 ("direct_io_files", ctypes.c_uint),
                 ("bytes_copied", ctypes.c_uint64),
-                ("setup_seconds", ctypes.c_double)]
+                ("setup_seconds", ctypes.c_double),
+                ("staging", ctypes.c_int)]
+
+_STAGING = {0: "none", 1: "host", 2: "shared", 3: "host_alloc"}
 
 
 def _candidates():
@@ -251,7 +254,8 @@ class Model:
                 "threads": s.threads, "staging_bytes": s.staging_bytes,
                 "direct_io_files": s.direct_io_files,
                 "bytes_copied": s.bytes_copied,
-                "setup_seconds": s.setup_seconds}
+                "setup_seconds": s.setup_seconds,
+                "staging": _STAGING.get(s.staging, str(s.staging))}
 
     def iterate(self, device="cpu", dest=None, dest_bytes=0, threads=0,
                 staging_bytes=0):
