@@ -184,7 +184,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 		}
 	} else if ((v = header_is(line, len, "ETag"))) {
 		x->r.etag_seen = true;
-		if (x->j->etag && strcmp(v, x->j->etag))
+		if (x->j->etag && !x->f->src->pinned_by_source &&
+		    strcmp(v, x->j->etag))
 			x->r.etag_mismatch = true;
 	} else if ((v = header_is(line, len, "Content-Encoding"))) {
 		if (*v && strcasecmp(v, "identity"))
@@ -426,6 +427,9 @@ static void *curl_worker(void *arg)
 			x->err = fetch_judge(x->off, x->len, j->size,
 					     xfer_errno(x, msg->data.result),
 					     &x->r);
+			if (x->err && f->src->ops->get_failed)
+				x->err = f->src->ops->get_failed(
+					f->src, x->h, j->obj, x->err);
 			STAT_ADD(bytes_fetched, x->r.got);
 			if (curl_easy_getinfo(x->h, CURLINFO_TOTAL_TIME_T,
 					      &us) == CURLE_OK)

@@ -7,9 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "opts.h"
+
+/* The longest Retry-After honoured: a server asking more is waited
+ * for this long, then retried (and counted). */
+#define HTTP_RETRY_AFTER_CAP_MS 60000u
 
 void http_response_done(struct http_response *r)
 {
@@ -215,6 +220,7 @@ static int request(const char *url, struct curl_slist *hdrs, bool head,
 
 	for (;;) {
 		CURL *h = curl_easy_init();
+		unsigned wait;
 
 		if (!h)
 			return -ENOMEM;
@@ -225,12 +231,16 @@ static int request(const char *url, struct curl_slist *hdrs, bool head,
 		if (head)
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 		err = http_perform(h, max_body, ret);
+		wait = http_retry_after_ms(h, HTTP_RETRY_AFTER_CAP_MS);
 		curl_easy_cleanup(h);
 		if (attempt >= retries || !retryable(err, ret) ||
 		    http_cancelled())
 			return err;
 		http_response_done(ret);
-		usleep(http_backoff_ms(attempt++) * 1000u);
+		if (wait < http_backoff_ms(attempt))
+			wait = http_backoff_ms(attempt);
+		attempt++;
+		usleep(wait * 1000u);
 	}
 }
 
@@ -245,6 +255,29 @@ int http_head(const char *url, const struct options *opts,
 	      struct http_response *ret)
 {
 	return request(url, NULL, true, opts, 0, ret);
+}
+
+unsigned http_retry_after_ms(CURL *h, unsigned cap_ms)
+{
+	struct curl_header *hd;
+	long status = 0;
+	long long secs;
+	char *end;
+
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	if ((status != 429 && status != 503) ||
+	    curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hd) !=
+		    CURLHE_OK)
+		return 0;
+	secs = strtoll(hd->value, &end, 10);
+	if (end == hd->value || *end) {
+		time_t at = curl_getdate(hd->value, NULL);
+
+		secs = at > 0 ? (long long)(at - time(NULL)) : 0;
+	}
+	if (secs <= 0)
+		return 0;
+	return secs >= cap_ms / 1000 ? cap_ms : (unsigned)secs * 1000u;
 }
 
 int http_curl_errno(CURLcode code)

@@ -85,6 +85,13 @@ bool http_cancelled(void);
  * exponential from 100 ms, capped at 5 s, with jitter (half to whole). */
 unsigned http_backoff_ms(unsigned attempt);
 
+/*
+ * http_retry_after_ms() - the wait a 429 or 503 response on @h (after
+ * its transfer) asks for with Retry-After (seconds or an HTTP date), at
+ * most @cap_ms; 0 when none.
+ */
+unsigned http_retry_after_ms(CURL *h, unsigned cap_ms);
+
 /* http_curl_errno() - the errno for a failed transfer. */
 int http_curl_errno(CURLcode code);
 

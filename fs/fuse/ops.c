@@ -417,6 +417,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			fuse_reply_err(req, -len);
 			return;
 		}
+	} else if (d->src->ops->getxattr) {
+		len = d->src->ops->getxattr(d->src, n, name, &v);
+		if (len < 0) {
+			fuse_reply_err(req, -len);
+			return;
+		}
 	} else {
 		fuse_reply_err(req, ENODATA);
 		return;
