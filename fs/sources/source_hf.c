@@ -58,6 +58,7 @@ struct hf_link {
 	char *oid; /* the validator it was resolved for (normalized) */
 	char *url;
 	bool auth;	/* the Hub itself: send the token */
+	bool busy;	/* being resolved (url NULL): others wait on cond */
 	time_t expires; /* 0: unknown, used until it fails */
 };
 
@@ -73,6 +74,7 @@ struct source_hf {
 	struct timespec mtime; /* the commit's date, for every entry */
 
 	pthread_mutex_t lock;
+	pthread_cond_t cond;   /* a link was resolved */
 	char sha[80];	       /* the commit read; protected by lock */
 	bool listed;	       /* list() ran once; protected by lock */
 	struct hf_link *links; /* protected by lock */
@@ -697,9 +699,78 @@ static void link_keep(struct source_hf *s, struct hf_link *l)
 		*old = *l;
 		return;
 	}
-	if (s->nlinks == MAX_LINKS)
-		link_drop(s, &s->links[0]);
+	/* Full: forget one not being resolved (few are, one per thread). */
+	for (size_t i = 0; s->nlinks == MAX_LINKS && i < s->nlinks; i++)
+		if (!s->links[i].busy)
+			link_drop(s, &s->links[i]);
 	s->links[s->nlinks++] = *l;
+}
+
+/*
+ * The URL to read @key (pinned to @oid) from, and whether it is the
+ * Hub's: the link kept, or a new one resolved now. Single flight: while
+ * one thread resolves a file, others wanting it wait for its answer.
+ */
+static int link_get(struct source_hf *s, const char *key, const char *oid,
+		    char **ret_url, bool *ret_auth)
+{
+	struct hf_link *l, fresh = { 0 };
+	int err = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		time_t now = time(NULL);
+
+		l = link_find(s, key);
+		if (l && l->busy) {
+			pthread_cond_wait(&s->cond, &s->lock);
+			continue;
+		}
+		if (l && l->url && (!oid || (l->oid && !strcmp(l->oid, oid))) &&
+		    (!l->expires || l->expires - EXPIRY_MARGIN_S > now)) {
+			*ret_url = strdup(l->url);
+			*ret_auth = l->auth;
+			err = *ret_url ? 0 : -ENOMEM;
+			pthread_mutex_unlock(&s->lock);
+			return err;
+		}
+		break;
+	}
+	/* Ours to resolve: others wait on the busy entry. */
+	if (l)
+		link_drop(s, l);
+	fresh.key = strdup(key);
+	fresh.busy = true;
+	if (!fresh.key) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	link_keep(s, &fresh);
+	pthread_mutex_unlock(&s->lock);
+
+	memset(&fresh, 0, sizeof(fresh));
+	err = resolve(s, key, oid, &fresh);
+	if (!err) {
+		fresh.key = strdup(key);
+		fresh.oid = oid ? strdup(oid) : NULL;
+		*ret_url = strdup(fresh.url);
+		*ret_auth = fresh.auth;
+		if (!fresh.key || (oid && !fresh.oid) || !*ret_url) {
+			free(*ret_url);
+			err = -ENOMEM;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	l = link_find(s, key);
+	if (l && l->busy)
+		link_drop(s, l);
+	if (!err)
+		link_keep(s, &fresh);
+	else
+		link_done(&fresh);
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return err;
 }
 
 static int hf_prepare_get(struct source *src, CURL *h, const struct node *file,
@@ -708,44 +779,15 @@ static int hf_prepare_get(struct source *src, CURL *h, const struct node *file,
 {
 	struct source_hf *s = (struct source_hf *)src;
 	char *oid = normalize_etag(etag), *url = NULL;
-	struct hf_link *l, fresh = { 0 };
-	time_t now = time(NULL);
 	bool auth = false;
 	int err;
 
 	if (etag && !oid)
 		return -ENOMEM;
-	pthread_mutex_lock(&s->lock);
-	l = link_find(s, file->key);
-	if (l && (!l->oid || !oid || strcmp(l->oid, oid) ||
-		  (l->expires && l->expires - EXPIRY_MARGIN_S <= now)))
-		l = NULL;
-	if (l) {
-		url = strdup(l->url);
-		auth = l->auth;
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (!url) {
-		err = resolve(s, file->key, oid, &fresh);
-		if (err) {
-			free(oid);
-			return err;
-		}
-		url = strdup(fresh.url);
-		auth = fresh.auth;
-		fresh.key = strdup(file->key);
-		fresh.oid = oid;
-		oid = NULL;
-		if (!url || !fresh.key || (etag && !fresh.oid)) {
-			link_done(&fresh);
-			free(url);
-			return -ENOMEM;
-		}
-		pthread_mutex_lock(&s->lock);
-		link_keep(s, &fresh);
-		pthread_mutex_unlock(&s->lock);
-	}
+	err = link_get(s, file->key, oid, &url, &auth);
 	free(oid);
+	if (err)
+		return err;
 	err = curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK ? 0 : -EINVAL;
 	if (!err && auth)
 		err = add_auth(s, hdrs);
@@ -766,7 +808,7 @@ static int hf_get_failed(struct source *src, CURL *h, const struct node *file,
 	curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &used);
 	pthread_mutex_lock(&s->lock);
 	l = link_find(s, file->key);
-	if (l && used && !strcmp(l->url, used)) {
+	if (l && l->url && used && !strcmp(l->url, used)) {
 		cdn = !l->auth;
 		link_drop(s, l);
 	}
@@ -830,6 +872,7 @@ static void hf_free(struct source *src)
 		explicit_bzero(s->token, strlen(s->token));
 	free(s->token);
 	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
 	free(s);
 }
 
@@ -986,6 +1029,7 @@ int source_hf_new(const char *spec, const struct options *opts,
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
 	s->opts = opts;
 	s->s.ops = opts && opts->list_ttl_s ? &hf_ops_whole : &hf_ops_lazy;
 	s->s.pinned_by_source = true;
