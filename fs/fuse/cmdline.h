@@ -28,6 +28,7 @@ struct cmdline {
 	char *ca_file;
 	char *cache_dir, *cache_disk;
 	char *zstd;
+	char *verify;
 	int foreground, debug, help, version;
 };
 

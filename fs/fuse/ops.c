@@ -18,6 +18,7 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "verify.h"
 #include "wire.h"
 
 /* The tree changes only when a file is found changed, which the kernel
@@ -283,6 +284,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	changed = node_version(n, &size, &gen);
 	if (changed) {
 		fuse_reply_err(req, read_error(n, -ESTALE));
+		return;
+	}
+	/* Failed its SHA-256 check: not opened again (the kernel may hold
+	 * pages of it). */
+	if (d->opts.verify_sha256 && verify_check(n)) {
+		fuse_reply_err(req, EIO);
 		return;
 	}
 	fi->keep_cache = 1;

@@ -29,6 +29,7 @@ struct options {
 	unsigned list_ttl_s; /* list the source again this often; 0: never */
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
 	bool list_lazy;	     /* list directories when first looked in */
+	bool verify_sha256;  /* check files against their listed SHA-256 */
 
 	/* connections=auto: the HTTP/S3 transport tunes how many, from
 	 * connections, at most connections_max (fetch_tune.h); a fixed

@@ -1,5 +1,6 @@
 #include "tree.h"
 #include "tree_priv.h"
+#include "verify.h"
 #include "zstd_object.h"
 
 #include <errno.h>
@@ -105,6 +106,7 @@ void tree_node_free(struct node *n)
 	free(n->dir);
 	free(n->etag);
 	zstd_object_unref(n->zobj);
+	verify_free(n->verify);
 	free(n); /* the key with it */
 }
 

@@ -114,6 +114,7 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"disk_errors\": %llu, "
 		"\"bytes_decompressed\": %llu, \"frames_decoded\": %llu, "
 		"\"dirs_listed\": %llu, "
+		"\"files_verified\": %llu, \"verify_failed\": %llu, "
 		"\"connections_now\": %llu, \"connections_max\": %llu, "
 
 		"\"errors_stale\": %llu, \"errors_gone\": %llu, "
@@ -127,7 +128,8 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(disk_hits), LOAD(disk_misses), LOAD(disk_bytes),
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
 		LOAD(disk_errors), LOAD(bytes_decompressed),
-		LOAD(frames_decoded), LOAD(dirs_listed), LOAD(connections_now),
+		LOAD(frames_decoded), LOAD(dirs_listed), LOAD(verified),
+		LOAD(verify_failed), LOAD(connections_now),
 		LOAD(connections_max),
 
 		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),

@@ -42,6 +42,10 @@ struct stats {
 	atomic_uint_fast64_t errors_auth;     /* -EACCES, -EKEYEXPIRED */
 	atomic_uint_fast64_t errors_other;    /* resets, 5xx, shutdown... */
 	atomic_uint_fast64_t dirs_listed; /* one-level listings (lazy mode) */
+	/* -o verify=sha256 (verify.h): files checked whole, and found not
+	 * to match the SHA-256 their source lists */
+	atomic_uint_fast64_t verified;
+	atomic_uint_fast64_t verify_failed;
 	/* levels, not counts: connections in use now (connections=auto: the
 	 * tuner's limit, fetch_tune.h), and the most it may use */
 	atomic_uint_fast64_t connections_now;

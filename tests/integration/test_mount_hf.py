@@ -339,3 +339,38 @@ def test_official_js_client_agrees(hub, mount, tmp_path):
                    "sha256": hashlib.sha256(data).hexdigest()}
     assert seen == client
     assert hub.cdn_auth_seen == 0, "neither sends the token to the CDN"
+
+
+def test_verify_sha256_catches_a_corrupt_cdn(hub, mount, tmp_path,
+                                             ctl_bin):
+    good = lib.random_bytes(3 * MiB + 5, seed=3)
+    bad = lib.random_bytes(2 * MiB + 9, seed=4)
+    hub.commit(REPO, {"good.bin": good, "bad.bin": bad, "cfg.json": b"{}"},
+               lfs={"good.bin", "bad.bin"})
+    hub.corrupt.add(hashlib.sha256(bad).hexdigest())
+    m = mount("hf://" + REPO, {"block_size": "1M", "verify": "sha256"},
+              env=hf_env(hub, tmp_path))
+    with open(m.file("good.bin"), "rb") as f:
+        assert f.read() == good
+    # The corrupt one: the read that completes it fails, and every
+    # read after (the daemon's cache still holds the bad blocks).
+    with pytest.raises(OSError) as e:
+        with open(m.file("bad.bin"), "rb") as f:
+            f.read()
+    assert e.value.errno == 5
+    assert lib.read_errno(m.file("bad.bin"), 4096, 0)[0] == 5
+    st = m.stats()
+    assert st["verify_failed"] == 1 and st["files_verified"] == 1
+    assert m.log().count("sha256 mismatch") == 1
+    # weightfs-ctl verify: on a mount without verify=, it checks.
+    m2 = mount("hf://" + REPO, {"block_size": "1M"},
+               env=hf_env(hub, tmp_path))
+    r = subprocess.run([ctl_bin, "verify", m2.path], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1, r
+    out = r.stdout
+    assert "good.bin: OK" in out and "bad.bin: MISMATCH" in out
+    assert "cfg.json: no checksum" in out
+    r = subprocess.run([ctl_bin, "verify", m2.file("good.bin")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "OK" in r.stdout, r
