@@ -159,6 +159,7 @@ struct tail {
 	char *buf;
 	unsigned attempt;
 	bool second; /* reading the whole table after a first tail */
+	bool pinned; /* the source checks etag (source.pinned_by_source) */
 	int err;     /* final: 0 and zs, or the reason */
 	struct zstd_seekable *zs;
 	/* curl sources */
@@ -288,7 +289,7 @@ static size_t on_header(char *p, size_t size, size_t nm, void *arg)
 		}
 	} else if (!strcasecmp(line, "ETag")) {
 		tl->r.etag_seen = true;
-		if (tl->etag && strcmp(v, tl->etag))
+		if (tl->etag && !tl->pinned && strcmp(v, tl->etag))
 			tl->r.etag_mismatch = true;
 	} else if (!strcasecmp(line, "Content-Encoding")) {
 		if (*v && strcasecmp(v, "identity"))
@@ -559,6 +560,7 @@ int zstd_object_scan(struct source *src, const struct options *opts,
 		tls[k].n = nd;
 		tls[k].size = nd->size;
 		tls[k].etag = nd->etag;
+		tls[k].pinned = src->pinned_by_source;
 		if (tail_plan(&tls[k], nd->size < TAIL_FIRST ? (size_t)nd->size
 							     : TAIL_FIRST))
 			break;

@@ -374,3 +374,78 @@ def test_verify_sha256_catches_a_corrupt_cdn(hub, mount, tmp_path,
     r = subprocess.run([ctl_bin, "verify", m2.file("good.bin")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r
+
+
+def test_disk_tier_serves_a_second_daemon(hub, mount, tmp_path):
+    files = model_files()
+    hub.commit(REPO, files, lfs=LFS)
+    cache = tmp_path / "disk"
+    opts = {"block_size": "1M", "cache_dir": str(cache)}
+    m = mount("hf://" + REPO, opts, env=hf_env(hub, tmp_path))
+    assert read_all(m.path) == files
+    m.finish()
+    before = len([e for e in hub.log if e[0] == "cdn"])
+    m2 = mount("hf://" + REPO, opts, env=hf_env(hub, tmp_path))
+    assert read_all(m2.path) == files
+    assert m2.stats()["disk_hits"] > 0
+    assert len([e for e in hub.log if e[0] == "cdn"]) == before
+    # A new commit changing a shard: its blocks are not the old ones.
+    name = "model-00002-of-00003.safetensors"
+    new = lib.random_bytes(len(files[name]), seed=99)
+    hub.commit(REPO, {name: new}, lfs=LFS, keep=True)
+    m3 = mount("hf://" + REPO, opts, env=hf_env(hub, tmp_path))
+    with open(m3.file(name), "rb") as f:
+        assert f.read() == new
+
+
+def test_zstd_object_shown_uncompressed(hub, mount, tmp_path):
+    pack = os.path.join(lib.BUILD, "tools", "weightfs-pack")
+    if not os.access(pack, os.X_OK):
+        pytest.skip("weightfs-pack not built")
+    src = tmp_path / "src"
+    src.mkdir()
+    data = (b"\0\1\2\3" * 300000) + lib.random_bytes(MiB, seed=8)
+    (src / "w.bin").write_bytes(data)
+    out = tmp_path / "packed"
+    r = subprocess.run([pack, "-q", str(src / "w.bin"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    zst = (out / "w.bin.zst").read_bytes()
+    hub.commit(REPO, {"w.bin.zst": zst}, lfs={"w.bin.zst"})
+    m = mount("hf://" + REPO, {"block_size": "1M"},
+              env=hf_env(hub, tmp_path))
+    assert os.listdir(m.path) == ["w.bin"]
+    with open(m.file("w.bin"), "rb") as f:
+        assert f.read() == data
+
+
+def test_weightfs_load_through_the_fast_path(hub, mount, tmp_path):
+    st = os.path.join(lib.FIXTURES, "safetensors")
+    load = os.path.join(lib.BUILD, "tools", "weightfs-load")
+    if not os.path.isdir(st) or not os.access(load, os.X_OK):
+        pytest.skip("safetensors fixtures or weightfs-load missing")
+    model = os.path.join(st, "tiny-llama-sharded")
+    files = {}
+    for n in os.listdir(model):
+        with open(os.path.join(model, n), "rb") as f:
+            files[n] = f.read()
+    hub.commit(REPO, files,
+               lfs={n for n in files if n.endswith(".safetensors")})
+    want = {}
+    with open(os.path.join(st, "EXPECTED.json")) as f:
+        for fname, tensors in json.load(f)["files"].items():
+            if fname.startswith("tiny-llama-sharded/"):
+                for name, t in tensors.items():
+                    if name != "__metadata__":
+                        want[name] = "sha256:" + t["sha256"]
+    m = mount("hf://" + REPO, {"block_size": "1M", "verify": "sha256"},
+              env=hf_env(hub, tmp_path))
+    r = subprocess.run([load, "--json", "--digest", "sha256", m.path],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["path"] == "fastpath", out["path"]
+    assert {t["name"]: t["digest"] for t in out["tensors"]} == want
+    st_ = m.stats()
+    assert st_["verify_failed"] == 0
+    assert st_["files_verified"] == 3, st_
