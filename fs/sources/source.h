@@ -96,6 +96,13 @@ struct source_ops {
 	 */
 	int (*getxattr)(struct source *s, struct node *n, const char *name,
 			char **ret);
+	/*
+	 * Optional, with getxattr(): the names getxattr() answers for @n,
+	 * each NUL-terminated, one after the other (static storage), and
+	 * their length in *ret_len.
+	 */
+	const char *(*xattr_names)(struct source *s, struct node *n,
+				   size_t *ret_len);
 	void (*free)(struct source *s);
 };
 

@@ -222,6 +222,28 @@ static int hub_request(const struct source_hf *s, const char *url, bool head,
 	return err;
 }
 
+/* hub_request() GET, following redirects on the Hub's own origin (a
+ * renamed repository answers 307 to its new name). */
+static int hub_api_get(const struct source_hf *s, const char *url,
+		       size_t max_body, struct hub_answer *ret)
+{
+	char *next = NULL;
+	int err;
+
+	for (int hop = 0;; hop++) {
+		err = hub_request(s, next ? next : url, false, max_body, ret);
+		free(next);
+		next = NULL;
+		if (err || ret->r.status < 300 || ret->r.status >= 400 ||
+		    !ret->location || !same_origin(s, ret->location) ||
+		    hop == MAX_HOPS)
+			return err;
+		next = ret->location;
+		ret->location = NULL;
+		answer_done(ret);
+	}
+}
+
 /* A server's text, safe for one line on a terminal, at most 200 bytes. */
 static char *one_line(const char *v)
 {
@@ -300,7 +322,7 @@ static int resolve_revision(struct source_hf *s, char sha[80],
 		return -ENOMEM;
 	}
 	curl_free(rev);
-	err = hub_request(s, url, false, MAX_SMALL, &a);
+	err = hub_api_get(s, url, MAX_SMALL, &a);
 	if (err || a.r.status != 200) {
 		char *what = NULL;
 
@@ -448,7 +470,7 @@ static int list_tree(struct source_hf *s, const char *sha, const char *dir,
 		json_object *root;
 		size_t i, n;
 
-		err = hub_request(s, url, false, MAX_PAGE, &a);
+		err = hub_api_get(s, url, MAX_PAGE, &a);
 		if (!err && a.r.status == 404 && one && *dir) {
 			answer_done(&a);
 			err = -ENOENT;
@@ -853,6 +875,22 @@ static int hf_getxattr(struct source *src, struct node *n, const char *name,
 	return 0;
 }
 
+static const char *hf_xattr_names(struct source *src, struct node *n,
+				  size_t *ret_len)
+{
+	static const char both[] = "user.weightfs.revision\0"
+				   "user.weightfs.sha256";
+	char *v = NULL;
+
+	if (!n->is_dir && !hf_getxattr(src, n, "user.weightfs.sha256", &v)) {
+		free(v);
+		*ret_len = sizeof(both);
+		return both;
+	}
+	*ret_len = sizeof("user.weightfs.revision");
+	return both;
+}
+
 static void hf_free(struct source *src)
 {
 	struct source_hf *s = (struct source_hf *)src;
@@ -883,6 +921,7 @@ static const struct source_ops hf_ops_lazy = {
 	.prepare_get = hf_prepare_get,
 	.get_failed = hf_get_failed,
 	.getxattr = hf_getxattr,
+	.xattr_names = hf_xattr_names,
 	.free = hf_free,
 };
 
@@ -892,6 +931,7 @@ static const struct source_ops hf_ops_whole = {
 	.prepare_get = hf_prepare_get,
 	.get_failed = hf_get_failed,
 	.getxattr = hf_getxattr,
+	.xattr_names = hf_xattr_names,
 	.free = hf_free,
 };
 

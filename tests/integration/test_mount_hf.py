@@ -100,6 +100,11 @@ def test_model_repo_every_byte(hub, mount, tmp_path, listing):
             hashlib.sha256(files[p]).hexdigest()
     with pytest.raises(OSError):
         getxattr(m.file("config.json"), "user.weightfs.sha256")
+    assert "user.weightfs.revision" in os.listxattr(m.path)
+    assert "user.weightfs.sha256" not in os.listxattr(m.file("config.json"))
+    shard = m.file("model-00001-of-00003.safetensors")
+    assert {"user.weightfs.sha256", "user.weightfs.revision",
+            "user.weightfs.etag"} <= set(os.listxattr(shard))
     # Pages were followed: more tree requests than directories.
     trees = [e for e in hub.log if "/tree/" in e[2]]
     assert len(trees) > 3
@@ -219,6 +224,16 @@ def test_mount_errors(hub, weightfs_run, mountpoint, tmp_path):
     assert "404" in msg
     msg = mount_fails(weightfs_run, "hf://justaname", mountpoint, env)
     assert "expected hf://" in msg
+
+
+def test_renamed_repo_followed(hub, mount, tmp_path):
+    files = {"a.txt": b"moved", "w.bin": lib.random_bytes(MiB + 1, seed=2)}
+    hub.commit(REPO, files, lfs={"w.bin"})
+    hub.renamed["org/old-name"] = REPO
+    m = mount("hf://org/old-name", {"block_size": "1M"},
+              env=hf_env(hub, tmp_path))
+    assert read_all(m.path) == files
+    assert any(e[4] == 307 for e in hub.log)
 
 
 def test_rate_limited_then_served(hub, mount, tmp_path):

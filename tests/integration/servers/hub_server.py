@@ -17,6 +17,8 @@ Hub (HubServer.url):
   without a good token is 401 RepoNotFound, a gated one 401/403
   GatedRepo, a bad token 401 "Invalid credentials".
   hub.throttle = N: the next N requests get 429 with Retry-After: 1.
+  hub.renamed["org/old"] = "org/new": a renamed repository, every request
+  under the old name answered 307 with the new one (a relative Location).
 
 CDN (HubServer.cdn_url): GET/HEAD /SHA256?Expires=E&Signature=S, signed
 by the Hub with a secret, 403 once expired (`url_ttl` seconds) or revoked
@@ -99,6 +101,7 @@ class HubServer:
         self.secret = os.urandom(16)
         self.lock = threading.Lock()
         self.commits_made = 0
+        self.renamed = {}  # "org/old" -> "org/new": 307 to the new name
         hub = self
 
         class Hub(http.server.BaseHTTPRequestHandler):
@@ -258,6 +261,14 @@ class HubServer:
             with self.lock:
                 self.throttle -= 1
             return self._throttled(h, head)
+        for old, new in self.renamed.items():
+            for pre in ("/api/models/", "/api/datasets/", "/", "/datasets/"):
+                if path.startswith(pre + old + "/"):
+                    loc = pre + new + u.path[len(pre + old):]
+                    if u.query:
+                        loc += "?" + u.query
+                    self._send(h, 307, b"", [("Location", loc)], head)
+                    return 307
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 6 and \
                 parts[1] in ("models", "datasets"):
