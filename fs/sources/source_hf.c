@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hf_api.h"
 #include "http.h"
 #include "log.h"
 #include "msg.h"
@@ -111,40 +112,6 @@ static char *header_dup(CURL *h, const char *name)
 	return strdup(hd->value);
 }
 
-/* The URL of rel="next" in a Link header value, or NULL. */
-static char *link_next(const char *v)
-{
-	while (v && *v) {
-		const char *lt = strchr(v, '<'), *gt, *end;
-
-		if (!lt || !(gt = strchr(lt, '>')))
-			return NULL;
-		end = strchr(gt, ',');
-		if (!end)
-			end = gt + strlen(gt);
-		if (memmem(gt, (size_t)(end - gt), "rel=\"next\"", 10) ||
-		    memmem(gt, (size_t)(end - gt), "rel=next", 8))
-			return strndup(lt + 1, (size_t)(gt - lt - 1));
-		v = *end ? end + 1 : end;
-	}
-	return NULL;
-}
-
-/* Whether @url is on the Hub's own origin (scheme, host and port). */
-static bool same_origin(const struct source_hf *s, const char *url)
-{
-	size_t n = strlen(s->endpoint);
-	const char *rest = s->endpoint + strcspn(s->endpoint + 8, "/") + 8;
-
-	/* The endpoint may carry a path (a mirror under /hf): compare only
-	 * scheme://authority, which ends at the first '/' after "://". */
-	if (rest > s->endpoint + n)
-		rest = s->endpoint + n;
-	n = (size_t)(rest - s->endpoint);
-	return !strncasecmp(url, s->endpoint, n) &&
-	       (url[n] == '/' || url[n] == '\0' || url[n] == '?');
-}
-
 static int add_auth(const struct source_hf *s, struct curl_slist **hdrs)
 {
 	struct curl_slist *l;
@@ -177,7 +144,7 @@ static int hub_request(const struct source_hf *s, const char *url, bool head,
 	int err;
 
 	memset(ret, 0, sizeof(*ret));
-	if (same_origin(s, url) && (err = add_auth(s, &hdrs)))
+	if (hf_same_origin(s->endpoint, url) && (err = add_auth(s, &hdrs)))
 		return err;
 	for (;;) {
 		CURL *h = curl_easy_init();
@@ -200,7 +167,7 @@ static int hub_request(const struct source_hf *s, const char *url, bool head,
 			    v)
 				ret->location = strdup(v);
 			v = header_dup(h, "Link");
-			ret->link_next = v ? link_next(v) : NULL;
+			ret->link_next = v ? hf_link_next(v) : NULL;
 			free(v);
 			ret->error_code = header_dup(h, "X-Error-Code");
 			ret->error_msg = header_dup(h, "X-Error-Message");
@@ -235,7 +202,8 @@ static int hub_api_get(const struct source_hf *s, const char *url,
 		free(next);
 		next = NULL;
 		if (err || ret->r.status < 300 || ret->r.status >= 400 ||
-		    !ret->location || !same_origin(s, ret->location) ||
+		    !ret->location ||
+		    !hf_same_origin(s->endpoint, ret->location) ||
 		    hop == MAX_HOPS)
 			return err;
 		next = ret->location;
@@ -371,21 +339,6 @@ static char *join(const char *a, const char *b)
 	return p;
 }
 
-/* A validator without W/ and quotes: "abc" -> abc. */
-static char *normalize_etag(const char *e)
-{
-	size_t n;
-
-	if (!e)
-		return NULL;
-	if (!strncmp(e, "W/", 2))
-		e += 2;
-	n = strlen(e);
-	if (n >= 2 && e[0] == '"' && e[n - 1] == '"')
-		return strndup(e + 1, n - 2);
-	return strdup(e);
-}
-
 static int add_entry(struct source_hf *s, struct tree *t, json_object *e,
 		     const char *url, char **warnings)
 {
@@ -501,7 +454,7 @@ static int list_tree(struct source_hf *s, const char *sha, const char *dir,
 		json_object_put(root);
 		if (!err && a.link_next) {
 			/* The next page: on the Hub only (it gets the token). */
-			if (!same_origin(s, a.link_next))
+			if (!hf_same_origin(s->endpoint, a.link_next))
 				err = msg_set(ret_msg, -EPROTO,
 					      "%s: listing: a next page on "
 					      "another server",
@@ -578,41 +531,6 @@ static int hf_list_dir(struct source *src, const char *key, struct tree *t,
 	return list_tree(s, sha, key, false, true, t, ret_msg, ret_warnings);
 }
 
-/* When a signed URL stops being good: CloudFront's Expires=EPOCH, or
- * S3's X-Amz-Date=YYYYMMDDTHHMMSSZ plus X-Amz-Expires=SECONDS. 0: not
- * said. */
-static time_t url_expiry(const char *url)
-{
-	const char *q = strchr(url, '?');
-	long long expires = 0, amz_expires = -1;
-	time_t amz_date = 0;
-
-	while (q && *q) {
-		q++;
-		if (!strncmp(q, "Expires=", 8)) {
-			expires = strtoll(q + 8, NULL, 10);
-		} else if (!strncmp(q, "X-Amz-Expires=", 14)) {
-			amz_expires = strtoll(q + 14, NULL, 10);
-		} else if (!strncmp(q, "X-Amz-Date=", 11)) {
-			struct tm tm = { 0 };
-
-			if (sscanf(q + 11, "%4d%2d%2dT%2d%2d%2dZ", &tm.tm_year,
-				   &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-				   &tm.tm_min, &tm.tm_sec) == 6) {
-				tm.tm_year -= 1900;
-				tm.tm_mon -= 1;
-				amz_date = timegm(&tm);
-			}
-		}
-		q = strchr(q, '&');
-	}
-	if (expires > 0)
-		return (time_t)expires;
-	if (amz_date > 0 && amz_expires >= 0)
-		return amz_date + (time_t)amz_expires;
-	return 0;
-}
-
 /*
  * Resolve @key (pinned to validator @oid, normalized; NULL: none) at the
  * commit read now: HEAD its resolve URL on the Hub, following redirects
@@ -649,7 +567,7 @@ static int resolve(struct source_hf *s, const char *key, const char *oid,
 		}
 		/* The file's identity, as the Hub says it now. */
 		linked = a.linked_etag ? a.linked_etag : a.r.etag;
-		got = normalize_etag(linked);
+		got = hf_etag_normalize(linked);
 		if (oid && got && strcmp(oid, got)) {
 			free(got);
 			answer_done(&a);
@@ -673,10 +591,11 @@ static int resolve(struct source_hf *s, const char *key, const char *oid,
 		url = a.location;
 		a.location = NULL;
 		answer_done(&a);
-		if (!same_origin(s, url)) {
+		if (!hf_same_origin(s->endpoint, url)) {
 			/* The CDN: never the token. */
 			*ret = (struct hf_link){ .url = url,
-						 .expires = url_expiry(url) };
+						 .expires =
+							 hf_url_expiry(url) };
 			url = NULL;
 			break;
 		}
@@ -800,7 +719,7 @@ static int hf_prepare_get(struct source *src, CURL *h, const struct node *file,
 			  struct curl_slist **hdrs)
 {
 	struct source_hf *s = (struct source_hf *)src;
-	char *oid = normalize_etag(etag), *url = NULL;
+	char *oid = hf_etag_normalize(etag), *url = NULL;
 	bool auth = false;
 	int err;
 
@@ -859,7 +778,7 @@ static int hf_getxattr(struct source *src, struct node *n, const char *name,
 		pthread_mutex_unlock(&s->lock);
 	} else if (!strcmp(name, "user.weightfs.sha256") && !n->is_dir) {
 		pthread_mutex_lock(&n->lock);
-		v = normalize_etag(n->etag);
+		v = hf_etag_normalize(n->etag);
 		pthread_mutex_unlock(&n->lock);
 		/* Only LFS files have one: a git blob id is 40 digits. */
 		if (v && strlen(v) != 64) {
@@ -992,77 +911,12 @@ static int find_token(char **ret, char **ret_msg)
 	return 0;
 }
 
-/* Parse "[datasets/|spaces/|models/]ORG/NAME[@REV][/SUBDIR]". */
-static int parse_spec(struct source_hf *s, const char *spec, char **ret_msg)
-{
-	const char *p = spec + 5, *name, *end, *at;
-	static const char *const kinds[] = { "models", "datasets", "spaces" };
-
-	s->kind = NULL;
-	for (size_t i = 0; i < 3; i++) {
-		size_t n = strlen(kinds[i]);
-
-		if (!strncmp(p, kinds[i], n) && p[n] == '/') {
-			s->kind = strdup(kinds[i]);
-			p += n + 1;
-			break;
-		}
-	}
-	if (!s->kind && !(s->kind = strdup("models")))
-		return -ENOMEM;
-	name = strchr(p, '/');
-	if (!name || name == p)
-		goto bad;
-	name++;
-	end = name + strcspn(name, "@/");
-	if (end == name)
-		goto bad;
-	s->repo = strndup(p, (size_t)(end - p));
-	if (!s->repo)
-		return -ENOMEM;
-	for (const char *c = s->repo; *c; c++)
-		if (!isalnum((unsigned char)*c) && !strchr("-_./", *c))
-			goto bad;
-	if (strstr(s->repo, "..") || *s->repo == '.' || *name == '.')
-		goto bad;
-	at = end;
-	if (*at == '@') {
-		const char *rev_end = at + 1 + strcspn(at + 1, "/");
-		char *rev = curl_easy_unescape(NULL, at + 1,
-					       (int)(rev_end - at - 1), NULL);
-
-		if (!rev)
-			return -ENOMEM;
-		s->rev = strdup(rev);
-		curl_free(rev);
-		end = rev_end;
-	} else {
-		s->rev = strdup("main");
-	}
-	if (!s->rev)
-		return -ENOMEM;
-	if (!*s->rev || strpbrk(s->rev, "\r\n"))
-		goto bad;
-	while (*end == '/')
-		end++;
-	s->subdir = strdup(end);
-	if (!s->subdir)
-		return -ENOMEM;
-	for (size_t n = strlen(s->subdir); n && s->subdir[n - 1] == '/';)
-		s->subdir[--n] = '\0';
-	return 0;
-bad:
-	return msg_set(ret_msg, -EINVAL,
-		       "bad source '%s': expected "
-		       "hf://[datasets/]ORG/NAME[@REVISION][/DIR]",
-		       spec);
-}
-
 int source_hf_new(const char *spec, const struct options *opts,
 		  struct source **ret, char **ret_msg)
 {
 	struct source_hf *s = calloc(1, sizeof(*s));
 	const char *ep = getenv("HF_ENDPOINT");
+	struct hf_spec sp;
 	size_t n;
 	int err = -ENOMEM;
 
@@ -1082,8 +936,18 @@ int source_hf_new(const char *spec, const struct options *opts,
 			      spec);
 		goto fail;
 	}
-	if ((err = parse_spec(s, spec, ret_msg)))
+	err = hf_spec_parse(spec, &sp);
+	if (err == -EINVAL)
+		err = msg_set(ret_msg, err,
+			      "bad source '%s': expected "
+			      "hf://[datasets/]ORG/NAME[@REVISION][/DIR]",
+			      spec);
+	if (err)
 		goto fail;
+	s->kind = sp.kind;
+	s->repo = sp.repo;
+	s->rev = sp.rev;
+	s->subdir = sp.subdir;
 	s->endpoint = strdup(ep && *ep ? ep : DEFAULT_ENDPOINT);
 	if (!s->endpoint)
 		goto fail;
