@@ -75,8 +75,12 @@ struct source_hf {
 	struct timespec mtime; /* the commit's date, for every entry */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;   /* a link was resolved */
-	char sha[80];	       /* the commit read; protected by lock */
+	pthread_cond_t cond; /* a link was resolved */
+	char sha[80];	     /* the commit read; protected by lock */
+	/* the one before it (list_ttl followed the branch): a file of the
+	 * old listing, until the tree merges the new one, is read there;
+	 * protected by lock */
+	char prev_sha[80];
 	bool listed;	       /* list() ran once; protected by lock */
 	struct hf_link *links; /* protected by lock */
 	size_t nlinks;
@@ -510,9 +514,11 @@ static int hf_list(struct source *src, struct tree *t, char **ret_msg,
 		if (err)
 			return err;
 		pthread_mutex_lock(&s->lock);
-		if (strcmp(sha, s->sha))
+		if (strcmp(sha, s->sha)) {
 			log_info("%s: revision '%s' moved to commit %s",
 				 s->s.display, s->rev, sha);
+			memcpy(s->prev_sha, s->sha, sizeof(s->sha));
+		}
 		memcpy(s->sha, sha, sizeof(sha));
 		pthread_mutex_unlock(&s->lock);
 	}
@@ -532,22 +538,18 @@ static int hf_list_dir(struct source *src, const char *key, struct tree *t,
 }
 
 /*
- * Resolve @key (pinned to validator @oid, normalized; NULL: none) at the
- * commit read now: HEAD its resolve URL on the Hub, following redirects
+ * Resolve @key (pinned to validator @oid, normalized; NULL: none) at
+ * commit @sha: HEAD its resolve URL on the Hub, following redirects
  * on the Hub, up to the first target elsewhere (the CDN) or a 2xx.
  * @return 0 and a new link, -ESTALE when the file is not @oid any more,
  * or the classified errno of the Hub's answer.
  */
-static int resolve(struct source_hf *s, const char *key, const char *oid,
-		   struct hf_link *ret)
+static int resolve_at(struct source_hf *s, const char *sha, const char *key,
+		      const char *oid, struct hf_link *ret)
 {
 	char *full = join(s->subdir, key), *esc = NULL, *url = NULL;
-	char sha[80];
 	int err = -ENOMEM, hop;
 
-	pthread_mutex_lock(&s->lock);
-	snprintf(sha, sizeof(sha), "%s", s->sha);
-	pthread_mutex_unlock(&s->lock);
 	if (!full || !(esc = http_url_escape_path(full)))
 		goto out;
 	if (asprintf(&url, "%s/%s%s%s/resolve/%s/%s", s->endpoint, kind_path(s),
@@ -604,6 +606,25 @@ out:
 	free(full);
 	free(esc);
 	free(url);
+	return err;
+}
+
+/* resolve_at() the commit read now; a file that is not @oid there any
+ * more, or gone (list_ttl moved to a new commit, the tree has not merged
+ * it yet), at the commit before. */
+static int resolve(struct source_hf *s, const char *key, const char *oid,
+		   struct hf_link *ret)
+{
+	char sha[80], prev[80];
+	int err;
+
+	pthread_mutex_lock(&s->lock);
+	snprintf(sha, sizeof(sha), "%s", s->sha);
+	snprintf(prev, sizeof(prev), "%s", s->prev_sha);
+	pthread_mutex_unlock(&s->lock);
+	err = resolve_at(s, sha, key, oid, ret);
+	if ((err == -ESTALE || err == -ENOENT) && *prev && strcmp(prev, sha))
+		err = resolve_at(s, prev, key, oid, ret);
 	return err;
 }
 
