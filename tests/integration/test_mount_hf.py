@@ -226,6 +226,19 @@ def test_mount_errors(hub, weightfs_run, mountpoint, tmp_path):
     assert "expected hf://" in msg
 
 
+def test_gated_with_access_and_429_while_reading(hub, mount, tmp_path):
+    files = model_files()
+    hub.commit(REPO, files, lfs=LFS)
+    hub.gated.add("models/" + REPO)
+    hub.tokens.add("hf_ok")
+    hub.gated_ok.add("hf_ok")
+    m = mount("hf://" + REPO, {"block_size": "1M"},
+              env=hf_env(hub, tmp_path, token="hf_ok"))
+    hub.throttle = 4  # resolves and reads of git files answered 429
+    assert read_all(m.path) == files
+    assert [e for e in hub.log if e[4] == 429]
+
+
 def test_renamed_repo_followed(hub, mount, tmp_path):
     files = {"a.txt": b"moved", "w.bin": lib.random_bytes(MiB + 1, seed=2)}
     hub.commit(REPO, files, lfs={"w.bin"})
@@ -464,3 +477,22 @@ def test_weightfs_load_through_the_fast_path(hub, mount, tmp_path):
     st_ = m.stats()
     assert st_["verify_failed"] == 0
     assert st_["files_verified"] == 3, st_
+    # The Python layer (weightfs.numpy) on the same mount.
+    libw = os.path.join(lib.BUILD, "loader", "libweightfs.so")
+    if not os.path.exists(libw):
+        return
+    code = ("import hashlib, json, sys, weightfs.numpy as w\n"
+            "out = {}\n"
+            "for p in sys.argv[1:]:\n"
+            "    for k, a in w.load_file(p).items():\n"
+            "        out[k] = 'sha256:' + hashlib.sha256(a.tobytes())"
+            ".hexdigest()\n"
+            "print(json.dumps(out))\n")
+    shards = sorted(m.file(n) for n in files if n.endswith(".safetensors"))
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", code] + shards, capture_output=True,
+        text=True, timeout=120,
+        env=dict(os.environ, WEIGHTFS_LIB=libw,
+                 PYTHONPATH=os.path.join(lib.REPO, "loader", "python")))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == want
