@@ -142,7 +142,7 @@ def test_token_only_to_the_hub(hub, mount, tmp_path):
     hub.commit(REPO, files, lfs=LFS)
     hub.private.add("models/" + REPO)
     hub.tokens.add("hf_secret_token")
-    m = mount("hf://" + REPO, {"block_size": "1M"},
+    m = mount("hf://" + REPO, {"block_size": "1M"}, debug=True,
               env=hf_env(hub, tmp_path, token="hf_secret_token"))
     assert read_all(m.path) == files
     cdn = [e for e in hub.log if e[0] == "cdn"]
