@@ -25,6 +25,7 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "verify.h"
 #include "zstd_object.h"
 
 #define EXIT_USAGE 2
@@ -232,6 +233,8 @@ int main(int argc, char *argv[])
 	log_debug("listed %zu files, %llu bytes", tree_files(d.tree),
 		  (unsigned long long)tree_bytes(d.tree));
 
+	if (d.opts.verify_sha256)
+		verify_set_source(d.src);
 	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0)
 		goto fail;
 	fill_ctx = d.fetch;

@@ -11,6 +11,7 @@
 
 #include "cache.h"
 #include "log.h"
+#include "source.h"
 #include "stats.h"
 #include "tree.h"
 
@@ -21,8 +22,18 @@ struct verify {
 	uint64_t done;	 /* bytes [0, done) hashed */
 	uint64_t seen;	 /* the furthest byte a reader got, within reach */
 	bool finished;	 /* checked (or given up on) */
+	int want_state;	 /* 0 not asked yet, 1 want holds it, -1 none */
+	char want[65];	 /* the SHA-256 the source lists */
 	bool failed;	 /* read only, once set (atomic enough: a bool) */
 };
+
+/* The source asked for checksums it keeps beside objects (S3). */
+static struct source *checksum_source;
+
+void verify_set_source(struct source *src)
+{
+	checksum_source = src;
+}
 
 /* The 64 hex digits @n's validator names, into @out; false if none. */
 static bool expected(struct node *n, char out[65])
@@ -145,11 +156,8 @@ int verify_feed(struct cache *c, struct node *n, uint32_t gen, uint64_t fsize,
 		uint64_t pos, const char *data, size_t len)
 {
 	struct verify *v;
-	char want[65];
 	int err = 0;
 
-	if (!expected(n, want))
-		return 0;
 	v = state_of(n);
 	if (!v)
 		return 0; /* out of memory: not checked, still served */
@@ -163,11 +171,39 @@ int verify_feed(struct cache *c, struct node *n, uint32_t gen, uint64_t fsize,
 		v->gen = gen;
 		v->done = v->seen = 0;
 		v->finished = false;
+		v->want_state = 0;
 	}
 	if (v->finished || pos > v->done + VERIFY_WINDOW)
 		goto out;
 	if (pos + len > v->seen)
 		v->seen = pos + len;
+	/* What to check against, asked once per version, when a read from
+	 * the start begins: the validator (hf://: the LFS sha256), else the
+	 * source's checksum (S3), else nothing. */
+	if (!v->want_state) {
+		if (pos != 0)
+			goto out;
+		int e = -ENODATA;
+
+		if (expected(n, v->want))
+			e = 0;
+		else if (checksum_source && checksum_source->ops->sha256)
+			e = checksum_source->ops->sha256(checksum_source, n,
+							 v->want);
+		if (e && e != -ENODATA)
+			log_debug("%s: no SHA-256 to check against: %s", n->key,
+				  strerror(-e));
+		if (!e)
+			v->want_state = 1;
+		else if (e == -ENODATA || e == -ESTALE)
+			v->want_state = -1;
+		else
+			goto out; /* asked again by the next read from 0 */
+	}
+	if (v->want_state < 0) {
+		v->finished = true; /* nothing to check this version against */
+		goto out;
+	}
 	if (pos > v->done)
 		goto out; /* ahead: caught up when the run gets here */
 	if (pos + len > v->done) {
@@ -177,7 +213,7 @@ int verify_feed(struct cache *c, struct node *n, uint32_t gen, uint64_t fsize,
 		v->done = pos + len;
 	}
 	if (catch_up(v, c, n, fsize) == 0 && v->done == fsize)
-		err = finish(v, n, want);
+		err = finish(v, n, v->want);
 out:
 	pthread_mutex_unlock(&v->lock);
 	return err;

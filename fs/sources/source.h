@@ -103,6 +103,15 @@ struct source_ops {
 	 */
 	const char *(*xattr_names)(struct source *s, struct node *n,
 				   size_t *ret_len);
+	/*
+	 * Optional. The SHA-256 of @n's whole content as the source keeps
+	 * it beside the object (S3: a full-object x-amz-checksum-sha256),
+	 * asked now (blocks; -o verify=sha256 asks once per version read).
+	 * @return 0 and @ret (64 hex digits), -ENODATA when there is none,
+	 * -ESTALE when the object is not the version listed, or another
+	 * negative errno.
+	 */
+	int (*sha256)(struct source *s, struct node *n, char ret[65]);
 	void (*free)(struct source *s);
 };
 
