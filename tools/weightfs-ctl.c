@@ -7,11 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "ctl_prom.h"
 #include "size.h"
@@ -25,6 +28,7 @@ static const char usage[] =
 	"usage: weightfs-ctl stats [--prometheus] MOUNTPOINT...\n"
 	"       weightfs-ctl prefetch PATH...\n"
 	"       weightfs-ctl evict PATH...\n"
+	"       weightfs-ctl verify PATH...\n"
 	"\n"
 	"  stats MOUNTPOINT   print the mount's counters as JSON: "
 	"bytes_fetched,\n"
@@ -35,7 +39,8 @@ static const char usage[] =
 	"objects_changed,\n"
 	"                     fastpath_bytes_copied, disk_hits, disk_misses,\n"
 	"                     disk_bytes, disk_writes, disk_evictions,\n"
-	"                     disk_corrupt, disk_errors, errors by class:\n"
+	"                     disk_corrupt, disk_errors, files_verified,\n"
+	"                     verify_failed, errors by class:\n"
 	"                     errors_stale, errors_gone, errors_protocol,\n"
 	"                     errors_timeout, errors_auth, errors_other\n"
 	"    --prometheus     instead, the Prometheus text format (for\n"
@@ -59,9 +64,19 @@ static const char usage[] =
 	"                     to be written to disk: once written) and the "
 	"kernel's\n"
 	"                     page cache\n"
+	"  verify PATH...     read files (directories: every file below) "
+	"through\n"
+	"                     the mount and check each against the SHA-256 "
+	"its\n"
+	"                     source lists (xattr user.weightfs.sha256: "
+	"hf://\n"
+	"                     LFS files); a progress line on a terminal, "
+	"one\n"
+	"                     line per file: OK, MISMATCH, or no checksum\n"
 	"  -h, --help         this help\n"
 	"\n"
-	"Exit status: 0 done, 1 a path failed, 2 usage.\n";
+	"Exit status: 0 done, 1 a path failed (verify: a mismatch or a read\n"
+	"error), 2 usage.\n";
 
 /* The stats JSON of @mnt into @buf; 0, or 1 said on stderr. */
 static int read_stats(const char *mnt, char *buf, size_t len)
@@ -135,6 +150,7 @@ static int connect_for(int file_fd)
 
 static bool show_progress;
 static bool evicting;
+static bool verifying;
 static int failures;
 static uint64_t tag;
 
@@ -156,8 +172,9 @@ static void progress(const char *path, uint64_t done, uint64_t size, double t0,
 		return;
 	size_format(done, a, sizeof(a));
 	size_format(size, b, sizeof(b));
-	fprintf(stderr, "\r\033[Kprefetch %s: %s / %s (%.0f%%) %.2f GB/s%s",
-		path, a, b, size ? 100.0 * (double)done / (double)size : 100.0,
+	fprintf(stderr, "\r\033[K%s %s: %s / %s (%.0f%%) %.2f GB/s%s",
+		verifying ? "verify" : "prefetch", path, a, b,
+		size ? 100.0 * (double)done / (double)size : 100.0,
 		dt > 0 ? (double)done / dt / 1e9 : 0.0, last ? "\n" : "");
 }
 
@@ -219,11 +236,81 @@ out:
 	return 0;
 }
 
+/* Read @path whole and compare its SHA-256 with the one its source
+ * lists: what a reader of the mount gets, checked. */
+static int verify_file(const char *path)
+{
+	static char buf[8u << 20];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	char want[80], got[2 * EVP_MAX_MD_SIZE + 1];
+	EVP_MD_CTX *ctx = NULL;
+	uint64_t done = 0;
+	unsigned mdlen = 0;
+	double t0 = now();
+	struct stat st;
+	ssize_t n;
+	int fd = -1, err = 0;
+
+	n = getxattr(path, "user.weightfs.sha256", want, sizeof(want) - 1);
+	if (n < 0) {
+		if (errno != ENODATA) {
+			err = -errno;
+			goto out;
+		}
+		printf("%s: no checksum\n", path);
+		return 0;
+	}
+	want[n] = '\0';
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ctx = EVP_MD_CTX_new();
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		err = -errno;
+		goto out;
+	}
+	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+		err = -ENOMEM;
+		goto out;
+	}
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		done += (uint64_t)n;
+		progress(path, done, (uint64_t)st.st_size, t0, false);
+	}
+	if (n < 0) {
+		err = -errno;
+		goto out;
+	}
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(got + 2 * i, 3, "%02x", md[i]);
+	progress(path, done, (uint64_t)st.st_size, t0, true);
+	if (strcasecmp(got, want)) {
+		printf("%s: MISMATCH (expected %s, read %s)\n", path, want,
+		       got);
+		failures++;
+	} else {
+		printf("%s: OK\n", path);
+	}
+	fflush(stdout);
+out:
+	EVP_MD_CTX_free(ctx);
+	if (fd >= 0)
+		close(fd);
+	if (err) {
+		if (show_progress)
+			fputc('\n', stderr);
+		fprintf(stderr, "weightfs-ctl: %s: %s\n", path, strerror(-err));
+		failures++;
+	}
+	return 0;
+}
+
 static int walk_one(const char *path, const struct stat *st, int type,
 		    struct FTW *ftw)
 {
 	if (type == FTW_F && S_ISREG(st->st_mode))
-		one_file(path);
+		(verifying ? verify_file : one_file)(path);
 	return 0;
 }
 
@@ -269,6 +356,10 @@ int main(int argc, char *argv[])
 		return stats(argv + 2, argc - 2);
 	if (argc >= 3 && !strcmp(argv[1], "prefetch"))
 		return files(argv + 2, argc - 2);
+	if (argc >= 3 && !strcmp(argv[1], "verify")) {
+		verifying = true;
+		return files(argv + 2, argc - 2);
+	}
 	if (argc >= 3 && !strcmp(argv[1], "evict")) {
 		evicting = true;
 		return files(argv + 2, argc - 2);

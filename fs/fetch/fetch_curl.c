@@ -154,7 +154,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 
 	x->last_ms = fetch_now_ms();
 
-	fetch_response_header(&x->r, p, len, x->off, x->len, x->j->etag);
+	/* A source that checks identity itself (hf://: the CDN's ETag is not
+	 * the file's id) is not compared here. */
+	fetch_response_header(&x->r, p, len, x->off, x->len,
+			      x->f->src->pinned_by_source ? NULL : x->j->etag);
 	/* No validator from the listing: the first block's sets it. */
 	if (!x->j->etag && x->r.status / 100 == 2 &&
 	    (v = http_header_is(p, len, "ETag", &vlen)) &&
@@ -458,6 +461,9 @@ static void *curl_worker(void *arg)
 			x->err = fetch_judge(x->off, x->len, j->size,
 					     xfer_errno(x, msg->data.result),
 					     &x->r);
+			if (x->err && f->src->ops->get_failed)
+				x->err = f->src->ops->get_failed(
+					f->src, x->h, j->obj, x->err);
 			STAT_ADD(bytes_fetched, x->r.got);
 			if (curl_easy_getinfo(x->h, CURLINFO_TOTAL_TIME_T,
 					      &us) == CURLE_OK)

@@ -134,7 +134,8 @@ static size_t on_header(char *p, size_t size, size_t nm, void *arg)
 {
 	struct fetch_range *fr = arg;
 
-	fetch_response_header(&fr->r, p, size * nm, fr->off, fr->len, fr->etag);
+	fetch_response_header(&fr->r, p, size * nm, fr->off, fr->len,
+			      fr->src->pinned_by_source ? NULL : fr->etag);
 	return size * nm;
 }
 

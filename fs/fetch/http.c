@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "opts.h"
@@ -255,6 +256,29 @@ bool http_retryable(int err, unsigned flags)
 	default:
 		return true; /* resets, stalls, 5xx, 429, EIO */
 	}
+}
+
+unsigned http_retry_after_ms(CURL *h, unsigned cap_ms)
+{
+	struct curl_header *hd;
+	long status = 0;
+	long long secs;
+	char *end;
+
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	if ((status != 429 && status != 503) ||
+	    curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hd) !=
+		    CURLHE_OK)
+		return 0;
+	secs = strtoll(hd->value, &end, 10);
+	if (end == hd->value || *end) {
+		time_t at = curl_getdate(hd->value, NULL);
+
+		secs = at > 0 ? (long long)(at - time(NULL)) : 0;
+	}
+	if (secs <= 0)
+		return 0;
+	return secs >= cap_ms / 1000 ? cap_ms : (unsigned)secs * 1000u;
 }
 
 int http_curl_errno(CURLcode code)

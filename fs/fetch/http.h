@@ -102,6 +102,15 @@ unsigned http_backoff_ms(unsigned attempt);
 #define HTTP_RETRY_NEVER 2u
 bool http_retryable(int err, unsigned flags);
 
+/*
+ * http_retry_after_ms() - the wait a 429 or 503 response on @h (after
+ * its transfer) asks for with Retry-After (seconds or an HTTP date), at
+ * most @cap_ms; 0 when none.
+ */
+unsigned http_retry_after_ms(CURL *h, unsigned cap_ms);
+/* The longest Retry-After the request runner honours. */
+#define HTTP_RETRY_AFTER_CAP_MS 60000u
+
 /* http_curl_errno() - the errno for a failed transfer. */
 int http_curl_errno(CURLcode code);
 

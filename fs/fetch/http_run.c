@@ -45,7 +45,7 @@ static int attempt_prepare(struct http_req *rq, const struct options *opts)
 static bool attempt_done(struct http_req *rq, CURLcode code,
 			 const struct options *opts)
 {
-	unsigned retries = opts ? opts->retries : 0;
+	unsigned retries = opts ? opts->retries : 0, wait;
 	int err;
 
 	rq->final = false;
@@ -61,7 +61,12 @@ static bool attempt_done(struct http_req *rq, CURLcode code,
 		rq->err = err;
 		return true;
 	}
-	rq->not_before_ms = now_ms() + http_backoff_ms(rq->attempt++);
+	/* A 429 or 503 that says when to come back is not asked sooner. */
+	wait = http_retry_after_ms(rq->h, HTTP_RETRY_AFTER_CAP_MS);
+	if (wait < http_backoff_ms(rq->attempt))
+		wait = http_backoff_ms(rq->attempt);
+	rq->attempt++;
+	rq->not_before_ms = now_ms() + wait;
 	return false;
 }
 

@@ -27,6 +27,12 @@ const char cmdline_usage[] =
 "                          (nginx: autoindex on; autoindex_format json;),\n"
 "                          or the URL of one file\n"
 "  s3://bucket[/prefix]    an S3 bucket or prefix\n"
+"  hf://ORG/NAME[@REV][/DIR]  a Hugging Face Hub repository (datasets:\n"
+"                          hf://datasets/ORG/NAME) at the commit REV (a\n"
+"                          branch, tag or commit; default main) names at\n"
+"                          mount; token from HF_TOKEN, HF_TOKEN_PATH or\n"
+"                          $HF_HOME/token, sent only to the Hub\n"
+"                          (HF_ENDPOINT, default https://huggingface.co)\n"
 "\n"
 "Options:\n"
 "  -f                      stay in the foreground (default: daemonize once\n"
@@ -87,6 +93,11 @@ const char cmdline_usage[] =
 "                          directory of them, each object finding its key\n"
 "                          by key id. Without its key a sealed file lists\n"
 "                          but its reads fail with EACCES\n"
+"  -o verify=MODE          sha256: check a file whose source keeps its\n"
+"                          SHA-256 (hf:// LFS files, S3 objects with a\n"
+"                          full-object checksum) the first time it is read\n"
+"                          whole; a mismatch reads EIO from then on\n"
+"                          (default off)\n"
 "  -o allow_other          let other users read the mount (the kernel checks\n"
 "                          permissions; file:// shows the source's owners\n"
 "                          and modes, less write bits)\n"
@@ -142,6 +153,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("cache_disk=%s", cache_disk),
 	OPT("zstd=%s", zstd),
 	OPT("key_file=%s", key_file),
+	OPT("verify=%s", verify),
 	OPT("ca_file=%s", ca_file),
 	OPT("insecure", insecure),
 	OPT("path_style", path_style),
@@ -434,6 +446,16 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 		}
 		o->zstd = false;
 	}
+	if (c->verify && strcmp(c->verify, "off")) {
+		if (strcmp(c->verify, "sha256")) {
+			fprintf(stderr,
+				"weightfs: bad verify '%s': expected sha256 "
+				"or off\n",
+				c->verify);
+			return -EINVAL;
+		}
+		o->verify_sha256 = true;
+	}
 	return 0;
 }
 
@@ -458,6 +480,7 @@ void cmdline_free(struct cmdline *c)
 	free(c->cache_dir);
 	free(c->zstd);
 	free(c->key_file);
+	free(c->verify);
 	free(c->cache_disk);
 	free(c->endpoint);
 	free(c->ca_file);

@@ -30,6 +30,7 @@ struct cmdline {
 	char *cache_dir, *cache_disk;
 	char *zstd;
 	char *key_file;
+	char *verify;
 	int foreground, debug, help, version;
 };
 

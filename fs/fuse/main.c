@@ -26,6 +26,7 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "verify.h"
 
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
@@ -261,6 +262,8 @@ static int build_engine(struct run *r)
 	void *fill_ctx;
 	int err;
 
+	if (d->opts.verify_sha256)
+		verify_set_source(d->src);
 	if ((err = fetch_new(d->src, &d->opts, &d->fetch)) < 0)
 		goto fail;
 	fill_ctx = d->fetch;

@@ -18,6 +18,7 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
+#include "verify.h"
 #include "wire.h"
 
 /* The tree changes only when a file is found changed, which the kernel
@@ -359,6 +360,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, read_error(n, -ESTALE));
 		return;
 	}
+	/* Failed its SHA-256 check: not opened again (the kernel may hold
+	 * pages of it). */
+	if (d->opts.verify_sha256 && verify_check(n)) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	fi->keep_cache = 1;
 	fi->noflush = 1;
 	if (d->opts.prefetch == PREFETCH_OPEN) {
@@ -500,6 +507,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		 * system.posix_acl_access). */
 		fuse_reply_err(req, ENOTSUP);
 		return;
+	} else if (d->src->ops->getxattr) {
+		len = d->src->ops->getxattr(d->src, n, name, &v);
+		if (len < 0) {
+			fuse_reply_err(req, -len);
+			return;
+		}
 	} else {
 		fuse_reply_err(req, ENODATA);
 		return;
@@ -521,14 +534,40 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		XATTR_SOURCE "\0" XATTR_STATS "\0" WIRE_XATTR_SOCKET;
 	static const char dir_names[] = XATTR_SOURCE "\0" WIRE_XATTR_SOCKET;
 
-	if (!n)
+	struct source *src = daemon_of(req)->src;
+	const char *names, *more = NULL;
+	size_t len, more_len = 0;
+	char *all;
+
+	if (!n) {
 		fuse_reply_err(req, ENOENT);
-	else if (!n->is_dir)
-		reply_xattr_value(req, file_names, sizeof(file_names), size);
-	else if (ino == FUSE_ROOT_ID)
-		reply_xattr_value(req, root_names, sizeof(root_names), size);
-	else
-		reply_xattr_value(req, dir_names, sizeof(dir_names), size);
+		return;
+	}
+	if (!n->is_dir) {
+		names = file_names;
+		len = sizeof(file_names);
+	} else if (ino == FUSE_ROOT_ID) {
+		names = root_names;
+		len = sizeof(root_names);
+	} else {
+		names = dir_names;
+		len = sizeof(dir_names);
+	}
+	if (src->ops->xattr_names)
+		more = src->ops->xattr_names(src, n, &more_len);
+	if (!more || !more_len) {
+		reply_xattr_value(req, names, len, size);
+		return;
+	}
+	all = malloc(len + more_len);
+	if (!all) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(all, names, len);
+	memcpy(all + len, more, more_len);
+	reply_xattr_value(req, all, len + more_len, size);
+	free(all);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

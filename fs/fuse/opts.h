@@ -31,7 +31,8 @@ struct options {
 	/* Keys of sealed objects (NAME.sealed): a key file, or a directory
 	 * of them; absolute; "": none (sealed files list, reads EACCES) */
 	char key_file[4096];
-	bool list_lazy; /* list directories when first looked in */
+	bool list_lazy;	    /* list directories when first looked in */
+	bool verify_sha256; /* check files against their listed SHA-256 */
 	/* one listing (list(), or list_dir() of one directory) gives up
 	 * after this long or this many entries (list_budget, s3_list.h) */
 	unsigned list_time_max_s;

@@ -8,6 +8,7 @@
 #include "stats.h"
 #include "tensor_ahead.h"
 #include "tree.h"
+#include "verify.h"
 
 /* Start fetching the blocks in the readahead window after a read of
  * [off, end), in steps of a request: blocks are asked for once at least
@@ -72,6 +73,8 @@ int readpath_begin(struct cache *cache, const struct options *opts,
 	changed = node_version(n, &fsize, &gen);
 	if (changed)
 		return -ESTALE;
+	if (opts->verify_sha256 && verify_check(n))
+		return -EIO;
 	ret->cache = cache;
 	ret->opts = opts;
 	ret->n = n;
@@ -107,6 +110,15 @@ int readpath_next(struct readpath *rp, struct block **ret_block,
 	err = cache_get(rp->cache, rp->n, rp->generation, idx, blen, ret_block);
 	if (err)
 		return err;
+	if (rp->opts->verify_sha256) {
+		err = verify_feed(rp->cache, rp->n, rp->generation, fsize,
+				  rp->pos, (*ret_block)->data + boff, take);
+		if (err) {
+			cache_unref(rp->cache, *ret_block);
+			*ret_block = NULL;
+			return err;
+		}
+	}
 	rp->pos += take;
 	STAT_ADD(bytes_read, take);
 	*ret_off = boff;

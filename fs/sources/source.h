@@ -1,5 +1,6 @@
 /* Sources: where files come from. One implementation per scheme:
- * file:// (source_file.c), http(s):// (source_http.c), s3:// (source_s3.c).
+ * file:// (source_file.c), http(s):// (source_http.c), s3:// (source_s3.c),
+ * hf:// (source_hf.c).
  *
  * A source lists its objects into a tree, and reads their blocks in one
  * of two ways, which also picks the fetch engine's transport (fetch.h):
@@ -95,12 +96,50 @@ struct source_ops {
 	int (*read_block)(struct source *s, const struct node *file,
 			  const char *etag, uint64_t off, size_t len,
 			  char *buf);
+	/*
+	 * Optional. A GET set up by prepare_get() on @h failed with @err
+	 * (classified, fetch_judge()): the source may forget what it
+	 * derived for @file (hf://: a signed URL that expired) and say
+	 * what the failure is now, e.g. -EAGAIN so that the retry policy
+	 * tries again.
+	 * @return the errno to go on with.
+	 */
+	int (*get_failed)(struct source *s, CURL *h, const struct node *file,
+			  int err);
+	/*
+	 * Optional. The value of extended attribute @name of @n that the
+	 * source adds (hf://: user.weightfs.revision, .sha256).
+	 * @return 0 and *ret (malloc'd), -ENODATA, -ENOMEM.
+	 */
+	int (*getxattr)(struct source *s, struct node *n, const char *name,
+			char **ret);
+	/*
+	 * Optional, with getxattr(): the names getxattr() answers for @n,
+	 * each NUL-terminated, one after the other (static storage), and
+	 * their length in *ret_len.
+	 */
+	const char *(*xattr_names)(struct source *s, struct node *n,
+				   size_t *ret_len);
+	/*
+	 * Optional. The SHA-256 of @n's whole content as the source keeps
+	 * it beside the object (S3: a full-object x-amz-checksum-sha256),
+	 * asked now (blocks; -o verify=sha256 asks once per version read).
+	 * @return 0 and @ret (64 hex digits), -ENODATA when there is none,
+	 * -ESTALE when the object is not the version listed, or another
+	 * negative errno.
+	 */
+	int (*sha256)(struct source *s, struct node *n, char ret[65]);
 	void (*free)(struct source *s);
 };
 
 struct source {
 	const struct source_ops *ops;
 	char *display; /* SOURCE as the user gave it, without secrets */
+	/* The source checks a file's validator itself when it prepares a
+	 * GET (prepare_get() fails with -ESTALE): responses come from
+	 * another server (a CDN) whose ETag is not the validator, and the
+	 * engine does not compare them. */
+	bool pinned_by_source;
 };
 
 /*
@@ -134,6 +173,8 @@ int source_file_new(const char *spec, const struct options *opts,
 int source_http_new(const char *spec, const struct options *opts,
 		    struct source **ret, char **ret_msg);
 int source_s3_new(const char *spec, const struct options *opts,
+		  struct source **ret, char **ret_msg);
+int source_hf_new(const char *spec, const struct options *opts,
 		  struct source **ret, char **ret_msg);
 
 #endif

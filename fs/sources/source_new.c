@@ -18,8 +18,11 @@ int source_new(const char *spec, const struct options *opts,
 		return source_http_new(spec, opts, ret, ret_msg);
 	if (!strncmp(spec, "s3://", 5))
 		return source_s3_new(spec, opts, ret, ret_msg);
+	if (!strncmp(spec, "hf://", 5))
+		return source_hf_new(spec, opts, ret, ret_msg);
 	return msg_set(ret_msg, -EINVAL,
 		       "unsupported source '%s': expected file:///dir, "
-		       "http(s)://host/dir/ or s3://bucket[/prefix]",
+		       "http(s)://host/dir/, s3://bucket[/prefix] or "
+		       "hf://ORG/NAME[@REVISION]",
 		       spec);
 }

@@ -7,6 +7,8 @@
 #include "source.h"
 
 #include <arpa/inet.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -73,14 +75,15 @@ static int add_header(struct curl_slist **l, const char *fmt, ...)
  * X-Amz-Security-Token, Authorization, If-Match. @range is signed but not
  * appended (the caller sets it). Anonymous: only If-Match.
  */
-static int sign_get(struct source_s3 *s, const char *path, const char *query,
-		    const char *range, const char *etag,
-		    struct curl_slist **hdrs, char **ret_msg)
+static int sign_request(struct source_s3 *s, const char *method,
+			const char *path, const char *query, const char *range,
+			const char *etag, bool checksum_mode,
+			struct curl_slist **hdrs, char **ret_msg)
 {
 	struct aws_credentials cr = { 0 };
-	struct sigv4_header h[7];
+	struct sigv4_header h[8];
 	struct sigv4_request req = {
-		.method = "GET",
+		.method = method,
 		.path = path,
 		.query = query,
 		.headers = h,
@@ -94,8 +97,12 @@ static int sign_get(struct source_s3 *s, const char *path, const char *query,
 
 	if (etag && strpbrk(etag, "\r\n"))
 		return -EINVAL;
-	if (!s->creds)
-		return etag ? add_header(hdrs, "If-Match: %s", etag) : 0;
+	if (!s->creds) {
+		err = etag ? add_header(hdrs, "If-Match: %s", etag) : 0;
+		if (!err && checksum_mode)
+			err = add_header(hdrs, "x-amz-checksum-mode: ENABLED");
+		return err;
+	}
 	err = aws_creds_get(s->creds, &cr, ret_msg);
 	if (err)
 		return err;
@@ -111,6 +118,9 @@ static int sign_get(struct source_s3 *s, const char *path, const char *query,
 		h[n++] = (struct sigv4_header){ "Range", range };
 	if (etag)
 		h[n++] = (struct sigv4_header){ "If-Match", etag };
+	if (checksum_mode)
+		h[n++] = (struct sigv4_header){ "x-amz-checksum-mode",
+						"ENABLED" };
 	req.nheaders = n;
 	key.access_key_id = cr.access_key_id;
 	key.secret_access_key = cr.secret_access_key;
@@ -127,11 +137,22 @@ static int sign_get(struct source_s3 *s, const char *path, const char *query,
 				 cr.session_token);
 	if (!err && etag)
 		err = add_header(hdrs, "If-Match: %s", etag);
+	if (!err && checksum_mode)
+		err = add_header(hdrs, "x-amz-checksum-mode: ENABLED");
 	if (!err)
 		err = add_header(hdrs, "Authorization: %s", sig.authorization);
 	sigv4_signature_done(&sig);
 	aws_credentials_done(&cr);
 	return err;
+}
+
+/* A signed GET (the common case). */
+static int sign_get(struct source_s3 *s, const char *path, const char *query,
+		    const char *range, const char *etag,
+		    struct curl_slist **hdrs, char **ret_msg)
+{
+	return sign_request(s, "GET", path, query, range, etag, false, hdrs,
+			    ret_msg);
 }
 
 /* The URL path of object @key (relative to the prefix), encoded. */
@@ -453,6 +474,78 @@ static int s3_list_dir(struct source *src, const char *key, struct tree *t,
 	return err;
 }
 
+/*
+ * The object's full-object SHA-256 as S3 keeps it (uploaded with
+ * ChecksumAlgorithm SHA256): HEAD with x-amz-checksum-mode: ENABLED.
+ * -ENODATA when it has none or only a composite one (multipart), -ESTALE
+ * when the object is not the version listed.
+ */
+static int s3_sha256(struct source *src, struct node *n, char ret[65])
+{
+	struct source_s3 *s = (struct source_s3 *)src;
+	struct http_response r = { 0 };
+	struct curl_slist *hdrs = NULL;
+	struct curl_header *hd;
+	unsigned char raw[48];
+	char b64[45];
+	char *path = object_path(s, n->key), *url = NULL, *etag = NULL;
+	CURL *h = NULL;
+	int err = -ENOMEM, len;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->etag)
+		etag = strdup(n->etag);
+	pthread_mutex_unlock(&n->lock);
+	if (!path || asprintf(&url, "%s%s", s->origin, path) < 0) {
+		url = NULL;
+		goto out;
+	}
+	if (!(h = curl_easy_init()))
+		goto out;
+	err = sign_request(s, "HEAD", path, NULL, NULL, NULL, true, &hdrs,
+			   NULL);
+	if (err)
+		goto out;
+	http_setup_common(h, s->opts);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	err = http_perform(h, 0, &r);
+	if (err)
+		goto out;
+	err = http_status_errno(r.status);
+	if (err)
+		goto out;
+	err = -ESTALE;
+	if (etag && (!r.etag || strcmp(etag, r.etag)))
+		goto out;
+	/* curl_easy_header() reuses its answer: copy before the next. */
+	err = -ENODATA;
+	if (curl_easy_header(h, "x-amz-checksum-sha256", 0, CURLH_HEADER, -1,
+			     &hd) != CURLHE_OK ||
+	    strlen(hd->value) != 44)
+		goto out;
+	memcpy(b64, hd->value, 45);
+	if (curl_easy_header(h, "x-amz-checksum-type", 0, CURLH_HEADER, -1,
+			     &hd) == CURLHE_OK &&
+	    strcasecmp(hd->value, "FULL_OBJECT"))
+		goto out;
+	len = EVP_DecodeBlock(raw, (const unsigned char *)b64, 44);
+	if (len != 33) /* 32 bytes and the padding's one */
+		goto out;
+	for (int i = 0; i < 32; i++)
+		snprintf(ret + 2 * i, 3, "%02x", raw[i]);
+	err = 0;
+out:
+	curl_easy_cleanup(h);
+	curl_slist_free_all(hdrs);
+	http_response_done(&r);
+	free(etag);
+	free(url);
+	free(path);
+	return err;
+}
+
 static void s3_free(struct source *src)
 {
 	struct source_s3 *s = (struct source_s3 *)src;
@@ -474,6 +567,7 @@ static const struct source_ops s3_ops = {
 	.list = s3_list,
 	.list_dir = s3_list_dir,
 	.prepare_get = s3_prepare_get,
+	.sha256 = s3_sha256,
 	.free = s3_free,
 };
 

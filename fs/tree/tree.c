@@ -2,6 +2,7 @@
 #include "tree_priv.h"
 #include "decoder.h"
 #include "tensor_ahead.h"
+#include "verify.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -108,6 +109,7 @@ void tree_node_free(struct node *n)
 	free(n->etag);
 	free(n->pinned);
 	decoded_unref(n->dec);
+	verify_free(n->verify);
 	free(n); /* the key with it */
 }
 

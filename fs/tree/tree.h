@@ -58,6 +58,9 @@ struct node {
 	/* A file decoded from a stored object of another form (decoder.h),
 	 * or NULL; one reference; replaced with the validator; lock. */
 	struct decoded *dec;
+	/* -o verify=sha256 (verify.h): made on first read, or NULL; the
+	 * pointer is protected by lock, the state by its own. */
+	struct verify *verify;
 };
 
 /* node_readahead() - @n's readahead state (it has its own lock), made on

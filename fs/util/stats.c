@@ -115,6 +115,7 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"bytes_decompressed\": %llu, \"frames_decoded\": %llu, "
 		"\"decrypt_failed\": %llu, "
 		"\"dirs_listed\": %llu, \"dirs_too_deep\": %llu, "
+		"\"files_verified\": %llu, \"verify_failed\": %llu, "
 		"\"connections_now\": %llu, \"connections_max\": %llu, "
 
 		"\"errors_stale\": %llu, \"errors_gone\": %llu, "
@@ -130,7 +131,8 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(disk_errors), LOAD(disk_unwritten),
 		LOAD(bytes_decompressed), LOAD(frames_decoded),
 		LOAD(decrypt_failed), LOAD(dirs_listed), LOAD(dirs_too_deep),
-		LOAD(connections_now), LOAD(connections_max),
+		LOAD(verified), LOAD(verify_failed), LOAD(connections_now),
+		LOAD(connections_max),
 
 		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),
 		LOAD(errors_timeout), LOAD(errors_auth), LOAD(errors_other));

@@ -49,6 +49,10 @@ struct stats {
 	atomic_uint_fast64_t dirs_listed; /* one-level listings (lazy mode) */
 	/* directories skipped past SOURCE_MAX_DEPTH (source.h) */
 	atomic_uint_fast64_t dirs_too_deep;
+	/* -o verify=sha256 (verify.h): files checked whole, and found not
+	 * to match the SHA-256 their source lists */
+	atomic_uint_fast64_t verified;
+	atomic_uint_fast64_t verify_failed;
 	/* levels, not counts: connections in use now (connections=auto: the
 	 * tuner's limit, fetch_tune.h), and the most it may use */
 	atomic_uint_fast64_t connections_now;

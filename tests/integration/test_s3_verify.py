@@ -282,3 +282,28 @@ def test_looping_continuation_tokens_fail(server, weightfs_run, tmp_path):
     check_fails(weightfs_run, tmp_path, server.url, env_for(tmp_path),
                 "continuation token")
     assert len([r for r in server.log if r["query"]]) <= 4
+
+
+def test_verify_sha256_with_s3_checksums(server, mount, tmp_path, ctl_bin):
+    """-o verify=sha256 on S3: an object uploaded with a full-object
+    SHA-256 checksum is checked against it (asked with a signed HEAD,
+    x-amz-checksum-mode: ENABLED); one whose bytes do not match reads EIO;
+    one without a checksum is served unchecked."""
+    good = lib.random_bytes(3 * lib.MiB + 1, seed=1)
+    bad = lib.random_bytes(2 * lib.MiB + 3, seed=2)
+    plain = lib.random_bytes(100000, seed=3)
+    server.put("good.bin", good, checksum=True)
+    server.put("bad.bin", bad, checksum=b"\x01" * 32)
+    server.put("plain.bin", plain)
+    m = mount("s3://bucket", {"endpoint": server.url, "block_size": "1M",
+                              "verify": "sha256"},
+              env=env_for(tmp_path))
+    assert lib.sha256_file(m.file("good.bin")) == lib.sha256_bytes(good)
+    assert lib.sha256_file(m.file("plain.bin")) == lib.sha256_bytes(plain)
+    assert lib.read_errno(m.file("bad.bin"))[0] == 5
+    assert lib.read_errno(m.file("bad.bin"), 10, 0)[0] == 5
+    st = m.stats()
+    assert st["files_verified"] == 1 and st["verify_failed"] == 1
+    heads = [r for r in server.log if r["method"] == "HEAD"]
+    assert len(heads) == 3, heads
+    assert server.errors() == []

@@ -36,10 +36,11 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class S3Object:
-    def __init__(self, data, mtime=None):
+    def __init__(self, data, mtime=None, checksum=None):
         self.data = data
         self.etag = '"%s"' % hashlib.md5(data).hexdigest()
         self.mtime = mtime or time.time()
+        self.checksum = checksum  # SHA-256 digest (bytes) S3 keeps, or None
 
 
 def s3_url_encode(key):
@@ -91,8 +92,13 @@ class S3VerifyServer:
         with self.lock:
             self.creds[access_key] = (secret, token, expires)
 
-    def put(self, key, data):
-        self.objects[key] = S3Object(data)
+    def put(self, key, data, checksum=None):
+        """@checksum: True, the data's SHA-256 kept as a full-object
+        checksum (as an upload with ChecksumAlgorithm SHA256 leaves it); a
+        digest (bytes), that one (a wrong one, for tests); None: none."""
+        if checksum is True:
+            checksum = hashlib.sha256(data).digest()
+        self.objects[key] = S3Object(data, checksum=checksum)
 
     def errors(self):
         return [r for r in self.log if r["status"] >= 400]
@@ -355,6 +361,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {"ETag": o.etag, "Accept-Ranges": "bytes",
                    "Last-Modified": formatdate(o.mtime, usegmt=True),
                    "Content-Type": "application/octet-stream"}
+        if o.checksum and self.headers.get(
+                "x-amz-checksum-mode", "").upper() == "ENABLED":
+            headers["x-amz-checksum-sha256"] = \
+                base64.b64encode(o.checksum).decode()
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
         rng = self.headers.get("Range")
         if rng:
             try:
