@@ -30,6 +30,7 @@
 #include "http.h"
 #include "log.h"
 #include "opts.h"
+#include "proxy.h"
 #include "source.h"
 #include "stats.h"
 
@@ -230,7 +231,7 @@ static int xfer_errno(const struct xfer *x, CURLcode code)
 	if (code == CURLE_WRITE_ERROR &&
 	    (x->r.overflow || x->r.encoded || x->refused))
 		return 0;
-	return http_curl_errno(code);
+	return proxy_judge(x->h, code, http_curl_errno(code));
 }
 
 /* Set @x up for one attempt of the run @j, @len bytes. */
@@ -267,6 +268,9 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 	if (!l)
 		return -ENOMEM;
 	x->hdrs = l;
+	err = proxy_data_headers(f->opts, &x->hdrs);
+	if (err)
+		return err;
 	return setopt_all(f, x, range + 6);
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "opts.h"
+#include "proxy.h"
 
 void http_response_done(struct http_response *r)
 {
@@ -75,7 +76,9 @@ int http_setup_common(CURL *h, const struct options *opts)
 		SET(CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 #undef SET
-	return http_curl_errno(c);
+	if (c != CURLE_OK)
+		return http_curl_errno(c);
+	return proxy_setup(h);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -172,7 +175,7 @@ int http_perform_finish(CURL *h, CURLcode code, struct http_response *ret)
 		if (!ret->curl_error[0])
 			snprintf(ret->curl_error, sizeof(ret->curl_error), "%s",
 				 curl_easy_strerror(code));
-		return http_curl_errno(code);
+		return proxy_judge(h, code, http_curl_errno(code));
 	}
 	if (!ret->body) {
 		ret->body = strdup("");
@@ -197,12 +200,13 @@ unsigned http_backoff_ms(unsigned attempt)
 	return delay / 2 + (unsigned)rand() % (delay / 2 + 1);
 }
 
-/* Worth another try: 5xx, 429, 408, resets, stalls, short bodies. A
- * refused connection is not: the source is down, say so at once. */
+/* Worth another try: 5xx, 429, 408, resets, stalls, short bodies, a proxy
+ * passed over. A refused connection is not: the source is down, say so at once. */
 static bool retryable(int err, const struct http_response *r)
 {
 	if (err)
-		return err == -ECONNRESET || err == -ETIMEDOUT;
+		return err == -ECONNRESET || err == -ETIMEDOUT ||
+		       err == -EAGAIN; /* proxy_judge(): another way */
 	return http_status_retryable(r->status);
 }
 

@@ -28,6 +28,7 @@ struct cmdline {
 	char *ca_file;
 	char *cache_dir, *cache_disk;
 	char *zstd;
+	char *proxy, *proxy_credentials, *range_align, *p2p_tag;
 	int foreground, debug, help, version;
 };
 

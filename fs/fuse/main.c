@@ -21,6 +21,7 @@
 #include "http.h"
 #include "log.h"
 #include "mountpoint.h"
+#include "proxy.h"
 #include "refresh.h"
 #include "source.h"
 #include "stats.h"
@@ -198,6 +199,10 @@ int main(int argc, char *argv[])
 	if (c.debug)
 		c.foreground = 1;
 	curl_global_init(CURL_GLOBAL_ALL);
+	if ((err = proxy_init(&d.opts, &msg)) < 0) {
+		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
+		goto out;
+	}
 
 	err = source_new(c.source, &d.opts, &d.src, &msg);
 	if (err) {

@@ -30,6 +30,16 @@ struct options {
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
 	bool list_lazy;	     /* list directories when first looked in */
 
+	/* proxies (proxy.h): proxy= as given, or NULL (the environment's);
+	 * the path of a user:password file, or NULL; Dragonfly's task tag,
+	 * or NULL */
+	char *proxy;
+	char *proxy_credentials;
+	char *p2p_tag;
+	/* requests start and end on multiples of this (whole blocks; runs
+	 * of readahead cut at them), so shared caches line up across nodes */
+	uint64_t range_align;
+
 	/* connections=auto: the HTTP/S3 transport tunes how many, from
 	 * connections, at most connections_max (fetch_tune.h); a fixed
 	 * count: connections_max is connections */

@@ -172,10 +172,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "or otherwise invalid."
         if expires is not None and time.time() >= expires:
             return 400, "ExpiredToken", "The provided token has expired."
+        # What S3 itself requires signed: Host and every x-amz-* header.
+        # Range and If-Match may go unsigned (weightfs leaves them out, so
+        # that a rack cache may rewrite Range to its slice's).
         required = {"host", "x-amz-date", "x-amz-content-sha256"}
-        for h in ("x-amz-security-token", "range", "if-match"):
-            if h in self.headers:
-                required.add(h)
+        for h in self.headers.keys():
+            if h.lower().startswith("x-amz-"):
+                required.add(h.lower())
         if not required <= set(signed):
             return (403, "AccessDenied", "headers not signed: %s" %
                     sorted(required - set(signed)))
