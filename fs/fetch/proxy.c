@@ -1,6 +1,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -197,6 +198,23 @@ int proxy_init(const struct options *o, char **ret_msg)
 	return 0;
 }
 
+/* Which entry each handle was last set up with: a direct-mapped table,
+ * a colliding handle overwrites (proxy_judge() then falls back to
+ * entry_at() of the transfer's start). */
+#define CHOSEN_SLOTS 1024
+static struct {
+	const CURL *h;
+	unsigned entry;
+} chosen[CHOSEN_SLOTS]; /* protected by chosen_lock */
+static pthread_mutex_t chosen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned chosen_slot(const CURL *h)
+{
+	uintptr_t v = (uintptr_t)h;
+
+	return (unsigned)((v >> 4) ^ (v >> 14)) % CHOSEN_SLOTS;
+}
+
 /* The entry a transfer started at @t went through: the first one not
  * passed over at @t (all passed over: the one back soonest). */
 static unsigned entry_at(uint64_t t)
@@ -228,6 +246,10 @@ int proxy_setup(CURL *h)
 	if (conf.none)
 		return curl_easy_setopt(h, CURLOPT_PROXY, "") ? -EINVAL : 0;
 	i = entry_at(now_ms());
+	pthread_mutex_lock(&chosen_lock);
+	chosen[chosen_slot(h)].h = h;
+	chosen[chosen_slot(h)].entry = i;
+	pthread_mutex_unlock(&chosen_lock);
 	c = curl_easy_setopt(h, CURLOPT_PROXY, conf.url[i] ? conf.url[i] : "");
 	if (!c && conf.url[i] && conf.userpwd)
 		c = curl_easy_setopt(h, CURLOPT_PROXYUSERPWD, conf.userpwd);
@@ -241,15 +263,22 @@ int proxy_judge(CURL *h, CURLcode code, int err)
 	curl_off_t took = 0;
 	uint64_t now, start;
 	unsigned i;
+	bool found;
 
 	if (!conf.n ||
 	    (code != CURLE_COULDNT_CONNECT &&
 	     code != CURLE_COULDNT_RESOLVE_PROXY && code != CURLE_PROXY))
 		return err;
 	now = now_ms();
-	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &took);
-	start = now - (uint64_t)took / 1000u - 1;
-	i = entry_at(start);
+	pthread_mutex_lock(&chosen_lock);
+	found = chosen[chosen_slot(h)].h == h;
+	i = chosen[chosen_slot(h)].entry;
+	pthread_mutex_unlock(&chosen_lock);
+	if (!found) {
+		curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &took);
+		start = now - (uint64_t)took / 1000u - 1;
+		i = entry_at(start);
+	}
 	if (!conf.url[i])
 		return err; /* direct: the origin's own failure */
 	/* Passed over already (another transfer failed first): as is. */

@@ -1,0 +1,256 @@
+"""Many nodes on one machine: N weightfs daemons (each its own mount,
+cache and fetch engine) read the same file at the same moment through
+one rack cache (packaging/rack-cache/nginx-http.conf.template: nginx
+proxy_cache + slice + proxy_cache_lock) in front of a throttled origin
+(nginx limit_rate, as tools/bench-net). The origin must see each byte
+about once (<= 1.05x the file), whatever the number of nodes; a node
+whose cache dies mid-read reads on from the next proxy of its list, or
+from the origin, with right bytes.
+
+Loopback addresses always (origin 127.0.0.1, cache 127.0.0.2); the same
+run with each node in its own network namespace behind a veth pair where
+namespaces can be made (root, iproute2), skipped with the reason
+otherwise. tools/bench-fleet prints the figures (times, warm cache,
+direct vs cached) and tools/fleet-model the arithmetic they agree with."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+import wfs_testlib as lib
+from servers.rack_cache import RackCache
+from wfs_testlib import MiB, write_random
+
+SIZE = 64 * MiB
+SLICE = "4m"
+NODE_OPTS = {"block_size": "4M", "request_size": "8M", "connections": 8,
+             "cache_mem": "160M"}
+
+
+@pytest.fixture(scope="module")
+def origin(nginx_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fleet") / "root"
+    root.mkdir()
+    digest = write_random(str(root / "model.bin"), SIZE, seed=41)
+    # 40 MiB/s per connection: a store's per-connection cap.
+    return nginx_session(str(root), extra="        limit_rate 40m;"), digest
+
+
+@pytest.fixture
+def rack(tmp_path, origin):
+    made = []
+
+    def start(name="rack", listen_host="127.0.0.2"):
+        srv, _ = origin
+        rc = RackCache("nginx-http.conf.template", str(tmp_path / name),
+                       "127.0.0.1", srv.port, slice_size=SLICE,
+                       listen_host=listen_host)
+        made.append(rc)
+        return rc
+    yield start
+    for rc in made:
+        rc.stop()
+
+
+def origin_file_bytes(srv, name="/model.bin", since=0):
+    reqs = [r for r in srv.requests()[since:]
+            if r["method"] == "GET" and r["uri"] == name]
+    return sum(r["bytes"] for r in reqs), len(reqs)
+
+
+def sha256_path(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(4 * MiB)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def read_all_at_once(paths):
+    """Read every path in its own thread, started together: their
+    digests, in order."""
+    out = [None] * len(paths)
+    go = threading.Barrier(len(paths))
+
+    def one(i):
+        go.wait()
+        try:
+            out[i] = sha256_path(paths[i])
+        except OSError as e:
+            out[i] = "error: %s" % e
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(len(paths))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    return out
+
+
+def no_proxy_env():
+    return {k: v for k, v in os.environ.items()
+            if k.lower() not in ("http_proxy", "https_proxy", "all_proxy",
+                                 "no_proxy")}
+
+
+def test_four_nodes_one_origin_read(mount, origin, rack):
+    srv, digest = origin
+    rc = rack()
+    since = len(srv.requests())
+    nodes = [mount(srv.url, dict(NODE_OPTS, proxy=rc.url),
+                   env=no_proxy_env()) for _ in range(4)]
+    got = read_all_at_once([m.file("model.bin") for m in nodes])
+    assert got == [digest] * 4, got
+    sent, n = origin_file_bytes(srv, since=since)
+    assert sent <= 1.05 * SIZE, \
+        "origin sent %.2fx the file in %d requests" % (sent / SIZE, n)
+    assert sent >= SIZE
+    # Each slice once: 64 MiB / 4 MiB.
+    assert n <= SIZE // (4 * MiB) + 2, n
+    served = sum(r["bytes"] for r in rc.requests() if r["uri"] == "/model.bin")
+    assert served >= 4 * SIZE
+
+
+def test_warm_cache_no_origin_bytes(mount, origin, rack):
+    srv, digest = origin
+    rc = rack()
+    m = mount(srv.url, dict(NODE_OPTS, proxy=rc.url), env=no_proxy_env())
+    assert read_all_at_once([m.file("model.bin")]) == [digest]
+    since = len(srv.requests())
+    m2 = mount(srv.url, dict(NODE_OPTS, proxy=rc.url), env=no_proxy_env())
+    assert read_all_at_once([m2.file("model.bin")]) == [digest]
+    assert origin_file_bytes(srv, since=since) == (0, 0)
+
+
+@pytest.mark.parametrize("fallback", ["direct", "second_proxy"])
+def test_cache_dies_mid_read(mount, origin, rack, fallback):
+    srv, digest = origin
+    rc = rack()
+    spare = rack("spare", listen_host="127.0.0.3") \
+        if fallback == "second_proxy" else None
+    chain = "%s|%s" % (rc.url, spare.url if spare else "direct")
+    nodes = [mount(srv.url, dict(NODE_OPTS, proxy=chain, connections=4),
+                   env=no_proxy_env()) for _ in range(2)]
+    result = []
+    t = threading.Thread(target=lambda: result.extend(
+        read_all_at_once([m.file("model.bin") for m in nodes])))
+    t.start()
+    # Kill the cache once the nodes are well into the file.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if sum(r["bytes"] for r in rc.requests()) >= SIZE // 2:
+            break
+        time.sleep(0.05)
+    rc.kill()
+    t.join(300)
+    assert result == [digest] * 2, result
+    if spare:
+        assert any(r["uri"] == "/model.bin" for r in spare.requests())
+
+
+def _netns_reason():
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not shutil.which("ip") or not shutil.which("nsenter"):
+        return "iproute2 (ip) or nsenter missing"
+    name = "wfsprobe%d" % os.getpid()
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True,
+                       text=True)
+    if r.returncode:
+        return "cannot create a network namespace: " + r.stderr.strip()
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+class NetnsNodes:
+    """@n network namespaces, node i behind veth pair 10.201.i.1 (host
+    side) - 10.201.i.2 (its side); torn down by close()."""
+
+    def __init__(self, n):
+        self.tag = "wfs%d" % (os.getpid() % 100000)
+        self.names = []
+        for i in range(n):
+            ns = "%sn%d" % (self.tag, i)
+            host_if, ns_if = "%sh%d" % (self.tag, i), "%sv%d" % (self.tag, i)
+            self.names.append(ns)
+            for cmd in (["ip", "netns", "add", ns],
+                        ["ip", "link", "add", host_if, "type", "veth",
+                         "peer", "name", ns_if],
+                        ["ip", "link", "set", ns_if, "netns", ns],
+                        ["ip", "addr", "add", "10.201.%d.1/24" % i, "dev",
+                         host_if],
+                        ["ip", "link", "set", host_if, "up"],
+                        ["ip", "-n", ns, "addr", "add", "10.201.%d.2/24" % i,
+                         "dev", ns_if],
+                        ["ip", "-n", ns, "link", "set", ns_if, "up"],
+                        ["ip", "-n", ns, "link", "set", "lo", "up"]):
+                subprocess.run(cmd, check=True, capture_output=True)
+
+    def prefix(self, i):
+        """The command prefix that runs a program in node @i's network
+        namespace (mounts stay visible: only the network is entered)."""
+        return ["nsenter", "--net=/run/netns/" + self.names[i]]
+
+    def close(self):
+        for i, ns in enumerate(self.names):
+            subprocess.run(["ip", "link", "del", "%sh%d" % (self.tag, i)],
+                           capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_four_nodes_in_network_namespaces(origin, tmp_path):
+    reason = _netns_reason()
+    if reason:
+        pytest.skip(reason)
+    srv, digest = origin
+    ns = NetnsNodes(4)
+    caches, procs, mps = [], [], []
+    try:
+        # One cache, listening on each node's host-side address (a node
+        # reaches only its own link).
+        rc = RackCache("nginx-http.conf.template", str(tmp_path / "rack"),
+                       "127.0.0.1", srv.port, slice_size=SLICE,
+                       listen_host="0.0.0.0")
+        caches.append(rc)
+        since = len(srv.requests())
+        opts = ",".join("%s=%s" % kv for kv in NODE_OPTS.items())
+        for i in range(4):
+            mp = tmp_path / ("mnt%d" % i)
+            mp.mkdir()
+            log = open(str(tmp_path / ("node%d.log" % i)), "wb")
+            p = subprocess.Popen(
+                ns.prefix(i) + [lib.WEIGHTFS, "-f", "-o", opts +
+                                ",proxy=http://10.201.%d.1:%d" % (i, rc.port),
+                                srv.url, str(mp)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                env=no_proxy_env())
+            log.close()
+            procs.append(p)
+            mps.append(str(mp))
+        for mp, p in zip(mps, procs):
+            assert lib.wait_until(lambda: lib.is_mounted(mp) or
+                                  p.poll() is not None, 30)
+            assert lib.is_mounted(mp), open(
+                str(tmp_path / ("node%d.log" % procs.index(p)))).read()
+        got = read_all_at_once([os.path.join(mp, "model.bin") for mp in mps])
+        assert got == [digest] * 4, got
+        sent, n = origin_file_bytes(srv, since=since)
+        assert SIZE <= sent <= 1.05 * SIZE, (sent / SIZE, n)
+    finally:
+        for mp in mps:
+            lib.unmount(mp)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for rc in caches:
+            rc.stop()
+        ns.close()
