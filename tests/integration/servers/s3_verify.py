@@ -77,6 +77,7 @@ class S3VerifyServer:
         self.log = []
         self.fail_list = []  # statuses to answer the next listings with
         self.list_delay = 0.0  # seconds each listing takes, at least
+        self.anonymous = False  # True: unsigned requests are served
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"srv": self})
         self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
@@ -140,6 +141,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """None when the request is signed right, else (status, code,
         message)."""
         auth = self.headers.get("Authorization")
+        if not auth and self.srv.anonymous:
+            return None
         if not auth:
             return 403, "AccessDenied", "Access Denied (anonymous)"
         try:
@@ -242,7 +245,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         host, bucket, key, raw_path, raw_query = self.route()
         self.entry = {"method": self.command, "path": raw_path,
                       "query": raw_query, "host": host, "access_key": None,
-                      "token": None}
+                      "token": None, "range": self.headers.get("Range")}
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
