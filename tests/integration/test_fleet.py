@@ -325,3 +325,44 @@ def test_s3_anonymous_nodes_through_reverse_cache(mount, s3_origin,
         check_s3_origin(srv)
     finally:
         rc.stop()
+
+
+# -- the tools -------------------------------------------------------------
+
+TOOLS = os.path.join(lib.REPO, "tools")
+
+
+def test_fleet_model_arithmetic():
+    import json
+    r = subprocess.run([os.path.join(TOOLS, "fleet-model"), "--nodes",
+                        "1000", "--per-rack", "40", "--model", "140GB",
+                        "--request", "8MB", "--granule", "8MB", "--json"],
+                       capture_output=True, text=True, check=True)
+    s = json.loads(r.stdout)["shapes"]
+    assert s["direct"]["gets"] == 17_500_000
+    assert abs(s["direct"]["seconds"] / 60 - 53.03) < 0.01
+    assert s["rack cache"]["gets"] == 25 * 17_500
+    assert s["rack cache"]["bytes_per_model_byte"] == 25
+    assert s["p2p"]["bytes"] == 140 * 10 ** 9
+
+
+def test_bench_fleet_runs_and_agrees_with_the_model(tmp_path):
+    """At a small size: every row there, the cached rows' origin bytes and
+    GETs equal fleet-model's."""
+    r = subprocess.run([os.path.join(TOOLS, "bench-fleet"), "--nodes", "2",
+                        "--size", "16M", "--block-size", "1M",
+                        "--request-size", "4M", "--connections", "4"],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, WEIGHTFS_BUILD=lib.BUILD))
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if f and f[0] == "2":
+            shape = " ".join(f[1:-6])
+            rows[shape] = [float(x.rstrip("x")) for x in f[-6:]]
+    assert set(rows) == {"direct", "cold cache", "warm cache"}, r.stdout
+    t, ratio, bpm, gets, model_bpm, model_gets = rows["cold cache"]
+    assert bpm == model_bpm == 1.0 and gets == model_gets == 16, r.stdout
+    assert rows["warm cache"][2] == 0 and rows["warm cache"][3] == 0
+    assert rows["direct"][2] == rows["direct"][4] == 2.0
