@@ -187,7 +187,7 @@ int proxy_init(const struct options *o, char **ret_msg)
 			return -ENOMEM;
 		conf.n++;
 	}
-	if (o->proxy_credentials &&
+	if (o->proxy_credentials[0] &&
 	    (err = read_credentials(o->proxy_credentials, &conf.userpwd,
 				    ret_msg)) < 0)
 		return err;

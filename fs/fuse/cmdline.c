@@ -330,13 +330,18 @@ static int set_proxy(const struct cmdline *c, struct options *o)
 		return -EINVAL;
 	}
 	if (c->proxy_credentials) {
-		o->proxy_credentials = realpath(c->proxy_credentials, NULL);
-		if (!o->proxy_credentials ||
-		    access(o->proxy_credentials, R_OK) < 0) {
+		char *real = realpath(c->proxy_credentials, NULL);
+
+		if (!real || access(real, R_OK) < 0) {
 			fprintf(stderr, "weightfs: proxy_credentials %s: %s\n",
 				c->proxy_credentials, strerror(errno));
+			free(real);
 			return -EINVAL;
 		}
+		/* at most PATH_MAX: fits */
+		snprintf(o->proxy_credentials, sizeof(o->proxy_credentials),
+			 "%s", real);
+		free(real);
 		if (!c->proxy || !strcmp(c->proxy, "none")) {
 			fprintf(stderr, "weightfs: proxy_credentials needs "
 					"proxy=URL\n");

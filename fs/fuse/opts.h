@@ -31,10 +31,10 @@ struct options {
 	bool list_lazy;	     /* list directories when first looked in */
 
 	/* proxies (proxy.h): proxy= as given, or NULL (the environment's);
-	 * the path of a user:password file, or NULL; Dragonfly's task tag,
-	 * or NULL */
+	 * the absolute path of a user:password file, or ""; Dragonfly's
+	 * task tag, or NULL */
 	char *proxy;
-	char *proxy_credentials;
+	char proxy_credentials[4096];
 	char *p2p_tag;
 	/* requests start and end on multiples of this (whole blocks; runs
 	 * of readahead cut at them), so shared caches line up across nodes */
