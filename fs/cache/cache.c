@@ -59,7 +59,8 @@ struct cache {
 	void *ctx;
 	cache_filled_fn filled; /* or NULL */
 	void *filled_ctx;
-	struct disk_cache *disk; /* or NULL */
+	cache_stage_fn stage; /* a tier below memory, or NULL */
+	void *stage_ctx;
 };
 
 static size_t hash_of(const struct node *file, uint32_t gen, uint64_t index)
@@ -612,14 +613,16 @@ void cache_set_filled(struct cache *c, cache_filled_fn filled, void *ctx)
 	c->filled = filled;
 }
 
-void cache_set_disk(struct cache *c, struct disk_cache *dc)
+void cache_set_stage(struct cache *c, cache_stage_fn stage, void *ctx)
 {
-	c->disk = dc;
+	c->stage_ctx = ctx;
+	c->stage = stage;
 }
 
-struct disk_cache *cache_disk(struct cache *c)
+int64_t cache_stage(struct cache *c, struct node *file, uint64_t off,
+		    uint64_t len)
 {
-	return c->disk;
+	return c->stage ? c->stage(c->stage_ctx, file, off, len) : -EOPNOTSUPP;
 }
 
 uint64_t cache_headroom(struct cache *c)

@@ -32,7 +32,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct disk_cache;
 struct node;
 
 enum block_state {
@@ -164,10 +163,25 @@ void cache_drop_file(struct cache *c, struct node *file);
  * read yet. */
 uint64_t cache_headroom(struct cache *c);
 
-/* cache_set_disk() - the disk tier below @c (disk_cache_start() sets
- * it); cache_disk() - it, or NULL. */
-void cache_set_disk(struct cache *c, struct disk_cache *dc);
-struct disk_cache *cache_disk(struct cache *c);
+/* Puts bytes [off, off + len) of @file into a tier below memory without
+ * keeping them in memory: @return bytes of the file covered, or a negative
+ * errno. */
+typedef int64_t (*cache_stage_fn)(void *ctx, struct node *file, uint64_t off,
+				  uint64_t len);
+
+/* cache_set_stage() - a tier below @c that keeps bytes (the disk tier
+ * sets it when it starts). Set before readers start. */
+void cache_set_stage(struct cache *c, cache_stage_fn stage, void *ctx);
+
+/*
+ * cache_stage() - stage bytes [@off, @off + @len) of @file in the tiers
+ * below memory, for a later reader (weightfs-ctl prefetch), without
+ * keeping them in memory; the caller never asks which tier.
+ * @return bytes covered, the tier's negative errno, or -EOPNOTSUPP when no
+ * tier below memory keeps bytes (warm memory instead).
+ */
+int64_t cache_stage(struct cache *c, struct node *file, uint64_t off,
+		    uint64_t len);
 
 /* Introspection for stats and the fast path. cache_bytes(): bytes of
  * files held in ready blocks; cache_used(): bytes of the budget charged

@@ -468,13 +468,19 @@ const struct cache_fill_ops disk_cache_fill_ops = {
 	.promote = disk_cache_promote,
 };
 
+/* disk_cache_stage() as the cache's stage hook. */
+static int64_t stage(void *ctx, struct node *n, uint64_t off, uint64_t len)
+{
+	return disk_cache_stage(ctx, n, off, len);
+}
+
 int disk_cache_start(struct disk_cache *dc, struct cache *c)
 {
 	unsigned i;
 
 	dc->cache = c;
 	cache_set_filled(c, filled, dc);
-	cache_set_disk(c, dc);
+	cache_set_stage(c, stage, dc);
 	dc->threads = calloc(dc->nlookup + 1, sizeof(*dc->threads));
 	if (!dc->threads)
 		return -ENOMEM;

@@ -23,7 +23,6 @@
 #include "cache.h"
 #include "copy_stream.h"
 #include "daemon.h"
-#include "disk_cache.h"
 #include "fastpath_sock.h"
 #include "log.h"
 #include "mountpoint.h"
@@ -215,8 +214,9 @@ static int copy_out(void *dst, const void *src, size_t len)
 }
 
 /* Copy file bytes into a client region (READ), or only into the cache
- * (PREFETCH: no region; with a disk tier, onto disk and not into memory:
- * staging the next model). @return bytes or -errno. */
+ * (PREFETCH: no region; where a tier below memory keeps bytes,
+ * cache_stage() there and not into memory: staging the next model).
+ * @return bytes or -errno. */
 static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 {
 	struct daemon *d = c->d;
@@ -243,9 +243,12 @@ static int64_t do_read(struct client *c, const struct wire_read *rq, bool copy)
 	if (!copy && !peer_owns(c))
 		return -EPERM;
 	err = file_of(c, rq, &n);
-	if (!err && !copy && cache_disk(d->cache))
-		return disk_cache_stage(cache_disk(d->cache), n, rq->off,
-					rq->len);
+	if (!err && !copy) {
+		int64_t staged = cache_stage(d->cache, n, rq->off, rq->len);
+
+		if (staged != -EOPNOTSUPP)
+			return staged;
+	}
 	if (!err)
 		err = readpath_begin(d->cache, &d->opts, n, rq->off, rq->len,
 				     &rp);

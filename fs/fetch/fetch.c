@@ -4,19 +4,20 @@
 #include "fetch.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
+#include "decoder.h"
 #include "fetch_impl.h"
 #include "http.h"
 #include "opts.h"
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
-#include "zstd_object.h"
 
 uint64_t fetch_now_ms(void)
 {
@@ -99,7 +100,7 @@ struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
  * so that one request can fetch both. */
 static bool continues(const struct fetch_job *a, const struct fetch_job *b)
 {
-	return !b->demand && !b->zobj && b->file == a->file &&
+	return !b->demand && !b->dec && b->file == a->file &&
 	       b->obj == a->obj && b->b->generation == a->b->generation &&
 	       b->b->index == a->b->index + 1 && b->off == a->off + a->len &&
 	       b->size == a->size &&
@@ -151,16 +152,16 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 	 * granule starts: at most max rounded down to one, but never short
 	 * of the end of the granule it starts in; so the ranges a node asks
 	 * for are whole slices of a rack cache or pieces of a P2P engine. */
-	if (g && !j->zobj) {
+	if (g && !j->dec) {
 		uint64_t end = j->off + max, first = j->off - j->off % g + g;
 
 		end -= end % g;
 		max = (end < first ? first : end) - j->off;
 	}
 	/* A reader's block goes alone (its bytes first and only); a
-	 * compressed block's bytes are not the block's. Later blocks are
+	 * decoded block's stored bytes are not the block's. Later blocks are
 	 * never longer than earlier ones: len + last->len bounds the next. */
-	while (!j->demand && !j->zobj && len + last->len <= max) {
+	while (!j->demand && !j->dec && len + last->len <= max) {
 		struct fetch_job *n = queue_take_next(&f->retry, last, now);
 
 		if (!n)
@@ -190,59 +191,24 @@ int fetch_new(struct source *src, const struct options *opts,
 	/* Capability, not kind: the source says how it reads. */
 	f->tp = src->ops->read_block ? &fetch_sync_transport
 				     : &fetch_curl_transport;
+	if (decode_pool_new(&f->decode)) {
+		free(f);
+		return -ENOMEM;
+	}
 	fetch_set_limit(f, opts->connections);
 	STAT_SET(connections_max, opts->connections);
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
-	pthread_cond_init(&f->decode_cond, NULL);
 	*ret = f;
 	return 0;
-}
-
-/* A scratch buffer of at least @len bytes, reused when one is kept. */
-static char *scratch_get(struct fetch *f, size_t len, size_t *ret_cap)
-{
-	char *p = NULL;
-	unsigned i;
-
-	pthread_mutex_lock(&f->lock);
-	for (i = 0; i < f->nscratch; i++) {
-		if (f->scratch[i].cap >= len) {
-			p = f->scratch[i].p;
-			*ret_cap = f->scratch[i].cap;
-			f->scratch_bytes -= f->scratch[i].cap;
-			f->scratch[i] = f->scratch[--f->nscratch];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&f->lock);
-	if (!p && (p = malloc(len ? len : 1)))
-		*ret_cap = len ? len : 1;
-	return p;
-}
-
-/* Keep @p for the next job, or free it. */
-static void scratch_put(struct fetch *f, char *p, size_t cap)
-{
-	pthread_mutex_lock(&f->lock);
-	if (f->nscratch < 2 ||
-	    (f->nscratch < FETCH_SCRATCH_MAX &&
-	     f->scratch_bytes + cap <= FETCH_SCRATCH_BYTES)) {
-		f->scratch_bytes += cap;
-		f->scratch[f->nscratch].p = p;
-		f->scratch[f->nscratch++].cap = cap;
-		p = NULL;
-	}
-	pthread_mutex_unlock(&f->lock);
-	free(p);
 }
 
 static void job_free(struct fetch *f, struct fetch_job *j)
 {
 	if (j) {
 		if (j->dst && j->dst_cap)
-			scratch_put(f, j->dst, j->dst_cap);
-		zstd_object_unref(j->zobj);
+			decode_pool_scratch_put(f->decode, j->dst, j->dst_cap);
+		decoded_unref(j->dec);
 		free(j->etag);
 		free(j);
 	}
@@ -262,6 +228,25 @@ static void mark_changed(struct fetch_job *j)
 	pthread_mutex_unlock(&n->lock);
 }
 
+bool fetch_adopt_etag(struct fetch_job *j, const char *etag)
+{
+	struct node *n = j->file;
+	bool differs;
+
+	/* A compressed object's validator comes from its listing. */
+	if (j->obj != j->file)
+		return false;
+	pthread_mutex_lock(&n->lock);
+	if (n->generation != j->b->generation)
+		differs = true; /* relisted meanwhile: another version */
+	else if (n->etag || n->pinned)
+		differs = strcmp(n->etag ? n->etag : n->pinned, etag) != 0;
+	else
+		differs = false, n->pinned = strdup(etag); /* NULL: unpinned */
+	pthread_mutex_unlock(&n->lock);
+	return differs;
+}
+
 static void finish(struct fetch *f, struct fetch_job *j, int err)
 {
 	if (err) {
@@ -275,81 +260,44 @@ static void finish(struct fetch *f, struct fetch_job *j, int err)
 
 bool fetch_retryable(int err)
 {
-	switch (err) {
-	case -ESTALE:	   /* changed: the same request gets the same */
-	case -ENOENT:	   /* gone */
-	case -EPROTO:	   /* a server that lies once lies again */
-	case -EACCES:	   /* credentials: not better in a second */
-	case -EKEYEXPIRED: /* the provider already tried to refresh */
-	case -ESHUTDOWN:
-	case -ENOMEM:
-	case -EINVAL:
-	case -ERANGE:
-	case -EFBIG:
-		return false;
-	default:
-		return true; /* resets, stalls, 5xx, refused, EIO */
-	}
+	return http_retryable(err, 0); /* the one policy */
 }
 
-/* The one hook for blocks made from other bytes: @j's compressed bytes
- * are in; a decode thread makes the block of them. */
-static void decode_submit(struct fetch *f, struct fetch_job *j)
+/* On a decode worker: @j's stored bytes are in; make the block of them
+ * (or fail it with @err: the pool stopped). */
+static void decode_job(struct decode_work *w, int err)
 {
-	bool stop;
+	struct fetch_job *j =
+		(struct fetch_job *)((char *)w -
+				     offsetof(struct fetch_job, work));
+	struct fetch *f = j->f;
 
-	pthread_mutex_lock(&f->lock);
-	stop = f->stop || !f->ndecoders;
-	if (!stop) {
-		queue_push(&f->decode, j);
-		pthread_cond_signal(&f->decode_cond);
-	}
-	pthread_mutex_unlock(&f->lock);
-	if (stop)
-		finish(f, j, -ESHUTDOWN);
+	if (!err)
+		err = decoded_decode(j->dec, j->file->key,
+				     j->b->index * cache_block_size(f->cache),
+				     j->b->len, j->dst, j->len, j->b->data);
+	finish(f, j, err);
 }
 
-static void *decode_worker(void *arg)
-{
-	struct fetch *f = arg;
-	size_t bs = cache_block_size(f->cache);
-
-	pthread_mutex_lock(&f->lock);
-	while (!f->stop) {
-		struct fetch_job *j = queue_pop(&f->decode);
-		int err;
-
-		if (!j) {
-			pthread_cond_wait(&f->decode_cond, &f->lock);
-			continue;
-		}
-		pthread_mutex_unlock(&f->lock);
-		err = zstd_object_decode(j->zobj, j->file->key,
-					 j->b->index * bs, j->b->len, j->dst,
-					 j->len, j->b->data);
-		finish(f, j, err);
-		pthread_mutex_lock(&f->lock);
-	}
-	pthread_mutex_unlock(&f->lock);
-	return NULL;
-}
-
-/* Fetch the compressed bytes block @j needs instead, into scratch. */
+/* Fetch the stored bytes block @j needs instead, into scratch or the
+ * block's end. */
 static int plan_decoded(struct fetch *f, struct fetch_job *j)
 {
-	struct zstd_object *z = j->zobj;
-	bool in_place = zstd_object_in_place(z, j->off, j->len);
-	int err = zstd_object_plan(z, j->off, j->len, &j->off, &j->len);
+	struct decoded *d = j->dec;
+	bool in_place;
+	int err = decoded_plan(d, j->off, j->len, &j->off, &j->len, &in_place);
 
 	if (err)
 		return err;
-	j->obj = &z->obj;
-	j->size = z->object_size;
+	j->obj = &d->obj;
+	j->size = d->object_size;
+	j->f = f;
+	j->work.run = decode_job;
 	if (in_place) { /* into the block's end, decoded there */
 		j->dst = j->b->data + (j->b->len - j->len);
 		return 0;
 	}
-	j->dst = scratch_get(f, j->len, &j->dst_cap);
+	j->dst = decode_pool_scratch_get(f->decode, j->len, &j->dst_cap);
 	return j->dst ? 0 : -ENOMEM;
 }
 
@@ -357,8 +305,8 @@ void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 {
 	bool stop;
 
-	if (!err && j->zobj) {
-		decode_submit(f, j);
+	if (!err && j->dec) {
+		decode_pool_submit(f->decode, &j->work);
 		return;
 	}
 	if (!err || !fetch_retryable(err) || j->attempt >= f->opts->retries) {
@@ -447,9 +395,9 @@ static void fill_start(void *arg, struct block *b)
 	pthread_mutex_lock(&n->lock);
 	stale = n->generation != b->generation;
 	j->size = n->size;
-	if (n->etag)
-		j->etag = strdup(n->etag);
-	j->zobj = zstd_object_ref(n->zobj);
+	if (n->etag || n->pinned)
+		j->etag = strdup(n->etag ? n->etag : n->pinned);
+	j->dec = decoded_ref(n->dec);
 	pthread_mutex_unlock(&n->lock);
 	/* Claimed for a version a relist has since replaced: the validator
 	 * is the new version's, so fetching would put its bytes under the
@@ -458,7 +406,7 @@ static void fill_start(void *arg, struct block *b)
 		finish(f, j, -ESTALE);
 		return;
 	}
-	if (j->zobj) {
+	if (j->dec) {
 		int err = plan_decoded(f, j);
 
 		if (err) {
@@ -530,21 +478,7 @@ const struct cache_fill_ops fetch_fill_ops = {
 
 int fetch_start(struct fetch *f, struct cache *cache)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned i, n = cpus < 1 ? 1 : (unsigned)cpus;
-
 	f->cache = cache;
-	if (n > FETCH_DECODERS_MAX)
-		n = FETCH_DECODERS_MAX;
-	/* Compressed blocks are decoded here, off the transport's thread,
-	 * one per core at most. */
-	for (i = 0; f->opts->zstd && i < n; i++) {
-		int r = pthread_create(&f->decoders[i], NULL, decode_worker, f);
-
-		if (r)
-			return -r;
-		f->ndecoders++;
-	}
 	return f->tp->start(f);
 }
 
@@ -559,13 +493,13 @@ void fetch_shutdown(struct fetch *f)
 	f->stop = true;
 	/* Everything queued fails now, not when a thread gets to it. */
 	while ((j = queue_pop(&f->demand)) || (j = queue_pop(&f->retry)) ||
-	       (j = queue_pop(&f->ahead)) || (j = queue_pop(&f->decode)))
+	       (j = queue_pop(&f->ahead)))
 		queue_push(&q, j);
 	pthread_cond_broadcast(&f->cond);
-	pthread_cond_broadcast(&f->decode_cond);
 	pthread_mutex_unlock(&f->lock);
 	while ((j = queue_pop(&q)))
 		finish(f, j, -ESHUTDOWN);
+	decode_pool_shutdown(f->decode);
 	if (f->cache)
 		f->tp->wake(f);
 }
@@ -577,42 +511,8 @@ void fetch_free(struct fetch *f)
 	fetch_shutdown(f);
 	if (f->cache)
 		f->tp->stop(f);
-	for (unsigned i = 0; i < f->ndecoders; i++)
-		pthread_join(f->decoders[i], NULL);
-	while (f->nscratch)
-		free(f->scratch[--f->nscratch].p);
-	pthread_cond_destroy(&f->decode_cond);
+	decode_pool_free(f->decode);
 	pthread_cond_destroy(&f->cond);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
-}
-
-int fetch_judge(uint64_t off, size_t len, uint64_t size, int xfer_err,
-		const struct fetch_response *r)
-{
-	if (r->overflow)
-		return -EPROTO; /* more bytes than asked: the server lies */
-	if (xfer_err)
-		return xfer_err;
-	if (r->status < 200 || r->status > 299)
-		return http_status_errno(r->status);
-	if (r->encoded)
-		return -EPROTO; /* compressed bytes are not the file's */
-	if (r->status == 200) {
-		/* A server that ignores Range: fine only for a whole file. */
-		if (off != 0 || len != size)
-			return -EPROTO;
-		if (r->etag_mismatch)
-			return -ESTALE;
-	} else if (r->status == 206) {
-		if (!r->range_ok)
-			return -EPROTO;
-		if (r->range_total != size || r->etag_mismatch)
-			return -ESTALE;
-	} else {
-		return -EPROTO; /* 204, 203...: not a range */
-	}
-	if (r->got != len)
-		return -ECONNRESET; /* truncated: retried */
-	return 0;
 }

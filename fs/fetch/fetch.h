@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fetch_range.h"
+
 struct cache;
 struct options;
 struct source;
@@ -72,27 +74,7 @@ void fetch_batch_end(void);
 
 /* ---- the core's contract with transports and tests ---- */
 
-/* What a transport saw of one HTTP response, for fetch_judge(). */
-struct fetch_response {
-	long status;	      /* 0: no response */
-	size_t got;	      /* body bytes stored */
-	bool overflow;	      /* more body than asked for */
-	bool range_ok;	      /* Content-Range is the range asked for */
-	uint64_t range_total; /* its complete length */
-	bool etag_seen;	      /* an ETag header arrived */
-	bool etag_mismatch;   /* ... and it is not the pinned one */
-	bool encoded;	      /* Content-Encoding other than identity */
-};
-
-/*
- * fetch_judge() - the outcome of one ranged GET of [@off, @off + @len) of
- * a file of @size bytes: @xfer_err is the transport's negative errno (0
- * when a response arrived), @r what arrived.
- * @return 0, or the classified negative errno (source.h);
- * fetch_retryable() says whether another attempt may help.
- */
-int fetch_judge(uint64_t off, size_t len, uint64_t size, int xfer_err,
-		const struct fetch_response *r);
+/* struct fetch_response and fetch_judge(): fetch_range.h. */
 
 /* fetch_retryable() - whether a failure of class @err is transient. */
 bool fetch_retryable(int err);

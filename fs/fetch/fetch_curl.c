@@ -26,6 +26,7 @@
 #include "cache.h"
 #include "copy_stream.h"
 #include "fetch_impl.h"
+#include "fetch_range.h"
 #include "fetch_tune.h"
 #include "http.h"
 #include "log.h"
@@ -100,16 +101,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
 	size_t len = size * n, left = len;
+	int take = fetch_response_body(&x->r, len, x->len);
 
-	/* An error's body is not the block's: drop it (the status says). */
-	if (x->r.status < 200 || x->r.status > 299)
-		return len;
-	if (x->r.encoded)
-		return 0; /* not the file's bytes: stop at once */
-	if (len > x->len - x->r.got) {
-		x->r.overflow = true; /* the server sent more than asked */
-		return 0;
-	}
+	/* An error's body is not the block's: dropped (the status says). */
+	if (take <= 0)
+		return take ? 0 : len;
 	atomic_fetch_add_explicit(&x->t->rx, len, memory_order_relaxed);
 	while (left) {
 		struct fetch_job *j = x->j;
@@ -138,63 +134,30 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* A header's value, trimmed, in @line (modified); NULL if not @name. */
-static char *header_is(char *line, size_t len, const char *name)
-{
-	size_t nlen = strlen(name);
-	char *v, *e = line + len;
-
-	if (len <= nlen || strncasecmp(line, name, nlen) || line[nlen] != ':')
-		return NULL;
-	v = line + nlen + 1;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' ||
-			 e[-1] == '\t'))
-		e--;
-	*e = '\0';
-	return v;
-}
-
 /* Check status, Content-Range, ETag and Content-Encoding as headers
  * arrive. */
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
-	size_t len = size * n;
-	unsigned long long start, end, total;
-	char line[512], *v;
 
-	if (len >= sizeof(line))
-		return len;
-	memcpy(line, p, len);
-	line[len] = '\0';
-	if (!strncasecmp(line, "HTTP/", 5)) {
-		const char *sp = strchr(line, ' ');
+	size_t len = size * n, vlen;
+	const char *v;
+	char etag[256];
 
-		/* A new response (after 100 Continue): start afresh. */
-		x->r.status = sp ? atoi(sp + 1) : 0;
-		x->r.range_ok = x->r.etag_seen = x->r.etag_mismatch = false;
-		x->r.encoded = false;
-	} else if ((v = header_is(line, len, "Content-Range"))) {
-		if (sscanf(v, "bytes %llu-%llu/%llu", &start, &end, &total) ==
-			    3 &&
-		    start == x->off && end + 1 == x->off + x->len) {
-			x->r.range_ok = true;
-			x->r.range_total = total;
-		}
-	} else if ((v = header_is(line, len, "ETag"))) {
-		x->r.etag_seen = true;
-		if (x->j->etag && strcmp(v, x->j->etag))
+	fetch_response_header(&x->r, p, len, x->off, x->len, x->j->etag);
+	/* No validator from the listing: the first block's sets it. */
+	if (!x->j->etag && x->r.status / 100 == 2 &&
+	    (v = http_header_is(p, len, "ETag", &vlen)) &&
+	    vlen < sizeof(etag)) {
+		memcpy(etag, v, vlen);
+		etag[vlen] = '\0';
+		if (fetch_adopt_etag(x->j, etag))
 			x->r.etag_mismatch = true;
-	} else if ((v = header_is(line, len, "Content-Encoding"))) {
-		if (*v && strcasecmp(v, "identity"))
-			x->r.encoded = true;
 	}
 	return len;
 }
 
-static int setopt_all(struct fetch *f, struct xfer *x, const char *range)
+static int setopt_all(struct fetch *f, struct xfer *x)
 {
 	CURL *h = x->h;
 	CURLcode c = CURLE_OK;
@@ -202,8 +165,6 @@ static int setopt_all(struct fetch *f, struct xfer *x, const char *range)
 	long buf = (long)(most <= 128 ? 512u << 10 : (64u << 20) / most);
 
 	/* Large receive buffers, within 64 MiB over all connections. */
-	if (!c)
-		c = curl_easy_setopt(h, CURLOPT_RANGE, range);
 	if (!c)
 		c = curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->hdrs);
 	if (!c)
@@ -238,14 +199,10 @@ static int xfer_errno(const struct xfer *x, CURLcode code)
 static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 		   size_t len)
 {
-	char range[64];
-	struct curl_slist *l;
 	int err;
 
 	if (!x->h && !(x->h = curl_easy_init()))
 		return -ENOMEM;
-	snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, j->off,
-		 j->off + len - 1);
 	curl_easy_reset(x->h);
 	err = http_setup_common(x->h, f->opts);
 	if (err)
@@ -259,19 +216,9 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 	x->len = len;
 	x->j_at = 0;
 	x->refused = false;
-	err = f->src->ops->prepare_get(f->src, x->h, j->obj, j->etag, range,
-				       &x->hdrs);
-	if (err)
-		return err;
-	/* Bytes as stored: a compressed body is not a range of the file. */
-	l = curl_slist_append(x->hdrs, "Accept-Encoding: identity");
-	if (!l)
-		return -ENOMEM;
-	x->hdrs = l;
-	err = proxy_data_headers(f->opts, &x->hdrs);
-	if (err)
-		return err;
-	return setopt_all(f, x, range + 6);
+	err = fetch_range_setup(x->h, f->src, j->obj, j->etag, j->off, len,
+				&x->hdrs);
+	return err ? err : setopt_all(f, x);
 }
 
 /* The attempt at the jobs of a run not ended yet, @j onwards, ended with

@@ -5,10 +5,11 @@
  * outcome to fetch_attempt_done().
  *
  * Usually obj is the block's file and dst its data. A block decoded from a
- * compressed object (zstd_object.h) is the one exception, kept to this
- * seam: obj names the compressed object, [off, off + len) are the
- * compressed bytes of the frames covering the block, dst a scratch buffer;
- * once they are in, a decode thread turns them into the block's data.
+ * stored object of another form (decoder.h) is the one exception, kept to
+ * this seam: obj names the stored object, [off, off + len) are the stored
+ * bytes decoded_plan() names, dst a scratch buffer of the decode pool (or
+ * the block's end, decoded in place); once they are in, a decode worker
+ * (decode_pool.h) turns them into the block's data.
  *
  * Runs: a transport that can (fetch_curl.c) takes a job with
  * fetch_take_run(), which chains on job->next the queued jobs continuing
@@ -25,25 +26,22 @@
 
 #include "fetch.h"
 
-struct block;
-struct node;
-struct zstd_object;
+#include "decode_pool.h"
 
-/* Threads decoding compressed blocks, at most (one per core). */
-#define FETCH_DECODERS_MAX 16
-/* Scratch buffers for compressed bytes kept for reuse, at most: so many,
- * and so many bytes (or two buffers, whatever their size). */
-#define FETCH_SCRATCH_MAX 16
-#define FETCH_SCRATCH_BYTES (64u << 20)
+struct block;
+struct decoded;
+struct node;
 
 struct fetch_job {
 	struct block *b;
 	struct node *file;
-	const struct node *obj;	  /* the object read: file, or the compressed */
-	char *dst;		  /* where its bytes go: b->data, or scratch */
-	size_t dst_cap;		  /* scratch: its size */
-	struct zstd_object *zobj; /* set: decode dst into b->data */
-	uint64_t off;		  /* bytes [off, off + len) of obj */
+	const struct node *obj;	 /* the object read: file, or the stored */
+	char *dst;		 /* where its bytes go: b->data, or scratch */
+	size_t dst_cap;		 /* scratch: its size */
+	struct decoded *dec;	 /* set: decode dst into b->data */
+	struct decode_work work; /* dec: its decoding */
+	struct fetch *f;	 /* dec: the engine */
+	uint64_t off;		 /* bytes [off, off + len) of obj */
 	size_t len;
 	uint64_t size; /* obj's size when the fetch started */
 	char *etag;    /* validator pinned for every attempt, or NULL */
@@ -84,19 +82,8 @@ struct fetch {
 	struct fetch_queue demand;  /* protected by lock */
 	struct fetch_queue retry;   /* protected by lock */
 	struct fetch_queue ahead;   /* protected by lock */
-	struct fetch_queue decode;  /* fetched, to decode; protected by lock */
-	pthread_cond_t decode_cond; /* decode threads wait here */
-	pthread_t decoders[FETCH_DECODERS_MAX];
-	unsigned ndecoders;
-	/* Scratch buffers kept for reuse (a fresh one costs page faults on
-	 * every block); protected by lock. */
-	struct fetch_scratch {
-		char *p;
-		size_t cap;
-	} scratch[FETCH_SCRATCH_MAX];
-	unsigned nscratch;
-	size_t scratch_bytes; /* what they hold */
-	bool stop;	      /* protected by lock */
+	struct decode_pool *decode; /* decoded blocks' workers, scratch */
+	bool stop;		    /* protected by lock */
 	/* Blocks a reader waited for before their fetch was queued (the
 	 * cache starts fetches outside its lock): queued as demand when
 	 * they arrive. A small ring; protected by lock. */
@@ -146,5 +133,17 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
  * held.
  */
 void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err);
+
+/*
+ * fetch_adopt_etag() - a 2xx response to @j, which has no validator (its
+ * listing gave none: HTTP directory indexes), carries @etag. The first
+ * such response of a version makes @etag the file's pinned validator
+ * (node->pinned), so later blocks are pinned to it (If-Match) and every
+ * block of one version comes from one object. Any thread; takes the
+ * node's lock.
+ * @return whether @etag differs from the validator of @j's version (the
+ * object changed since: the response is -ESTALE).
+ */
+bool fetch_adopt_etag(struct fetch_job *j, const char *etag);
 
 #endif

@@ -91,19 +91,31 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 		r->overflow = 1;
 		return 0;
 	}
-	body = realloc(r->body, r->len + len + 1);
-	if (!body)
-		return 0;
+	/* One allocation when the length was announced, else doubling: a
+	 * big listing is not reallocated (and moved) per chunk. */
+	if (r->len + len + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 16384;
+
+		if (!r->body && r->content_length > 0 &&
+		    (uint64_t)r->content_length < r->max_body)
+			cap = (size_t)r->content_length + 1;
+		while (cap < r->len + len + 1)
+			cap = cap > SIZE_MAX / 2 ? r->len + len + 1 : 2 * cap;
+		body = realloc(r->body, cap);
+		if (!body)
+			return 0;
+		r->body = body;
+		r->cap = cap;
+	}
+	body = r->body;
 	memcpy(body + r->len, p, len);
-	r->body = body;
 	r->len += len;
 	r->body[r->len] = '\0';
 	return len;
 }
 
-/* header_value() - a copy of the value of header line @line if it is
- * @name, trimmed; NULL otherwise. */
-static char *header_value(const char *line, size_t len, const char *name)
+const char *http_header_is(const char *line, size_t len, const char *name,
+			   size_t *ret_len)
 {
 	size_t nlen = strlen(name);
 	const char *v, *end = line + len;
@@ -115,7 +127,28 @@ static char *header_value(const char *line, size_t len, const char *name)
 		v++;
 	while (end > v && isspace((unsigned char)end[-1]))
 		end--;
-	return strndup(v, (size_t)(end - v));
+	*ret_len = (size_t)(end - v);
+	return v;
+}
+
+long http_status_line(const char *line, size_t len)
+{
+	const char *sp;
+
+	if (len <= 5 || strncmp(line, "HTTP/", 5))
+		return -1;
+	sp = memchr(line, ' ', len);
+	return sp ? atol(sp + 1) : 0;
+}
+
+/* header_value() - a copy of the value of header line @line if it is
+ * @name, trimmed; NULL otherwise. */
+static char *header_value(const char *line, size_t len, const char *name)
+{
+	size_t vlen;
+	const char *v = http_header_is(line, len, name, &vlen);
+
+	return v ? strndup(v, vlen) : NULL;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
@@ -125,7 +158,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	char *v;
 
 	/* A new status line (redirects, 100-continue) starts afresh. */
-	if (len > 5 && !strncmp(p, "HTTP/", 5)) {
+	if (http_status_line(p, len) >= 0) {
 		free(r->etag);
 		free(r->last_modified);
 		free(r->content_type);
@@ -200,55 +233,31 @@ unsigned http_backoff_ms(unsigned attempt)
 	return delay / 2 + (unsigned)rand() % (delay / 2 + 1);
 }
 
-/* Worth another try: 5xx, 429, 408, resets, stalls, short bodies, a proxy
- * passed over. A refused connection is not: the source is down, say so at once. */
-static bool retryable(int err, const struct http_response *r)
+bool http_retryable(int err, unsigned flags)
 {
-	if (err)
-		return err == -ECONNRESET || err == -ETIMEDOUT ||
-		       err == -EAGAIN; /* proxy_judge(): another way */
-	return http_status_retryable(r->status);
-}
-
-static int request(const char *url, struct curl_slist *hdrs, bool head,
-		   const struct options *opts, size_t max_body,
-		   struct http_response *ret)
-{
-	unsigned attempt = 0, retries = opts ? opts->retries : 0;
-	int err;
-
-	for (;;) {
-		CURL *h = curl_easy_init();
-
-		if (!h)
-			return -ENOMEM;
-		http_setup_common(h, opts);
-		curl_easy_setopt(h, CURLOPT_URL, url);
-		if (hdrs)
-			curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		if (head)
-			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-		err = http_perform(h, max_body, ret);
-		curl_easy_cleanup(h);
-		if (attempt >= retries || !retryable(err, ret) ||
-		    http_cancelled())
-			return err;
-		http_response_done(ret);
-		usleep(http_backoff_ms(attempt++) * 1000u);
+	if (flags & HTTP_RETRY_NEVER)
+		return false;
+	switch (err) {
+	case -ESTALE:	   /* changed: the same request gets the same */
+	case -ENOENT:	   /* gone */
+	case -EPROTO:	   /* a server that lies once lies again */
+	case -EACCES:	   /* credentials: not better in a second */
+	case -EKEYEXPIRED: /* the provider already tried to refresh */
+	case -ESHUTDOWN:
+	case -ENOMEM:
+	case -EINVAL:
+	case -ERANGE:
+	case -EFBIG:
+	case -EBADMSG:	    /* decoded bytes failed their check */
+	case -EKEYREJECTED: /* ... their authentication */
+		return false;
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+		/* At first contact the source is down: say so at once. */
+		return !(flags & HTTP_RETRY_REACHABLE);
+	default:
+		return true; /* resets, stalls, 5xx, 429, EIO */
 	}
-}
-
-int http_get(const char *url, struct curl_slist *hdrs,
-	     const struct options *opts, size_t max_body,
-	     struct http_response *ret)
-{
-	return request(url, hdrs, false, opts, max_body, ret);
-}
-
-int http_head(const char *url, const struct options *opts,
-	      struct http_response *ret)
-{
-	return request(url, NULL, true, opts, 0, ret);
 }
 
 int http_curl_errno(CURLcode code)

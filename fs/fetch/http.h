@@ -25,6 +25,7 @@ struct http_response {
 	int64_t content_length; /* -1 when absent */
 	char curl_error[CURL_ERROR_SIZE];
 	size_t max_body; /* private to http.c */
+	size_t cap;	 /* private to http.c: body's allocation */
 	int overflow;	 /* private to http.c */
 };
 
@@ -58,8 +59,9 @@ int http_perform_finish(CURL *h, CURLcode code, struct http_response *ret);
 /*
  * http_get() - GET @url with @hdrs (may be NULL) into @ret; as
  * http_perform() on a fresh handle set up with http_setup_common(),
- * retried (opts->retries times, with backoff) on 5xx, 429, 408, resets
- * and stalls. A refused connection is not retried.
+ * through the request runner (http_run.h): retried (opts->retries times,
+ * with backoff) by http_retryable() with HTTP_RETRY_REACHABLE (5xx, 429,
+ * 408, resets, stalls; not a refused connection). Defined in http_run.c.
  */
 int http_get(const char *url, struct curl_slist *hdrs,
 	     const struct options *opts, size_t max_body,
@@ -85,8 +87,40 @@ bool http_cancelled(void);
  * exponential from 100 ms, capped at 5 s, with jitter (half to whole). */
 unsigned http_backoff_ms(unsigned attempt);
 
+/*
+ * http_retryable() - the one retry policy's verdict on a failure of class
+ * @err (a negative errno from http_curl_errno(), http_status_errno() or a
+ * response check): whether another attempt, after http_backoff_ms(), may
+ * help. Changed, gone, lying, unauthorised and local failures are final;
+ * resets, stalls, 5xx, 429 and 408 are not. With HTTP_RETRY_REACHABLE in
+ * @flags a refused or unresolved connection is final too (listings and
+ * HEADs: an unreachable source is said at once).
+ */
+#define HTTP_RETRY_REACHABLE 1u
+/* ... or with HTTP_RETRY_NEVER every failure is final (a caller with a
+ * fallback of its own: the AWS credential providers' chain). */
+#define HTTP_RETRY_NEVER 2u
+bool http_retryable(int err, unsigned flags);
+
 /* http_curl_errno() - the errno for a failed transfer. */
 int http_curl_errno(CURLcode code);
+
+/*
+ * http_status_line() - the status of header line @line of @len bytes when
+ * it is a status line ("HTTP/1.1 206 ...": a new response starts, after a
+ * 100 Continue or a redirect), 0 for a status line without a number, -1
+ * for any other line.
+ */
+long http_status_line(const char *line, size_t len);
+
+/*
+ * http_header_is() - the one header-line parser: when @line (@len bytes,
+ * as curl hands it, CRLF included) is header @name (case-insensitive),
+ * its value, trimmed, not NUL-terminated, @ret_len bytes long, pointing
+ * into @line; else NULL.
+ */
+const char *http_header_is(const char *line, size_t len, const char *name,
+			   size_t *ret_len);
 
 /* http_status_errno() - the one HTTP status -> errno map, for listings
  * and block reads alike (0 for 2xx): 401/403 -EACCES, 404/410 -ENOENT,

@@ -23,6 +23,8 @@ static struct {
 	char *url[PROXY_MAX]; /* NULL: direct */
 	char *userpwd;	      /* user:password, or NULL; never shown */
 	char *noproxy;	      /* $NO_PROXY and the metadata addresses */
+	const char *p2p_tag;  /* -o p2p_tag, or NULL */
+	uint64_t piece;	      /* its piece length: range_align */
 } conf;
 
 /* Per entry: passed over in [down_since, down_until) (monotonic ms). */
@@ -162,6 +164,8 @@ int proxy_init(const struct options *o, char **ret_msg)
 	int err;
 
 	*ret_msg = NULL;
+	conf.p2p_tag = o->p2p_tag;
+	conf.piece = o->range_align;
 	if (!o->proxy) {
 		/* libcurl reads only the lower-case http_proxy. */
 		if (!getenv("http_proxy") && env_get("HTTP_PROXY"))
@@ -291,16 +295,16 @@ int proxy_judge(CURL *h, CURLcode code, int err)
 	return -EAGAIN;
 }
 
-int proxy_data_headers(const struct options *o, struct curl_slist **hdrs)
+int proxy_data_headers(struct curl_slist **hdrs)
 {
 	char line[256];
 	struct curl_slist *l;
 
-	if (!o || !o->p2p_tag)
+	if (!conf.p2p_tag)
 		return 0;
 	/* Dragonfly: the task is the URL (less signature parameters), tag
 	 * and piece length; the range is served from its pieces. */
-	snprintf(line, sizeof(line), "X-Dragonfly-Tag: %s", o->p2p_tag);
+	snprintf(line, sizeof(line), "X-Dragonfly-Tag: %s", conf.p2p_tag);
 	if (!(l = curl_slist_append(*hdrs, line)))
 		return -ENOMEM;
 	*hdrs = l;
@@ -308,7 +312,7 @@ int proxy_data_headers(const struct options *o, struct curl_slist **hdrs)
 		return -ENOMEM;
 	*hdrs = l;
 	snprintf(line, sizeof(line), "X-Dragonfly-Piece-Length: %llumib",
-		 (unsigned long long)(o->range_align >> 20));
+		 (unsigned long long)(conf.piece >> 20));
 	if (!(l = curl_slist_append(*hdrs, line)))
 		return -ENOMEM;
 	*hdrs = l;

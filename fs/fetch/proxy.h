@@ -58,8 +58,8 @@ int proxy_judge(CURL *h, CURLcode code, int err);
 /*
  * proxy_data_headers() - headers for data GETs that -o p2p_tag asks for
  * (Dragonfly's X-Dragonfly-Tag, -Use-P2P, -Piece-Length), appended to
- * *@hdrs. @return 0 or -ENOMEM.
+ * *@hdrs; none before proxy_init(). @return 0 or -ENOMEM.
  */
-int proxy_data_headers(const struct options *o, struct curl_slist **hdrs);
+int proxy_data_headers(struct curl_slist **hdrs);
 
 #endif

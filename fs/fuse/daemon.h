@@ -15,6 +15,7 @@
 #define FUSE_BACKGROUND_MAX 128
 
 struct cache;
+struct decoders;
 struct fastpath;
 struct fetch;
 struct source;
@@ -23,6 +24,7 @@ struct tree;
 struct daemon {
 	struct options opts;
 	struct source *src;
+	struct decoders *decoders; /* those the mount enabled (decoder.h) */
 	struct tree *tree;
 	struct cache *cache;
 	struct fetch *fetch;

@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "cmdline.h"
 #include "daemon.h"
+#include "decoder.h"
 #include "disk_cache.h"
 #include "fastpath.h"
 #include "fetch.h"
@@ -26,7 +27,6 @@
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
-#include "zstd_object.h"
 
 #define EXIT_USAGE 2
 #define KERNEL_RA_MAX (16u << 20)
@@ -154,205 +154,293 @@ static void stop_watch_end(pthread_t t)
 	close(stop_pipe[1]);
 }
 
-int main(int argc, char *argv[])
-{
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct cmdline c = { 0 };
-	struct daemon d = { 0 };
-	struct fuse_loop_config *loop_cfg = NULL;
-	struct refresh *refresh = NULL;
-	struct disk_cache *disk = NULL;
-	const struct cache_fill_ops *fill = &fetch_fill_ops;
-	void *fill_ctx;
-	char *msg = NULL, *warnings = NULL;
+/* What main() makes, each step adding to it; teardown() ends it all. */
+struct run {
+	struct fuse_args args;
+	struct cmdline c;
+	struct daemon d;
+	struct refresh *refresh;
+	struct disk_cache *disk;
+	char *msg, *warnings;
 	pthread_t watcher;
-	bool watching = false;
-	int ret = EXIT_USAGE, err;
+	bool watching;
+};
 
-	if (cmdline_parse(&args, &c) < 0)
-		goto out;
-	if (c.help) {
+/* Steps return GO_ON, or the exit status, the reason said on stderr. */
+#define GO_ON (-1)
+
+/* The command line, and --help or --version. */
+static int command_line(struct run *r)
+{
+	struct cmdline *c = &r->c;
+
+	if (cmdline_parse(&r->args, c) < 0)
+		return EXIT_USAGE;
+	if (c->help) {
 		fputs(cmdline_usage, stdout);
-		ret = 0;
-		goto out;
+		return 0;
 	}
-	if (c.version) {
+	if (c->version) {
 		printf("weightfs %s (libfuse %s, %s)\n", WFS_VERSION_STRING,
 		       fuse_pkgversion(), curl_version());
-		ret = 0;
-		goto out;
+		return 0;
 	}
-	if (!c.source || !c.mountpoint) {
+	if (!c->source || !c->mountpoint) {
 		fputs(cmdline_usage, stderr);
-		goto out;
+		return EXIT_USAGE;
 	}
-	if (cmdline_make_options(&c, &d.opts) < 0)
-		goto out;
-	if (c.cache_disk && !c.cache_dir) {
+	if (cmdline_make_options(c, &r->d.opts) < 0)
+		return EXIT_USAGE;
+	if (c->cache_disk && !c->cache_dir) {
 		fprintf(stderr, "weightfs: cache_disk needs cache_dir\n");
-		goto out;
+		return EXIT_USAGE;
 	}
-	if (mountpoint_check(c.mountpoint) < 0)
-		goto out;
-	log_debug_on = c.debug;
-	log_set_mountpoint(c.mountpoint);
-	if (c.debug)
-		c.foreground = 1;
-	curl_global_init(CURL_GLOBAL_ALL);
-	if ((err = proxy_init(&d.opts, &msg)) < 0) {
-		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
-		goto out;
-	}
+	if (mountpoint_check(c->mountpoint) < 0)
+		return EXIT_USAGE;
+	log_debug_on = c->debug;
+	log_set_mountpoint(c->mountpoint);
+	if (c->debug)
+		c->foreground = 1;
+	return GO_ON;
+}
 
-	err = source_new(c.source, &d.opts, &d.src, &msg);
-	if (err) {
-		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
-		goto out;
+/* Proxies (proxy.h), before the first request. */
+static int proxies(struct run *r)
+{
+	int err = proxy_init(&r->d.opts, &r->msg);
+
+	if (err < 0) {
+		fprintf(stderr, "weightfs: %s\n",
+			r->msg ? r->msg : strerror(-err));
+		return EXIT_USAGE;
 	}
-	if ((err = tree_new(&d.tree)) < 0)
-		goto fail;
-	/* Lazy: the root only, so a bad source still fails the mount. */
-	if (!d.src->ops->list_dir)
-		d.opts.list_lazy = false; /* this source lists whole */
-	if (d.opts.list_lazy) {
-		tree_mark_unlisted(d.tree, tree_root(d.tree));
-		err = refresh_list_root(&d, &msg, &warnings);
+	return GO_ON;
+}
+
+/* The source, the mount's decoders, and the tree listed (lazily: the
+ * root only, so a bad source still fails the mount). */
+static int list_source(struct run *r)
+{
+	struct daemon *d = &r->d;
+	int err;
+
+	err = source_new(r->c.source, &d->opts, &d->src, &r->msg);
+	if (!err)
+		err = decoders_new(&d->opts, &d->decoders, &r->msg);
+	if (err) {
+		fprintf(stderr, "weightfs: %s\n",
+			r->msg ? r->msg : strerror(-err));
+		return EXIT_USAGE;
+	}
+	if ((err = tree_new(&d->tree)) < 0) {
+		fprintf(stderr, "weightfs: %s\n", strerror(-err));
+		return 1;
+	}
+	if (!d->src->ops->list_dir)
+		d->opts.list_lazy = false; /* this source lists whole */
+	if (d->opts.list_lazy) {
+		tree_mark_unlisted(d->tree, tree_root(d->tree));
+		err = refresh_list_root(d, &r->msg, &r->warnings);
 	} else {
-		/* Seekable NAME.zst shown as NAME (lazy: in each listing). */
-		err = d.src->ops->list(d.src, d.tree, &msg, &warnings);
-		if (!err &&
-		    (err = zstd_object_scan_tree(d.src, &d.opts, d.tree, NULL,
-						 &warnings)) > 0) {
-			log_debug("%d compressed objects shown uncompressed",
-				  err);
+		/* NAME.zst shown as NAME (lazy: in each listing). */
+		err = d->src->ops->list(d->src, d->tree, &r->msg, &r->warnings);
+		if (!err && (err = decoders_scan_tree(d->decoders, d->src,
+						      &d->opts, d->tree, NULL,
+						      &r->warnings)) > 0) {
+			log_debug("%d stored objects shown decoded", err);
 			err = 0;
 		}
 	}
-	print_warnings(warnings);
+	print_warnings(r->warnings);
 	if (err) {
-		fprintf(stderr, "weightfs: %s\n", msg ? msg : strerror(-err));
-		goto out;
+		fprintf(stderr, "weightfs: %s\n",
+			r->msg ? r->msg : strerror(-err));
+		return EXIT_USAGE;
 	}
-	tree_finish(d.tree);
-	log_debug("listed %zu files, %llu bytes", tree_files(d.tree),
-		  (unsigned long long)tree_bytes(d.tree));
+	tree_finish(d->tree);
+	log_debug("listed %zu files, %llu bytes", tree_files(d->tree),
+		  (unsigned long long)tree_bytes(d->tree));
+	return GO_ON;
+}
 
-	if ((err = fetch_new(d.src, &d.opts, &d.fetch)) < 0)
+/* Below the tree: the fetch engine, the disk tier wrapping it, the block
+ * cache, the fast path (a warning without it), the FUSE session. */
+static int build_engine(struct run *r)
+{
+	struct daemon *d = &r->d;
+	const struct cache_fill_ops *fill = &fetch_fill_ops;
+	void *fill_ctx;
+	int err;
+
+	if ((err = fetch_new(d->src, &d->opts, &d->fetch)) < 0)
 		goto fail;
-	fill_ctx = d.fetch;
-	if (c.cache_dir) { /* the disk tier wraps the fetch engine */
-		if ((err = open_disk_cache(&c, &d, &disk)) < 0)
-			goto out;
-		disk_cache_chain(disk, &fetch_fill_ops, d.fetch);
+	fill_ctx = d->fetch;
+	if (r->c.cache_dir) { /* the disk tier wraps the fetch engine */
+		if (open_disk_cache(&r->c, d, &r->disk) < 0)
+			return EXIT_USAGE;
+		disk_cache_chain(r->disk, &fetch_fill_ops, d->fetch);
 		fill = &disk_cache_fill_ops;
-		fill_ctx = disk;
+		fill_ctx = r->disk;
 	}
-	if ((err = cache_new(d.opts.cache_mem, d.opts.block_size,
-			     d.opts.cache_huge, fill, fill_ctx, &d.cache)) < 0)
+	if ((err = cache_new(d->opts.cache_mem, d->opts.block_size,
+			     d->opts.cache_huge, fill, fill_ctx, &d->cache)) <
+	    0)
 		goto fail;
 	log_debug("cache blocks in %s pages",
-		  cache_huge_pages(d.cache) ? "2 MiB huge" : "4 KiB");
-	err = fastpath_new(&d, &d.fastpath);
+		  cache_huge_pages(d->cache) ? "2 MiB huge" : "4 KiB");
+	err = fastpath_new(d, &d->fastpath);
 	if (err < 0) {
 		fprintf(stderr,
 			"weightfs: warning: no fast path for loaders "
 			"(socket: %s)\n",
 			strerror(-err));
-		d.fastpath = NULL;
+		d->fastpath = NULL;
 	}
-
 	/* libfuse's own options: read-only, and a name for mount(8). */
-	if (fuse_opt_add_arg(&args, "-oro,default_permissions") ||
-	    fuse_opt_add_arg(&args, "-ofsname=weightfs") ||
-	    fuse_opt_add_arg(&args, "-osubtype=weightfs") ||
-	    (c.debug && fuse_opt_add_arg(&args, "-odebug"))) {
+	if (fuse_opt_add_arg(&r->args, "-oro,default_permissions") ||
+	    fuse_opt_add_arg(&r->args, "-ofsname=weightfs") ||
+	    fuse_opt_add_arg(&r->args, "-osubtype=weightfs") ||
+	    (r->c.debug && fuse_opt_add_arg(&r->args, "-odebug"))) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	d.se = fuse_session_new(&args, &ops, sizeof(ops), &d);
-	if (!d.se)
-		goto out; /* libfuse said which option it did not know */
-	ret = 1;
-	if (fuse_set_signal_handlers(d.se) < 0)
-		goto out;
-	if (fuse_session_mount(d.se, c.mountpoint) < 0) {
-		fprintf(stderr, "weightfs: cannot mount on %s\n", c.mountpoint);
-		ret = EXIT_USAGE;
-		goto out_signals;
-	}
-	d.kernel_readahead = d.opts.readahead_max < KERNEL_RA_MAX
-				     ? d.opts.readahead_max
-				     : KERNEL_RA_MAX;
-	mountpoint_set_readahead(c.mountpoint, d.kernel_readahead);
-	/* The mount is live: only now may the parent exit 0. */
-	if (fuse_daemonize(c.foreground) < 0)
-		goto out_unmount;
-	if (!c.foreground)
-		log_to_syslog();
-	if (disk && (err = disk_cache_start(disk, d.cache)) < 0) {
+	d->se = fuse_session_new(&r->args, &ops, sizeof(ops), d);
+	if (!d->se)
+		return EXIT_USAGE; /* libfuse said which option it did not
+				      know */
+	return GO_ON;
+fail:
+	fprintf(stderr, "weightfs: %s\n", strerror(-err));
+	return 1;
+}
+
+/* After daemonizing: the threads, in order. @return 0 or the failure,
+ * logged. */
+static int start_threads(struct run *r)
+{
+	struct daemon *d = &r->d;
+	int err;
+
+	if (r->disk && (err = disk_cache_start(r->disk, d->cache)) < 0) {
 		log_error("cannot start disk cache threads: %s",
 			  strerror(-err));
-		goto out_unmount;
+		return err;
 	}
-	if ((err = stop_watch_start(&d, &watcher)) < 0) {
+	if ((err = stop_watch_start(d, &r->watcher)) < 0) {
 		log_error("cannot watch for signals: %s", strerror(-err));
-		goto out_unmount;
+		return err;
 	}
-	watching = true;
-	if ((err = fetch_start(d.fetch, d.cache)) < 0) {
+	r->watching = true;
+	if ((err = fetch_start(d->fetch, d->cache)) < 0) {
 		log_error("cannot start fetch threads: %s", strerror(-err));
-		goto out_unmount;
+		return err;
 	}
-	if (d.fastpath &&
-	    (err = fastpath_start(d.fastpath, c.mountpoint)) < 0) {
+	if (d->fastpath &&
+	    (err = fastpath_start(d->fastpath, r->c.mountpoint)) < 0) {
 		log_error("cannot start the fast path: %s", strerror(-err));
-		goto out_unmount;
+		return err;
 	}
-	if (d.opts.list_ttl_s && (err = refresh_start(&d, &refresh)) < 0) {
+	if (d->opts.list_ttl_s && (err = refresh_start(d, &r->refresh)) < 0) {
 		log_error("cannot start relisting: %s", strerror(-err));
-		goto out_unmount;
+		return err;
 	}
-	loop_cfg = fuse_loop_cfg_create();
-	if (!loop_cfg)
-		goto out_unmount;
-	fuse_loop_cfg_set_clone_fd(loop_cfg, 1);
-	fuse_loop_cfg_set_max_threads(loop_cfg, FUSE_THREADS_MAX);
-	fuse_loop_cfg_set_idle_threads(loop_cfg, 16);
-	/* 0 on unmount, the signal number on SIGTERM/SIGINT: both clean. */
-	err = fuse_session_loop_mt(d.se, loop_cfg);
-	ret = err < 0 ? 1 : 0;
-	fuse_loop_cfg_destroy(loop_cfg);
-out_unmount:
+	return 0;
+}
+
+/* The FUSE loop on its threads. @return the exit status: 0 on unmount
+ * and on SIGTERM/SIGINT (both clean). */
+static int loop(struct run *r)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int err;
+
+	if (!cfg)
+		return 1;
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_max_threads(cfg, FUSE_THREADS_MAX);
+	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	err = fuse_session_loop_mt(r->d.se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return err < 0 ? 1 : 0;
+}
+
+/* Mount, go to the background once the mount is live, serve until
+ * unmounted or signalled, unmount. @return the exit status. */
+static int serve(struct run *r)
+{
+	struct daemon *d = &r->d;
+	int ret = 1;
+
+	if (fuse_set_signal_handlers(d->se) < 0)
+		return 1;
+	if (fuse_session_mount(d->se, r->c.mountpoint) < 0) {
+		fprintf(stderr, "weightfs: cannot mount on %s\n",
+			r->c.mountpoint);
+		fuse_remove_signal_handlers(d->se);
+		return EXIT_USAGE;
+	}
+	d->kernel_readahead = d->opts.readahead_max < KERNEL_RA_MAX
+				      ? d->opts.readahead_max
+				      : KERNEL_RA_MAX;
+	mountpoint_set_readahead(r->c.mountpoint, d->kernel_readahead);
+	/* The mount is live: only now may the parent exit 0. */
+	if (fuse_daemonize(r->c.foreground) >= 0) {
+		if (!r->c.foreground)
+			log_to_syslog();
+		if (!start_threads(r))
+			ret = loop(r);
+	}
 	/* Stop fetching first: whatever still waits for a block (relisting,
 	 * fast-path clients) gets its answer now, so the joins below are
 	 * quick whatever the source does. */
 	http_cancel_all();
-	fetch_shutdown(d.fetch);
-	if (watching)
-		stop_watch_end(watcher);
-	refresh_stop(refresh);
-	fuse_session_unmount(d.se);
-out_signals:
-	fuse_remove_signal_handlers(d.se);
-	goto out;
-fail:
-	fprintf(stderr, "weightfs: %s\n", strerror(-err));
-	ret = 1;
-out:
-	fetch_shutdown(d.fetch);
-	if (d.se)
-		fuse_session_destroy(d.se);
-	fastpath_free(d.fastpath);
-	disk_cache_stop(disk); /* before the fetch engine it hands misses to */
-	fetch_free(d.fetch);
-	disk_cache_free(disk);
-	cache_free(d.cache);
-	tree_free(d.tree);
-	source_free(d.src);
-	free(msg);
-	free(warnings);
-	cmdline_free(&c);
-	fuse_opt_free_args(&args);
+	fetch_shutdown(d->fetch);
+	if (r->watching)
+		stop_watch_end(r->watcher);
+	refresh_stop(r->refresh);
+	fuse_session_unmount(d->se);
+	fuse_remove_signal_handlers(d->se);
+	return ret;
+}
+
+/* End everything main() made, in reverse. */
+static void teardown(struct run *r)
+{
+	struct daemon *d = &r->d;
+
+	fetch_shutdown(d->fetch);
+	if (d->se)
+		fuse_session_destroy(d->se);
+	fastpath_free(d->fastpath);
+	disk_cache_stop(
+		r->disk); /* before the fetch engine it hands misses to */
+	fetch_free(d->fetch);
+	disk_cache_free(r->disk);
+	cache_free(d->cache);
+	tree_free(d->tree);
+	decoders_free(d->decoders); /* after every decoded object */
+	source_free(d->src);
+	free(r->msg);
+	free(r->warnings);
+	cmdline_free(&r->c);
+	fuse_opt_free_args(&r->args);
 	curl_global_cleanup();
+}
+
+int main(int argc, char *argv[])
+{
+	struct run r = { .args = FUSE_ARGS_INIT(argc, argv) };
+	int ret = command_line(&r);
+
+	curl_global_init(CURL_GLOBAL_ALL);
+	if (ret == GO_ON)
+		ret = proxies(&r);
+	if (ret == GO_ON)
+		ret = list_source(&r);
+	if (ret == GO_ON)
+		ret = build_engine(&r);
+	if (ret == GO_ON)
+		ret = serve(&r);
+	teardown(&r);
 	return ret;
 }

@@ -33,6 +33,11 @@ static struct daemon *daemon_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* The daemon's user and group, read once (op_init()): fill_attr() runs
+ * for every entry of a READDIRPLUS, and these are system calls. */
+static uid_t self_uid;
+static gid_t self_gid;
+
 static void fill_attr(struct node *n, struct stat *st)
 {
 	uint64_t size;
@@ -41,8 +46,8 @@ static void fill_attr(struct node *n, struct stat *st)
 	st->st_ino = n->ino;
 	/* file:// shows the source's owner and permissions (less write);
 	 * other sources are the daemon's, readable by all. */
-	st->st_uid = n->has_perm ? n->uid : getuid();
-	st->st_gid = n->has_perm ? n->gid : getgid();
+	st->st_uid = n->has_perm ? n->uid : self_uid;
+	st->st_gid = n->has_perm ? n->gid : self_gid;
 	st->st_blksize = 1 << 20;
 	pthread_mutex_lock(&n->lock);
 	st->st_mtim = n->mtime;
@@ -68,6 +73,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct daemon *d = userdata;
 
+	self_uid = getuid();
+	self_gid = getgid();
 	/* Large requests: up to 1 MiB per read. The kernel's readahead
 	 * becomes the smaller of this and the mount's read_ahead_kb, which
 	 * main.c raises where it may. */
@@ -83,6 +90,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	/* READDIRPLUS for every batch of a directory, not only the first
+	 * (the kernel's adaptive mode): attributes cost no request here, and
+	 * `ls -l` of a big directory would otherwise LOOKUP each entry of
+	 * every other batch. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -196,6 +210,56 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* READDIRPLUS: the names with their attributes, so that `ls -l` of a big
+ * directory costs no LOOKUP per entry. The attributes are the listing's,
+ * valid until a relist, which tells the kernel what changed (refresh.c):
+ * the same long timeouts as a lookup's. Each entry but "." and ".." counts
+ * as a lookup; nodes are never freed, so there is nothing to forget. */
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	struct tree *t = daemon_of(req)->tree;
+	struct node *dir = tree_get(t, ino);
+	char *buf;
+	size_t used = 0;
+	off_t i, end = (off_t)fi->fh + 2;
+
+	if (!dir || !dir->is_dir) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Offsets as op_readdir()'s. */
+	tree_read_lock(t);
+	for (i = off < 0 ? 0 : off; i < end; i++) {
+		struct node *c = i == 0	  ? dir
+				 : i == 1 ? dir->parent
+					  : tree_child(dir, (size_t)i - 2);
+		const char *name = i == 0 ? "." : i == 1 ? ".." : c->name;
+		struct fuse_entry_param e = {
+			.ino = c->ino,
+			.generation = 1,
+			.attr_timeout = TTL,
+			.entry_timeout = TTL,
+		};
+		size_t len;
+
+		fill_attr(c, &e.attr);
+		len = fuse_add_direntry_plus(req, buf + used, size - used, name,
+					     &e, i + 1);
+		if (len > size - used)
+			break;
+		used += len;
+	}
+	tree_read_unlock(t);
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 			  struct fuse_file_info *fi)
 {
@@ -213,6 +277,8 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
  *   protocol broken  -EPROTO               EIO
  *   stalled          -ETIMEDOUT            EIO
  *   credentials      -EACCES, -EKEYEXPIRED EACCES
+ *   corrupt stored   -EBADMSG (a decoder)  EIO
+ *   authentication   -EKEYREJECTED (same)  EIO
  *   out of memory    -ENOMEM               ENOMEM
  *   shutting down    -ESHUTDOWN            EIO (not logged)
  *   anything else    (resets, 5xx...)      EIO
@@ -241,6 +307,14 @@ static int read_error(const struct node *n, int err)
 	case -EKEYEXPIRED:
 		why = "read failed: access denied (credentials)";
 		rerr = EACCES;
+		break;
+	case -EBADMSG:
+		why = "read failed: its stored bytes are corrupt (a decoder's "
+		      "check failed)";
+		break;
+	case -EKEYREJECTED:
+		why = "read failed: its stored bytes fail authentication (a "
+		      "wrong key, or changed in storage)";
 		break;
 	case -ENOMEM:
 		why = "read failed: out of memory";
@@ -399,7 +473,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		v = source_of(d, n);
 	} else if (!strcmp(name, XATTR_ETAG) && !n->is_dir) {
 		pthread_mutex_lock(&n->lock);
-		v = n->etag ? strdup(n->etag) : NULL;
+		v = n->etag	? strdup(n->etag)
+		    : n->pinned ? strdup(n->pinned)
+				: NULL;
 		pthread_mutex_unlock(&n->lock);
 		if (!v) {
 			fuse_reply_err(req, ENODATA);
@@ -417,6 +493,13 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			fuse_reply_err(req, -len);
 			return;
 		}
+	} else if (strncmp(name, "user.", 5)) {
+		/* No ACLs, no security labels: "not supported", which `ls
+		 * -l` remembers per filesystem, instead of asking again for
+		 * each file (two round trips per file: security.selinux,
+		 * system.posix_acl_access). */
+		fuse_reply_err(req, ENOTSUP);
+		return;
 	} else {
 		fuse_reply_err(req, ENODATA);
 		return;
@@ -474,6 +557,7 @@ const struct fuse_lowlevel_ops ops = {
 	.getattr = op_getattr,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.open = op_open,
 	.read = op_read,

@@ -19,6 +19,7 @@
 #include "aws_creds_priv.h"
 #include "env.h"
 #include "http.h"
+#include "http_run.h"
 #include "msg.h"
 #include "opts.h"
 #include "s3_list.h"
@@ -99,35 +100,48 @@ static int response_msg(int err, const struct http_response *r, char **ret_msg)
 	return http_status_errno(r->status) ?: -EIO;
 }
 
-/* One request on a fresh handle: @method NULL (GET) or "PUT"/"POST". */
-static int request(struct aws_creds *c, const char *url, const char *method,
-		   const char *body, struct curl_slist *hdrs, bool metadata,
-		   struct http_response *ret)
-{
-	CURL *h = curl_easy_init();
-	int err;
+/* A credential provider's request: its method, body and timeouts. */
+struct cred_req {
+	const char *method, *body;
+	bool metadata;
+};
 
-	if (!h)
-		return -ENOMEM;
-	http_setup_common(h, c->opts);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	if (hdrs)
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	if (method && !strcmp(method, "POST")) {
-		curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body ? body : "");
-	} else if (method) {
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+static int cred_setup(struct http_whole *w, CURL *h, struct curl_slist **hdrs)
+{
+	const struct cred_req *cr = w->arg;
+
+	if (cr->method && !strcmp(cr->method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS,
+				 cr->body ? cr->body : "");
+	} else if (cr->method) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, cr->method);
 	}
 	/* Metadata services answer at once, or are not there at all. */
-	if (metadata) {
+	if (cr->metadata) {
 		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, 5L);
 	} else {
 		curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
 	}
-	err = http_perform(h, MAX_RESPONSE, ret);
-	curl_easy_cleanup(h);
-	return err;
+	return 0;
+}
+
+/* One request, once (HTTP_RETRY_NEVER: the provider chain moves on to
+ * the next provider, and refreshes try again later): @method NULL (GET)
+ * or "PUT"/"POST". */
+static int request(struct aws_creds *c, const char *url, const char *method,
+		   const char *body, struct curl_slist *hdrs, bool metadata,
+		   struct http_response *ret)
+{
+	struct cred_req cr = { method, body, metadata };
+	struct http_whole w = { .url = url,
+				.headers = hdrs,
+				.max_body = MAX_RESPONSE,
+				.retry_flags = HTTP_RETRY_NEVER,
+				.setup = cred_setup,
+				.arg = &cr };
+
+	return http_run_whole(&w, c->opts, ret);
 }
 
 static char *form_escape(CURL *h, const char *s)

@@ -5,12 +5,12 @@
 
 #include <errno.h>
 #include <stdarg.h>
-#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http.h"
+#include "json_stream.h"
 #include "msg.h"
 #include "opts.h"
 #include "s3_list.h"
@@ -105,17 +105,208 @@ static bool skippable(int err, const struct http_response *r)
 	return !err && r->status >= 400 && r->status < 600;
 }
 
+/* A file must be HEADed at listing only when the index does not give its
+ * size, or when it may be a seekable .zst (its seek table is read at
+ * listing, pinned to its ETag). Any other file's validator is taken from
+ * its first block (fetch.c), so a listing is one request. */
+static bool needs_head(const char *name, bool has_size)
+{
+	size_t len = strlen(name);
+
+	return !has_size || (len > 4 && !strcmp(name + len - 4, ".zst"));
+}
+
+/* Days from 1970-01-01 to @y-@m-@d (proleptic Gregorian; H. Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	int64_t era;
+	unsigned yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = (unsigned)(y - era * 400);
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *ret)
+{
+	unsigned v = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	*ret = v;
+	return true;
+}
+
+/* An index entry's mtime: nginx writes RFC 1123 dates ("Mon, 07 Dec 2026
+ * 00:00:00 GMT"), read here without curl_getdate()'s sscanf and locale
+ * work (a fifth of a big listing's CPU); anything else goes to it.
+ * @return seconds since the epoch, 0 when unreadable. */
+static time_t index_mtime(const char *s, size_t len)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	unsigned d, y, hh, mm, ss, m;
+	const char *mon;
+	time_t t;
+
+	if (len == 29 && s[3] == ',' && s[4] == ' ' && s[7] == ' ' &&
+	    s[11] == ' ' && s[16] == ' ' && s[19] == ':' && s[22] == ':' &&
+	    !strcmp(s + 25, " GMT") && digits(s + 5, 2, &d) &&
+	    digits(s + 12, 4, &y) && digits(s + 17, 2, &hh) &&
+	    digits(s + 20, 2, &mm) && digits(s + 23, 2, &ss) && d >= 1 &&
+	    d <= 31 && hh < 24 && mm < 60 && ss <= 60 &&
+	    (mon = strstr(months, (char[4]){ s[8], s[9], s[10], 0 })) &&
+	    (mon - months) % 3 == 0) {
+		m = (unsigned)(mon - months) / 3 + 1;
+		return (time_t)(days_from_civil(y, m, d) * 86400 + hh * 3600 +
+				mm * 60 + ss);
+	}
+	t = curl_getdate(s, NULL);
+	return t < 0 ? 0 : t;
+}
+
+/* One directory index being parsed: where its entries go. */
+struct index_parse {
+	struct listing *l;
+	const char *rel;
+	const char *url;
+	int depth;
+	char **subdirs;
+	size_t nsub;
+};
+
+/* One entry of the index, as it is parsed (json_stream.h). */
+static int index_entry(void *arg, json_object *e)
+{
+	struct index_parse *ip = arg;
+	struct listing *l = ip->l;
+	const char *name = NULL, *type = NULL;
+	size_t name_len = 0, before;
+	struct timespec mtime = { 0 };
+	int64_t size = 0;
+	bool has_size = false;
+	char *key = NULL;
+	json_object *v;
+	int err;
+
+	if (!json_object_is_type(e, json_type_object))
+		return 0;
+	if (json_object_object_get_ex(e, "name", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		name = json_object_get_string(v);
+		name_len = (size_t)json_object_get_string_len(v);
+	}
+	if (json_object_object_get_ex(e, "type", &v))
+		type = json_object_get_string(v);
+	if (json_object_object_get_ex(e, "mtime", &v) &&
+	    json_object_is_type(v, json_type_string))
+		mtime.tv_sec =
+			index_mtime(json_object_get_string(v),
+				    (size_t)json_object_get_string_len(v));
+	if (json_object_object_get_ex(e, "size", &v)) {
+		size = json_object_get_int64(v);
+		has_size = json_object_is_type(v, json_type_int);
+	}
+	if (!name || !type ||
+	    (strcmp(type, "file") && strcmp(type, "directory")))
+		return 0;
+	/* A NUL inside the JSON string shows as a short strlen. */
+	if (!tree_name_ok(name, name_len) || strlen(name) != name_len ||
+	    size < 0) {
+		/* The name itself may hold control characters: not for a
+		 * terminal. */
+		return msg_append(l->warnings,
+				  "%s: skipping an entry with an unusable "
+				  "name or size",
+				  ip->url);
+	}
+	if (asprintf(&key, "%s%s%s", ip->rel, *ip->rel ? "/" : "", name) < 0)
+		return -ENOMEM;
+	if (strcmp(type, "directory")) {
+		if (needs_head(name, has_size)) {
+			err = pending_push(l, key, (uint64_t)size, mtime);
+			if (err)
+				free(key);
+			return err;
+		}
+		err = tree_add(l->t, key, false, (uint64_t)size, mtime, NULL,
+			       NULL);
+		free(key);
+		if (err == -EINVAL || err == -EEXIST)
+			err = msg_append(l->warnings,
+					 "%s: skipping a duplicate entry",
+					 ip->url);
+		return err;
+	}
+	if (ip->depth >= MAX_DEPTH) {
+		free(key);
+		return msg_append(l->warnings,
+				  "%s: skipping a directory nested too deep",
+				  ip->url);
+	}
+	/* A directory named twice is listed once. */
+	before = tree_count(l->t);
+	err = tree_add(l->t, key, true, 0, mtime, NULL, NULL);
+	if (!err && tree_count(l->t) == before)
+		err = -EEXIST;
+	if (!err && !l->one) {
+		char **more = reallocarray(ip->subdirs, ip->nsub + 1,
+					   sizeof(*ip->subdirs));
+
+		if (!more) {
+			err = -ENOMEM;
+		} else {
+			ip->subdirs = more;
+			ip->subdirs[ip->nsub++] = key;
+			key = NULL;
+		}
+	}
+	if (err == -EINVAL || err == -EEXIST)
+		err = msg_append(l->warnings, "%s: skipping a duplicate entry",
+				 ip->url);
+	free(key);
+	return err;
+}
+
+/* Parse index @r of @ip's directory as a stream: entries go into the tree
+ * as they are read; no document tree is built. @return 0, -EPROTO when
+ * it is not a JSON array, or the first entry's error. */
+static int index_parse(struct index_parse *ip, const struct http_response *r,
+		       size_t *ret_entries)
+{
+	struct json_stream *js;
+	int err = json_stream_new(index_entry, ip, &js);
+
+	if (!err)
+		err = json_stream_feed(js, r->body, r->len);
+	if (!err)
+		err = json_stream_end(js);
+	if (!err)
+		*ret_entries = json_stream_count(js);
+	json_stream_free(js);
+	return err;
+}
+
 /*
  * List directory @rel (in the tree already, listed once: the caller
- * makes sure): its files go to l->files, its subdirectories into the
- * tree, then each subdirectory is listed, after this index was freed.
+ * makes sure): its files go into the tree (or to l->files, to be
+ * HEADed), its subdirectories too, then each subdirectory is listed,
+ * after this index was freed.
  */
 static int list_dir(struct listing *l, const char *rel, int depth)
 {
 	struct http_response r = { 0 };
-	json_object *root = NULL;
-	char *url = url_of(l->sh, rel, true), **subdirs = NULL;
-	size_t i, n, nsub = 0;
+	char *url = url_of(l->sh, rel, true);
+	struct index_parse ip = {
+		.l = l, .rel = rel, .url = url, .depth = depth
+	};
+	size_t i, n = 0;
 	const char *why;
 	int err;
 
@@ -138,9 +329,11 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 		err = response_error("listing", url, err, &r, l->ret_msg);
 		goto out;
 	}
-	root = json_tokener_parse(r.body);
-	if (!root || !json_object_is_type(root, json_type_array)) {
+	err = index_parse(&ip, &r, &n);
+	if (err == -EPROTO) {
 		if (*rel && !l->one) {
+			/* What this index added stays: a partial listing
+			 * of a broken subdirectory is still its files. */
 			err = msg_append(l->warnings,
 					 "listing %s: not a JSON directory "
 					 "index; skipping this directory",
@@ -154,100 +347,20 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 			      url);
 		goto out;
 	}
-	n = json_object_array_length(root);
+	if (err)
+		goto out;
 	err = list_budget_request(&l->budget, r.len, n, &why);
 	http_response_done(&r);
 	if (err) {
 		err = msg_set(l->ret_msg, err, "listing %s: %s", url, why);
 		goto out;
 	}
-	for (i = 0; i < n && !err; i++) {
-		json_object *e = json_object_array_get_idx(root, i), *v;
-		const char *name = NULL, *type = NULL;
-		size_t name_len = 0, before;
-		struct timespec mtime = { 0 };
-		int64_t size = 0;
-		char *key = NULL;
-
-		if (json_object_object_get_ex(e, "name", &v) &&
-		    json_object_is_type(v, json_type_string)) {
-			name = json_object_get_string(v);
-			name_len = (size_t)json_object_get_string_len(v);
-		}
-		if (json_object_object_get_ex(e, "type", &v))
-			type = json_object_get_string(v);
-		if (json_object_object_get_ex(e, "mtime", &v) &&
-		    json_object_is_type(v, json_type_string))
-			mtime.tv_sec =
-				curl_getdate(json_object_get_string(v), NULL);
-		if (mtime.tv_sec < 0)
-			mtime.tv_sec = 0;
-		if (json_object_object_get_ex(e, "size", &v))
-			size = json_object_get_int64(v);
-		if (!name || !type ||
-		    (strcmp(type, "file") && strcmp(type, "directory")))
-			continue;
-		/* A NUL inside the JSON string shows as a short strlen. */
-		if (!tree_name_ok(name, name_len) || strlen(name) != name_len ||
-		    size < 0) {
-			/* The name itself may hold control characters:
-			 * not for a terminal. */
-			err = msg_append(l->warnings,
-					 "%s: skipping an entry with an "
-					 "unusable name or size",
-					 url);
-			continue;
-		}
-		if (asprintf(&key, "%s%s%s", rel, *rel ? "/" : "", name) < 0) {
-			err = -ENOMEM;
-			break;
-		}
-		if (strcmp(type, "directory")) {
-			err = pending_push(l, key, (uint64_t)size, mtime);
-			if (err)
-				free(key);
-			continue;
-		}
-		if (depth >= MAX_DEPTH) {
-			err = msg_append(l->warnings,
-					 "%s: skipping a directory nested too "
-					 "deep",
-					 url);
-			free(key);
-			continue;
-		}
-		/* A directory named twice is listed once. */
-		before = tree_count(l->t);
-		err = tree_add(l->t, key, true, 0, mtime, NULL, NULL);
-		if (!err && tree_count(l->t) == before)
-			err = -EEXIST;
-		if (!err) {
-			char **more = reallocarray(subdirs, nsub + 1,
-						   sizeof(*subdirs));
-
-			if (!more) {
-				err = -ENOMEM;
-			} else {
-				subdirs = more;
-				subdirs[nsub++] = key;
-				key = NULL;
-			}
-		}
-		if (err == -EINVAL || err == -EEXIST)
-			err = msg_append(l->warnings,
-					 "%s: skipping a duplicate entry", url);
-		free(key);
-	}
-	/* Subdirectories are listed from here: this index is freed first. */
-	json_object_put(root);
-	root = NULL;
-	for (i = 0; i < nsub && !err && !l->one; i++)
-		err = list_dir(l, subdirs[i], depth + 1);
+	for (i = 0; i < ip.nsub && !err; i++)
+		err = list_dir(l, ip.subdirs[i], depth + 1);
 out:
-	for (i = 0; i < nsub; i++)
-		free(subdirs[i]);
-	free(subdirs);
-	json_object_put(root);
+	for (i = 0; i < ip.nsub; i++)
+		free(ip.subdirs[i]);
+	free(ip.subdirs);
 	http_response_done(&r);
 	free(url);
 	return err;

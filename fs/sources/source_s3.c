@@ -18,6 +18,7 @@
 
 #include "aws_creds.h"
 #include "http.h"
+#include "http_run.h"
 #include "msg.h"
 #include "opts.h"
 #include "s3_endpoint.h"
@@ -254,11 +255,6 @@ static int add_object(struct source_s3 *s, struct tree *t,
 	return err;
 }
 
-static bool transient(int err)
-{
-	return err == -ECONNRESET || err == -ETIMEDOUT || err == -EAGAIN;
-}
-
 /* The error of a failed listing request, as a message for the user. */
 static int list_error(struct source_s3 *s, int err,
 		      const struct http_response *r, char **ret_msg)
@@ -296,58 +292,59 @@ static int list_error(struct source_s3 *s, int err,
 		       s->s.display, r->status, s->origin);
 }
 
-/* One page: GET with retries of transient failures. */
+/* A listing page's signature, for each attempt (it carries its time). */
+struct page_sign {
+	struct source_s3 *s;
+	const char *path, *query;
+	char *msg; /* why signing failed */
+};
+
+static int page_setup(struct http_whole *w, CURL *h, struct curl_slist **hdrs)
+{
+	struct page_sign *ps = w->arg;
+
+	free(ps->msg);
+	ps->msg = NULL;
+	return sign_get(ps->s, ps->path, ps->query, NULL, NULL, hdrs, &ps->msg);
+}
+
+/* One page: GET with the runner's retries of transient failures. */
 static int get_page(struct source_s3 *s, const char *prefix, bool delimit,
 		    const char *token, struct http_response *ret,
 		    char **ret_msg)
 {
 	char *query = s3_list_query_dir(prefix, token, delimit), *url = NULL;
-	const char *path = *s->base_path ? s->base_path : "/";
-	unsigned retries = s->opts ? s->opts->retries : 3;
+	struct page_sign ps = {
+		.s = s,
+		.path = *s->base_path ? s->base_path : "/",
+		.query = query,
+	};
+	struct http_whole w = { .max_body = MAX_LISTING,
+				.retry_flags = HTTP_RETRY_REACHABLE,
+				.setup = page_setup,
+				.arg = &ps };
 	int err = -ENOMEM;
 
-	if (!query || asprintf(&url, "%s%s?%s", s->origin, path, query) < 0) {
+	if (!query ||
+	    asprintf(&url, "%s%s?%s", s->origin, ps.path, query) < 0) {
 		url = NULL;
 		goto out;
 	}
-	for (unsigned attempt = 0;; attempt++) {
-		struct curl_slist *hdrs = NULL;
-		CURL *h = curl_easy_init();
-		char *msg = NULL;
-
-		if (!h) {
-			err = -ENOMEM;
-			break;
-		}
-		http_setup_common(h, s->opts);
-		curl_easy_setopt(h, CURLOPT_URL, url);
-		err = sign_get(s, path, query, NULL, NULL, &hdrs, &msg);
-		if (err) {
-			curl_easy_cleanup(h);
-			curl_slist_free_all(hdrs);
-			msg_set(ret_msg, err, "listing %s: %s", s->s.display,
-				msg ? msg : strerror(-err));
-			free(msg);
-			break;
-		}
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		err = http_perform(h, MAX_LISTING, ret);
-		curl_easy_cleanup(h);
-		curl_slist_free_all(hdrs);
-		if (!err && ret->status == 200)
-			break;
-		if (attempt < retries && !http_cancelled() &&
-		    (err ? transient(err)
-			 : http_status_retryable(ret->status))) {
-			http_response_done(ret);
-			usleep(http_backoff_ms(attempt) * 1000u);
-			continue;
-		}
+	w.url = url;
+	err = http_run_whole(&w, s->opts, ret);
+	if (!err && ret->status == 200)
+		goto out;
+	if (ps.msg || (err && !w.set_up)) {
+		/* Not sent: signing failed (or no memory). */
+		msg_set(ret_msg, err, "listing %s: %s", s->s.display,
+			ps.msg ? ps.msg : strerror(-err));
+	} else {
 		err = list_error(s, err, ret, ret_msg);
-		http_response_done(ret);
-		break;
 	}
+	if (w.set_up)
+		http_response_done(ret);
 out:
+	free(ps.msg);
 	free(query);
 	free(url);
 	return err;

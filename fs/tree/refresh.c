@@ -1,6 +1,7 @@
 #include "refresh.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -9,12 +10,12 @@
 
 #include "cache.h"
 #include "daemon.h"
+#include "decoder.h"
 #include "http.h"
 #include "log.h"
 #include "source.h"
 #include "stats.h"
 #include "tree.h"
-#include "zstd_object.h"
 
 struct refresh {
 	struct daemon *d;
@@ -54,6 +55,19 @@ static void notify(struct daemon *d, const struct tree_changes *c, bool kernel)
 	}
 }
 
+/* A listing this big (nodes) gives its freed memory back to the system. */
+#define TRIM_NODES 4096
+
+/* A big listing was parsed and merged, on whatever thread: its index and
+ * the fresh tree are freed, but glibc keeps freed memory in the thread's
+ * arena (one per FUSE worker), so a few big listings would leave the
+ * daemon gigabytes it no longer uses. Hand it back. */
+static void give_back(size_t nodes)
+{
+	if (nodes >= TRIM_NODES)
+		malloc_trim(0);
+}
+
 /*
  * List directory @dir (one level) and merge it in. A first listing
  * (@kernel false) tells the kernel nothing: it has seen nothing below an
@@ -65,6 +79,7 @@ static int list_one(struct daemon *d, struct node *dir, bool kernel,
 {
 	struct tree *fresh = NULL;
 	struct tree_changes c;
+	size_t nodes;
 	int err = tree_new(&fresh);
 
 	if (!err)
@@ -79,8 +94,9 @@ static int list_one(struct daemon *d, struct node *dir, bool kernel,
 		err = tree_new(&fresh);
 	}
 	/* Seekable NAME.zst shown as NAME; unchanged ones keep their table. */
-	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
-						 d->tree, ret_warnings)) > 0)
+	if (!err &&
+	    (err = decoders_scan_tree(d->decoders, d->src, &d->opts, fresh,
+				      d->tree, ret_warnings)) > 0)
 		err = 0;
 	if (!err) {
 		tree_finish(fresh);
@@ -95,7 +111,9 @@ static int list_one(struct daemon *d, struct node *dir, bool kernel,
 		notify(d, &c, kernel);
 		tree_changes_done(&c);
 	}
+	nodes = fresh ? tree_count(fresh) : 0;
 	tree_free(fresh);
+	give_back(nodes);
 	return err;
 }
 
@@ -171,6 +189,7 @@ int refresh_once(struct daemon *d, char **ret_msg)
 	struct tree *fresh = NULL;
 	struct tree_changes c;
 	char *warnings = NULL;
+	size_t nodes;
 	int err;
 
 	if (d->opts.list_lazy)
@@ -178,8 +197,8 @@ int refresh_once(struct daemon *d, char **ret_msg)
 	err = tree_new(&fresh);
 	if (!err)
 		err = d->src->ops->list(d->src, fresh, ret_msg, &warnings);
-	if (!err && (err = zstd_object_scan_tree(d->src, &d->opts, fresh,
-						 d->tree, &warnings)) > 0)
+	if (!err && (err = decoders_scan_tree(d->decoders, d->src, &d->opts,
+					      fresh, d->tree, &warnings)) > 0)
 		err = 0;
 	free(warnings); /* said at mount; not again every time */
 	if (!err) {
@@ -198,7 +217,9 @@ int refresh_once(struct daemon *d, char **ret_msg)
 		notify(d, &c, true);
 		tree_changes_done(&c);
 	}
+	nodes = fresh ? tree_count(fresh) : 0;
 	tree_free(fresh);
+	give_back(nodes);
 	return err;
 }
 

@@ -1,6 +1,6 @@
 #include "tree.h"
 #include "tree_priv.h"
-#include "zstd_object.h"
+#include "decoder.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -104,7 +104,8 @@ void tree_node_free(struct node *n)
 		free(n->dir->children);
 	free(n->dir);
 	free(n->etag);
-	zstd_object_unref(n->zobj);
+	free(n->pinned);
+	decoded_unref(n->dec);
 	free(n); /* the key with it */
 }
 

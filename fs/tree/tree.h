@@ -20,6 +20,7 @@
 
 #include "readahead.h"
 
+struct decoded;
 struct tree;
 struct tree_dir; /* a directory's children: private to tree_priv.h */
 
@@ -43,13 +44,18 @@ struct node {
 	pthread_mutex_t lock;
 	uint64_t size; /* protected by lock once mounted, as are mtime */
 	char *etag;    /* validator as the server sent it, or NULL; lock */
-	bool changed;  /* the object changed under us: reads fail; lock */
+	/* When the listing gave no validator (HTTP indexes): the ETag of
+	 * this version's first block, which pins the rest (fetch.c), or
+	 * NULL; cleared when a relist finds a new version. Not part of the
+	 * listed identity (etag, size, mtime: disk cache keys); lock. */
+	char *pinned;
+	bool changed; /* the object changed under us: reads fail; lock */
 	uint32_t
 		generation; /* bumped when the object's content changed; lock */
 	struct readahead *ra; /* made on first use: node_readahead() */
-	/* A file decoded from a compressed object (zstd_object.h), or NULL;
-	 * one reference; replaced with the validator; lock. */
-	struct zstd_object *zobj;
+	/* A file decoded from a stored object of another form (decoder.h),
+	 * or NULL; one reference; replaced with the validator; lock. */
+	struct decoded *dec;
 };
 
 /* node_readahead() - @n's readahead state (it has its own lock), made on

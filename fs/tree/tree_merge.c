@@ -2,7 +2,7 @@
  * (the contract is in tree.h). Private state in tree_priv.h. */
 #include "tree.h"
 #include "tree_priv.h"
-#include "zstd_object.h"
+#include "decoder.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -45,8 +45,8 @@ struct op {
 	size_t cap;	  /* OP_SWAP_*, OP_GROW */
 	char *etag;	  /* OP_UPDATE */
 	uint64_t size;	  /* OP_UPDATE */
-	struct timespec mtime;	  /* OP_UPDATE */
-	struct zstd_object *zobj; /* OP_UPDATE: the new one, then the old */
+	struct timespec mtime; /* OP_UPDATE */
+	struct decoded *dec;   /* OP_UPDATE: the new one, then the old */
 };
 
 struct plan {
@@ -93,7 +93,7 @@ static void plan_free(struct plan *p, bool applied)
 		case OP_UPDATE:
 			if (!applied)
 				free(o->etag);
-			zstd_object_unref(o->zobj);
+			decoded_unref(o->dec);
 			break;
 		case OP_GONE:
 			break;
@@ -144,6 +144,272 @@ static bool still_there(struct node *n)
 	return r;
 }
 
+/* A merge being planned: plan_merge() and its steps. */
+struct planner {
+	struct tree *t;
+	struct node *scope; /* NULL: all of @fresh */
+	const struct tree *fresh;
+	struct plan *p;
+	struct node *fs;     /* @scope's node in @fresh, or NULL: none */
+	struct node **map;   /* fresh node (by index) -> its node in t */
+	unsigned char *seen; /* whole merges: nodes of t in @fresh */
+	size_t *adds;  /* new children per directory, by its index in fresh */
+	size_t *order; /* fresh nodes to visit, by index; NULL: all */
+	size_t norder;
+	size_t next_ino, nlinks;
+};
+
+/* Where the merge starts: @fresh's root, or @scope's node in @fresh. */
+static void plan_start(struct planner *pl)
+{
+	struct tree *t = pl->t;
+	struct node *scope = pl->scope;
+
+	if (!scope || scope == tree_root(t)) {
+		pl->map[0] = tree_root(t);
+		pl->fs = tree_root(pl->fresh);
+		/* The root's owner and mode (file://), from its first
+		 * listing, at mount: nothing reads them before. */
+		if (scope && !scope->has_perm && pl->fs->has_perm) {
+			scope->has_perm = true;
+			scope->perm = pl->fs->perm;
+			scope->uid = pl->fs->uid;
+			scope->gid = pl->fs->gid;
+		}
+	} else if ((pl->fs = find_key(pl->fresh, scope->key)) &&
+		   pl->fs->is_dir) {
+		pl->map[pl->fs->ino - 1] = scope;
+	} else {
+		pl->fs = NULL; /* nothing listed there: an empty directory */
+	}
+	if (pl->seen)
+		pl->seen[0] = 1;
+}
+
+/* The order to visit @fresh in. Parents come before their children in
+ * fresh->nodes; below @scope, walked breadth first in name order, so
+ * that a directory listed lazily reads in name order too. */
+static int plan_order(struct planner *pl)
+{
+	const struct tree *fresh = pl->fresh;
+	size_t i, k;
+
+	if (!pl->scope) {
+		pl->norder = fresh->count;
+		return 0;
+	}
+	if (!pl->fs)
+		return 0;
+	pl->order = malloc(fresh->count * sizeof(*pl->order));
+	if (!pl->order)
+		return -ENOMEM;
+	pl->order[0] = pl->fs->ino - 1; /* @scope itself: skipped */
+	for (k = 0; k < pl->norder; k++) {
+		const struct tree_dir *d = fresh->nodes[pl->order[k]]->dir;
+
+		for (i = 0; d && i < d->n; i++)
+			pl->order[pl->norder++] = d->children[i]->ino - 1;
+	}
+	return 0;
+}
+
+/* File @n of the tree is listed again as @f: a new version when its
+ * validator, size or decoder changed. */
+static int plan_update(struct planner *pl, struct node *n, const struct node *f)
+{
+	struct op *o;
+	bool differs;
+
+	pthread_mutex_lock(&n->lock);
+	/* A listing without validators (HTTP indexes) is compared by size
+	 * and mtime. */
+	differs = n->size != f->size ||
+		  (f->etag ? !same(n->etag, f->etag)
+			   : n->mtime.tv_sec != f->mtime.tv_sec ||
+				     n->mtime.tv_nsec != f->mtime.tv_nsec) ||
+		  n->changed || !n->dec != !f->dec;
+	pthread_mutex_unlock(&n->lock);
+	if (!differs)
+		return 0;
+	o = plan_push(pl->p, OP_UPDATE, n);
+	if (!o)
+		return -ENOMEM;
+	o->size = f->size;
+	o->mtime = f->mtime;
+	o->dec = decoded_ref(f->dec);
+	if (f->etag && !(o->etag = strdup(f->etag)))
+		return -ENOMEM;
+	pl->p->nchanged++;
+	return 0;
+}
+
+/* @f, the fresh node of index @i, is new in directory @dir: added, or in
+ * place of @n, a node of the other type. */
+static int plan_new(struct planner *pl, struct node *dir, struct node *n,
+		    const struct node *f, size_t i)
+{
+	struct node *m =
+		tree_node_alloc(dir, f->name, strlen(f->name), f->is_dir);
+	struct op *o;
+
+	if (!m)
+		return -ENOMEM;
+	o = plan_push(pl->p, n ? OP_REPLACE : OP_ADD, m);
+	if (!o) {
+		tree_node_free(m);
+		return -ENOMEM;
+	}
+	m->ino = pl->next_ino++;
+	m->mtime = f->mtime;
+	m->size = f->size;
+	m->has_perm = f->has_perm; /* file:// owner and mode */
+	m->perm = f->perm;
+	m->uid = f->uid;
+	m->gid = f->gid;
+	m->dec = decoded_ref(f->dec);
+	/* A one-level listing says nothing of what a new subdirectory
+	 * holds: it is listed when first looked in. */
+	if (m->dir)
+		m->dir->state = pl->scope ? DIR_UNLISTED : DIR_LISTED;
+	if (f->etag && !(m->etag = strdup(f->etag)))
+		return -ENOMEM;
+	pl->map[i] = m;
+	pl->p->nadded++;
+	if (n) {
+		o->old = n;
+		o->index = index_in_parent(n);
+	} else {
+		pl->adds[f->parent->ino - 1]++;
+		pl->nlinks++;
+	}
+	return 0;
+}
+
+/* Every node of @fresh in order: matched, updated, added or replacing. */
+static int plan_entries(struct planner *pl)
+{
+	for (size_t k = 1; pl->fs && k < pl->norder; k++) {
+		size_t i = pl->order ? pl->order[k] : k;
+		const struct node *f = pl->fresh->nodes[i];
+		struct node *dir = pl->map[f->parent->ino - 1], *n = NULL;
+		int err;
+
+		if (!dir || pl->map[i])
+			continue; /* outside @scope, or @scope itself */
+		if (dir->ino <= pl->t->count)
+			n = tree_child_find(pl->t, dir, f->name,
+					    strlen(f->name));
+		if (n && n->is_dir == f->is_dir) {
+			pl->map[i] = n;
+			if (pl->seen)
+				pl->seen[n->ino - 1] = 1;
+			err = f->is_dir ? 0 : plan_update(pl, n, f);
+		} else {
+			err = plan_new(pl, dir, n, f, i);
+		}
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Files gone from the source (replaced ones included): not in @fresh
+ * under @scope, or (a whole merge) not seen at all. */
+static int plan_gone(struct planner *pl)
+{
+	struct tree *t = pl->t;
+	size_t i;
+
+	if (pl->scope) {
+		const struct tree_dir *d = pl->scope->dir;
+
+		for (i = 0; i < d->n; i++) {
+			struct node *n = d->children[i];
+			const struct node *f =
+				pl->fs ? tree_child_find(pl->fresh, pl->fs,
+							 n->name,
+							 strlen(n->name))
+				       : NULL;
+
+			if (n->is_dir || (f && !f->is_dir) || !still_there(n))
+				continue;
+			if (!plan_push(pl->p, OP_GONE, n))
+				return -ENOMEM;
+			pl->p->nchanged++;
+		}
+		return 0;
+	}
+	for (i = 1; i < t->count; i++) {
+		struct node *n = t->nodes[i];
+
+		if (pl->seen[i] || n->is_dir || !still_there(n))
+			continue;
+		if (!plan_push(pl->p, OP_GONE, n))
+			return -ENOMEM;
+		pl->p->nchanged++;
+	}
+	return 0;
+}
+
+/* Room: new directories get theirs now, unlinked yet; existing ones, the
+ * nodes array and the index get copies swapped in first. */
+static int plan_room(struct planner *pl)
+{
+	struct tree *t = pl->t;
+	size_t i;
+
+	for (i = 0; i < pl->fresh->count; i++) {
+		struct node *m = pl->map[i];
+		struct tree_dir *d = m ? m->dir : NULL;
+		size_t cap, adds = pl->adds[i];
+		struct op *o;
+
+		if (!adds || !d)
+			continue;
+		if (m->ino > t->count) { /* new in this merge */
+			d->children = malloc(adds * sizeof(*d->children));
+			if (!d->children)
+				return -ENOMEM;
+			d->cap = adds;
+			continue;
+		}
+		if (d->n + adds <= d->cap)
+			continue;
+		cap = d->cap;
+		while (cap < d->n + adds)
+			cap = cap ? 2 * cap : 8;
+		o = plan_push(pl->p, OP_GROW, m);
+		if (!o || !(o->arr = malloc(cap * sizeof(struct node *))))
+			return -ENOMEM;
+		if (d->n) /* an empty one has no array yet */
+			memcpy(o->arr, d->children,
+			       d->n * sizeof(struct node *));
+		o->cap = cap;
+	}
+	if (pl->next_ino - 1 > t->cap) {
+		size_t cap = t->cap;
+		struct op *o;
+
+		while (cap < pl->next_ino - 1)
+			cap *= 2;
+		o = plan_push(pl->p, OP_SWAP_NODES, NULL);
+		if (!o || !(o->arr = malloc(cap * sizeof(*t->nodes))))
+			return -ENOMEM;
+		memcpy(o->arr, t->nodes, t->count * sizeof(*t->nodes));
+		o->cap = cap;
+	}
+	if (2 * (t->nused + pl->nlinks) > t->nslots) {
+		struct op *o = plan_push(pl->p, OP_SWAP_INDEX, NULL);
+
+		if (!o)
+			return -ENOMEM;
+		o->cap = tree_slots_for(t->nused + pl->nlinks);
+		if (!(o->arr = tree_index_build(t, o->cap)))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 /*
  * Plan merging @fresh into @t: all of it (@scope NULL), or only what
  * @fresh holds below directory @scope of @t, whose children it lists
@@ -152,206 +418,33 @@ static bool still_there(struct node *n)
 static int plan_merge(struct tree *t, struct node *scope,
 		      const struct tree *fresh, struct plan *p)
 {
-	struct node **map = calloc(fresh->count, sizeof(*map)), *fs = NULL;
-	unsigned char *seen = scope ? NULL : calloc(t->count, 1);
-	/* new children per directory, by its index in @fresh */
-	size_t *adds = calloc(fresh->count, sizeof(*adds));
-	size_t next_ino = t->count + 1, nlinks = 0, i, k, norder = 1;
-	size_t *order = NULL; /* fresh nodes to visit, by index */
+	struct planner pl = {
+		.t = t,
+		.scope = scope,
+		.fresh = fresh,
+		.p = p,
+		.map = calloc(fresh->count, sizeof(*pl.map)),
+		.seen = scope ? NULL : calloc(t->count, 1),
+		.adds = calloc(fresh->count, sizeof(*pl.adds)),
+		.norder = 1,
+		.next_ino = t->count + 1,
+	};
 	int err = -ENOMEM;
 
-	if (!map || (!scope && !seen) || !adds)
-		goto out;
-	if (!scope || scope == tree_root(t)) {
-		map[0] = tree_root(t);
-		fs = tree_root(fresh);
-		/* The root's owner and mode (file://), from its first
-		 * listing, at mount: nothing reads them before. */
-		if (scope && !scope->has_perm && fs->has_perm) {
-			scope->has_perm = true;
-			scope->perm = fs->perm;
-			scope->uid = fs->uid;
-			scope->gid = fs->gid;
-		}
-	} else if ((fs = find_key(fresh, scope->key)) && fs->is_dir) {
-		map[fs->ino - 1] = scope;
-	} else {
-		fs = NULL; /* nothing listed there: an empty directory */
+	if (pl.map && (scope || pl.seen) && pl.adds) {
+		plan_start(&pl);
+		err = plan_order(&pl);
 	}
-	if (seen)
-		seen[0] = 1;
-	/* Parents come before their children in fresh->nodes; below
-	 * @scope, walked breadth first in name order, so that a directory
-	 * listed lazily reads in name order too. */
-	if (scope && fs) {
-		order = malloc(fresh->count * sizeof(*order));
-		if (!order)
-			goto out;
-		order[0] = fs->ino - 1; /* @scope itself: skipped below */
-		for (k = 0; k < norder; k++) {
-			const struct tree_dir *d = fresh->nodes[order[k]]->dir;
-
-			for (i = 0; d && i < d->n; i++)
-				order[norder++] = d->children[i]->ino - 1;
-		}
-	}
-	if (!scope)
-		norder = fresh->count;
-	for (k = 1; fs && k < norder; k++) {
-		const struct node *f;
-
-		i = order ? order[k] : k;
-		f = fresh->nodes[i];
-		struct node *dir = map[f->parent->ino - 1], *n = NULL, *m;
-		size_t len = strlen(f->name);
-		struct op *o;
-
-		if (!dir || map[i])
-			continue; /* outside @scope, or @scope itself */
-		if (dir->ino <= t->count)
-			n = tree_child_find(t, dir, f->name, len);
-		if (n && n->is_dir == f->is_dir) {
-			bool differs;
-
-			map[i] = n;
-			if (seen)
-				seen[n->ino - 1] = 1;
-			if (f->is_dir)
-				continue;
-			pthread_mutex_lock(&n->lock);
-			differs = n->size != f->size ||
-				  !same(n->etag, f->etag) || n->changed ||
-				  !n->zobj != !f->zobj;
-			pthread_mutex_unlock(&n->lock);
-			if (!differs)
-				continue;
-			o = plan_push(p, OP_UPDATE, n);
-			if (!o)
-				goto out;
-			o->size = f->size;
-			o->mtime = f->mtime;
-			o->zobj = zstd_object_ref(f->zobj);
-			if (f->etag && !(o->etag = strdup(f->etag)))
-				goto out;
-			p->nchanged++;
-			continue;
-		}
-		m = tree_node_alloc(dir, f->name, len, f->is_dir);
-		if (!m)
-			goto out;
-		o = plan_push(p, n ? OP_REPLACE : OP_ADD, m);
-		if (!o) {
-			tree_node_free(m);
-			goto out;
-		}
-		m->ino = next_ino++;
-		m->mtime = f->mtime;
-		m->size = f->size;
-		m->has_perm = f->has_perm; /* file:// owner and mode */
-		m->perm = f->perm;
-		m->uid = f->uid;
-		m->gid = f->gid;
-		m->zobj = zstd_object_ref(f->zobj);
-		/* A one-level listing says nothing of what a new
-		 * subdirectory holds: it is listed when first looked in. */
-		if (m->dir)
-			m->dir->state = scope ? DIR_UNLISTED : DIR_LISTED;
-		if (f->etag && !(m->etag = strdup(f->etag)))
-			goto out;
-		map[i] = m;
-		p->nadded++;
-		if (n) {
-			o->old = n;
-			o->index = index_in_parent(n);
-		} else {
-			adds[f->parent->ino - 1]++;
-			nlinks++;
-		}
-	}
-	/* Files gone from the source (replaced ones included). */
-	if (scope) {
-		const struct tree_dir *d = scope->dir;
-
-		for (i = 0; i < d->n; i++) {
-			struct node *n = d->children[i];
-			const struct node *f =
-				fs ? tree_child_find(fresh, fs, n->name,
-						     strlen(n->name))
-				   : NULL;
-
-			if (n->is_dir || (f && !f->is_dir) || !still_there(n))
-				continue;
-			if (!plan_push(p, OP_GONE, n))
-				goto out;
-			p->nchanged++;
-		}
-	}
-	for (i = 1; !scope && i < t->count; i++) {
-		struct node *n = t->nodes[i];
-
-		if (seen[i] || n->is_dir || !still_there(n))
-			continue;
-		if (!plan_push(p, OP_GONE, n))
-			goto out;
-		p->nchanged++;
-	}
-	/* Room: new directories get theirs now, unlinked yet; existing ones,
-	 * the nodes array and the index get copies swapped in first. */
-	for (i = 0; i < fresh->count; i++) {
-		struct node *m = map[i];
-		struct tree_dir *d = m ? m->dir : NULL;
-		size_t cap;
-		struct op *o;
-
-		if (!adds[i] || !d)
-			continue;
-		if (m->ino > t->count) { /* new in this merge */
-			d->children = malloc(adds[i] * sizeof(*d->children));
-			if (!d->children)
-				goto out;
-			d->cap = adds[i];
-			continue;
-		}
-		if (d->n + adds[i] <= d->cap)
-			continue;
-		cap = d->cap;
-		while (cap < d->n + adds[i])
-			cap = cap ? 2 * cap : 8;
-		o = plan_push(p, OP_GROW, m);
-		if (!o || !(o->arr = malloc(cap * sizeof(struct node *))))
-			goto out;
-		if (d->n) /* an empty one has no array yet */
-			memcpy(o->arr, d->children,
-			       d->n * sizeof(struct node *));
-		o->cap = cap;
-	}
-	if (next_ino - 1 > t->cap) {
-		size_t cap = t->cap;
-		struct op *o;
-
-		while (cap < next_ino - 1)
-			cap *= 2;
-		o = plan_push(p, OP_SWAP_NODES, NULL);
-		if (!o || !(o->arr = malloc(cap * sizeof(*t->nodes))))
-			goto out;
-		memcpy(o->arr, t->nodes, t->count * sizeof(*t->nodes));
-		o->cap = cap;
-	}
-	if (2 * (t->nused + nlinks) > t->nslots) {
-		struct op *o = plan_push(p, OP_SWAP_INDEX, NULL);
-
-		if (!o)
-			goto out;
-		o->cap = tree_slots_for(t->nused + nlinks);
-		if (!(o->arr = tree_index_build(t, o->cap)))
-			goto out;
-	}
-	err = 0;
-out:
-	free(order);
-	free(map);
-	free(seen);
-	free(adds);
+	if (!err)
+		err = plan_entries(&pl);
+	if (!err)
+		err = plan_gone(&pl);
+	if (!err)
+		err = plan_room(&pl);
+	free(pl.order);
+	free(pl.map);
+	free(pl.seen);
+	free(pl.adds);
 	return err;
 }
 
@@ -412,12 +505,14 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 			t->bytes = t->bytes - n->size + o->size;
 		free(n->etag);
 		n->etag = o->etag;
+		free(n->pinned); /* the new version's comes with its reads */
+		n->pinned = NULL;
 		o->etag = NULL;
 		n->size = o->size;
 		n->mtime = o->mtime;
-		prev = n->zobj;
-		n->zobj = o->zobj;
-		o->zobj = prev;
+		prev = n->dec;
+		n->dec = o->dec;
+		o->dec = prev;
 		n->changed = false;
 		n->generation++;
 		pthread_mutex_unlock(&n->lock);

@@ -22,8 +22,8 @@ struct stats {
 	atomic_uint_fast64_t changed;	 /* objects found changed (412) */
 	/* bytes the fast path copied into loaders' memory */
 	atomic_uint_fast64_t fastpath_copied;
-	/* compressed objects (zstd_object.c): bytes decoded into blocks, and
-	 * frames decoded for them */
+	/* decoded objects (decoder.c): bytes decoded into blocks; zstd
+	 * frames decoded for them (zstd_object.c) */
 	atomic_uint_fast64_t bytes_decompressed;
 	atomic_uint_fast64_t frames_decoded;
 	/* the disk tier (disk_cache.c) */

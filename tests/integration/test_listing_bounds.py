@@ -5,6 +5,7 @@ subdirectory or file is skipped with a warning while a bad root still
 fails the mount (exit 2). The hostile listings come from
 servers/listing_server.py."""
 
+import errno
 import os
 
 import pytest
@@ -84,15 +85,24 @@ def test_html_subdirectory_is_skipped(mount, listing_server):
     assert "not a JSON directory index; skipping" in m.log()
 
 
-def test_failing_head_is_skipped(mount, listing_server):
+def test_failing_files_fail_when_read(mount, listing_server):
+    """Files are not HEADed at listing (one request per directory), so a
+    file the server refuses is listed and fails when read, with the
+    errno its status maps to. A file without a size in the index is still
+    HEADed (and skipped when that fails)."""
     srv = listing_server("head_fail")
     m = mount(srv.url)
-    assert os.listdir(m.path) == ["ok.bin"]
+    assert sorted(os.listdir(m.path)) == ["denied.bin", "missing.bin",
+                                          "ok.bin"]
+    assert not [r for r in srv.log if r[0] == "HEAD"], srv.log
     with open(m.file("ok.bin"), "rb") as f:
         assert f.read() == b"x" * 100
-    log = m.log()
-    assert "denied.bin: HTTP 403; skipping" in log, log
-    assert "missing.bin: HTTP 404; skipping" in log, log
+    for name, want in (("denied.bin", errno.EACCES),
+                       ("missing.bin", errno.EIO)):
+        with pytest.raises(OSError) as e:
+            with open(m.file(name), "rb") as f:
+                f.read()
+        assert e.value.errno == want, (name, e.value)
 
 
 def test_failing_root_listing_exits_2(weightfs_run, listing_server, tmp_path):

@@ -10,7 +10,11 @@
  *
  * A test file may define CHECK_NOTE() (before including this) to a
  * function returning a string printed with every failure (e.g. the
- * library's last error message), or NULL. */
+ * library's last error message), or NULL.
+ *
+ * There is no failure count: a test that returns from main() passed, and
+ * a test that cannot run here calls CHECK_SKIP(), which exits 77 (meson's
+ * "skipped") with the reason, so a skip is never reported as a pass. */
 #ifndef WFS_TESTS_CHECK_H
 #define WFS_TESTS_CHECK_H
 
@@ -22,11 +26,6 @@
 #ifndef CHECK_NOTE
 #define CHECK_NOTE() ((const char *)NULL)
 #endif
-
-/* Always 0: a failed check has already exited. Kept only so that a test
- * written for the old counting CHECK ("return failures != 0") still
- * builds; new tests do not need it. */
-__attribute__((unused)) static int failures;
 
 __attribute__((noreturn, format(printf, 5, 6), unused)) static void
 check_fail(const char *file, int line, const char *expr, const char *note,
@@ -46,6 +45,21 @@ check_fail(const char *file, int line, const char *expr, const char *note,
 	fputc('\n', stderr);
 	fflush(NULL);
 	exit(1);
+}
+
+/* CHECK_SKIP() - this test cannot run here: say why, exit 77. */
+__attribute__((noreturn, format(printf, 1, 2), unused)) static void
+CHECK_SKIP(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("SKIP: ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(NULL);
+	exit(77);
 }
 
 #define CHECK(cond, ...)                                                       \

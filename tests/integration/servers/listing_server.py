@@ -17,6 +17,12 @@ all b"x"). Modes:
   head_fail    the root names "ok.bin", "denied.bin" (HEAD and GET: 403)
                and "missing.bin" (404)
   root_html    the root listing is an HTML page
+  big          the root names directories "a", "b" and "c"; every other
+               directory's index is about `big_bytes` of entries of a
+               type the lister skips (names, sizes and dates as a file's,
+               so parsing costs what a real listing costs) plus
+               subdirectory "d" until `depth`: the memory a listing of
+               that size takes, with nothing kept
   s3_tokens    S3 ListObjectsV2 for any bucket: each page holds one key
                and says it is truncated, with a fresh continuation token
                of `token_len` bytes (never repeated)
@@ -115,6 +121,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if depth < srv.depth:
                 entries.append({"name": "d", "type": "directory"})
             return self.index(entries)
+        if mode == "big":
+            if path == "/":
+                return self.index([{"name": n, "type": "directory"}
+                                   for n in ("a", "b", "c")])
+            body = srv.big_body(depth < srv.depth)
+            return self.send(200, body, "application/json")
         if mode == "html_subdir":
             if path == "/":
                 return self.index([
@@ -139,13 +151,15 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class ListingServer:
     def __init__(self, mode, depth=8, entries=1000, size=100, token_len=100,
-                 host="127.0.0.1"):
+                 big_bytes=64 << 20, host="127.0.0.1"):
         self.mode = mode
         self.depth = depth
         self.entries = entries
         self.size = size
         self.token_len = token_len
         self.page = 0
+        self.big_bytes = big_bytes
+        self.big = {}
         self.log = []
         self.lock = threading.Lock()
         self.httpd = _Server((host, 0), _Handler)
@@ -154,6 +168,20 @@ class ListingServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever,
                                        daemon=True)
         self.thread.start()
+
+    def big_body(self, with_subdir):
+        """The `big` index, made once (with or without "d")."""
+        with self.lock:
+            if with_subdir not in self.big:
+                one = ('{"name":"s%07d","type":"other","mtime":'
+                       '"Mon, 07 Dec 2026 00:00:00 GMT","size":%d}')
+                n = self.big_bytes // (len(one % (0, 1 << 30)) + 1)
+                parts = [one % (i, i * 4099) for i in range(n)]
+                if with_subdir:
+                    parts.append('{"name":"d","type":"directory"}')
+                self.big[with_subdir] = ("[" + ",".join(parts) +
+                                         "]").encode()
+            return self.big[with_subdir]
 
     def stop(self):
         self.httpd.shutdown()

@@ -1,0 +1,756 @@
+"""benchlib: what the benchmarks in tools/ share (they import nothing from
+tests/).
+
+- the build: BUILD ($WEIGHTFS_BUILD, default <repo>/build; use_build()
+  changes it), WEIGHTFS, WEIGHTFS_CTL, WEIGHTFS_LOAD, WEIGHTFS_PACK;
+- sizes: parse_size() (an argparse type: "512M", "1G"), human();
+- data: write_random();
+- mounts: start_mount() -> Mount (foreground weightfs; finish() unmounts
+  and returns what went wrong), ForeignMount (rclone, s3fs), is_mounted(),
+  unmount(), wait_until();
+- servers: Nginx (serves a directory with JSON listings, or proxies an S3
+  server; optionally throttled: limit_rate per connection and an added
+  first-byte latency; an access log of requests for GETs and requests in
+  flight), S3rver (s3rver from node_modules, with an upload);
+- caches: can_drop_caches(), drop_caches(), read_back();
+- CPU: proc_cpu() (a process, all threads), children_cpu() (waited-for
+  children), machine_busy_s() (the whole machine), per_gb();
+- huge pages: free_huge_pages() (reserve and put back);
+- output: note() (progress on stderr), print_table();
+- Bench: a run's temporary directory, its mounts and servers, cleaned up
+  together.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUSERMOUNT = "fusermount3"
+NGINX = os.environ.get("WEIGHTFS_NGINX", "nginx")
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+S3RVER_BIN = os.path.join(ROOT, "node_modules", ".bin", "s3rver")
+S3_KEY = "S3RVER"  # s3rver's built-in access key id and secret
+
+
+def use_build(path):
+    """Take the binaries from build directory @path."""
+    global BUILD, WEIGHTFS, WEIGHTFS_CTL, WEIGHTFS_LOAD, WEIGHTFS_PACK
+    BUILD = os.path.abspath(path)
+    WEIGHTFS = os.path.join(BUILD, "fs", "weightfs")
+    WEIGHTFS_CTL = os.path.join(BUILD, "tools", "weightfs-ctl")
+    WEIGHTFS_LOAD = os.path.join(BUILD, "tools", "weightfs-load")
+    WEIGHTFS_PACK = os.path.join(BUILD, "tools", "weightfs-pack")
+
+
+use_build(os.environ.get("WEIGHTFS_BUILD", os.path.join(ROOT, "build")))
+
+
+# -- sizes and output ---------------------------------------------------------
+def parse_size(s):
+    """Bytes of "512M", "1G", "1.5GiB", "4096" (powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", s, re.I)
+    if not m:
+        raise argparse.ArgumentTypeError("bad size %r (e.g. 512M, 1G)" % s)
+    mult = {"": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
+    return int(float(m.group(1)) * mult[m.group(2).upper()])
+
+
+def human(n, fmt="%.4g"):
+    """"1 GiB", "512 MiB": @n bytes in the largest unit it reaches."""
+    for unit, div in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if n >= div:
+            return (fmt + " %s") % (n / div, unit)
+    return "%d B" % n
+
+
+def note(msg):
+    """A progress line on stderr (tables go to stdout)."""
+    print("  .. " + msg, file=sys.stderr, flush=True)
+
+
+def print_table(head, rows, align):
+    """@rows under @head, columns padded; @align: "<" or ">" per column.
+    A row of one cell is printed as it is (a section line)."""
+    widths = [max(len(str(r[i])) for r in rows + [head] if len(r) > 1)
+              for i in range(len(head))]
+
+    def line(r):
+        return "  ".join(format(str(c), a + str(w))
+                         for c, a, w in zip(r, align, widths)).rstrip()
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r) if len(r) > 1 else r[0])
+
+
+# -- data ---------------------------------------------------------------------
+def random_bytes(size, seed):
+    """@size deterministic pseudo-random bytes from @seed."""
+    try:
+        import numpy as np
+        return np.random.default_rng(seed).bytes(size)
+    except ImportError:
+        import random
+        return random.Random(str(seed)).randbytes(size)
+
+
+def write_random(path, size, seed=0, chunk=16 * MiB):
+    """Write @size deterministic random bytes to @path (parents created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        done, part = 0, 0
+        while done < size:
+            n = min(chunk, size - done)
+            f.write(random_bytes(n, (seed, part)))
+            done += n
+            part += 1
+
+
+# -- caches and CPU -----------------------------------------------------------
+def can_drop_caches():
+    return os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+
+def drop_caches():
+    """Empty the page cache (root); False if this process may not."""
+    if not can_drop_caches():
+        return False
+    subprocess.run(["sync"])
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    return True
+
+
+def read_back(paths):
+    """Read each file once, so a server serves it from memory as a network
+    would (after drop_caches())."""
+    for p in paths:
+        with open(p, "rb") as f:
+            while f.read(16 * MiB):
+                pass
+
+
+def proc_cpu(pid):
+    """utime + stime of @pid (all its threads) in seconds, or 0.0 once it
+    is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def children_cpu():
+    """CPU seconds of this process's children that were waited for."""
+    r = os.times()
+    return r.children_user + r.children_system
+
+
+def machine_busy_s():
+    """CPU-s spent so far by the whole machine, idle and iowait left out."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+
+
+def per_gb(seconds, nbytes):
+    """CPU-s (or s) per GB (1e9 bytes) of @nbytes."""
+    return seconds / (nbytes / 1e9)
+
+
+def meminfo(key):
+    """The /proc/meminfo value of @key (kB for sizes, a count for pages)."""
+    with open("/proc/meminfo") as f:
+        for ln in f:
+            if ln.startswith(key + ":"):
+                return int(ln.split()[1])
+    return 0
+
+
+HUGE_SYSCTL = "/proc/sys/vm/nr_hugepages"
+
+
+@contextlib.contextmanager
+def free_huge_pages(count, touch=False):
+    """At least @count free 2 MiB huge pages while the block runs, raising
+    vm.nr_hugepages (root) and putting it back after. With @touch each is
+    touched once first: a benchmark then measures its load, not the VM
+    host's first touch of the pool. Yields None, or why there are not
+    enough (then the pool is as it was)."""
+    if meminfo("Hugepagesize") != 2048:
+        yield "the default huge page size is not 2 MiB here"
+        return
+    before = None
+    free = meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
+    try:
+        if free < count:
+            if not os.access(HUGE_SYSCTL, os.W_OK):
+                yield "reserving huge pages (vm.nr_hugepages) needs root"
+                return
+            with open(HUGE_SYSCTL) as f:
+                before = int(f.read())
+            try:
+                with open(HUGE_SYSCTL, "w") as f:
+                    f.write(str(before - free + count))
+            except OSError as e:
+                yield "cannot set vm.nr_hugepages: %s" % e
+                return
+            got = meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
+            if got < count:
+                yield ("the kernel gave %d free huge pages of %d (memory "
+                       "too fragmented)" % (got, count))
+                return
+        if touch:
+            import mmap
+            fd = os.memfd_create("touch", os.MFD_HUGETLB)
+            try:
+                os.ftruncate(fd, count * 2 * MiB)
+                with mmap.mmap(fd, count * 2 * MiB) as mem:
+                    for off in range(0, count * 2 * MiB, 2 * MiB):
+                        mem[off] = 1
+            finally:
+                os.close(fd)
+        yield None
+    finally:
+        if before is not None:
+            with open(HUGE_SYSCTL, "w") as f:
+                f.write(str(before))
+
+
+# -- mounts -------------------------------------------------------------------
+def wait_until(pred, timeout, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        if pred():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def is_mounted(path):
+    """Whether @path is a mountpoint now (/proc/self/mountinfo)."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                        line.split()[4])
+            if mp == path:
+                return True
+    return False
+
+
+def unmount(path, timeout=10.0):
+    """fusermount3 -u @path, retrying while busy; lazy as a last resort.
+    Returns "unmounted", "lazy" or "not mounted"."""
+    if not is_mounted(path):
+        return "not mounted"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([FUSERMOUNT, "-u", path], capture_output=True)
+        if r.returncode == 0 or not is_mounted(path):
+            return "unmounted"
+        time.sleep(0.1)
+    subprocess.run([FUSERMOUNT, "-u", "-z", path], capture_output=True)
+    return "lazy"
+
+
+def join_options(options):
+    """-o values from a dict {name: value or True} or a list of strings."""
+    if options is None:
+        return []
+    if isinstance(options, str):
+        return [options] if options else []
+    if isinstance(options, dict):
+        out = []
+        for k, v in options.items():
+            if v is True:
+                out.append(k)
+            elif v is not None and v is not False:
+                out.append("%s=%s" % (k, v))
+        return out
+    return list(options)
+
+
+class Mount:
+    """A weightfs daemon in the foreground, our child: path (the
+    mountpoint), pid, log_path."""
+
+    def __init__(self, path, proc, log_path):
+        self.path, self.proc, self.pid = path, proc, proc.pid
+        self.log_path = log_path
+        self.finished = False
+
+    def file(self, rel):
+        return os.path.join(self.path, rel)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stats(self):
+        """`weightfs-ctl stats MOUNTPOINT`, parsed."""
+        r = subprocess.run([WEIGHTFS_CTL, "stats", self.path],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError("weightfs-ctl stats failed (%d): %s" %
+                               (r.returncode, r.stderr))
+        return json.loads(r.stdout)
+
+    def finish(self, exit_timeout=30.0):
+        """Unmount, wait for the daemon; returns a list of problems (a busy
+        mount, a daemon that did not exit or exited non-zero)."""
+        if self.finished:
+            return []
+        self.finished = True
+        problems = []
+        if unmount(self.path) == "lazy":
+            problems.append("mount was busy: fusermount3 -u failed, "
+                            "unmounted lazily")
+        try:
+            rc = self.proc.wait(exit_timeout)
+            if rc != 0:
+                problems.append("daemon exited with status %s" % rc)
+        except subprocess.TimeoutExpired:
+            problems.append("daemon (pid %s) still running %.0fs after "
+                            "unmount" % (self.pid, exit_timeout))
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return problems
+
+
+def start_mount(source, mountpoint, options=None, env=None, log_path=None,
+                timeout=30.0):
+    """weightfs -f -o OPTIONS SOURCE MOUNTPOINT, once the mount is live.
+    The log goes to @log_path (default MOUNTPOINT.log beside it)."""
+    opts = join_options(options)
+    cmd = [WEIGHTFS, "-f"] + (["-o", ",".join(opts)] if opts else []) + \
+        [source, mountpoint]
+    log_path = log_path or mountpoint.rstrip("/") + ".log"
+    logf = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                            stderr=logf, env=env, close_fds=True)
+    logf.close()
+    m = Mount(mountpoint, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while not is_mounted(mountpoint):
+        if proc.poll() is not None:
+            raise RuntimeError("weightfs exited with %d before mounting "
+                               "(%s):\n%s" % (proc.returncode,
+                                              " ".join(cmd), m.log()))
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("not mounted after %.0fs (%s):\n%s" %
+                               (timeout, " ".join(cmd), m.log()))
+        time.sleep(0.02)
+    return m
+
+
+class ForeignMount:
+    """Another FUSE client (rclone mount, s3fs -f) run as @cmd, mounting
+    at @mountpoint in the foreground; pid is its daemon."""
+
+    def __init__(self, cmd, mountpoint, env=None, timeout=30):
+        self.path = mountpoint
+        os.makedirs(mountpoint)
+        log = open(mountpoint + ".log", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        self.pid = self.proc.pid
+        log.close()
+        if not wait_until(lambda: is_mounted(mountpoint), timeout, 0.05):
+            self.stop()
+            with open(mountpoint + ".log") as f:
+                raise RuntimeError("%s did not mount: %s" %
+                                   (cmd[0], f.read()[-2000:]))
+
+    def stop(self):
+        unmount(self.path)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- servers ------------------------------------------------------------------
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    """Wait until 127.0.0.1:@port accepts connections; False on timeout or
+    when @proc exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def stop_process(proc, timeout=10):
+    """SIGTERM, then SIGKILL after @timeout s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+NGINX_CONF = """\
+# Generated by tools/benchlib.py
+{load_echo}
+{user}
+worker_processes {workers};
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+daemon off;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    log_format bench '$msec $request_time $status $body_bytes_sent '
+                     '$request_method "$http_range"';
+    access_log {work}/access.log bench;
+    client_body_temp_path {work}/tmp/client_body;
+    proxy_temp_path {work}/tmp/proxy;
+    fastcgi_temp_path {work}/tmp/fastcgi;
+    uwsgi_temp_path {work}/tmp/uwsgi;
+    scgi_temp_path {work}/tmp/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    sendfile_max_chunk 0;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    max_ranges 1;
+{upstream}
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        server_name localhost;
+{delay_location}
+{locations}
+    }}
+}}
+"""
+
+DELAY_LOCATION = """\
+        location = /__delay {{
+            internal;
+            echo_sleep {delay};
+            echo ok;
+        }}
+"""
+
+FILE_LOCATIONS = """\
+        root {root};
+        location / {{
+            autoindex on;
+            autoindex_format {fmt};
+            autoindex_exact_size on;
+{throttle}
+        }}
+        location /html/ {{
+            alias {root}/;
+            autoindex on;
+            autoindex_format html;
+            autoindex_exact_size on;
+{throttle}
+        }}
+"""
+
+S3_UPSTREAM = """\
+    upstream s3 {{
+        server 127.0.0.1:{port};
+        keepalive 128;
+    }}
+"""
+
+S3_LOCATIONS = """\
+        location / {{
+            proxy_pass http://s3;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+{throttle}
+        }}
+"""
+
+
+class Nginx:
+    """nginx on 127.0.0.1, in the foreground as our child, its files in
+    @workdir. Serves directory @root at / (listings in @fmt, "json" as
+    weightfs reads them, and always HTML under /html/ for rclone), or,
+    with @upstream_port, proxies an S3 server there.
+
+    A throttled link: @rate caps each connection (nginx limit_rate, e.g.
+    "50m"; nginx lets each request's first second's worth through
+    uncapped), @delay_ms adds a first-byte latency to every request (an
+    auth_request to an echo_sleep location: libnginx-mod-http-echo).
+
+    url: "http://127.0.0.1:PORT/"; base: the same without the slash;
+    the access log gives gets() and in_flight()."""
+
+    def __init__(self, workdir, root=None, upstream_port=None, rate=None,
+                 delay_ms=0, fmt="json", workers=2):
+        self.work = os.path.abspath(workdir)
+        os.makedirs(os.path.join(self.work, "tmp"), exist_ok=True)
+        self.access_log = os.path.join(self.work, "access.log")
+        throttle = []
+        if rate:
+            throttle.append("            limit_rate %s;" % rate)
+        if delay_ms:
+            throttle.append("            auth_request /__delay;")
+        throttle = "\n".join(throttle)
+        if upstream_port is None:
+            locs = FILE_LOCATIONS.format(root=os.path.abspath(root), fmt=fmt,
+                                         throttle=throttle)
+            upstream = ""
+        else:
+            locs = S3_LOCATIONS.format(throttle=throttle)
+            upstream = S3_UPSTREAM.format(port=upstream_port)
+        self.proc = None
+        for _ in range(5):
+            self.port = free_port()
+            conf = os.path.join(self.work, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(
+                    load_echo=("load_module %s;" % ECHO_MODULE
+                               if delay_ms else ""),
+                    # As root, workers would run as nobody and could not
+                    # read a 0700 temp dir: keep them root (loopback only).
+                    user="user root;" if os.geteuid() == 0 else "",
+                    workers=workers, work=self.work, port=self.port,
+                    upstream=upstream, locations=locs,
+                    delay_location=(DELAY_LOCATION.format(
+                        delay="%.3f" % (delay_ms / 1000.0))
+                        if delay_ms else "")))
+            out = open(os.path.join(self.work, "stderr.log"), "ab")
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", self.work, "-e",
+                 os.path.join(self.work, "error.log"), "-c", conf],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            out.close()
+            if wait_port(self.port, 10.0, self.proc):
+                break
+            self.stop()
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("nginx did not start: see %s" % self.work)
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.url = self.base + "/"
+
+    def stop(self):
+        stop_process(self.proc)
+        self.proc = None
+
+    def log_offset(self):
+        try:
+            return os.path.getsize(self.access_log)
+        except OSError:
+            return 0
+
+    def _log(self, offset):
+        """[(end time, duration, status, body bytes, method)] of requests
+        logged after @offset, or None."""
+        out = []
+        try:
+            with open(self.access_log) as f:
+                f.seek(offset)
+                lines = f.readlines()
+        except OSError:
+            return None
+        for line in lines:
+            p = line.split()
+            try:
+                out.append((float(p[0]), float(p[1]), p[2], int(p[3]), p[4]))
+            except (IndexError, ValueError):
+                continue
+        return out
+
+    def gets(self, offset):
+        """Body-carrying GETs (64 KiB or more) logged after @offset: the
+        requests a read made."""
+        log = self._log(offset)
+        if log is None:
+            return None
+        return sum(1 for r in log if r[4] == "GET" and r[3] >= 65536)
+
+    def in_flight(self, offset, t0, t1):
+        """Mean number of body-carrying requests open during wall-clock
+        [t0, t1] (time.time()), from the log written after @offset. nginx
+        logs a request when it ends: one still running is not counted."""
+        log = self._log(offset)
+        if log is None:
+            return None
+        busy = 0.0
+        for end, dur, _, sent, method in log:
+            if method != "GET" or sent < 65536:
+                continue
+            lo, hi = max(end - dur, t0), min(end, t1)
+            if hi > lo:
+                busy += hi - lo
+        return busy / (t1 - t0) if t1 > t0 else None
+
+
+def s3_missing():
+    """Why S3 benchmarks cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node not installed"
+    if not os.access(S3RVER_BIN, os.X_OK):
+        return "s3rver not installed (npm install)"
+    import importlib.util
+    if importlib.util.find_spec("botocore") is None:
+        return "python3-botocore not installed"
+    return None
+
+
+def s3_env(home):
+    """os.environ without AWS settings and proxies, with s3rver's keys;
+    HOME=@home (no ~/.aws)."""
+    env = clean_env()
+    env.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_KEY,
+               AWS_EC2_METADATA_DISABLED="true", HOME=home)
+    return env
+
+
+def clean_env():
+    """os.environ without AWS settings and proxies."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("AWS_") and not k.lower().endswith("_proxy")}
+
+
+class S3rver:
+    """s3rver (npm) on 127.0.0.1, its objects under @workdir/data; put()
+    uploads with botocore. Check s3_missing() first."""
+
+    def __init__(self, workdir):
+        self.data = os.path.join(workdir, "data")
+        os.makedirs(self.data)
+        self.port = free_port()
+        env = dict(os.environ)
+        env["NODE_OPTIONS"] = (env.get("NODE_OPTIONS", "") +
+                               " --openssl-legacy-provider").strip()
+        log = open(os.path.join(workdir, "s3rver.log"), "wb")
+        self.proc = subprocess.Popen(
+            [S3RVER_BIN, "-d", self.data, "-a", "127.0.0.1", "-p",
+             str(self.port), "--silent"], stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log, env=env)
+        log.close()
+        if not wait_port(self.port, 30, self.proc):
+            self.stop()
+            raise RuntimeError("s3rver did not start")
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def put(self, bucket, key, path):
+        """Create @bucket (if new) and upload file @path as @key."""
+        import botocore.session
+        from botocore.config import Config
+        client = botocore.session.get_session().create_client(
+            "s3", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY,
+            config=Config(s3={"addressing_style": "path"},
+                          read_timeout=600))
+        try:
+            client.create_bucket(Bucket=bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        with open(path, "rb") as f:
+            client.put_object(Bucket=bucket, Key=key, Body=f)
+
+    def files(self):
+        """Paths of what s3rver stores (to read back after drop_caches)."""
+        return [os.path.join(dp, f) for dp, _, fs in os.walk(self.data)
+                for f in fs]
+
+    def stop(self):
+        stop_process(self.proc)
+
+
+# -- a run --------------------------------------------------------------------
+class Bench:
+    """One benchmark run: a temporary directory (@prefix, under @tmpdir),
+    the mounts and servers started in it, all stopped by cleanup() (which
+    removes the directory unless @keep)."""
+
+    def __init__(self, prefix, tmpdir=None, keep=False):
+        self.tmp = tempfile.mkdtemp(prefix=prefix, dir=tmpdir or None)
+        self.keep = keep
+        self.mounts = []
+        self.servers = []
+        self.can_drop = can_drop_caches()
+        self.n_mounts = 0
+
+    def serve(self, name, **kw):
+        """An Nginx (see there for @kw) in TMP/@name, stopped at cleanup."""
+        s = Nginx(os.path.join(self.tmp, name), **kw)
+        self.servers.append(s)
+        return s
+
+    def mount(self, source, options=None, env=None, timeout=30.0):
+        """A weightfs mount of @source at a new TMP/mntN (log: mntN.log)."""
+        self.n_mounts += 1
+        mp = os.path.join(self.tmp, "mnt%d" % self.n_mounts)
+        os.makedirs(mp)
+        m = start_mount(source, mp, options, env=env, log_path=mp + ".log",
+                        timeout=timeout)
+        self.mounts.append(m)
+        return m
+
+    def unmount(self, m, exit_timeout=20):
+        problems = m.finish(exit_timeout=exit_timeout)
+        self.mounts.remove(m)
+        for p in problems:
+            note("weightfs: " + p.splitlines()[0])
+
+    def cold(self, paths=()):
+        """Drop the page cache (if allowed), then read @paths back so the
+        servers serve them from memory."""
+        drop_caches()
+        read_back(paths)
+
+    def cleanup(self):
+        for m in list(self.mounts):
+            m.finish(exit_timeout=20)
+        self.mounts = []
+        for s in self.servers:
+            s.stop()
+        if self.keep:
+            print("kept %s" % self.tmp, file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
