@@ -1,6 +1,8 @@
 /* weightfs-pack: turn files or model directories into seekable-zstd objects
  * (NAME.zst: independent frames and a seek table, see
- * common/zstd_seekable.h), restore them (--unpack) or check them (--test).
+ * common/zstd_seekable.h) or sealed ones (NAME.sealed: the same frames
+ * encrypted and authenticated, see common/sealed.h), restore them (--unpack)
+ * or check them (--test).
  * Frames are compressed and decoded in parallel; every output is written
  * under a temporary name, checked, and renamed into place. */
 #include <errno.h>
@@ -20,8 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <zstd.h>
 
+#include "sealed.h"
 #include "size.h"
 #include "zstd_seekable.h"
 
@@ -83,6 +87,18 @@ static const char usage[] =
 	"                        refuses it. Use it for models that are read\n"
 	"                        through weightfs; keep the default when\n"
 	"                        others must restore them with zstd alone\n"
+	"  -e, --encrypt KEYFILE seal each frame with AES-256-GCM under the "
+	"key\n"
+	"                        in KEYFILE (32 raw bytes or 64 hex digits; a\n"
+	"                        file only its owner may read) and write\n"
+	"                        DIR/NAME.sealed; composes with --group and\n"
+	"                        --store. The key itself is never written:\n"
+	"                        a key id (a hash of it) names it\n"
+	"  -k, --key KEYFILE     the key of NAME.sealed files, to --unpack or\n"
+	"                        --test them\n"
+	"      --store           with --encrypt: frames are sealed, not\n"
+	"                        compressed (incompressible data, or less CPU\n"
+	"                        per byte on the reading side)\n"
 	"  -q, --quiet           no progress bar, no per-file summary\n"
 	"  -h, --help            this help\n"
 	"\n"
@@ -99,6 +115,11 @@ static struct {
 	bool group;
 	bool quiet;
 	bool progress;
+	bool store;
+	const char *encrypt;  /* key file: pack sealed objects */
+	const char *key_file; /* key file: unpack/test sealed objects */
+	bool have_key;
+	uint8_t key[SEALED_KEY_SIZE];
 } opt = { .frame_size = DEFAULT_FRAME_SIZE }; /* .level 0: the default */
 
 /* --- progress --- */
@@ -158,8 +179,11 @@ struct batch {
 	uint8_t **slot;
 	size_t slot_cap;
 	struct zstd_seekable_frame *frames;
+	/* pack: the sealed object being written, or NULL */
+	const struct sealed_writer *sw;
 	/* unpack/verify */
 	const struct zstd_seekable *zs;
+	const struct sealed *sl; /* a sealed object: zs is &sl->stored */
 	const uint8_t *obj;
 	const uint8_t *expect; /* verify: the original bytes */
 };
@@ -169,6 +193,7 @@ struct worker {
 	int id;
 	ZSTD_CCtx *cctx;
 	struct zstd_seekable_dctx *dctx;
+	struct sealed_dctx *sdctx;
 	uint8_t *scratch;
 	size_t scratch_cap;
 	pthread_t thread;
@@ -240,17 +265,31 @@ static int compress_frame(struct batch *b, int wid, uint32_t i)
 	struct zstd_seekable_frame *f = &b->frames[i - b->first];
 	size_t c;
 
+	uint8_t *out = b->slot[i - b->first];
+
 	if (opt.group) {
 		if (scratch(w, n))
 			return -ENOMEM;
 		zstd_seekable_group(w->scratch, src, n, 2);
 		src = w->scratch;
 	}
-	c = ZSTD_compress2(w->cctx, b->slot[i - b->first], b->slot_cap, src, n);
-	if (ZSTD_isError(c))
-		return -EIO;
+	if (opt.store) {
+		c = n;
+	} else {
+		c = ZSTD_compress2(w->cctx, out, b->slot_cap, src, n);
+		if (ZSTD_isError(c))
+			return -EIO;
+	}
 	f->csize = c;
 	f->dsize = n;
+	if (b->sw) {
+		/* sealed in place (stored: from the source); csize stays the
+		 * plaintext's size, as the index records it */
+		ssize_t r =
+			sealed_seal(b->sw, i, opt.store ? src : out, c, n, out);
+
+		return r < 0 ? (int)r : 0;
+	}
 	/* of the frame's bytes as compressed: zstd's own checksum, which a
 	 * reader compares for free (grouped: XOR the magic, zstd_seekable.h) */
 	f->checksum = zstd_seekable_checksum(src, n) ^
@@ -273,8 +312,12 @@ static int decode_frame(struct batch *b, int wid, uint32_t i)
 			return -ENOMEM;
 		dst = w->scratch;
 	}
-	n = zstd_seekable_decode(w->dctx, b->zs, i, b->obj + f->coff, f->csize,
-				 dst, f->dsize);
+	if (b->sl)
+		n = sealed_read(w->sdctx, b->sl, f->doff, f->dsize,
+				b->obj + f->coff, f->csize, dst);
+	else
+		n = zstd_seekable_decode(w->dctx, b->zs, i, b->obj + f->coff,
+					 f->csize, dst, f->dsize);
 	if (n < 0)
 		return n;
 	if (b->expect && memcmp(dst, b->expect + f->doff, f->dsize))
@@ -283,6 +326,24 @@ static int decode_frame(struct batch *b, int wid, uint32_t i)
 }
 
 /* --- files --- */
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+static bool ends_sealed(const char *s)
+{
+	return ends_with(s, ".sealed");
+}
+
+/* A packed object's suffix length: 4 (.zst), 7 (.sealed), 0 (neither). */
+static size_t packed_suffix(const char *s)
+{
+	return ends_with(s, ".zst") ? 4 : ends_sealed(s) ? 7 : 0;
+}
 
 struct map {
 	const uint8_t *p;
@@ -437,11 +498,13 @@ static void slots_free(uint8_t **s, uint32_t n)
 	free(s);
 }
 
-/* Decode every frame of @zs in @obj and compare with @expect. */
-static int verify(const struct zstd_seekable *zs, const uint8_t *obj,
-		  const uint8_t *expect)
+/* Decode every frame of @zs (of @sl, if sealed) in @obj and compare with
+ * @expect. */
+static int verify(const struct zstd_seekable *zs, const struct sealed *sl,
+		  const uint8_t *obj, const uint8_t *expect)
 {
 	struct batch b = { .zs = zs,
+			   .sl = sl,
 			   .obj = obj,
 			   .expect = expect,
 			   .fn = decode_frame,
@@ -457,10 +520,13 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	struct map in = { 0 }, out = { 0 };
 	struct zstd_seekable_frame *frames = NULL;
 	struct zstd_seekable *zs = NULL;
+	struct sealed *sl = NULL;
+	struct sealed_writer sw, *swp = NULL;
 	uint8_t **slot = NULL, hdr[ZSTD_SEEKABLE_GROUP_HEADER_SIZE], *table;
 	uint64_t nf, tsize;
-	uint32_t per = 0, nhead = opt.group ? 1 : 0, i;
-	size_t cap = ZSTD_compressBound(opt.frame_size);
+	/* a sealed object has no header frame: its flags say grouped */
+	uint32_t per = 0, nhead = opt.group && !opt.encrypt ? 1 : 0, i;
+	size_t cap = ZSTD_compressBound(opt.frame_size) + SEALED_TAG_SIZE;
 	char *tmp = NULL;
 	int fd = -1, r;
 
@@ -479,12 +545,21 @@ static int pack_one(const char *src, const char *dst, const char *name,
 		r = -ENOMEM;
 		goto out;
 	}
+	if (opt.encrypt) {
+		r = sealed_writer_init(
+			&sw, opt.key,
+			(opt.store ? 0 : SEALED_FLAG_ZSTD) |
+				(opt.group ? SEALED_FLAG_GROUPED : 0));
+		if (r)
+			goto out;
+		swp = &sw;
+	}
 	fd = open_tmp(dst, &tmp);
 	if (fd < 0) {
 		r = fd;
 		goto out;
 	}
-	if (opt.group) {
+	if (nhead) {
 		zstd_seekable_group_header(2, hdr);
 		frames[0].csize = sizeof(hdr);
 		r = write_full(fd, hdr, sizeof(hdr));
@@ -497,6 +572,7 @@ static int pack_one(const char *src, const char *dst, const char *name,
 				   .slot = slot,
 				   .slot_cap = cap,
 				   .frames = frames + nhead + i,
+				   .sw = swp,
 				   .fn = compress_frame,
 				   .first = i,
 				   .count = nf - i < per ? nf - i : per };
@@ -504,22 +580,30 @@ static int pack_one(const char *src, const char *dst, const char *name,
 
 		r = run_batch(&b);
 		for (k = 0; k < b.count && !r; k++) {
-			r = write_full(fd, slot[k], b.frames[k].csize);
+			r = write_full(fd, slot[k],
+				       b.frames[k].csize +
+					       (swp ? SEALED_TAG_SIZE : 0));
 			done_bytes += b.frames[k].dsize;
 		}
 		if (r)
 			goto out;
 		progress(name, false);
 	}
-	tsize = zstd_seekable_table_bytes(nf + nhead, 1);
+	tsize = swp ? sealed_tail_bytes(nf)
+		    : zstd_seekable_table_bytes(nf + nhead, 1);
 	table = malloc(tsize);
 	if (!table) {
 		r = -ENOMEM;
 		goto out;
 	}
-	zstd_seekable_write_table(frames, nf + nhead, 1, opt.group, table,
-				  tsize);
-	r = write_full(fd, table, tsize);
+	if (swp)
+		r = sealed_write_tail(swp, frames, nf, table, tsize) < 0 ? -EIO
+									 : 0;
+	else
+		zstd_seekable_write_table(frames, nf + nhead, 1, opt.group,
+					  table, tsize);
+	if (r == 0)
+		r = write_full(fd, table, tsize);
 	free(table);
 	if (r || fdatasync(fd) < 0) {
 		r = r ? r : -errno;
@@ -529,11 +613,21 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	r = map_file(tmp, &out);
 	if (r)
 		goto out;
-	r = zstd_seekable_parse(out.p, out.size, out.size, &zs);
-	if (r == 0 && (zs->size != in.size || zs->nframes != nf + nhead))
-		r = -EBADMSG;
-	if (r == 0)
-		r = verify(zs, out.p, in.p);
+	if (swp) {
+		r = sealed_parse(out.p, out.size, out.size, opt.key, &sl);
+		if (r == 0 &&
+		    (sl->stored.size != in.size || sl->stored.nframes != nf))
+			r = -EBADMSG;
+		if (r == 0)
+			r = verify(&sl->stored, sl, out.p, in.p);
+	} else {
+		r = zstd_seekable_parse(out.p, out.size, out.size, &zs);
+		if (r == 0 &&
+		    (zs->size != in.size || zs->nframes != nf + nhead))
+			r = -EBADMSG;
+		if (r == 0)
+			r = verify(zs, NULL, out.p, in.p);
+	}
 	if (r == 0 && fchmod(fd, 0644) < 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, dst) < 0)
@@ -548,6 +642,9 @@ out:
 		unlink(tmp);
 	free(tmp);
 	zstd_seekable_free(zs);
+	sealed_free(sl);
+	if (swp)
+		sealed_writer_done(swp);
 	unmap_file(&out);
 	unmap_file(&in);
 	slots_free(slot, per);
@@ -560,7 +657,9 @@ static int unpack_one(const char *src, const char *dst, const char *name,
 		      uint64_t *ret_out)
 {
 	struct map in = { 0 };
-	struct zstd_seekable *zs = NULL;
+	struct zstd_seekable *own = NULL;
+	const struct zstd_seekable *zs;
+	struct sealed *sl = NULL;
 	uint8_t **slot = NULL;
 	uint32_t per = 0, i;
 	char *tmp = NULL;
@@ -569,7 +668,15 @@ static int unpack_one(const char *src, const char *dst, const char *name,
 	r = map_file(src, &in);
 	if (r)
 		return r;
-	r = zstd_seekable_parse(in.p, in.size, in.size, &zs);
+	if (ends_sealed(src)) {
+		r = opt.have_key
+			    ? sealed_parse(in.p, in.size, in.size, opt.key, &sl)
+			    : -ENOKEY;
+		zs = sl ? &sl->stored : NULL;
+	} else {
+		r = zstd_seekable_parse(in.p, in.size, in.size, &own);
+		zs = own;
+	}
 	if (r)
 		goto out;
 	if (dst) {
@@ -589,6 +696,7 @@ static int unpack_one(const char *src, const char *dst, const char *name,
 	}
 	for (i = 0; i < zs->nframes; i += per) {
 		struct batch b = { .zs = zs,
+				   .sl = sl,
 				   .obj = in.p,
 				   .slot = slot,
 				   .fn = decode_frame,
@@ -626,7 +734,8 @@ out:
 		unlink(tmp);
 	free(tmp);
 	slots_free(slot, per);
-	zstd_seekable_free(zs);
+	zstd_seekable_free(own);
+	sealed_free(sl);
 	unmap_file(&in);
 	return r;
 }
@@ -643,13 +752,6 @@ static struct item *items;
 static size_t nitems, items_cap;
 static size_t walk_root_len;
 static int walk_err;
-
-static bool ends_zst(const char *s)
-{
-	size_t n = strlen(s);
-
-	return n > 4 && strcmp(s + n - 4, ".zst") == 0;
-}
 
 static int add_item(const char *src, const char *rel, uint64_t size)
 {
@@ -671,7 +773,7 @@ static int add_item(const char *src, const char *rel, uint64_t size)
 	if (!it->src || !it->rel)
 		return -ENOMEM;
 	if (opt.mode != PACK)
-		it->rel[strlen(it->rel) - 4] = 0;
+		it->rel[strlen(it->rel) - packed_suffix(it->rel)] = 0;
 	nitems++;
 	return 0;
 }
@@ -693,7 +795,7 @@ static int walk_cb(const char *path, const struct stat *st, int type,
 		return 0;
 	while (*rel == '/')
 		rel++;
-	if (opt.mode != PACK && !ends_zst(rel))
+	if (opt.mode != PACK && !packed_suffix(rel))
 		return 0;
 	walk_err = add_item(path, rel, st->st_size);
 	return walk_err;
@@ -723,8 +825,9 @@ static int add_source(const char *src)
 			src);
 		return -EINVAL;
 	}
-	if (opt.mode != PACK && !ends_zst(src)) {
-		fprintf(stderr, "weightfs-pack: %s: not a .zst file\n", src);
+	if (opt.mode != PACK && !packed_suffix(src)) {
+		fprintf(stderr,
+			"weightfs-pack: %s: not a .zst or .sealed file\n", src);
 		return -EINVAL;
 	}
 	base = strrchr(src, '/');
@@ -750,18 +853,51 @@ static int parse_int(const char *s, int lo, int hi, int *ret)
 	return 0;
 }
 
-static const char *errtext(int r)
+static const char *errtext(int r, bool sealed)
 {
 	switch (r) {
 	case -ENOMSG:
-		return "not a seekable zstd file (no seek table; try zstd -d)";
+		return sealed ? "not a sealed file (no sealed footer)"
+			      : "not a seekable zstd file (no seek table; "
+				"try zstd -d)";
 	case -EPROTO:
-		return "corrupt seek table";
+		return sealed ? "corrupt index or footer"
+			      : "corrupt seek table";
 	case -EBADMSG:
-		return "corrupt frame (decoded bytes do not match)";
+		return sealed ? "authentication failed: damaged or tampered "
+				"(a frame, the index or the footer)"
+			      : "corrupt frame (decoded bytes do not match)";
+	case -EKEYREJECTED:
+		return "sealed with another key (its key id differs)";
+	case -ENOKEY:
+		return "a sealed file: give its key with --key KEYFILE";
 	default:
 		return strerror(-r);
 	}
+}
+
+/* Load a key file for --encrypt or --key; exit status 2 on failure. */
+static int load_key(const char *path)
+{
+	int r = sealed_key_load(path, opt.key);
+
+	if (r == 0) {
+		opt.have_key = true;
+		return 0;
+	}
+	if (r == -EPERM)
+		fprintf(stderr,
+			"weightfs-pack: %s: group or others may read this key "
+			"file: chmod 600 it\n",
+			path);
+	else if (r == -EINVAL)
+		fprintf(stderr,
+			"weightfs-pack: %s: not a key (32 raw bytes or 64 "
+			"hex digits)\n",
+			path);
+	else
+		fprintf(stderr, "weightfs-pack: %s: %s\n", path, strerror(-r));
+	return EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
@@ -775,6 +911,9 @@ int main(int argc, char **argv)
 		{ "threads", required_argument, NULL, 'T' },
 		{ "group", no_argument, NULL, 'g' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "encrypt", required_argument, NULL, 'e' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "store", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -782,8 +921,8 @@ int main(int argc, char **argv)
 	int c, i, failed = 0;
 	size_t k;
 
-	while ((c = getopt_long(argc, argv, "o:utf:l:T:gqh", longopts, NULL)) !=
-	       -1) {
+	while ((c = getopt_long(argc, argv, "o:utf:l:T:gqe:k:h", longopts,
+				NULL)) != -1) {
 		switch (c) {
 		case 'o':
 			opt.outdir = optarg;
@@ -827,6 +966,15 @@ int main(int argc, char **argv)
 		case 'q':
 			opt.quiet = true;
 			break;
+		case 'e':
+			opt.encrypt = optarg;
+			break;
+		case 'k':
+			opt.key_file = optarg;
+			break;
+		case 'S':
+			opt.store = true;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			return 0;
@@ -845,6 +993,17 @@ int main(int argc, char **argv)
 				"--unpack and --test read it from the file\n");
 		return EXIT_USAGE;
 	}
+	if ((opt.encrypt && opt.mode != PACK) ||
+	    (opt.key_file && opt.mode == PACK) ||
+	    (opt.store && (!opt.encrypt || opt.group))) {
+		fprintf(stderr, "weightfs-pack: --encrypt and --store are for "
+				"packing (--store needs --encrypt, not "
+				"--group); --key is for --unpack and --test\n");
+		return EXIT_USAGE;
+	}
+	if ((opt.encrypt || opt.key_file) &&
+	    load_key(opt.encrypt ? opt.encrypt : opt.key_file))
+		return EXIT_USAGE;
 	if (!opt.level)
 		opt.level = opt.group ? DEFAULT_GROUP_LEVEL : DEFAULT_LEVEL;
 	if (!opt.threads) {
@@ -859,7 +1018,8 @@ int main(int argc, char **argv)
 		workers[i].id = i;
 		workers[i].cctx = ZSTD_createCCtx();
 		if (!workers[i].cctx ||
-		    zstd_seekable_dctx_new(&workers[i].dctx))
+		    zstd_seekable_dctx_new(&workers[i].dctx) ||
+		    sealed_dctx_new(&workers[i].sdctx))
 			return 1;
 		ZSTD_CCtx_setParameter(workers[i].cctx, ZSTD_c_compressionLevel,
 				       opt.level);
@@ -888,7 +1048,9 @@ int main(int argc, char **argv)
 
 		if (opt.mode != TEST &&
 		    asprintf(&dst, "%s/%s%s", opt.outdir, it->rel,
-			     opt.mode == PACK ? ".zst" : "") < 0)
+			     opt.mode != PACK ? ""
+			     : opt.encrypt    ? ".sealed"
+					      : ".zst") < 0)
 			return 1;
 		r = dst ? mkdirs(dst) : 0;
 		if (r == 0)
@@ -898,7 +1060,9 @@ int main(int argc, char **argv)
 		progress_end();
 		if (r) {
 			fprintf(stderr, "weightfs-pack: %s: %s\n", it->src,
-				errtext(r));
+				errtext(r, opt.mode == PACK
+						   ? opt.encrypt != NULL
+						   : ends_sealed(it->src)));
 			failed = 1;
 		} else if (!opt.quiet) {
 			char a[32], b[32];
@@ -931,9 +1095,12 @@ int main(int argc, char **argv)
 	for (i = 0; i < opt.threads; i++) {
 		ZSTD_freeCCtx(workers[i].cctx);
 		zstd_seekable_dctx_free(workers[i].dctx);
+		sealed_dctx_free(workers[i].sdctx);
 		free(workers[i].scratch);
 	}
 	free(workers);
+	if (opt.have_key)
+		OPENSSL_cleanse(opt.key, sizeof(opt.key));
 	for (k = 0; k < nitems; k++) {
 		free(items[k].src);
 		free(items[k].rel);

@@ -140,6 +140,9 @@ int cache_new(uint64_t mem, size_t block_size, bool huge_pages,
 	}
 	c->arena = (char *)(((uintptr_t)c->map + HUGE_PAGE - 1) &
 			    ~(uintptr_t)(HUGE_PAGE - 1));
+	/* Core dumps leave the cached bytes out: a mount's files may be
+	 * decrypted models, or readable only by some users. */
+	madvise(c->map, c->map_len, MADV_DONTDUMP);
 	/* Memory is only touched, and so only counted, as blocks fill. */
 	madvise(c->arena, c->nbig * block_size,
 		c->huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "decoder.h"
 #include "fetch.h"
 #include "stats.h"
 #include "tree.h"
@@ -148,7 +149,9 @@ static bool node_key(struct disk_cache *dc, struct node *n, uint32_t generation,
 	bool ok;
 
 	pthread_mutex_lock(&n->lock);
-	ok = n->generation == generation && !n->changed;
+	/* Not a block a decoder keeps off disk (decrypted sealed bytes). */
+	ok = n->generation == generation && !n->changed &&
+	     !(n->dec && n->dec->ops->keep_off_disk);
 	if (ok)
 		disk_key_make(dc->source_id, n->key, n->etag, n->size,
 			      (int64_t)n->mtime.tv_sec, dc->block_size, index,

@@ -11,11 +11,13 @@
 #include "log.h"
 #include "opts.h"
 #include "stats.h"
+#include "sealed_object.h"
 #include "zstd_object.h"
 
 /* Every decoder there is, in the order they are offered an object. */
 static const struct decoder_ops *const known[] = {
 	&zstd_decoder_ops,
+	&sealed_decoder_ops,
 };
 #define NKNOWN (sizeof(known) / sizeof(*known))
 
@@ -61,10 +63,20 @@ void decoders_free(struct decoders *ds)
 	free(ds);
 }
 
-int decoded_plan(const struct decoded *d, uint64_t off, size_t len,
+int decoded_plan(struct decoded *d, const char *name, uint64_t off, size_t len,
 		 uint64_t *ret_off, size_t *ret_len, bool *ret_in_place)
 {
-	return d->ops->plan(d, off, len, ret_off, ret_len, ret_in_place);
+	char where[512] = "";
+	int err = d->ops->plan(d, off, len, ret_off, ret_len, ret_in_place);
+
+	if (err != -EACCES ||
+	    __atomic_exchange_n(&d->logged, 1, __ATOMIC_RELAXED))
+		return err;
+	if (d->ops->describe)
+		d->ops->describe(d, off, len, NULL, where, sizeof(where));
+	log_error("%s: %s: reads of it fail with EACCES", name,
+		  *where ? where : d->obj.key);
+	return err;
 }
 
 int decoded_decode(struct decoded *d, const char *name, uint64_t off,

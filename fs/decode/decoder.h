@@ -51,6 +51,9 @@ struct decoder_ops {
 	const char *name; /* "zstd": for logs */
 	const char *what; /* what open() reads, for messages: "zstd seek
 			     table" */
+	/* Decoded blocks of these objects are never written to the disk
+	 * tier (sealed objects: they are plaintext). */
+	bool keep_off_disk;
 	/*
 	 * Optional: the mount's configuration of this decoder (a key file's
 	 * key...), made once at mount from @opts. *ret_cfg NULL: the decoder
@@ -147,8 +150,9 @@ static inline void decoded_unref(struct decoded *d)
 	free(d);
 }
 
-/* decoded_plan() - @d's ops->plan(). */
-int decoded_plan(const struct decoded *d, uint64_t off, size_t len,
+/* decoded_plan() - @d's ops->plan(); an object the mount has no key for
+ * (-EACCES) is logged once, naming @name (the file). */
+int decoded_plan(struct decoded *d, const char *name, uint64_t off, size_t len,
 		 uint64_t *ret_off, size_t *ret_len, bool *ret_in_place);
 
 /*

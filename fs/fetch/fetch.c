@@ -285,7 +285,8 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 {
 	struct decoded *d = j->dec;
 	bool in_place;
-	int err = decoded_plan(d, j->off, j->len, &j->off, &j->len, &in_place);
+	int err = decoded_plan(d, j->file->key, j->off, j->len, &j->off,
+			       &j->len, &in_place);
 
 	if (err)
 		return err;

@@ -74,6 +74,13 @@ const char cmdline_usage[] =
 "  -o zstd=MODE            auto (default): a seekable-zstd object NAME.zst\n"
 "                          (weightfs-pack) shows as NAME, uncompressed;\n"
 "                          off: objects show as they are\n"
+"  -o key_file=PATH        the key of sealed objects NAME.sealed\n"
+"                          (weightfs-pack --encrypt), shown as NAME and\n"
+"                          decrypted as read; PATH a key file (32 bytes or\n"
+"                          64 hex digits, readable by its owner only) or a\n"
+"                          directory of them, each object finding its key\n"
+"                          by key id. Without its key a sealed file lists\n"
+"                          but its reads fail with EACCES\n"
 "  -o allow_other          let other users read the mount (the kernel checks\n"
 "                          permissions; file:// shows the source's owners\n"
 "                          and modes, less write bits)\n"
@@ -144,6 +151,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("cache_dir=%s", cache_dir),
 	OPT("cache_disk=%s", cache_disk),
 	OPT("zstd=%s", zstd),
+	OPT("key_file=%s", key_file),
 	OPT("ca_file=%s", ca_file),
 	OPT("insecure", insecure),
 	OPT("proxy=%s", proxy),
@@ -496,6 +504,17 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 	}
 	if (set_ca_file(c, o) < 0)
 		return -EINVAL;
+	if (c->key_file) {
+		char *real = realpath(c->key_file, NULL);
+
+		if (!real) {
+			fprintf(stderr, "weightfs: key_file %s: %s\n",
+				c->key_file, strerror(errno));
+			return -EINVAL;
+		}
+		snprintf(o->key_file, sizeof(o->key_file), "%s", real);
+		free(real);
+	}
 	if (c->zstd && strcmp(c->zstd, "auto")) {
 		if (strcmp(c->zstd, "off")) {
 			fprintf(stderr,
@@ -527,6 +546,7 @@ void cmdline_free(struct cmdline *c)
 	free(c->list);
 	free(c->cache_dir);
 	free(c->zstd);
+	free(c->key_file);
 	free(c->cache_disk);
 	free(c->endpoint);
 	free(c->ca_file);

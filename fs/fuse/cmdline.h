@@ -29,6 +29,7 @@ struct cmdline {
 	char *cache_dir, *cache_disk;
 	char *zstd;
 	char *proxy, *proxy_credentials, *range_align, *p2p_tag;
+	char *key_file;
 	int foreground, debug, help, version;
 };
 

@@ -28,7 +28,10 @@ struct options {
 		[4096]; /* CA certificates (PEM) for TLS; "": the system's */
 	unsigned list_ttl_s; /* list the source again this often; 0: never */
 	bool zstd;	     /* NAME.zst seekable objects shown as NAME */
-	bool list_lazy;	     /* list directories when first looked in */
+	/* Keys of sealed objects (NAME.sealed): a key file, or a directory
+	 * of them; absolute; "": none (sealed files list, reads EACCES) */
+	char key_file[4096];
+	bool list_lazy; /* list directories when first looked in */
 
 	/* proxies (proxy.h): proxy= as given, or NULL (the environment's);
 	 * the absolute path of a user:password file, or ""; Dragonfly's

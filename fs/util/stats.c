@@ -113,6 +113,7 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		"\"disk_evictions\": %llu, \"disk_corrupt\": %llu, "
 		"\"disk_errors\": %llu, "
 		"\"bytes_decompressed\": %llu, \"frames_decoded\": %llu, "
+		"\"decrypt_failed\": %llu, "
 		"\"dirs_listed\": %llu, "
 		"\"connections_now\": %llu, \"connections_max\": %llu, "
 
@@ -127,8 +128,8 @@ int stats_json(char *buf, size_t len, uint64_t cache_bytes, uint64_t cache_mem)
 		LOAD(disk_hits), LOAD(disk_misses), LOAD(disk_bytes),
 		LOAD(disk_writes), LOAD(disk_evictions), LOAD(disk_corrupt),
 		LOAD(disk_errors), LOAD(bytes_decompressed),
-		LOAD(frames_decoded), LOAD(dirs_listed), LOAD(connections_now),
-		LOAD(connections_max),
+		LOAD(frames_decoded), LOAD(decrypt_failed), LOAD(dirs_listed),
+		LOAD(connections_now), LOAD(connections_max),
 
 		LOAD(errors_stale), LOAD(errors_gone), LOAD(errors_protocol),
 		LOAD(errors_timeout), LOAD(errors_auth), LOAD(errors_other));

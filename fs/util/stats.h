@@ -26,6 +26,8 @@ struct stats {
 	 * frames decoded for them (zstd_object.c) */
 	atomic_uint_fast64_t bytes_decompressed;
 	atomic_uint_fast64_t frames_decoded;
+	/* sealed frames (or indexes) that failed authentication */
+	atomic_uint_fast64_t decrypt_failed;
 	/* the disk tier (disk_cache.c) */
 	atomic_uint_fast64_t disk_hits;	  /* blocks read back and verified */
 	atomic_uint_fast64_t disk_misses; /* lookups that went to the source */

@@ -318,7 +318,7 @@ def test_usage(tmp_path):
     assert r.returncode == 1 and "missing" in r.stderr
     (tmp_path / "x").write_bytes(b"x")
     r = pack("-u", tmp_path / "x", "-o", tmp_path / "o", check=False)
-    assert r.returncode == 1 and "not a .zst file" in r.stderr
+    assert r.returncode == 1 and "not a .zst or .sealed file" in r.stderr
 
 
 def test_progress_bar_on_a_terminal(big_file, tmp_path):

@@ -183,9 +183,9 @@ int main(void)
 		size_t len = pass ? 100000 : n, slen;
 		bool in_place;
 
-		CHECK_EQ(
-			decoded_plan(w->dec, off, len, &soff, &slen, &in_place),
-			0);
+		CHECK_EQ(decoded_plan(w->dec, "w.bin", off, len, &soff, &slen,
+				      &in_place),
+			 0);
 		CHECK(soff + slen <= zlen);
 		memset(out, 0, n);
 		CHECK_EQ(decoded_decode(w->dec, "w.bin", off, len,
@@ -199,7 +199,8 @@ int main(void)
 		bool in_place;
 		char *bad;
 
-		CHECK_EQ(decoded_plan(w->dec, 0, 1000, &soff, &slen, &in_place),
+		CHECK_EQ(decoded_plan(w->dec, "w.bin", 0, 1000, &soff, &slen,
+				      &in_place),
 			 0);
 		bad = malloc(slen);
 		memcpy(bad, z + soff, slen);

@@ -1,0 +1,578 @@
+/* Sealed objects: key files, index parsing and authentication, opening and
+ * sealing frames (see sealed.h). OpenSSL's codes are translated here only. */
+#include "sealed.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#define MAGIC "WFSSEAL1"
+#define MAGIC_LEN 8
+#define NONCE_LEN 12
+#define FLAGS_KNOWN (SEALED_FLAG_ZSTD | SEALED_FLAG_GROUPED)
+/* Footer fields (sealed.h, docs/sealed-format.md). */
+#define F_VERSION 8
+#define F_FLAGS 9
+#define F_RESERVED 10
+#define F_NFRAMES 12
+#define F_SIZE 16
+#define F_KEY_ID 24
+#define F_OBJECT_ID 40
+#define F_TAG 56
+/* A frame's associated data: "WFSF", object id, u32 index, u32 inner
+ * size, u32 plain size. */
+#define FRAME_AAD_LEN 32
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+	return rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = v;
+	p[1] = v >> 8;
+	p[2] = v >> 16;
+	p[3] = v >> 24;
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+	wr32(p, v);
+	wr32(p + 4, v >> 32);
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int sealed_key_parse(const void *buf, size_t len,
+		     uint8_t ret_key[SEALED_KEY_SIZE])
+{
+	const uint8_t *p = buf;
+	uint8_t key[SEALED_KEY_SIZE];
+	size_t i;
+
+	if (len == SEALED_KEY_SIZE) {
+		memcpy(ret_key, p, SEALED_KEY_SIZE);
+		return 0;
+	}
+	if (len == 2 * SEALED_KEY_SIZE + 1 && p[len - 1] == '\n')
+		len--;
+	if (len != 2 * SEALED_KEY_SIZE)
+		return -EINVAL;
+	for (i = 0; i < SEALED_KEY_SIZE; i++) {
+		int hi = hexval(p[2 * i]), lo = hexval(p[2 * i + 1]);
+
+		if (hi < 0 || lo < 0) {
+			OPENSSL_cleanse(key, sizeof(key));
+			return -EINVAL;
+		}
+		key[i] = hi << 4 | lo;
+	}
+	memcpy(ret_key, key, SEALED_KEY_SIZE);
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+}
+
+int sealed_key_load(const char *path, uint8_t ret_key[SEALED_KEY_SIZE])
+{
+	uint8_t buf[2 * SEALED_KEY_SIZE + 2];
+	struct stat st;
+	size_t len = 0;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		goto out;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		r = -EPERM;
+		goto out;
+	}
+	while (len < sizeof(buf)) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += n;
+	}
+	r = len < sizeof(buf) ? sealed_key_parse(buf, len, ret_key) : -EINVAL;
+out:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	close(fd);
+	return r;
+}
+
+void sealed_key_id(const uint8_t key[SEALED_KEY_SIZE],
+		   uint8_t ret_id[SEALED_ID_SIZE])
+{
+	static const char label[] = "weightfs sealed key id";
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	memset(md, 0, sizeof(md));
+	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, label, sizeof(label)) == 1 &&
+	    EVP_DigestUpdate(ctx, key, SEALED_KEY_SIZE) == 1)
+		EVP_DigestFinal_ex(ctx, md, &mdlen);
+	EVP_MD_CTX_free(ctx);
+	memcpy(ret_id, md, SEALED_ID_SIZE);
+}
+
+/* The object's key: HKDF-SHA256(key, salt = object id, info). */
+static int object_key(const uint8_t key[SEALED_KEY_SIZE],
+		      const uint8_t id[SEALED_ID_SIZE],
+		      uint8_t ret[SEALED_KEY_SIZE])
+{
+	static const char info[] = "weightfs sealed v1 object key";
+	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
+	size_t n = SEALED_KEY_SIZE;
+	int ok;
+
+	ok = pc && EVP_PKEY_derive_init(pc) == 1 &&
+	     EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) == 1 &&
+	     EVP_PKEY_CTX_set1_hkdf_salt(pc, id, SEALED_ID_SIZE) == 1 &&
+	     EVP_PKEY_CTX_set1_hkdf_key(pc, key, SEALED_KEY_SIZE) == 1 &&
+	     EVP_PKEY_CTX_add1_hkdf_info(pc, (const unsigned char *)info,
+					 sizeof(info) - 1) == 1 &&
+	     EVP_PKEY_derive(pc, ret, &n) == 1 && n == SEALED_KEY_SIZE;
+	EVP_PKEY_CTX_free(pc);
+	return ok ? 0 : -EIO;
+}
+
+/* Frame @i's nonce: its index, little-endian, in 12 bytes; the index and
+ * footer's tag takes the one nonce no frame can have (all ones). */
+static void nonce_for(uint32_t i, int tail, uint8_t n[NONCE_LEN])
+{
+	memset(n, tail ? 0xff : 0, NONCE_LEN);
+	if (!tail)
+		wr32(n, i);
+}
+
+static void frame_aad(const uint8_t id[SEALED_ID_SIZE], uint32_t i,
+		      uint32_t inner, uint32_t plain,
+		      uint8_t aad[FRAME_AAD_LEN])
+{
+	memcpy(aad, "WFSF", 4);
+	memcpy(aad + 4, id, SEALED_ID_SIZE);
+	wr32(aad + 20, i);
+	wr32(aad + 24, inner);
+	wr32(aad + 28, plain);
+}
+
+/*
+ * AES-256-GCM of @n bytes @in to @out (may be @in) with associated data in
+ * two pieces; @tag is written (@enc) or checked. @ctx may be NULL (one is
+ * made). @return 0, -EBADMSG (the tag does not match), -EIO.
+ */
+static int gcm(EVP_CIPHER_CTX *ctx, int enc, const uint8_t key[32],
+	       const uint8_t nonce[NONCE_LEN], const uint8_t *aad1,
+	       size_t aad1_len, const uint8_t *aad2, size_t aad2_len,
+	       const uint8_t *in, size_t n, uint8_t *out,
+	       uint8_t tag[SEALED_TAG_SIZE])
+{
+	EVP_CIPHER_CTX *own = NULL;
+	uint8_t none[16];
+	int len, r = -EIO;
+
+	if (!ctx) {
+		own = ctx = EVP_CIPHER_CTX_new();
+		if (!ctx)
+			return -EIO;
+	}
+	if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce, enc) !=
+	    1)
+		goto out;
+	if (aad1_len && EVP_CipherUpdate(ctx, NULL, &len, aad1, aad1_len) != 1)
+		goto out;
+	if (aad2_len && EVP_CipherUpdate(ctx, NULL, &len, aad2, aad2_len) != 1)
+		goto out;
+	/* EVP lengths are ints: frames are at most SEALED_MAX_FRAME_SIZE. */
+	if (n && EVP_CipherUpdate(ctx, out, &len, in, (int)n) != 1)
+		goto out;
+	if (!out)
+		out = none;
+	/* GCM's final step writes no bytes. */
+	if (enc) {
+		if (EVP_CipherFinal_ex(ctx, out + n, &len) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG,
+					SEALED_TAG_SIZE, tag) != 1)
+			goto out;
+	} else {
+		if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG,
+					SEALED_TAG_SIZE, tag) != 1)
+			goto out;
+		if (EVP_CipherFinal_ex(ctx, out + n, &len) != 1) {
+			r = -EBADMSG;
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	EVP_CIPHER_CTX_free(own);
+	return r;
+}
+
+uint64_t sealed_tail_bytes(uint32_t nframes)
+{
+	return (uint64_t)nframes * SEALED_ENTRY_SIZE + SEALED_FOOTER_SIZE;
+}
+
+int sealed_tail_size(const void *tail, size_t len, uint64_t object_size,
+		     uint64_t *ret_size, uint8_t *ret_key_id)
+{
+	const uint8_t *f;
+	uint32_t n;
+	uint64_t size;
+
+	if (len < SEALED_FOOTER_SIZE)
+		return -EINVAL;
+	f = (const uint8_t *)tail + len - SEALED_FOOTER_SIZE;
+	if (memcmp(f, MAGIC, MAGIC_LEN))
+		return -ENOMSG;
+	n = rd32(f + F_NFRAMES);
+	if (f[F_VERSION] != SEALED_VERSION || (f[F_FLAGS] & ~FLAGS_KNOWN) ||
+	    ((f[F_FLAGS] & SEALED_FLAG_GROUPED) &&
+	     !(f[F_FLAGS] & SEALED_FLAG_ZSTD)) ||
+	    f[F_RESERVED] || f[F_RESERVED + 1] || n > SEALED_MAX_FRAMES)
+		return -EPROTO;
+	size = sealed_tail_bytes(n);
+	if (size > object_size)
+		return -EPROTO;
+	*ret_size = size;
+	if (ret_key_id)
+		memcpy(ret_key_id, f + F_KEY_ID, SEALED_ID_SIZE);
+	return 0;
+}
+
+void sealed_free(struct sealed *s)
+{
+	if (!s)
+		return;
+	free(s->stored.frames);
+	free(s->inner.frames);
+	OPENSSL_cleanse(s->okey, sizeof(s->okey));
+	free(s);
+}
+
+int sealed_parse(const void *tail, size_t len, uint64_t object_size,
+		 const uint8_t key[SEALED_KEY_SIZE], struct sealed **ret)
+{
+	uint8_t kid[SEALED_ID_SIZE], mine[SEALED_ID_SIZE], nonce[NONCE_LEN],
+		tag[SEALED_TAG_SIZE];
+	const uint8_t *t, *f, *e;
+	struct sealed *s;
+	uint64_t tsize, coff = 0, doff = 0, csum;
+	uint32_t i, n;
+	int r;
+
+	r = sealed_tail_size(tail, len, object_size, &tsize, kid);
+	if (r)
+		return r;
+	if (len < tsize)
+		return -EINVAL;
+	t = (const uint8_t *)tail + len - tsize;
+	f = t + tsize - SEALED_FOOTER_SIZE;
+	n = rd32(f + F_NFRAMES);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->stored.frames = calloc(n ? n : 1, sizeof(*s->stored.frames));
+	s->inner.frames = calloc(n ? n : 1, sizeof(*s->inner.frames));
+	if (!s->stored.frames || !s->inner.frames) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	s->flags = f[F_FLAGS];
+	memcpy(s->object_id, f + F_OBJECT_ID, SEALED_ID_SIZE);
+	r = -EPROTO;
+	for (i = 0, e = t; i < n; i++, e += SEALED_ENTRY_SIZE) {
+		struct zstd_seekable_frame *st = &s->stored.frames[i];
+		struct zstd_seekable_frame *in = &s->inner.frames[i];
+
+		in->csize = rd32(e);
+		in->dsize = rd32(e + 4);
+		/* Every frame holds data; stored frames are the chunk. */
+		if (in->dsize == 0 || in->dsize > SEALED_MAX_FRAME_SIZE ||
+		    in->csize == 0 || in->csize > SEALED_MAX_INNER_SIZE ||
+		    (!(s->flags & SEALED_FLAG_ZSTD) && in->csize != in->dsize))
+			goto fail;
+		csum = (uint64_t)in->csize + SEALED_TAG_SIZE;
+		in->coff = coff;
+		in->doff = doff;
+		*st = *in;
+		st->csize = csum;
+		coff += csum;
+		doff += in->dsize;
+		if (in->dsize > s->stored.max_dsize)
+			s->stored.max_dsize = in->dsize;
+	}
+	if (coff != object_size - tsize || doff != rd64(f + F_SIZE))
+		goto fail;
+	s->stored.nframes = s->inner.nframes = n;
+	s->stored.size = s->inner.size = doff;
+	s->stored.object_size = s->inner.object_size = object_size;
+	s->stored.table_size = s->inner.table_size = tsize;
+	s->inner.max_dsize = s->stored.max_dsize;
+	s->inner.group = s->flags & SEALED_FLAG_GROUPED ? 2 : 0;
+	sealed_key_id(key, mine);
+	if (memcmp(mine, kid, SEALED_ID_SIZE)) {
+		r = -EKEYREJECTED;
+		goto fail;
+	}
+	r = object_key(key, s->object_id, s->okey);
+	if (r)
+		goto fail;
+	nonce_for(0, 1, nonce);
+	memcpy(tag, f + F_TAG, SEALED_TAG_SIZE);
+	r = gcm(NULL, 0, s->okey, nonce, f, F_TAG, t,
+		(size_t)n * SEALED_ENTRY_SIZE, NULL, 0, NULL, tag);
+	if (r)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	sealed_free(s);
+	return r;
+}
+
+struct sealed_dctx {
+	EVP_CIPHER_CTX *cctx;
+	struct zstd_seekable_dctx *zdc;
+	uint8_t *plain; /* a frame's plaintext (zstd) or decoded bytes (cut) */
+	size_t plain_cap;
+	uint8_t *
+		frame; /* a zstd frame's decoded bytes, when cut by the range */
+	size_t frame_cap;
+};
+
+int sealed_dctx_new(struct sealed_dctx **ret)
+{
+	struct sealed_dctx *dc = calloc(1, sizeof(*dc));
+
+	if (!dc)
+		return -ENOMEM;
+	dc->cctx = EVP_CIPHER_CTX_new();
+	if (!dc->cctx || zstd_seekable_dctx_new(&dc->zdc)) {
+		sealed_dctx_free(dc);
+		return -ENOMEM;
+	}
+	*ret = dc;
+	return 0;
+}
+
+void sealed_dctx_free(struct sealed_dctx *dc)
+{
+	if (!dc)
+		return;
+	EVP_CIPHER_CTX_free(dc->cctx);
+	zstd_seekable_dctx_free(dc->zdc);
+	if (dc->plain)
+		OPENSSL_cleanse(dc->plain, dc->plain_cap);
+	if (dc->frame)
+		OPENSSL_cleanse(dc->frame, dc->frame_cap);
+	free(dc->plain);
+	free(dc->frame);
+	free(dc);
+}
+
+static int grow(uint8_t **buf, size_t *cap, size_t n)
+{
+	uint8_t *p;
+
+	if (*cap >= n)
+		return 0;
+	p = malloc(n);
+	if (!p)
+		return -ENOMEM;
+	if (*buf)
+		OPENSSL_cleanse(*buf, *cap);
+	free(*buf);
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+/* Authenticate and decrypt frame @i's stored bytes @src to @out. */
+static int open_frame(struct sealed_dctx *dc, const struct sealed *s,
+		      uint32_t i, const uint8_t *src, uint8_t *out)
+{
+	const struct zstd_seekable_frame *in = &s->inner.frames[i];
+	uint8_t nonce[NONCE_LEN], aad[FRAME_AAD_LEN], tag[SEALED_TAG_SIZE];
+
+	nonce_for(i, 0, nonce);
+	frame_aad(s->object_id, i, in->csize, in->dsize, aad);
+	memcpy(tag, src + in->csize, SEALED_TAG_SIZE);
+	return gcm(dc->cctx, 0, s->okey, nonce, aad, sizeof(aad), NULL, 0, src,
+		   in->csize, out, tag);
+}
+
+ssize_t sealed_read(struct sealed_dctx *dc, const struct sealed *s,
+		    uint64_t off, uint64_t len, const void *src, size_t src_len,
+		    void *dst)
+{
+	const int zstd = s->flags & SEALED_FLAG_ZSTD;
+	const uint8_t *in = src;
+	uint8_t *out = dst;
+	uint64_t end, base;
+	uint32_t first, count, i;
+	int r;
+
+	zstd_seekable_range(&s->stored, off, len, &first, &count);
+	if (count == 0)
+		return 0;
+	end = len > s->stored.size - off ? s->stored.size : off + len;
+	base = s->stored.frames[first].coff;
+	if (s->stored.frames[first + count - 1].coff +
+		    s->stored.frames[first + count - 1].csize - base !=
+	    src_len)
+		return -EINVAL;
+	for (i = first; i < first + count; i++) {
+		const struct zstd_seekable_frame *f = &s->stored.frames[i];
+		const uint8_t *fsrc = in + (f->coff - base);
+		const int whole = f->doff >= off && f->doff + f->dsize <= end;
+		uint32_t inner = s->inner.frames[i].csize;
+		uint64_t from = f->doff > off ? f->doff : off;
+		uint64_t to =
+			f->doff + f->dsize < end ? f->doff + f->dsize : end;
+		uint8_t *plain, *bytes;
+
+		if (!zstd && whole) {
+			/* Straight into @dst: GCM checks the tag at the end,
+			 * so a failure leaves @dst unspecified, as said. */
+			r = open_frame(dc, s, i, fsrc, out + (f->doff - off));
+			if (r)
+				return r;
+			continue;
+		}
+		if (grow(&dc->plain, &dc->plain_cap, inner))
+			return -ENOMEM;
+		plain = dc->plain;
+		r = open_frame(dc, s, i, fsrc, plain);
+		if (r)
+			return r;
+		bytes = plain;
+		if (zstd) {
+			ssize_t d;
+
+			bytes = whole ? out + (f->doff - off) : NULL;
+			if (!bytes) {
+				if (grow(&dc->frame, &dc->frame_cap, f->dsize))
+					return -ENOMEM;
+				bytes = dc->frame;
+			}
+			d = zstd_seekable_decode(dc->zdc, &s->inner, i, plain,
+						 inner, bytes, f->dsize);
+			if (d < 0)
+				return d == -ENOMEM ? -ENOMEM : -EBADMSG;
+			if (whole)
+				continue;
+		}
+		memcpy(out + (from - off), bytes + (from - f->doff), to - from);
+	}
+	return end - off;
+}
+
+int sealed_writer_init(struct sealed_writer *w,
+		       const uint8_t key[SEALED_KEY_SIZE], unsigned flags)
+{
+	if ((flags & ~FLAGS_KNOWN) ||
+	    ((flags & SEALED_FLAG_GROUPED) && !(flags & SEALED_FLAG_ZSTD)))
+		return -EINVAL;
+	memset(w, 0, sizeof(*w));
+	w->flags = flags;
+	sealed_key_id(key, w->key_id);
+	if (RAND_bytes(w->object_id, SEALED_ID_SIZE) != 1)
+		return -EIO;
+	return object_key(key, w->object_id, w->okey);
+}
+
+void sealed_writer_done(struct sealed_writer *w)
+{
+	OPENSSL_cleanse(w, sizeof(*w));
+}
+
+ssize_t sealed_seal(const struct sealed_writer *w, uint32_t i,
+		    const void *inner, size_t inner_len, uint32_t plain_len,
+		    void *out)
+{
+	uint8_t nonce[NONCE_LEN], aad[FRAME_AAD_LEN];
+	uint8_t *o = out;
+	int r;
+
+	if (inner_len == 0 || inner_len > SEALED_MAX_INNER_SIZE ||
+	    plain_len == 0 || plain_len > SEALED_MAX_FRAME_SIZE)
+		return -EINVAL;
+	nonce_for(i, 0, nonce);
+	frame_aad(w->object_id, i, inner_len, plain_len, aad);
+	r = gcm(NULL, 1, w->okey, nonce, aad, sizeof(aad), NULL, 0, inner,
+		inner_len, o, o + inner_len);
+	return r ? r : (ssize_t)(inner_len + SEALED_TAG_SIZE);
+}
+
+ssize_t sealed_write_tail(const struct sealed_writer *w,
+			  const struct zstd_seekable_frame *frames,
+			  uint32_t nframes, void *buf, size_t cap)
+{
+	uint64_t size = sealed_tail_bytes(nframes), plain = 0;
+	uint8_t nonce[NONCE_LEN], *p = buf, *f;
+	uint32_t i;
+	int r;
+
+	if (nframes > SEALED_MAX_FRAMES || cap < size)
+		return -EINVAL;
+	for (i = 0; i < nframes; i++, p += SEALED_ENTRY_SIZE) {
+		wr32(p, frames[i].csize);
+		wr32(p + 4, frames[i].dsize);
+		plain += frames[i].dsize;
+	}
+	f = p;
+	memset(f, 0, SEALED_FOOTER_SIZE);
+	memcpy(f, MAGIC, MAGIC_LEN);
+	f[F_VERSION] = SEALED_VERSION;
+	f[F_FLAGS] = w->flags;
+	wr32(f + F_NFRAMES, nframes);
+	wr64(f + F_SIZE, plain);
+	memcpy(f + F_KEY_ID, w->key_id, SEALED_ID_SIZE);
+	memcpy(f + F_OBJECT_ID, w->object_id, SEALED_ID_SIZE);
+	nonce_for(0, 1, nonce);
+	r = gcm(NULL, 1, w->okey, nonce, f, F_TAG, buf,
+		(size_t)nframes * SEALED_ENTRY_SIZE, NULL, 0, NULL, f + F_TAG);
+	return r ? r : (ssize_t)size;
+}

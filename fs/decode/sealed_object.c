@@ -1,0 +1,323 @@
+/* Sealed objects (common/sealed.h) behind struct decoder_ops: NAME.sealed
+ * shown as the file NAME with its plain size, decrypted as read. The keys
+ * come from -o key_file (a key file, or a directory of them), each object
+ * finding its own by the key id in its footer. An object whose key the
+ * mount lacks is still listed (the size in its footer) but its reads fail
+ * with EACCES and one log line; a frame, index or footer that fails
+ * authentication is EIO, counted in decrypt_failed. */
+#include "sealed_object.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+
+#include "decoder.h"
+#include "opts.h"
+#include "sealed.h"
+#include "stats.h"
+
+/* The first read of an object's tail: 64 KiB holds the index of 8,000
+ * frames (8 GiB of 1 MiB frames). */
+#define TAIL_FIRST (64u << 10)
+/* An index larger than this is not believed (16 M frames). */
+#define TAIL_MAX (128u << 20)
+/* Key files in a key directory: at most this many are read. */
+#define KEYS_MAX 256
+
+struct keyring {
+	size_t n;
+	uint8_t id[KEYS_MAX][SEALED_ID_SIZE];
+	uint8_t key[KEYS_MAX][SEALED_KEY_SIZE];
+};
+
+/* An object's state: parsed and authenticated with its key, or (no key)
+ * only its footer's key id, for the message. */
+struct sealed_obj {
+	struct sealed *s; /* NULL: the mount has no key for it */
+	uint8_t key_id[SEALED_ID_SIZE];
+};
+
+static void keyring_free(void *cfg)
+{
+	if (!cfg)
+		return;
+	OPENSSL_cleanse(cfg, sizeof(struct keyring));
+	free(cfg);
+}
+
+static int add_key(struct keyring *kr, const char *path, char **ret_msg)
+{
+	uint8_t key[SEALED_KEY_SIZE];
+	int err = sealed_key_load(path, key);
+
+	if (err) {
+		if (asprintf(ret_msg, "key_file %s: %s", path,
+			     err == -EPERM ? "group or others may read it "
+					     "(chmod 600)"
+			     : err == -EINVAL
+				     ? "not a key (32 raw bytes or 64 hex "
+				       "digits)"
+				     : strerror(-err)) < 0)
+			*ret_msg = NULL;
+		return -EINVAL;
+	}
+	if (kr->n == KEYS_MAX) {
+		OPENSSL_cleanse(key, sizeof(key));
+		if (asprintf(ret_msg, "key_file: more than %d keys", KEYS_MAX) <
+		    0)
+			*ret_msg = NULL;
+		return -EINVAL;
+	}
+	memcpy(kr->key[kr->n], key, SEALED_KEY_SIZE);
+	sealed_key_id(key, kr->id[kr->n++]);
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+}
+
+/* Every regular file of directory @dir not starting with '.' is a key. */
+static int add_dir(struct keyring *kr, const char *dir, char **ret_msg)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int err = 0;
+
+	if (!d) {
+		err = -errno;
+		if (asprintf(ret_msg, "key_file %s: %s", dir, strerror(-err)) <
+		    0)
+			*ret_msg = NULL;
+		return -EINVAL;
+	}
+	while (!err && (e = readdir(d))) {
+		char path[4096 + 256 + 2];
+		struct stat st;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		err = add_key(kr, path, ret_msg);
+	}
+	closedir(d);
+	return err;
+}
+
+static int sealed_config_new(const struct options *opts, void **ret_cfg,
+			     char **ret_msg)
+{
+	struct keyring *kr = calloc(1, sizeof(*kr));
+	struct stat st;
+	int err = 0;
+
+	if (!kr)
+		return -ENOMEM;
+	/* Always on: without keys, sealed files still list as NAME (their
+	 * reads fail with EACCES), never as ciphertext under NAME.sealed. */
+	if (opts->key_file[0]) {
+		if (stat(opts->key_file, &st) == 0 && S_ISDIR(st.st_mode))
+			err = add_dir(kr, opts->key_file, ret_msg);
+		else
+			err = add_key(kr, opts->key_file, ret_msg);
+	}
+	if (err) {
+		keyring_free(kr);
+		return err;
+	}
+	*ret_cfg = kr;
+	return 0;
+}
+
+static const uint8_t *key_for(const struct keyring *kr, const uint8_t *id)
+{
+	for (size_t i = 0; i < kr->n; i++)
+		if (!memcmp(kr->id[i], id, SEALED_ID_SIZE))
+			return kr->key[i];
+	return NULL;
+}
+
+static size_t sealed_shown_len(void *cfg, const char *name, uint64_t size)
+{
+	size_t len = strlen(name), sl = strlen(SEALED_OBJECT_SUFFIX);
+
+	if (size < SEALED_FOOTER_SIZE || len <= sl ||
+	    strcmp(name + len - sl, SEALED_OBJECT_SUFFIX))
+		return 0;
+	return len - sl;
+}
+
+static void sealed_first_range(void *cfg, uint64_t size, uint64_t *ret_off,
+			       size_t *ret_len)
+{
+	*ret_len = size < TAIL_FIRST ? (size_t)size : TAIL_FIRST;
+	*ret_off = size - *ret_len;
+}
+
+static int sealed_open(void *cfg, uint64_t size, uint64_t off, const char *buf,
+		       size_t len, void **priv, uint64_t *ret_size,
+		       uint64_t *ret_off, size_t *ret_len)
+{
+	const struct keyring *kr = cfg;
+	struct sealed_obj *o;
+	const uint8_t *key;
+	uint8_t id[SEALED_ID_SIZE];
+	uint64_t tsize;
+	int err;
+
+	err = sealed_tail_size(buf, len, size, &tsize, id);
+	if (!err && tsize > len) {
+		if (len > TAIL_FIRST || tsize > TAIL_MAX)
+			return -EPROTO;
+		*ret_len = (size_t)tsize;
+		*ret_off = size - tsize;
+		return 1;
+	}
+	if (err)
+		return err;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	memcpy(o->key_id, id, SEALED_ID_SIZE);
+	key = key_for(kr, id);
+	if (key) {
+		err = sealed_parse(buf, len, size, key, &o->s);
+		if (err == -EBADMSG) {
+			STAT_ADD(decrypt_failed, 1);
+			err = DECODER_EAUTH;
+		}
+		if (err) {
+			free(o);
+			return err;
+		}
+		*ret_size = o->s->stored.size;
+	} else {
+		/* Listed with its footer's size (unauthenticated: nothing
+		 * is ever read from it). */
+		const uint8_t *f =
+			(const uint8_t *)buf + len - SEALED_FOOTER_SIZE;
+		uint64_t plain = 0;
+
+		for (int i = 7; i >= 0; i--)
+			plain = plain << 8 | f[16 + i];
+		*ret_size = plain;
+	}
+	*priv = o;
+	return 0;
+}
+
+static int sealed_plan(const struct decoded *d, uint64_t off, size_t len,
+		       uint64_t *ret_off, size_t *ret_len, bool *ret_in_place)
+{
+	const struct sealed_obj *o = d->priv;
+	const struct zstd_seekable_frame *fr;
+	uint32_t first, count;
+
+	if (!o->s)
+		return -EACCES; /* nothing fetched: the key is missing */
+	zstd_seekable_range(&o->s->stored, off, len, &first, &count);
+	if (!count)
+		return -EINVAL;
+	fr = &o->s->stored.frames[first + count - 1];
+	*ret_off = o->s->stored.frames[first].coff;
+	*ret_len = (size_t)(fr->coff + fr->csize - *ret_off);
+	*ret_in_place = false; /* frames open from one buffer into another */
+	return 0;
+}
+
+/* An opening context per thread, freed with it. */
+static pthread_key_t dctx_key;
+static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
+
+static void dctx_destroy(void *p)
+{
+	sealed_dctx_free(p);
+}
+
+static void dctx_key_init(void)
+{
+	pthread_key_create(&dctx_key, dctx_destroy);
+}
+
+static struct sealed_dctx *thread_dctx(void)
+{
+	struct sealed_dctx *dc;
+
+	pthread_once(&dctx_once, dctx_key_init);
+	dc = pthread_getspecific(dctx_key);
+	if (!dc && !sealed_dctx_new(&dc))
+		pthread_setspecific(dctx_key, dc);
+	return dc;
+}
+
+static int sealed_decode(const struct decoded *d, uint64_t off, size_t len,
+			 const char *src, size_t src_len, char *dst)
+{
+	const struct sealed_obj *o = d->priv;
+	struct sealed_dctx *dc = thread_dctx();
+	ssize_t got;
+
+	if (!o->s)
+		return -EACCES;
+	if (!dc)
+		return -ENOMEM;
+	got = sealed_read(dc, o->s, off, len, src, src_len, dst);
+	if (got == (ssize_t)len)
+		return 0;
+	if (got == -ENOMEM)
+		return -ENOMEM;
+	STAT_ADD(decrypt_failed, 1);
+	return DECODER_EAUTH;
+}
+
+static void sealed_describe(const struct decoded *d, uint64_t off, size_t len,
+			    const char *src, char *buf, size_t cap)
+{
+	const struct sealed_obj *o = d->priv;
+	char id[2 * SEALED_ID_SIZE + 1];
+	uint32_t first, count;
+
+	if (!o->s) {
+		for (int i = 0; i < SEALED_ID_SIZE; i++)
+			snprintf(id + 2 * i, 3, "%02x", o->key_id[i]);
+		snprintf(buf, cap,
+			 "%s, sealed with key id %s, which no key_file holds",
+			 d->obj.key, id);
+		return;
+	}
+	zstd_seekable_range(&o->s->stored, off, len, &first, &count);
+	snprintf(buf, cap, "frames %" PRIu32 "-%" PRIu32 " of %s", first,
+		 first + (count ? count - 1 : 0), d->obj.key);
+}
+
+static void sealed_free_obj(void *priv)
+{
+	struct sealed_obj *o = priv;
+
+	if (!o)
+		return;
+	sealed_free(o->s);
+	free(o);
+}
+
+const struct decoder_ops sealed_decoder_ops = {
+	.name = "sealed",
+	.what = "sealed index",
+	.keep_off_disk = true,
+	.config_new = sealed_config_new,
+	.config_free = keyring_free,
+	.shown_len = sealed_shown_len,
+	.first_range = sealed_first_range,
+	.open = sealed_open,
+	.plan = sealed_plan,
+	.decode = sealed_decode,
+	.describe = sealed_describe,
+	.free = sealed_free_obj,
+};

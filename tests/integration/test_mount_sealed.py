@@ -1,0 +1,266 @@
+"""Sealed models through the mount (-o key_file): objects NAME.sealed that
+weightfs-pack --encrypt wrote show as NAME with the plain size and read back
+bit for bit over nginx and s3rver, through FUSE and the loader's fast path;
+a damaged frame is EIO with one log line and decrypt_failed counted, never
+bytes; a missing or wrong key lists the file and fails its reads with
+EACCES; a key file others may read refuses the mount; the disk tier holds
+no plaintext; core dumps leave the cache out.
+
+Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES.
+"""
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import wfs_testlib as lib
+from s3_fixtures import (  # noqa: F401 (s3rver: a fixture)
+    S3RVER_KEY, aws_env, s3rver)
+
+PACK = os.path.join(lib.BUILD, "tools", "weightfs-pack")
+MiB = lib.MiB
+OPTS = {"block_size": "1M"}
+MARKER = b"SEALED-PLAINTEXT-MARKER-7f3a"
+
+pytestmark = [pytest.mark.asan, pytest.mark.skipif(
+    not os.access(PACK, os.X_OK),
+    reason="weightfs-pack not built: %s missing" % PACK)]
+
+
+def pack(src, out, key, *args):
+    r = subprocess.run([PACK, "-q", "--encrypt", str(key), *map(str, args),
+                        str(src), "-o", str(out)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def write_key(path, mode=0o600):
+    with open(path, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(path, mode)
+    return str(path)
+
+
+def files_under(root):
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory, fixtures_dir):
+    """orig/: the safetensors fixtures and big.bin (9 MiB + a bit, with a
+    marker every MiB); sealed/: the same sealed with key (zstd frames of
+    1 MiB, odd.bin stored in frames of 300 KiB)."""
+    base = tmp_path_factory.mktemp("sealed")
+    orig, sealed = base / "orig", base / "sealed"
+    shutil.copytree(os.path.join(fixtures_dir, "safetensors"), str(orig))
+    big = bytearray(lib.random_bytes(9 * MiB + 4321, 11))
+    for off in range(0, len(big) - 64, MiB):
+        big[off + 100:off + 100 + len(MARKER)] = MARKER
+    (orig / "big.bin").write_bytes(bytes(big))
+    key = write_key(base / "key")
+    pack(orig, sealed, key)
+    (base / "odd.bin").write_bytes(lib.random_bytes(2 * MiB + 777, 12))
+    pack(base / "odd.bin", sealed, key, "--store", "--frame-size", "300K")
+    shutil.copy(str(base / "odd.bin"), str(orig / "odd.bin"))
+    return {"base": base, "orig": str(orig), "sealed": str(sealed),
+            "key": key, "files": files_under(str(orig))}
+
+
+def check_tree(m, files):
+    got = {}
+    for d, _, names in os.walk(m.path):
+        for n in names:
+            p = os.path.join(d, n)
+            got[os.path.relpath(p, m.path)] = os.stat(p).st_size
+    assert got == {k: len(v) for k, v in files.items()}
+    for rel, data in files.items():
+        assert lib.sha256_file(m.file(rel)) == lib.sha256_bytes(data), rel
+
+
+def test_http_source(trees, mount, nginx):
+    srv = nginx(trees["sealed"])
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
+    check_tree(m, trees["files"])
+    data = trees["files"]["odd.bin"]
+    for off, n in ((0, 1), (300 * 1024 - 3, 10), (MiB - 5, 300 * 1024),
+                   (len(data) - 100, 1000)):
+        err, got = lib.read_errno(m.file("odd.bin"), n, off)
+        assert err is None and got == data[off:off + n], (off, n)
+    s = m.stats()
+    assert s["decrypt_failed"] == 0 and s["errors"] == 0, s
+    assert s["bytes_decompressed"] >= sum(map(len, trees["files"].values()))
+
+
+def test_s3_source(trees, mount, s3rver, tmp_path):
+    s3rver.make_bucket("sealed")
+    s3rver.upload("sealed", {"m/" + rel: data for rel, data in
+                             files_under(trees["sealed"]).items()})
+    m = mount("s3://sealed/m", {"endpoint": s3rver.endpoint,
+                                "block_size": "1M",
+                                "key_file": trees["key"]},
+              env=aws_env(tmp_path, AWS_ACCESS_KEY_ID=S3RVER_KEY,
+                          AWS_SECRET_ACCESS_KEY=S3RVER_KEY))
+    check_tree(m, trees["files"])
+
+
+def test_fast_path_same_tensors(trees, mount, nginx):
+    load = lib.WEIGHTFS_LOAD
+    if not os.access(load, os.X_OK):
+        pytest.skip("weightfs-load not built")
+    srv = nginx(trees["sealed"])
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
+
+    def tensors(path):
+        r = subprocess.run([load, "--json", "--digest", "sha256", path],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return {t["name"]: (t.get("dtype"), t.get("shape"), t["digest"])
+                for t in json.loads(r.stdout)["tensors"]}
+
+    for rel in ("tiny-llama/model.safetensors", "dtypes.safetensors"):
+        want = tensors(os.path.join(trees["orig"], rel))
+        assert want and tensors(m.file(rel)) == want, rel
+    assert m.stats()["fastpath_bytes_copied"] > 0
+
+
+def test_damaged_frame_is_eio(trees, mount, nginx, tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    obj = src / "big.bin.sealed"
+    shutil.copy(os.path.join(trees["sealed"], "big.bin.sealed"), str(obj))
+    with open(obj, "r+b") as f:  # a bit of frame 4's ciphertext
+        f.seek(4 * MiB + 1000)
+        b = f.read(1)
+        f.seek(4 * MiB + 1000)
+        f.write(bytes([b[0] ^ 1]))
+    srv = nginx(str(src))
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
+    data = trees["files"]["big.bin"]
+    bad = 0
+    for i in range(0, len(data), MiB):
+        err, got = lib.read_errno(m.file("big.bin"), MiB, i)
+        if err is None:
+            assert got == data[i:i + MiB], i
+        else:
+            assert err == errno.EIO
+            bad += 1
+    assert 1 <= bad <= 2
+    assert m.stats()["decrypt_failed"] >= 1
+    assert lib.wait_until(lambda: "fails authentication" in m.log(), 5)
+    lines = [ln for ln in m.log().splitlines()
+             if "fails authentication" in ln]
+    assert len(lines) == 1 and "big.bin.sealed" in lines[0], lines
+
+
+@pytest.mark.parametrize("which", ["none", "wrong"])
+def test_missing_or_wrong_key_is_eacces(trees, mount, nginx, tmp_path,
+                                        which):
+    srv = nginx(trees["sealed"])
+    opts = dict(OPTS)
+    if which == "wrong":
+        opts["key_file"] = write_key(tmp_path / "other")
+    m = mount(srv.url, opts)
+    data = trees["files"]["big.bin"]
+    # Listed under its name, with its size; its bytes are not served.
+    assert os.path.getsize(m.file("big.bin")) == len(data)
+    assert not os.path.exists(m.file("big.bin.sealed"))
+    err, _ = lib.read_errno(m.file("big.bin"), 4096)
+    assert err == errno.EACCES
+    err, _ = lib.read_errno(m.file("big.bin"), 4096, MiB)
+    assert err == errno.EACCES
+    assert lib.wait_until(lambda: "which no key_file holds" in m.log(), 5)
+    lines = [ln for ln in m.log().splitlines()
+             if "which no key_file holds" in ln]
+    assert len(lines) == 1 and "big.bin.sealed" in lines[0], lines
+    assert m.stats()["bytes_fetched"] < 2 * MiB  # tails only
+
+
+def test_key_directory(trees, mount, nginx, tmp_path):
+    """Two models under two keys, one mount: each finds its key by id."""
+    src = tmp_path / "two"
+    shutil.copytree(trees["sealed"], str(src / "a"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shutil.copy(trees["key"], str(keys / "a.key"))
+    k2 = write_key(keys / "b.key")
+    (tmp_path / "b.bin").write_bytes(trees["files"]["odd.bin"])
+    pack(tmp_path / "b.bin", src / "b", k2)
+    srv = nginx(str(src))
+    m = mount(srv.url, dict(OPTS, key_file=str(keys)))
+    assert open(m.file("b/b.bin"), "rb").read() == trees["files"]["odd.bin"]
+    assert lib.sha256_file(m.file("a/big.bin")) == \
+        lib.sha256_bytes(trees["files"]["big.bin"])
+
+
+@pytest.mark.parametrize("case", ["loose", "missing", "not-a-key"])
+def test_bad_key_file_refuses_mount(trees, weightfs_run, tmp_path, case):
+    key = tmp_path / "key"
+    if case == "loose":
+        write_key(key, 0o644)
+    elif case == "not-a-key":
+        key.write_bytes(b"hello")
+        os.chmod(key, 0o600)
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    r = weightfs_run("-f", "-o", "key_file=%s" % key,
+                     "file://" + trees["sealed"], mp, timeout=30)
+    assert r.returncode == 2, r.stderr
+    want = {"loose": "chmod 600", "missing": "No such file",
+            "not-a-key": "not a key"}[case]
+    assert want in r.stderr and "key_file" in r.stderr, r.stderr
+    assert not lib.is_mounted(str(mp))
+
+
+def test_disk_tier_holds_no_plaintext(trees, mount, nginx, tmp_path):
+    srv = nginx(trees["sealed"])
+    cache = tmp_path / "cache"
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"],
+                            cache_dir=str(cache)))
+    check_tree(m, trees["files"])
+    m.unmount()
+    m.finish()
+    for d, _, names in os.walk(cache):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                assert MARKER not in f.read(), n
+    # The cache dir itself works: a plain file's blocks do go there.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "p.bin").write_bytes(lib.random_bytes(3 * MiB, 3))
+    srv2 = nginx(str(plain))
+    cache2 = tmp_path / "cache2"
+    m2 = mount(srv2.url, dict(OPTS, cache_dir=str(cache2)))
+    lib.sha256_file(m2.file("p.bin"))
+    assert lib.wait_until(lambda: m2.stats()["disk_writes"] >= 3, 10)
+
+
+def test_core_dumps_leave_the_cache_out(trees, mount, nginx):
+    srv = nginx(trees["sealed"])
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"],
+                            cache_mem="64M"))
+    lib.sha256_file(m.file("big.bin"))
+    pid = lib.find_daemon_pid(m.path)
+    assert pid
+    # The cache's mapping (the largest) carries VmFlags dd.
+    best = (0, "")
+    cur = None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                cur = hi - lo
+            elif line.startswith("VmFlags:") and cur and cur > best[0]:
+                best = (cur, line)
+    assert best[0] >= 64 * MiB and " dd" in best[1], best

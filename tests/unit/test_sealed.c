@@ -1,0 +1,329 @@
+/* Unit tests for common/sealed.c: objects are sealed here (stored, zstd and
+ * grouped frames), read back whole and in pieces, then attacked one way at a
+ * time; every attack must fail with the documented errno and give no
+ * bytes. Key files: formats and permissions. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zstd.h>
+
+#include "check.h"
+#include "sealed.h"
+
+#define MAXF 64
+
+struct obj {
+	uint8_t *buf;
+	size_t len;
+	uint32_t nframes;
+	uint64_t fend[MAXF]; /* each frame's end in the object */
+};
+
+static const uint8_t key_a[SEALED_KEY_SIZE] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+static const uint8_t key_b[SEALED_KEY_SIZE] = { 8, 7, 6, 5, 4, 3, 2, 1 };
+
+/* Seal @n bytes of @data in frames of @fsize with @key and @flags. */
+static struct obj seal(const uint8_t *data, size_t n, size_t fsize,
+		       const uint8_t *key, unsigned flags)
+{
+	struct zstd_seekable_frame fr[MAXF];
+	struct sealed_writer w;
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	size_t cap = ZSTD_compressBound(n) + MAXF * 64 + 1024, off = 0;
+	uint8_t *inner = malloc(ZSTD_compressBound(fsize));
+	uint8_t *grp = malloc(fsize);
+	struct obj o = { .buf = malloc(cap) };
+	ssize_t r;
+
+	CHECK(cc && inner && grp && o.buf);
+	CHECK_EQ(sealed_writer_init(&w, key, flags), 0);
+	while (off < n) {
+		size_t m = n - off < fsize ? n - off : fsize, ilen = m;
+		const uint8_t *src = data + off;
+
+		CHECK(o.nframes < MAXF);
+		if (flags & SEALED_FLAG_GROUPED) {
+			zstd_seekable_group(grp, src, m, 2);
+			src = grp;
+		}
+		if (flags & SEALED_FLAG_ZSTD) {
+			ilen = ZSTD_compress2(cc, inner, ZSTD_compressBound(m),
+					      src, m);
+			CHECK(!ZSTD_isError(ilen));
+			src = inner;
+		}
+		r = sealed_seal(&w, o.nframes, src, ilen, m, o.buf + o.len);
+		CHECK_EQ(r, ilen + SEALED_TAG_SIZE);
+		fr[o.nframes] = (struct zstd_seekable_frame){ .csize = ilen,
+							      .dsize = m };
+		o.len += r;
+		o.fend[o.nframes++] = o.len;
+		off += m;
+	}
+	r = sealed_write_tail(&w, fr, o.nframes, o.buf + o.len, cap - o.len);
+	CHECK_EQ(r, sealed_tail_bytes(o.nframes));
+	o.len += r;
+	sealed_writer_done(&w);
+	ZSTD_freeCCtx(cc);
+	free(inner);
+	free(grp);
+	return o;
+}
+
+/* Read [off, off + len) of @o with @key: the bytes or a negative errno. */
+static ssize_t read_range(const struct obj *o, const uint8_t *key, uint64_t off,
+			  uint64_t len, uint8_t *dst)
+{
+	struct sealed *s = NULL;
+	struct sealed_dctx *dc = NULL;
+	const struct zstd_seekable_frame *f;
+	uint32_t first, count;
+	ssize_t r;
+
+	r = sealed_parse(o->buf, o->len, o->len, key, &s);
+	if (r)
+		return r;
+	CHECK_EQ(sealed_dctx_new(&dc), 0);
+	zstd_seekable_range(&s->stored, off, len, &first, &count);
+	r = 0;
+	if (count) {
+		f = &s->stored.frames[first];
+		r = sealed_read(
+			dc, s, off, len, o->buf + f->coff,
+			s->stored.frames[first + count - 1].coff +
+				s->stored.frames[first + count - 1].csize -
+				f->coff,
+			dst);
+	}
+	sealed_dctx_free(dc);
+	sealed_free(s);
+	return r;
+}
+
+static uint8_t *weights(size_t n)
+{
+	uint8_t *p = malloc(n);
+	uint32_t x = 12345;
+	size_t i;
+
+	CHECK(p);
+	/* BF16-like: a few exponents, noisy mantissas. */
+	for (i = 0; i < n; i++) {
+		x = x * 1103515245 + 12345;
+		p[i] = i & 1 ? 0x3c + (x >> 29) : x >> 16;
+	}
+	return p;
+}
+
+static void test_round_trips(void)
+{
+	static const unsigned flags[] = {
+		0, SEALED_FLAG_ZSTD, SEALED_FLAG_ZSTD | SEALED_FLAG_GROUPED
+	};
+	const size_t n = 300001, fsize = 65536;
+	uint8_t *data = weights(n), *out = malloc(n);
+	size_t k;
+
+	CHECK(out);
+	for (k = 0; k < 3; k++) {
+		struct obj o = seal(data, n, fsize, key_a, flags[k]);
+		static const uint64_t cuts[][2] = {
+			{ 0, 300001 },	  { 1, 10 },	      { 65535, 2 },
+			{ 65536, 65536 }, { 100000, 200001 }, { 299999, 50 },
+		};
+		size_t c;
+
+		CHECK_EQ(o.nframes, 5);
+		for (c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+			uint64_t want = cuts[c][1];
+
+			if (cuts[c][0] + want > n)
+				want = n - cuts[c][0];
+			memset(out, 0xee, n);
+			CHECK_EQ(read_range(&o, key_a, cuts[c][0], cuts[c][1],
+					    out),
+				 want);
+			CHECK(!memcmp(out, data + cuts[c][0], want),
+			      "flags %u cut %zu", flags[k], c);
+		}
+		CHECK_EQ(read_range(&o, key_a, n, 10, out), 0);
+		free(o.buf);
+	}
+	/* An empty file: no frames, a valid tail. */
+	{
+		struct obj o = seal(data, 0, fsize, key_a, 0);
+		struct sealed *s;
+
+		CHECK_EQ(o.len, sealed_tail_bytes(0));
+		CHECK_EQ(sealed_parse(o.buf, o.len, o.len, key_a, &s), 0);
+		CHECK_EQ(s->stored.size, 0);
+		sealed_free(s);
+		free(o.buf);
+	}
+	free(data);
+	free(out);
+}
+
+/* Each attack on a fresh copy of one object: the errno expected. */
+static void test_attacks(void)
+{
+	const size_t n = 200000, fsize = 50000;
+	uint8_t *data = weights(n), *out = malloc(n), *buf;
+	struct obj a = seal(data, n, fsize, key_a, SEALED_FLAG_ZSTD);
+	struct obj other = seal(data, n, fsize, key_a, SEALED_FLAG_ZSTD);
+	struct obj plain = seal(data, n, fsize, key_a, 0);
+	struct obj t;
+	uint64_t f0 = a.fend[0], f1 = a.fend[1];
+	struct sealed *s;
+
+	CHECK(out && a.nframes == 4);
+	/* The same key and data: another object id, other bytes. */
+	CHECK(memcmp(a.buf, other.buf, 64));
+	buf = malloc(plain.len + a.len + 64);
+	CHECK(buf);
+	t = a;
+	t.buf = buf;
+#define FRESH() memcpy(buf, a.buf, a.len), t.len = a.len
+
+	FRESH(); /* a flipped byte in a frame: its read fails */
+	buf[f0 + 10] ^= 1;
+	CHECK_EQ(read_range(&t, key_a, fsize, 10, out), -EBADMSG);
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), 10); /* others read */
+
+	FRESH(); /* a flipped tag byte */
+	buf[f1 - 1] ^= 0x80;
+	CHECK_EQ(read_range(&t, key_a, fsize, 1, out), -EBADMSG);
+
+	FRESH(); /* a flipped byte in the index */
+	buf[a.len - SEALED_FOOTER_SIZE - 3] ^= 1;
+	CHECK(read_range(&t, key_a, 0, 10, out) < 0);
+
+	FRESH(); /* the index's sizes edited consistently: the tag fails */
+	{
+		uint8_t *idx = buf + a.len - sealed_tail_bytes(4);
+
+		/* frame 0 one byte shorter in plain size, frame 1 longer */
+		idx[4] -= 1;
+		idx[12] += 1;
+	}
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -EBADMSG);
+
+	FRESH(); /* the footer's plain size */
+	buf[a.len - SEALED_FOOTER_SIZE + 16] ^= 1;
+	CHECK(read_range(&t, key_a, 0, 10, out) < 0);
+
+	FRESH(); /* the object id in the footer */
+	buf[a.len - SEALED_FOOTER_SIZE + 40] ^= 1;
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -EBADMSG);
+
+	FRESH(); /* the flags (zstd -> stored): refused */
+	buf[a.len - SEALED_FOOTER_SIZE + 9] = 0;
+	CHECK(read_range(&t, key_a, 0, 10, out) < 0);
+
+	/* Frames 0 and 1 swapped (same size in a stored object). */
+	memcpy(buf, plain.buf, plain.len);
+	t.len = plain.len;
+	memcpy(buf, plain.buf + plain.fend[0], plain.fend[0]);
+	memcpy(buf + plain.fend[0], plain.buf, plain.fend[0]);
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -EBADMSG);
+	CHECK_EQ(read_range(&t, key_a, fsize, 10, out), -EBADMSG);
+
+	/* A frame spliced in from another object under the same key. */
+	FRESH();
+	CHECK_EQ(other.fend[0], f0); /* same data, same compressed size */
+	memcpy(buf, other.buf, f0);
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -EBADMSG);
+
+	FRESH(); /* truncated by one byte, and by one frame */
+	t.len = a.len - 1;
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -ENOMSG);
+	memmove(buf + f0, buf + f1, a.len - f1);
+	t.len = a.len - (f1 - f0);
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -EPROTO);
+
+	FRESH(); /* extended: bytes after the footer, bytes before it */
+	memset(buf + a.len, 0, 16);
+	t.len = a.len + 16;
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -ENOMSG);
+	memmove(buf + 16, buf, a.len);
+	t.len = a.len + 16;
+	CHECK_EQ(read_range(&t, key_a, 0, 10, out), -EPROTO);
+
+	/* The wrong key: told apart from damage. */
+	CHECK_EQ(read_range(&a, key_b, 0, 10, out), -EKEYREJECTED);
+	/* Not a sealed object at all. */
+	CHECK_EQ(sealed_parse(data, 1000, 1000, key_a, &s), -ENOMSG);
+	CHECK_EQ(sealed_parse(data, 10, 10, key_a, &s), -EINVAL);
+
+	free(buf);
+	free(a.buf);
+	free(other.buf);
+	free(plain.buf);
+	free(data);
+	free(out);
+}
+
+static void write_file(const char *path, const void *buf, size_t n, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, buf, n), n);
+	CHECK_EQ(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+static void test_key_files(void)
+{
+	char dir[] = "/tmp/wfs-sealed-XXXXXX", path[64];
+	static const char hex[] = "000102030405060708090a0b0c0d0e0f"
+				  "101112131415161718191A1B1C1D1E1F\n";
+	uint8_t key[SEALED_KEY_SIZE], id1[16], id2[16];
+	int i;
+
+	CHECK(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/key", dir);
+	write_file(path, hex, sizeof(hex) - 1, 0600);
+	CHECK_EQ(sealed_key_load(path, key), 0);
+	for (i = 0; i < SEALED_KEY_SIZE; i++)
+		CHECK_EQ(key[i], i);
+	write_file(path, key_a, sizeof(key_a), 0400);
+	CHECK_EQ(sealed_key_load(path, key), 0);
+	CHECK(!memcmp(key, key_a, sizeof(key)));
+	/* readable by group or others: refused */
+	write_file(path, key_a, sizeof(key_a), 0640);
+	CHECK_EQ(sealed_key_load(path, key), -EPERM);
+	write_file(path, key_a, sizeof(key_a), 0604);
+	CHECK_EQ(sealed_key_load(path, key), -EPERM);
+	/* wrong lengths, bad hex */
+	write_file(path, key_a, 31, 0600);
+	CHECK_EQ(sealed_key_load(path, key), -EINVAL);
+	write_file(path, hex, 63, 0600);
+	CHECK_EQ(sealed_key_load(path, key), -EINVAL);
+	write_file(path, "zz", 2, 0600);
+	CHECK_EQ(sealed_key_parse("g0", 2, key), -EINVAL);
+	CHECK_EQ(sealed_key_load(dir, key), -EINVAL);
+	unlink(path);
+	CHECK_EQ(sealed_key_load(path, key), -ENOENT);
+	rmdir(dir);
+	/* the key id: stable, distinct per key, not the key */
+	sealed_key_id(key_a, id1);
+	sealed_key_id(key_a, id2);
+	CHECK(!memcmp(id1, id2, 16));
+	CHECK(memcmp(id1, key_a, 16));
+	sealed_key_id(key_b, id2);
+	CHECK(memcmp(id1, id2, 16));
+}
+
+int main(void)
+{
+	test_round_trips();
+	test_attacks();
+	test_key_files();
+	return 0;
+}
