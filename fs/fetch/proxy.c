@@ -184,10 +184,10 @@ int proxy_init(const struct options *o, char **ret_msg)
 	}
 	for (s = o->proxy; s; s = strchr(s, '|') ? strchr(s, '|') + 1 : NULL) {
 		size_t len = strcspn(s, "|");
+		bool direct = len == 6 && !strncmp(s, "direct", 6);
 
-		conf.url[conf.n] =
-			strncmp(s, "direct", len) ? strndup(s, len) : NULL;
-		if (strncmp(s, "direct", len) && !conf.url[conf.n])
+		conf.url[conf.n] = direct ? NULL : strndup(s, len);
+		if (!direct && !conf.url[conf.n])
 			return -ENOMEM;
 		conf.n++;
 	}
