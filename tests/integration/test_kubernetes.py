@@ -171,6 +171,9 @@ def test_rack_cache_example():
                               svc["metadata"]["namespace"]))
     assert int(m.group(2)) == svc["spec"]["ports"][0]["port"]
     assert ds_pod["spec"]["nodeSelector"] == pod["spec"]["nodeSelector"]
+    ra = re.search(r"range_align=(\d+)M", cmd)
+    assert ra and env["RACK_CACHE_SLICE"] == ra.group(1) + "m", \
+        "the slice is not the nodes' range_align"
     origin = re.search(r"(http://\S+/) /mnt/", cmd).group(1)
     assert origin.split("/")[2] == env["RACK_CACHE_ORIGIN_HOST"]
     np = by_kind["NetworkPolicy"][0]
