@@ -160,6 +160,7 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 {
 	struct fetch_job *j = fetch_take(f, active, now, next_due), *last = j;
 	uint64_t max = f->opts->request_size, rest;
+	uint64_t g = f->opts->range_align;
 	unsigned conns = f->limit; /* what connections=auto allows now */
 	size_t len;
 
@@ -174,6 +175,16 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 	rest = j->size > j->off ? j->size - j->off : 0;
 	if (max > rest / conns)
 		max = rest / conns;
+	/* A run ends on a granule boundary (range_align), where the next
+	 * granule starts: at most max rounded down to one, but never short
+	 * of the end of the granule it starts in; so the ranges a node asks
+	 * for are whole slices of a rack cache or pieces of a P2P engine. */
+	if (g && !j->dec) {
+		uint64_t end = j->off + max, first = j->off - j->off % g + g;
+
+		end -= end % g;
+		max = (end < first ? first : end) - j->off;
+	}
 	/* A reader's block goes alone (its bytes first and only); a
 	 * decoded block's stored bytes are not the block's. Later blocks are
 	 * never longer than earlier ones: len + last->len bounds the next. */

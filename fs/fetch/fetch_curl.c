@@ -31,6 +31,7 @@
 #include "http.h"
 #include "log.h"
 #include "opts.h"
+#include "proxy.h"
 #include "source.h"
 #include "stats.h"
 
@@ -205,7 +206,7 @@ static int xfer_errno(const struct xfer *x, CURLcode code)
 	if (code == CURLE_WRITE_ERROR &&
 	    (x->r.overflow || x->r.encoded || x->refused))
 		return 0;
-	return http_curl_errno(code);
+	return proxy_judge(x->h, code, http_curl_errno(code));
 }
 
 /* Set @x up for one attempt of the run @j, @len bytes. */

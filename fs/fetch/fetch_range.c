@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "proxy.h"
 #include "opts.h"
 #include "source.h"
 #include "stats.h"
@@ -33,6 +34,9 @@ int fetch_range_setup(CURL *h, struct source *src, const struct node *obj,
 	if (!l)
 		return -ENOMEM;
 	*hdrs = l;
+	err = proxy_data_headers(hdrs);
+	if (err)
+		return err;
 	return http_curl_errno(curl_easy_setopt(h, CURLOPT_RANGE, range + 6));
 }
 
@@ -180,7 +184,7 @@ static int range_done(struct http_req *rq, CURL *h, CURLcode code)
 	int xerr = code == CURLE_OK || (code == CURLE_WRITE_ERROR &&
 					(fr->r.overflow || fr->r.encoded))
 			   ? 0
-			   : http_curl_errno(code);
+			   : proxy_judge(h, code, http_curl_errno(code));
 	int err;
 
 	STAT_ADD(requests, 1);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "opts.h"
+#include "proxy.h"
 
 void http_response_done(struct http_response *r)
 {
@@ -76,7 +77,9 @@ int http_setup_common(CURL *h, const struct options *opts)
 		SET(CURLOPT_SSL_VERIFYHOST, 0L);
 	}
 #undef SET
-	return http_curl_errno(c);
+	if (c != CURLE_OK)
+		return http_curl_errno(c);
+	return proxy_setup(h);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -206,7 +209,7 @@ int http_perform_finish(CURL *h, CURLcode code, struct http_response *ret)
 		if (!ret->curl_error[0])
 			snprintf(ret->curl_error, sizeof(ret->curl_error), "%s",
 				 curl_easy_strerror(code));
-		return http_curl_errno(code);
+		return proxy_judge(h, code, http_curl_errno(code));
 	}
 	if (!ret->body) {
 		ret->body = strdup("");

@@ -12,6 +12,7 @@
 
 #include "env.h"
 #include "host_memory.h"
+#include "proxy.h"
 #include "size.h"
 
 /* clang-format off */
@@ -105,6 +106,24 @@ const char cmdline_usage[] =
 "                          in PATH (PEM) instead of the system's (S3\n"
 "                          sources: default $AWS_CA_BUNDLE)\n"
 "  -o insecure             do not verify TLS certificates (testing only)\n"
+"  -o proxy=URL[|URL...][|direct]\n"
+"                          send every request through this proxy (http://,\n"
+"                          https://, socks4://, socks5://); a list fails\n"
+"                          over to the next entry while one cannot be\n"
+"                          reached, direct (last) meaning the source itself;\n"
+"                          none: no proxy, whatever the environment says\n"
+"                          (default: $https_proxy, $http_proxy, $HTTP_PROXY,\n"
+"                          $ALL_PROXY, with $NO_PROXY)\n"
+"  -o proxy_credentials=FILE\n"
+"                          user:password for the proxy, on FILE's first line\n"
+"                          (never in the URL)\n"
+"  -o range_align=SIZE     range requests start and end on multiples of SIZE\n"
+"                          (a multiple of block_size; default block_size), so\n"
+"                          a rack cache's slices or a P2P engine's pieces\n"
+"                          line up across nodes\n"
+"  -o p2p_tag=TAG          through a Dragonfly proxy: send X-Dragonfly-Tag:\n"
+"                          TAG, X-Dragonfly-Use-P2P and range_align as the\n"
+"                          piece length (at least 4M)\n"
 "  -o OPT                  mount(8)'s generic options (defaults, ro, rw,\n"
 "                          auto, noauto, _netdev, nofail, user, users,\n"
 "                          x-*, comment=...) are accepted and ignored, so\n"
@@ -156,6 +175,10 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("verify=%s", verify),
 	OPT("ca_file=%s", ca_file),
 	OPT("insecure", insecure),
+	OPT("proxy=%s", proxy),
+	OPT("proxy_credentials=%s", proxy_credentials),
+	OPT("range_align=%s", range_align),
+	OPT("p2p_tag=%s", p2p_tag),
 	OPT("path_style", path_style),
 	OPT("no_sign_request", no_sign_request),
 	OPT("endpoint=%s", endpoint),
@@ -298,6 +321,87 @@ static int set_ca_file(const struct cmdline *c, struct options *o)
 	return 0;
 }
 
+/* range_align: whole blocks; request_size becomes whole granules (the
+ * default rounded up to one, a size given must be one already). */
+static int set_range_align(const struct cmdline *c, struct options *o)
+{
+	o->range_align = o->block_size;
+	if (cmdline_parse_size("range_align", c->range_align, &o->range_align) <
+	    0)
+		return -EINVAL;
+	if (!o->range_align || o->range_align % o->block_size ||
+	    o->range_align > (1u << 30)) {
+		fprintf(stderr, "weightfs: range_align must be a multiple of "
+				"block_size, at most 1G\n");
+		return -EINVAL;
+	}
+	if (o->request_size % o->range_align) {
+		if (c->request_size) {
+			fprintf(stderr, "weightfs: request_size must be a "
+					"multiple of range_align\n");
+			return -EINVAL;
+		}
+		o->request_size +=
+			o->range_align - o->request_size % o->range_align;
+	}
+	return 0;
+}
+
+/* proxy=, proxy_credentials= (an absolute path, readable now) and
+ * p2p_tag= (a token Dragonfly takes as it is). */
+static int set_proxy(const struct cmdline *c, struct options *o)
+{
+	char msg[256];
+
+	o->proxy = c->proxy;
+	if (c->proxy && proxy_check(c->proxy, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "weightfs: bad proxy: %s\n", msg);
+		return -EINVAL;
+	}
+	if (c->proxy_credentials) {
+		char *real = realpath(c->proxy_credentials, NULL);
+
+		if (!real || access(real, R_OK) < 0) {
+			fprintf(stderr, "weightfs: proxy_credentials %s: %s\n",
+				c->proxy_credentials, strerror(errno));
+			free(real);
+			return -EINVAL;
+		}
+		/* at most PATH_MAX: fits */
+		snprintf(o->proxy_credentials, sizeof(o->proxy_credentials),
+			 "%s", real);
+		free(real);
+		if (!c->proxy || !strcmp(c->proxy, "none")) {
+			fprintf(stderr, "weightfs: proxy_credentials needs "
+					"proxy=URL\n");
+			return -EINVAL;
+		}
+	}
+	if (c->p2p_tag) {
+		size_t n = strspn(c->p2p_tag, "abcdefghijklmnopqrstuvwxyz"
+					      "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					      "0123456789._-:/@");
+
+		if (!*c->p2p_tag || c->p2p_tag[n] || n > 128) {
+			fprintf(stderr,
+				"weightfs: bad p2p_tag '%s': up to "
+				"128 of A-Z a-z 0-9 . _ - : / @\n",
+				c->p2p_tag);
+			return -EINVAL;
+		}
+		if (o->range_align < (4u << 20) ||
+		    o->range_align % (1u << 20)) {
+			fprintf(stderr,
+				"weightfs: p2p_tag needs range_align "
+				"of whole MiB, at least 4M (Dragonfly's "
+				"smallest piece)\n");
+			return -EINVAL;
+		}
+		o->p2p_tag = c->p2p_tag;
+	}
+	return 0;
+}
+
 int cmdline_make_options(const struct cmdline *c, struct options *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -348,6 +452,8 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 				"block_size, at most 1G\n");
 		return -EINVAL;
 	}
+	if (set_range_align(c, o) < 0 || set_proxy(c, o) < 0)
+		return -EINVAL;
 	if (c->cache_mem && sysconf(_SC_PHYS_PAGES) > 0 &&
 	    o->cache_mem / sysconf(_SC_PAGESIZE) >
 		    (uint64_t)sysconf(_SC_PHYS_PAGES)) {
@@ -486,4 +592,8 @@ void cmdline_free(struct cmdline *c)
 	free(c->ca_file);
 	free(c->region);
 	free(c->profile);
+	free(c->proxy);
+	free(c->proxy_credentials);
+	free(c->range_align);
+	free(c->p2p_tag);
 }

@@ -29,6 +29,7 @@ struct cmdline {
 	char *ca_file;
 	char *cache_dir, *cache_disk;
 	char *zstd;
+	char *proxy, *proxy_credentials, *range_align, *p2p_tag;
 	char *key_file;
 	char *verify;
 	int foreground, debug, help, version;

@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "mountpoint.h"
+#include "proxy.h"
 #include "refresh.h"
 #include "source.h"
 #include "stats.h"
@@ -204,6 +205,19 @@ static int command_line(struct run *r)
 	log_set_mountpoint(c->mountpoint);
 	if (c->debug)
 		c->foreground = 1;
+	return GO_ON;
+}
+
+/* Proxies (proxy.h), before the first request. */
+static int proxies(struct run *r)
+{
+	int err = proxy_init(&r->d.opts, &r->msg);
+
+	if (err < 0) {
+		fprintf(stderr, "weightfs: %s\n",
+			r->msg ? r->msg : strerror(-err));
+		return EXIT_USAGE;
+	}
 	return GO_ON;
 }
 
@@ -425,6 +439,8 @@ int main(int argc, char *argv[])
 	int ret = command_line(&r);
 
 	curl_global_init(CURL_GLOBAL_ALL);
+	if (ret == GO_ON)
+		ret = proxies(&r);
 	if (ret == GO_ON)
 		ret = list_source(&r);
 	if (ret == GO_ON)

@@ -38,6 +38,16 @@ struct options {
 	unsigned list_time_max_s;
 	unsigned list_entries_max;
 
+	/* proxies (proxy.h): proxy= as given, or NULL (the environment's);
+	 * the absolute path of a user:password file, or ""; Dragonfly's
+	 * task tag, or NULL */
+	char *proxy;
+	char proxy_credentials[4096];
+	char *p2p_tag;
+	/* requests start and end on multiples of this (whole blocks; runs
+	 * of readahead cut at them), so shared caches line up across nodes */
+	uint64_t range_align;
+
 	/* connections=auto: the HTTP/S3 transport tunes how many, from
 	 * connections, at most connections_max (fetch_tune.h); a fixed
 	 * count: connections_max is connections */

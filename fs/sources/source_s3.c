@@ -72,8 +72,11 @@ static int add_header(struct curl_slist **l, const char *fmt, ...)
 /*
  * Sign a GET of @path?@query (both as sent) with the current credentials
  * and append the headers to *hdrs: Host, X-Amz-Date, X-Amz-Content-SHA256,
- * X-Amz-Security-Token, Authorization, If-Match. @range is signed but not
- * appended (the caller sets it). Anonymous: only If-Match.
+ * X-Amz-Security-Token, Authorization, If-Match. Only Host and the
+ * X-Amz-* headers are signed (all S3 requires): a rack cache in front of
+ * the origin drops If-Match and rewrites Range to its slice's (nginx
+ * proxy_cache + slice does both), and a signature over them would then
+ * fail. The caller sets Range. Anonymous: only If-Match.
  */
 static int sign_request(struct source_s3 *s, const char *method,
 			const char *path, const char *query, const char *range,
@@ -81,7 +84,7 @@ static int sign_request(struct source_s3 *s, const char *method,
 			struct curl_slist **hdrs, char **ret_msg)
 {
 	struct aws_credentials cr = { 0 };
-	struct sigv4_header h[8];
+	struct sigv4_header h[5];
 	struct sigv4_request req = {
 		.method = method,
 		.path = path,
@@ -114,10 +117,6 @@ static int sign_request(struct source_s3 *s, const char *method,
 	if (cr.session_token)
 		h[n++] = (struct sigv4_header){ "X-Amz-Security-Token",
 						cr.session_token };
-	if (range)
-		h[n++] = (struct sigv4_header){ "Range", range };
-	if (etag)
-		h[n++] = (struct sigv4_header){ "If-Match", etag };
 	if (checksum_mode)
 		h[n++] = (struct sigv4_header){ "x-amz-checksum-mode",
 						"ENABLED" };

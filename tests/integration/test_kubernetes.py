@@ -121,3 +121,66 @@ def test_dockerfile():
     assert re.search(r"^FROM debian:(12|bookworm)", text, re.M)
     assert "weightfs_*.deb" in text and "libweightfs0_*.deb" in text
     assert "apt-get install" in text
+
+
+RACK = os.path.join(lib.REPO, "packaging", "rack-cache")
+
+
+def test_rack_cache_example():
+    """packaging/rack-cache/kubernetes.yaml: the ConfigMap is the tested
+    template, the Deployment sets every variable it uses, the Service
+    selects the Deployment's pods, the NetworkPolicy lets the weightfs
+    pods in, and the rack's DaemonSet points proxy= at the Service (then
+    direct) on the same rack's nodes."""
+    with open(os.path.join(RACK, "kubernetes.yaml")) as f:
+        objs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for d in objs:
+        assert d.get("apiVersion") and d.get("metadata", {}).get("name"), d
+        by_kind.setdefault(d["kind"], []).append(d)
+    cm = by_kind["ConfigMap"][0]
+    with open(os.path.join(RACK, "nginx-http.conf.template")) as f:
+        assert list(cm["data"].values()) == [f.read()], \
+            "ConfigMap differs from nginx-http.conf.template"
+    template = list(cm["data"].values())[0]
+    dep = by_kind["Deployment"][0]
+    pod = dep["spec"]["template"]
+    for k, v in dep["spec"]["selector"]["matchLabels"].items():
+        assert pod["metadata"]["labels"].get(k) == v
+    c = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    used = set(re.findall(r"\$\{(RACK_CACHE_[A-Z_]+)\}", template))
+    assert used and used <= set(env), sorted(used - set(env))
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert "/etc/nginx/templates" in mounts  # the image's envsubst step
+    assert env["RACK_CACHE_DIR"] in mounts
+    port = int(env["RACK_CACHE_LISTEN"].rsplit(":", 1)[-1])
+    svc = by_kind["Service"][0]
+    for k, v in svc["spec"]["selector"].items():
+        assert pod["metadata"]["labels"].get(k) == v
+    assert svc["spec"]["ports"][0]["targetPort"] == port
+    ds = by_kind["DaemonSet"][0]
+    ds_pod = ds["spec"]["template"]
+    cmd = " ".join(ds_pod["spec"]["containers"][0]["args"])
+    m = re.search(r"proxy=http://([^:/|,']+):(\d+)\|direct'", cmd)
+    assert m, "no quoted proxy=...|direct in %r" % cmd
+    assert m.group(1) in ("%s.%s.svc" % (svc["metadata"]["name"],
+                                         svc["metadata"]["namespace"]),
+                          "%s.%s.svc.cluster.local" % (
+                              svc["metadata"]["name"],
+                              svc["metadata"]["namespace"]))
+    assert int(m.group(2)) == svc["spec"]["ports"][0]["port"]
+    assert ds_pod["spec"]["nodeSelector"] == pod["spec"]["nodeSelector"]
+    ra = re.search(r"range_align=(\d+)M", cmd)
+    assert ra and env["RACK_CACHE_SLICE"] == ra.group(1) + "m", \
+        "the slice is not the nodes' range_align"
+    origin = re.search(r"(http://\S+/) /mnt/", cmd).group(1)
+    assert origin.split("/")[2] == env["RACK_CACHE_ORIGIN_HOST"]
+    np = by_kind["NetworkPolicy"][0]
+    for k, v in np["spec"]["podSelector"]["matchLabels"].items():
+        assert pod["metadata"]["labels"].get(k) == v
+    frm = np["spec"]["ingress"][0]["from"][0]
+    for k, v in frm["podSelector"]["matchLabels"].items():
+        assert ds_pod["metadata"]["labels"].get(k) == v
+    assert frm["namespaceSelector"]["matchLabels"][
+        "kubernetes.io/metadata.name"] == ds["metadata"]["namespace"]

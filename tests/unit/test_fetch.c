@@ -623,6 +623,41 @@ static void runs_split(void)
 	rig_free(&r);
 }
 
+/* With range_align a run ends on a granule boundary: from 2, at most
+ * request_size (8 blocks) rounded down to one: 2-7; from 8, 8-13 (what is
+ * queued of the last granule). */
+static void runs_align(void)
+{
+	struct rig r;
+	struct fetch_job *j;
+	uint64_t first;
+	unsigned n, i;
+	size_t len;
+
+	CHECK(!rig_new(&r, 1, 0, 16 * BS), "rig");
+	r.opts.request_size = 8 * BS;
+	r.opts.range_align = 4 * BS;
+	r.m->hold = true;
+	CHECK(cache_prefetch(r.c, &r.n, 0, 0, BS) == 1, "prefetch 0");
+	CHECK(mock_wait_held(r.m, 1) == 0, "block 0 is being read");
+	fetch_batch_begin();
+	for (i = 2; i <= 13; i++)
+		CHECK(cache_prefetch(r.c, &r.n, 0, i, BS) == 1, "prefetch %u",
+		      i);
+	fetch_batch_end();
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 2 && n == 6 && len == 6 * BS, "2-7: %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, n, 0);
+	j = take_run(&r, &first, &n, &len);
+	CHECK(first == 8 && n == 6, "8-13: %llu x %u",
+	      (unsigned long long)first, n);
+	run_finish(&r, j, n, 0);
+	/* Without alignment the first run would have been 2-9. */
+	mock_release(r.m, UINT_MAX);
+	rig_free(&r);
+}
+
 int main(void)
 {
 	retry_then_ok();
@@ -637,6 +672,7 @@ int main(void)
 	old_generation_not_fetched();
 	runs();
 	runs_split();
+	runs_align();
 	printf("fetch: ok\n");
 	return 0;
 }

@@ -78,6 +78,7 @@ class S3VerifyServer:
         self.log = []
         self.fail_list = []  # statuses to answer the next listings with
         self.list_delay = 0.0  # seconds each listing takes, at least
+        self.anonymous = False  # True: unsigned requests are served
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"srv": self})
         self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
@@ -146,6 +147,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """None when the request is signed right, else (status, code,
         message)."""
         auth = self.headers.get("Authorization")
+        if not auth and self.srv.anonymous:
+            return None
         if not auth:
             return 403, "AccessDenied", "Access Denied (anonymous)"
         try:
@@ -178,10 +181,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "or otherwise invalid."
         if expires is not None and time.time() >= expires:
             return 400, "ExpiredToken", "The provided token has expired."
+        # What S3 itself requires signed: Host and every x-amz-* header.
+        # Range and If-Match may go unsigned (weightfs leaves them out, so
+        # that a rack cache may rewrite Range to its slice's).
         required = {"host", "x-amz-date", "x-amz-content-sha256"}
-        for h in ("x-amz-security-token", "range", "if-match"):
-            if h in self.headers:
-                required.add(h)
+        for h in self.headers.keys():
+            if h.lower().startswith("x-amz-"):
+                required.add(h.lower())
         if not required <= set(signed):
             return (403, "AccessDenied", "headers not signed: %s" %
                     sorted(required - set(signed)))
@@ -245,7 +251,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         host, bucket, key, raw_path, raw_query = self.route()
         self.entry = {"method": self.command, "path": raw_path,
                       "query": raw_query, "host": host, "access_key": None,
-                      "token": None}
+                      "token": None, "range": self.headers.get("Range")}
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
