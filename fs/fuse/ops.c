@@ -171,8 +171,17 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+/*
+ * READDIR and READDIRPLUS of the snapshot opendir took (fi->fh children).
+ * Offsets: 0 ".", 1 "..", 2 + i the i-th child. With @plus the names come
+ * with their attributes, so that `ls -l` of a big directory costs no
+ * LOOKUP per entry: the listing's, valid until a relist, which tells the
+ * kernel what changed (refresh.c), so with a lookup's long timeouts. Each
+ * entry but "." and ".." then counts as a lookup; nodes are never freed,
+ * so there is nothing to forget.
+ */
+static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		      struct fuse_file_info *fi, bool plus)
 {
 	struct tree *t = daemon_of(req)->tree;
 	struct node *dir = tree_get(t, ino);
@@ -189,19 +198,33 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* Offsets: 0 ".", 1 "..", 2 + i the i-th child of the snapshot. */
 	tree_read_lock(t);
 	for (i = off < 0 ? 0 : off; i < end; i++) {
-		const struct node *c = i == 0 ? dir
-				       : i == 1
-					       ? dir->parent
-					       : tree_child(dir, (size_t)i - 2);
-		struct stat st = { .st_ino = c->ino,
-				   .st_mode = c->is_dir ? S_IFDIR : S_IFREG };
+		struct node *c = i == 0	  ? dir
+				 : i == 1 ? dir->parent
+					  : tree_child(dir, (size_t)i - 2);
 		const char *name = i == 0 ? "." : i == 1 ? ".." : c->name;
-		size_t len = fuse_add_direntry(req, buf + used, size - used,
-					       name, &st, i + 1);
+		size_t len;
 
+		if (plus) {
+			struct fuse_entry_param e = {
+				.ino = c->ino,
+				.generation = 1,
+				.attr_timeout = TTL,
+				.entry_timeout = TTL,
+			};
+
+			fill_attr(c, &e.attr);
+			len = fuse_add_direntry_plus(
+				req, buf + used, size - used, name, &e, i + 1);
+		} else {
+			struct stat st = { .st_ino = c->ino,
+					   .st_mode = c->is_dir ? S_IFDIR
+								: S_IFREG };
+
+			len = fuse_add_direntry(req, buf + used, size - used,
+						name, &st, i + 1);
+		}
 		if (len > size - used)
 			break;
 		used += len;
@@ -211,54 +234,16 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
-/* READDIRPLUS: the names with their attributes, so that `ls -l` of a big
- * directory costs no LOOKUP per entry. The attributes are the listing's,
- * valid until a relist, which tells the kernel what changed (refresh.c):
- * the same long timeouts as a lookup's. Each entry but "." and ".." counts
- * as a lookup; nodes are never freed, so there is nothing to forget. */
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	reply_dir(req, ino, size, off, fi, false);
+}
+
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
-	struct tree *t = daemon_of(req)->tree;
-	struct node *dir = tree_get(t, ino);
-	char *buf;
-	size_t used = 0;
-	off_t i, end = (off_t)fi->fh + 2;
-
-	if (!dir || !dir->is_dir) {
-		fuse_reply_err(req, ENOTDIR);
-		return;
-	}
-	buf = malloc(size);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	/* Offsets as op_readdir()'s. */
-	tree_read_lock(t);
-	for (i = off < 0 ? 0 : off; i < end; i++) {
-		struct node *c = i == 0	  ? dir
-				 : i == 1 ? dir->parent
-					  : tree_child(dir, (size_t)i - 2);
-		const char *name = i == 0 ? "." : i == 1 ? ".." : c->name;
-		struct fuse_entry_param e = {
-			.ino = c->ino,
-			.generation = 1,
-			.attr_timeout = TTL,
-			.entry_timeout = TTL,
-		};
-		size_t len;
-
-		fill_attr(c, &e.attr);
-		len = fuse_add_direntry_plus(req, buf + used, size - used, name,
-					     &e, i + 1);
-		if (len > size - used)
-			break;
-		used += len;
-	}
-	tree_read_unlock(t);
-	fuse_reply_buf(req, buf, used);
-	free(buf);
+	reply_dir(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,

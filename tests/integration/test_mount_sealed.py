@@ -46,16 +46,6 @@ def write_key(path, mode=0o600):
     return str(path)
 
 
-def files_under(root):
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(d, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
-
-
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory, fixtures_dir):
     """orig/: the safetensors fixtures and big.bin (9 MiB + a bit, with a
@@ -74,24 +64,13 @@ def trees(tmp_path_factory, fixtures_dir):
     pack(base / "odd.bin", sealed, key, "--store", "--frame-size", "300K")
     shutil.copy(str(base / "odd.bin"), str(orig / "odd.bin"))
     return {"base": base, "orig": str(orig), "sealed": str(sealed),
-            "key": key, "files": files_under(str(orig))}
-
-
-def check_tree(m, files):
-    got = {}
-    for d, _, names in os.walk(m.path):
-        for n in names:
-            p = os.path.join(d, n)
-            got[os.path.relpath(p, m.path)] = os.stat(p).st_size
-    assert got == {k: len(v) for k, v in files.items()}
-    for rel, data in files.items():
-        assert lib.sha256_file(m.file(rel)) == lib.sha256_bytes(data), rel
+            "key": key, "files": lib.files_under(str(orig))}
 
 
 def test_http_source(trees, mount, nginx):
     srv = nginx(trees["sealed"])
     m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
     data = trees["files"]["odd.bin"]
     for off, n in ((0, 1), (300 * 1024 - 3, 10), (MiB - 5, 300 * 1024),
                    (len(data) - 100, 1000)):
@@ -105,13 +84,13 @@ def test_http_source(trees, mount, nginx):
 def test_s3_source(trees, mount, s3rver, tmp_path):
     s3rver.make_bucket("sealed")
     s3rver.upload("sealed", {"m/" + rel: data for rel, data in
-                             files_under(trees["sealed"]).items()})
+                             lib.files_under(trees["sealed"]).items()})
     m = mount("s3://sealed/m", {"endpoint": s3rver.endpoint,
                                 "block_size": "1M",
                                 "key_file": trees["key"]},
               env=aws_env(tmp_path, AWS_ACCESS_KEY_ID=S3RVER_KEY,
                           AWS_SECRET_ACCESS_KEY=S3RVER_KEY))
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
 
 
 def test_fast_path_same_tensors(trees, mount, nginx):
@@ -227,7 +206,7 @@ def test_disk_tier_holds_no_plaintext(trees, mount, nginx, tmp_path):
     cache = tmp_path / "cache"
     m = mount(srv.url, dict(OPTS, key_file=trees["key"],
                             cache_dir=str(cache)))
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
     m.unmount()
     m.finish()
     for d, _, names in os.walk(cache):

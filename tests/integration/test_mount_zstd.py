@@ -43,17 +43,6 @@ def pack(src, out, *args):
     return r
 
 
-def files_under(root):
-    """{relpath: bytes} of every file under @root."""
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(d, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
-
-
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory, fixtures_dir):
     """orig/: the safetensors fixtures and big.bin (22 MiB + a bit, frames
@@ -71,19 +60,7 @@ def trees(tmp_path_factory, fixtures_dir):
     pack(base / "odd.bin", packed, "--frame-size", "300K")
     shutil.copy(str(base / "odd.bin"), str(orig / "odd.bin"))
     return {"base": base, "orig": str(orig), "packed": str(packed),
-            "files": files_under(str(orig))}
-
-
-def check_tree(m, files):
-    """Every original file, by name, size and content, and nothing else."""
-    got = {}
-    for d, _, names in os.walk(m.path):
-        for n in names:
-            p = os.path.join(d, n)
-            got[os.path.relpath(p, m.path)] = os.stat(p).st_size
-    assert got == {k: len(v) for k, v in files.items()}
-    for rel, data in files.items():
-        assert lib.sha256_file(m.file(rel)) == lib.sha256_bytes(data), rel
+            "files": lib.files_under(str(orig))}
 
 
 def check_stats(m, files):
@@ -99,7 +76,7 @@ def test_file_source(trees, mount):
     m = mount("file://" + trees["packed"], OPTS)
     st = os.stat(m.file("big.bin"))
     assert st.st_size == 22 * MiB + 12345
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
     check_stats(m, trees["files"])
     # Reads at odd offsets, across frame and block boundaries.
     data = trees["files"]["odd.bin"]
@@ -112,21 +89,21 @@ def test_file_source(trees, mount):
 def test_http_source(trees, mount, nginx):
     srv = nginx(trees["packed"])
     m = mount(srv.url, OPTS)
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
     check_stats(m, trees["files"])
 
 
 def test_s3_source(trees, mount, s3rver, tmp_path):
     s3rver.make_bucket("packed")
     objs = {}
-    for rel, data in files_under(trees["packed"]).items():
+    for rel, data in lib.files_under(trees["packed"]).items():
         objs["m/" + rel] = data
     s3rver.upload("packed", objs)
     m = mount("s3://packed/m", {"endpoint": s3rver.endpoint,
                                 "block_size": "1M"},
               env=aws_env(tmp_path, AWS_ACCESS_KEY_ID=S3RVER_KEY,
                           AWS_SECRET_ACCESS_KEY=S3RVER_KEY))
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
     check_stats(m, trees["files"])
 
 
@@ -244,7 +221,7 @@ def test_side_by_side_and_plain_zst(trees, mount, tmp_path):
 
 def test_zstd_off(trees, mount):
     m = mount("file://" + trees["packed"], dict(OPTS, zstd="off"))
-    packed = files_under(trees["packed"])
+    packed = lib.files_under(trees["packed"])
     got = {}
     for d, _, names in os.walk(m.path):
         for n in names:
@@ -338,7 +315,7 @@ def test_grouped_reads_bit_for_bit(trees, grouped, mount, nginx):
     with open(os.path.join(grouped, "big.bin.zst"), "rb") as f:
         assert f.read(8) == b"WZG1\x02\x00\x00\x00"
     m = mount("file://" + grouped, OPTS)
-    check_tree(m, trees["files"])
+    lib.check_tree(m, trees["files"])
     check_stats(m, trees["files"])
     data = trees["files"]["odd.bin"]
     for off, n in ((0, 1), (1, 2), (300 * 1024 - 3, 10),
@@ -348,7 +325,7 @@ def test_grouped_reads_bit_for_bit(trees, grouped, mount, nginx):
         assert err is None and got == data[off:off + n], (off, n)
     srv = nginx(grouped)
     m2 = mount(srv.url, OPTS)
-    check_tree(m2, trees["files"])
+    lib.check_tree(m2, trees["files"])
     if not os.access(lib.WEIGHTFS_LOAD, os.X_OK):
         pytest.skip("weightfs-load not built")
     for rel in ("tiny-llama/model.safetensors", "dtypes.safetensors"):

@@ -137,6 +137,30 @@ def sha256_mmap(path, slice_size=48 * MiB):
     return h.hexdigest()
 
 
+def files_under(root):
+    """{relpath: bytes} of every file under @root."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+def check_tree(m, files):
+    """Mount @m shows exactly @files ({relpath: bytes}): every name, size
+    and content, and nothing else."""
+    got = {}
+    for d, _, names in os.walk(m.path):
+        for n in names:
+            p = os.path.join(d, n)
+            got[os.path.relpath(p, m.path)] = os.stat(p).st_size
+    assert got == {k: len(v) for k, v in files.items()}
+    for rel, data in files.items():
+        assert sha256_file(m.file(rel)) == sha256_bytes(data), rel
+
+
 def tree_listing(root):
     """{relpath: ("d", 0) or ("f", size)} of everything under @root."""
     out = {}
