@@ -4,17 +4,21 @@ tests/).
 - the build: BUILD ($WEIGHTFS_BUILD, default <repo>/build; use_build()
   changes it), WEIGHTFS, WEIGHTFS_CTL, WEIGHTFS_LOAD, WEIGHTFS_PACK;
 - sizes: parse_size() (an argparse type: "512M", "1G"), human();
-- data: write_random();
+- data: write_random() (returns the sha256), sha256_file();
 - mounts: start_mount() -> Mount (foreground weightfs; finish() unmounts
   and returns what went wrong), ForeignMount (rclone, s3fs), is_mounted(),
   unmount(), wait_until();
-- servers: Nginx (serves a directory with JSON listings, or proxies an S3
-  server; optionally throttled: limit_rate per connection and an added
-  first-byte latency; an access log of requests for GETs and requests in
-  flight), S3rver (s3rver from node_modules, with an upload);
+- servers: Nginx (serves a directory with JSON listings, or proxies an
+  HTTP server such as S3; optionally throttled: limit_rate per connection
+  and an added first-byte latency; its access log as requests(), GETs
+  and requests in flight), S3rver (s3rver from node_modules, with an
+  upload), RackCache (packaging/rack-cache/'s nginx template rendered and
+  run), ScriptServer (a server program run as a child that prints its
+  URL first, e.g. tests/integration/servers/hub_server.py);
 - caches: can_drop_caches(), drop_caches(), read_back();
-- CPU: proc_cpu() (a process, all threads), children_cpu() (waited-for
-  children), machine_busy_s() (the whole machine), per_gb();
+- CPU and memory: proc_cpu() (a process, all threads), children_cpu()
+  (waited-for children), machine_busy_s() (the whole machine), per_gb(),
+  vm_rss() (a process's resident memory);
 - huge pages: free_huge_pages() (reserve and put back);
 - output: note() (progress on stderr), print_table();
 - Bench: a run's temporary directory, its mounts and servers, cleaned up
@@ -23,15 +27,18 @@ tests/).
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 MiB = 1024 * 1024
@@ -108,15 +115,31 @@ def random_bytes(size, seed):
 
 
 def write_random(path, size, seed=0, chunk=16 * MiB):
-    """Write @size deterministic random bytes to @path (parents created)."""
+    """Write @size deterministic random bytes to @path (parents created);
+    returns their sha256 (hex)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    h = hashlib.sha256()
     with open(path, "wb") as f:
         done, part = 0, 0
         while done < size:
             n = min(chunk, size - done)
-            f.write(random_bytes(n, (seed, part)))
+            data = random_bytes(n, (seed, part))
+            f.write(data)
+            h.update(data)
             done += n
             part += 1
+    return h.hexdigest()
+
+
+def sha256_file(path, chunk=4 * MiB):
+    """The sha256 (hex) of file @path."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
 
 
 # -- caches and CPU -----------------------------------------------------------
@@ -170,6 +193,18 @@ def machine_busy_s():
 def per_gb(seconds, nbytes):
     """CPU-s (or s) per GB (1e9 bytes) of @nbytes."""
     return seconds / (nbytes / 1e9)
+
+
+def vm_rss(pid):
+    """The resident memory of process @pid in bytes (0 once it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def meminfo(key):
@@ -395,22 +430,22 @@ class ForeignMount:
 
 
 # -- servers ------------------------------------------------------------------
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(host="127.0.0.1"):
+    """A TCP port on @host that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=10.0, proc=None):
-    """Wait until 127.0.0.1:@port accepts connections; False on timeout or
+def wait_port(port, timeout=10.0, proc=None, host="127.0.0.1"):
+    """Wait until @host:@port accepts connections; False on timeout or
     when @proc exited first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return True
         except OSError:
             time.sleep(0.02)
@@ -441,8 +476,9 @@ events {{
     worker_connections 4096;
 }}
 http {{
-    log_format bench '$msec $request_time $status $body_bytes_sent '
-                     '$request_method "$http_range"';
+    log_format bench escape=json '{{"msec":$msec,"time":$request_time,'
+        '"status":$status,"bytes":$body_bytes_sent,'
+        '"method":"$request_method","uri":"$uri","range":"$http_range"}}';
     access_log {work}/access.log bench;
     client_body_temp_path {work}/tmp/client_body;
     proxy_temp_path {work}/tmp/proxy;
@@ -517,7 +553,8 @@ class Nginx:
     """nginx on 127.0.0.1, in the foreground as our child, its files in
     @workdir. Serves directory @root at / (listings in @fmt, "json" as
     weightfs reads them, and always HTML under /html/ for rclone), or,
-    with @upstream_port, proxies an S3 server there.
+    with @upstream_port, proxies the HTTP server there (S3, a Hub
+    stand-in), passing the client's Host on.
 
     A throttled link: @rate caps each connection (nginx limit_rate, e.g.
     "50m"; nginx lets each request's first second's worth through
@@ -525,7 +562,7 @@ class Nginx:
     auth_request to an echo_sleep location: libnginx-mod-http-echo).
 
     url: "http://127.0.0.1:PORT/"; base: the same without the slash;
-    the access log gives gets() and in_flight()."""
+    the access log gives requests(), gets() and in_flight()."""
 
     def __init__(self, workdir, root=None, upstream_port=None, rate=None,
                  delay_ms=0, fmt="json", workers=2):
@@ -585,9 +622,11 @@ class Nginx:
         except OSError:
             return 0
 
-    def _log(self, offset):
-        """[(end time, duration, status, body bytes, method)] of requests
-        logged after @offset, or None."""
+    def requests(self, offset=0):
+        """The requests logged after byte @offset of the access log (0:
+        all), as dicts: msec (when it ended, time.time()), time (its
+        duration, s), status, bytes (body), method, uri (decoded), range;
+        None without a log."""
         out = []
         try:
             with open(self.access_log) as f:
@@ -596,12 +635,20 @@ class Nginx:
         except OSError:
             return None
         for line in lines:
-            p = line.split()
             try:
-                out.append((float(p[0]), float(p[1]), p[2], int(p[3]), p[4]))
-            except (IndexError, ValueError):
+                out.append(json.loads(line))
+            except ValueError:
                 continue
         return out
+
+    def _log(self, offset):
+        """[(end time, duration, status, body bytes, method)] of requests
+        logged after @offset, or None."""
+        reqs = self.requests(offset)
+        if reqs is None:
+            return None
+        return [(r["msec"], r["time"], str(r["status"]), r["bytes"],
+                 r["method"]) for r in reqs]
 
     def gets(self, offset):
         """Body-carrying GETs (64 KiB or more) logged after @offset: the
@@ -702,6 +749,138 @@ class S3rver:
         stop_process(self.proc)
 
 
+RACK_CACHE_TEMPLATES = os.path.join(ROOT, "packaging", "rack-cache")
+
+RACK_CACHE_MAIN = """\
+# Generated by tools/benchlib.py
+{user}
+worker_processes 2;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    log_format rack escape=json '{{"method":"$request_method","uri":"$uri",'
+        '"status":$status,"bytes":$body_bytes_sent,"range":"$http_range",'
+        '"cache":"$upstream_cache_status"}}';
+    access_log {work}/access.log rack;
+    client_body_temp_path {work}/tmp/client_body;
+    proxy_temp_path {work}/tmp/proxy;
+    fastcgi_temp_path {work}/tmp/fastcgi;
+    uwsgi_temp_path {work}/tmp/uwsgi;
+    scgi_temp_path {work}/tmp/scgi;
+    default_type application/octet-stream;
+    include {work}/rack.conf;
+}}
+"""
+
+
+def render_template(path, **values):
+    """File @path with its ${VARS} filled in from @values, as envsubst
+    would; nginx's own $vars (not in @values) are left alone."""
+    with open(path) as f:
+        return string.Template(f.read()).safe_substitute(values)
+
+
+class RackCache:
+    """The rack cache as shipped: packaging/rack-cache/@template (nginx
+    proxy_cache + slice) rendered for an origin at @origin_host:
+    @origin_port, its cache and files in @workdir, nginx in the
+    foreground as our child, listening on @listen_host (another loopback
+    address than the origin's, so the nodes' proxy is not the origin).
+
+    url: "http://HOST:PORT"; requests(): its access log (method, uri,
+    status, bytes, range, cache: HIT, MISS...)."""
+
+    def __init__(self, workdir, origin_host, origin_port,
+                 template="nginx-http.conf.template", slice_size="1m",
+                 listen_host="127.0.0.2", scheme="http", size="4g"):
+        self.work = os.path.abspath(workdir)
+        os.makedirs(os.path.join(self.work, "tmp"), exist_ok=True)
+        os.makedirs(os.path.join(self.work, "cache"), exist_ok=True)
+        self.access_log = os.path.join(self.work, "access.log")
+        self.host = listen_host
+        self.port = free_port(listen_host)
+        with open(os.path.join(self.work, "rack.conf"), "w") as f:
+            f.write(render_template(
+                os.path.join(RACK_CACHE_TEMPLATES, template),
+                RACK_CACHE_LISTEN="%s:%d" % (listen_host, self.port),
+                RACK_CACHE_ORIGIN_HOST=origin_host,
+                RACK_CACHE_ORIGIN_PORT=str(origin_port),
+                RACK_CACHE_ORIGIN_SCHEME=scheme,
+                RACK_CACHE_DIR=os.path.join(self.work, "cache"),
+                RACK_CACHE_SIZE=size, RACK_CACHE_SLICE=slice_size))
+        conf = os.path.join(self.work, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(RACK_CACHE_MAIN.format(
+                work=self.work,
+                user="user root;" if os.geteuid() == 0 else ""))
+        out = open(os.path.join(self.work, "stderr.log"), "ab")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", self.work, "-e",
+             os.path.join(self.work, "error.log"), "-c", conf],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        out.close()
+        if not wait_port(self.port, 10.0, self.proc, listen_host):
+            self.stop()
+            raise RuntimeError("rack cache did not start: see %s" %
+                               self.work)
+        self.url = "http://%s:%d" % (listen_host, self.port)
+
+    def requests(self):
+        out = []
+        try:
+            with open(self.access_log) as f:
+                for line in f:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+        except OSError:
+            pass
+        return out
+
+    def stop(self):
+        stop_process(self.proc)
+        self.proc = None
+
+
+class ScriptServer:
+    """A server program run as our child (@argv; a .py script runs with
+    this Python) that prints its URL as the first word of its first line
+    on stdout once it listens, e.g. tests/integration/servers/hub_server.py
+    (run, not imported). url, port; stop()."""
+
+    def __init__(self, argv, timeout=30.0, env=None):
+        argv = list(argv)
+        if argv[0].endswith(".py"):
+            argv.insert(0, sys.executable)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, text=True,
+                                     env=env)
+        line = [None]
+
+        def first_line():
+            line[0] = self.proc.stdout.readline()
+        t = threading.Thread(target=first_line, daemon=True)
+        t.start()
+        t.join(timeout)
+        words = (line[0] or "").split()
+        if not words:
+            self.stop()
+            raise RuntimeError("%s printed no URL in %.0fs" %
+                               (" ".join(argv), timeout))
+        self.first_line = line[0].strip()
+        self.url = words[0]
+        self.port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc.stdout.close()
+        self.proc = None
+
+
 # -- a run --------------------------------------------------------------------
 class Bench:
     """One benchmark run: a temporary directory (@prefix, under @tmpdir),
@@ -721,6 +900,25 @@ class Bench:
         s = Nginx(os.path.join(self.tmp, name), **kw)
         self.servers.append(s)
         return s
+
+    def rack_cache(self, name, origin_host, origin_port, **kw):
+        """A RackCache (see there for @kw) in TMP/@name, stopped at
+        cleanup."""
+        s = RackCache(os.path.join(self.tmp, name), origin_host,
+                      origin_port, **kw)
+        self.servers.append(s)
+        return s
+
+    def script(self, argv, **kw):
+        """A ScriptServer of @argv, stopped at cleanup."""
+        s = ScriptServer(argv, **kw)
+        self.servers.append(s)
+        return s
+
+    def stop(self, server):
+        """Stop @server (one of ours) now, before cleanup."""
+        server.stop()
+        self.servers.remove(server)
 
     def mount(self, source, options=None, env=None, timeout=30.0):
         """A weightfs mount of @source at a new TMP/mntN (log: mntN.log)."""

@@ -1,7 +1,8 @@
 """The rack cache of packaging/rack-cache/ (nginx proxy_cache + slice) for
-tests and tools/bench-fleet: the template filled in (string.Template, as
-envsubst would), wrapped in a main config whose files all live in a work
-directory, nginx in the foreground as our child.
+tests (tools/benchlib.py's RackCache is bench-fleet's): the template
+filled in (string.Template, as envsubst would), wrapped in a main config
+whose files all live in a work directory, nginx in the foreground as our
+child.
 
     rc = RackCache(template, workdir, origin_host, origin_port,
                    slice_size="1m", listen_host="127.0.0.2")
