@@ -15,9 +15,17 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 from servers.nginx import free_port, wait_port  # noqa: F401 (re-exported)
+
+# Helpers the benchmarks' library has too, taken from it (tools/ never
+# imports from tests/, tests may import from tools/).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))), "tools"))
+from benchlib import (  # noqa: E402,F401 (re-exported)
+    free_huge_pages, meminfo, wait_until)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -218,75 +226,10 @@ def vm_rss(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
-def meminfo(key):
-    """The /proc/meminfo value of @key (kB for sizes, a count for pages)."""
-    with open("/proc/meminfo") as f:
-        for ln in f:
-            if ln.startswith(key + ":"):
-                return int(ln.split()[1])
-    return 0
-
-
 HUGE_SYSCTL = "/proc/sys/vm/nr_hugepages"
 
 
 @contextlib.contextmanager
-def free_huge_pages(count, touch=False):
-    """At least @count free 2 MiB huge pages while the block runs, raising
-    vm.nr_hugepages (root) and putting it back after. With @touch each is
-    touched once first: a benchmark then measures its load, not the VM
-    host's first touch of the pool. Yields None, or why there are not
-    enough (then the pool is as it was)."""
-    if meminfo("Hugepagesize") != 2048:
-        yield "the default huge page size is not 2 MiB here"
-        return
-    before = None
-    free = meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
-    try:
-        if free < count:
-            if not os.access(HUGE_SYSCTL, os.W_OK):
-                yield "reserving huge pages (vm.nr_hugepages) needs root"
-                return
-            with open(HUGE_SYSCTL) as f:
-                before = int(f.read())
-            try:
-                with open(HUGE_SYSCTL, "w") as f:
-                    f.write(str(before - free + count))
-            except OSError as e:
-                yield "cannot set vm.nr_hugepages: %s" % e
-                return
-            got = meminfo("HugePages_Free") - meminfo("HugePages_Rsvd")
-            if got < count:
-                yield ("the kernel gave %d free huge pages of %d (memory "
-                       "too fragmented)" % (got, count))
-                return
-        if touch:
-            import mmap
-            fd = os.memfd_create("touch", os.MFD_HUGETLB)
-            try:
-                os.ftruncate(fd, count * 2 * MiB)
-                with mmap.mmap(fd, count * 2 * MiB) as mem:
-                    for off in range(0, count * 2 * MiB, 2 * MiB):
-                        mem[off] = 1
-            finally:
-                os.close(fd)
-        yield None
-    finally:
-        if before is not None:
-            with open(HUGE_SYSCTL, "w") as f:
-                f.write(str(before))
-
-
-def wait_until(pred, timeout, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def pid_alive(pid):
     """True while @pid exists and is not a zombie."""
     try:
