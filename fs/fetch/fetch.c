@@ -331,6 +331,7 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 
 void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 {
+	unsigned wait;
 	bool stop;
 
 	if (!err && j->dec) {
@@ -341,7 +342,11 @@ void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 		finish(f, j, err);
 		return;
 	}
-	j->not_before_ms = fetch_now_ms() + http_backoff_ms(j->attempt);
+	/* A 429 or 503 that says when to come back is not asked sooner. */
+	wait = http_backoff_ms(j->attempt);
+	if (j->retry_after_ms > wait)
+		wait = j->retry_after_ms;
+	j->not_before_ms = fetch_now_ms() + wait;
 	j->attempt++;
 	STAT_ADD(retries, 1);
 	pthread_mutex_lock(&f->lock);

@@ -50,6 +50,7 @@ struct xfer {
 	uint64_t last_ms; /* when bytes last came (or it started) */
 	struct fetch_response r;
 	int err; /* the ended attempt's outcome (fetch_judge()) */
+	unsigned retry_after_ms; /* its response's Retry-After, or 0 */
 	struct curl_thread *t;
 };
 
@@ -239,12 +240,14 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 
 /* The attempt at the jobs of a run not ended yet, @j onwards, ended with
  * @err: each goes through the retry policy on its own. */
-static void run_done(struct fetch *f, struct fetch_job *j, int err)
+static void run_done(struct fetch *f, struct fetch_job *j, int err,
+		     unsigned retry_after_ms)
 {
 	while (j) {
 		struct fetch_job *n = j->next;
 
 		j->next = NULL;
+		j->retry_after_ms = err ? retry_after_ms : 0;
 		fetch_attempt_done(f, j, err);
 		j = n;
 	}
@@ -352,6 +355,7 @@ static unsigned cut_stalled(struct fetch *f, struct curl_thread *t,
 				 curl_multi_strerror(mc));
 		STAT_ADD(bytes_fetched, x->r.got);
 		x->err = -ETIMEDOUT;
+		x->retry_after_ms = 0;
 		x->ended = true;
 		t->fin[ended++] = x;
 	}
@@ -379,7 +383,7 @@ static void *curl_worker(void *arg)
 		for (i = 0; i < ended; i++) {
 			struct xfer *x = t->fin[i];
 
-			run_done(f, x->j, x->err);
+			run_done(f, x->j, x->err, x->retry_after_ms);
 			x->j = NULL;
 		}
 		ended = 0;
@@ -429,7 +433,7 @@ static void *curl_worker(void *arg)
 				/* Through the retry policy: a transient
 				 * error is retried, after a backoff, so
 				 * this loop cannot spin. */
-				run_done(f, j, err);
+				run_done(f, j, err, 0);
 			} else {
 				STAT_ADD(requests, 1);
 			}
@@ -465,6 +469,10 @@ static void *curl_worker(void *arg)
 			if (x->err && f->src->ops->get_failed)
 				x->err = f->src->ops->get_failed(
 					f->src, x->h, j->obj, x->err);
+			x->retry_after_ms =
+				x->err ? http_retry_after_ms(
+						 x->h, HTTP_RETRY_AFTER_CAP_MS)
+				       : 0;
 			STAT_ADD(bytes_fetched, x->r.got);
 			if (curl_easy_getinfo(x->h, CURLINFO_TOTAL_TIME_T,
 					      &us) == CURLE_OK)
@@ -507,7 +515,7 @@ static void *curl_worker(void *arg)
 		if (!t->x[i].ended)
 			curl_multi_remove_handle(t->multi, t->x[i].h);
 		t->x[i].j = NULL;
-		run_done(f, j, -ESHUTDOWN);
+		run_done(f, j, -ESHUTDOWN, 0);
 	}
 	return NULL;
 }

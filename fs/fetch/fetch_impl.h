@@ -47,6 +47,9 @@ struct fetch_job {
 	char *etag;    /* validator pinned for every attempt, or NULL */
 	unsigned attempt;
 	uint64_t not_before_ms;
+	/* the failed attempt's response asked to wait this long before
+	 * another (429/503 Retry-After); set by the transport, or 0 */
+	unsigned retry_after_ms;
 	bool demand; /* a reader waits for it: runs alone, retried first */
 	struct fetch_job *next; /* its queue; taken: the rest of its run */
 };

@@ -105,6 +105,20 @@ def test_5xx_burst_recovered(mount, srv, tree, ctl_bin, status):
     assert m.stats()["retries"] > 0
 
 
+def test_429_retry_after_honoured(mount, srv, tree):
+    """A 429 whose Retry-After says 2 s: the block is asked again no
+    sooner (the backoff alone would retry within 100 ms), then read
+    right."""
+    rule = srv.add_fault("status", path="/a.bin", count=1, status=429,
+                         ranged_only=True, retry_after=2)
+    m = mount(srv.url, dict(OPTS, prefetch="off"))
+    t0 = time.monotonic()
+    assert sha256_file(m.file("a.bin")) == tree.sums["a.bin"]
+    assert rule.hits == 1
+    assert time.monotonic() - t0 >= 1.9
+    assert m.stats()["retries"] >= 1
+
+
 @pytest.mark.parametrize("kind,params", [
     ("reset", {"after": 300000}),
     ("truncate", {"after": 100000}),

@@ -8,7 +8,8 @@ connection. On top of that, rules make chosen requests fail in ways real
 servers do only by accident:
 
   kind           what the matching request gets
-  status         an error status (default 503) with a short body
+  status         an error status (default 503) with a short body (and
+                 a Retry-After header with `retry_after`)
   reset          headers and `after` body bytes, then a TCP reset
   truncate       headers (full Content-Length) and `after` bytes, then FIN
   stall          headers and `after` bytes, a pause of `seconds`, then the
@@ -232,8 +233,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if kind == "status":
             status = rule.params.get("status", 503)
+            after = rule.params.get("retry_after")
             self._record(status, kind)
-            return self._simple(status, b"injected fault\n")
+            return self._simple(status, b"injected fault\n", headers=(
+                [("Retry-After", str(after))] if after is not None else []))
 
         override = owner.listing_override.get(self._path)
         if override is not None:
