@@ -207,6 +207,12 @@ static int sealed_open(void *cfg, uint64_t size, uint64_t off, const char *buf,
 
 		for (int i = 7; i >= 0; i--)
 			plain = plain << 8 | f[16 + i];
+		/* no more than its frames can hold */
+		if (plain > (uint64_t)(tsize / SEALED_ENTRY_SIZE) *
+				    SEALED_MAX_FRAME_SIZE) {
+			free(o);
+			return -EPROTO;
+		}
 		*ret_size = plain;
 	}
 	*priv = o;
