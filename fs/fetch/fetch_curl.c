@@ -149,19 +149,18 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct xfer *x = arg;
-
+	bool pinned = x->f->src->pinned_by_source;
 	size_t len = size * n, vlen;
 	const char *v;
 	char etag[256];
 
 	x->last_ms = fetch_now_ms();
-
 	/* A source that checks identity itself (hf://: the CDN's ETag is not
 	 * the file's id) is not compared here. */
 	fetch_response_header(&x->r, p, len, x->off, x->len,
-			      x->f->src->pinned_by_source ? NULL : x->j->etag);
+			      pinned ? NULL : x->j->etag);
 	/* No validator from the listing: the first block's sets it. */
-	if (!x->j->etag && x->r.status / 100 == 2 &&
+	if (!pinned && !x->j->etag && x->r.status / 100 == 2 &&
 	    (v = http_header_is(p, len, "ETag", &vlen)) &&
 	    vlen < sizeof(etag)) {
 		memcpy(etag, v, vlen);
