@@ -7,7 +7,6 @@ WEIGHTFS_REQUIRE_FIXTURES=1 (tools/run-tests sets it) a missing fixture fails
 the test instead of skipping it.
 """
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -226,10 +225,6 @@ def vm_rss(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
-HUGE_SYSCTL = "/proc/sys/vm/nr_hugepages"
-
-
-@contextlib.contextmanager
 def pid_alive(pid):
     """True while @pid exists and is not a zombie."""
     try:
