@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -507,6 +508,175 @@ ssize_t sealed_read(struct sealed_dctx *dc, const struct sealed *s,
 		memcpy(out + (from - off), bytes + (from - f->doff), to - from);
 	}
 	return end - off;
+}
+
+/* ---- streaming: frames opened as their bytes arrive ---- */
+
+/* A frame's plain bytes outside the wanted range go here, a piece at a
+ * time (they are authenticated with the rest, then dropped). */
+#define SPILL_SIZE (64u << 10)
+
+struct sealed_stream {
+	const struct sealed *s;
+	EVP_CIPHER_CTX *cctx;
+	uint64_t off, end; /* the plain bytes wanted */
+	uint8_t *dst;	   /* byte off's place */
+	uint32_t i, last;  /* the frame arriving, the last one */
+	uint64_t at;	   /* its stored bytes in so far */
+	uint8_t tag[SEALED_TAG_SIZE];
+	uint8_t *spill;
+	bool failed;
+};
+
+/* Frame st->i's nonce and associated data: its bytes may come. */
+static int stream_frame_start(struct sealed_stream *st)
+{
+	const struct zstd_seekable_frame *in = &st->s->inner.frames[st->i];
+	uint8_t nonce[NONCE_LEN], aad[FRAME_AAD_LEN];
+	int len;
+
+	nonce_for(st->i, 0, nonce);
+	frame_aad(st->s->object_id, st->i, in->csize, in->dsize, aad);
+	if (EVP_DecryptInit_ex(st->cctx, NULL, NULL, NULL, nonce) != 1 ||
+	    EVP_DecryptUpdate(st->cctx, NULL, &len, aad, sizeof(aad)) != 1)
+		return -EIO;
+	return 0;
+}
+
+int sealed_stream_new(const struct sealed *s, uint64_t off, uint64_t len,
+		      void *dst, struct sealed_stream **ret)
+{
+	struct sealed_stream *st;
+	uint32_t first, count;
+
+	if (s->flags & SEALED_FLAG_ZSTD)
+		return -EOPNOTSUPP;
+	zstd_seekable_range(&s->stored, off, len, &first, &count);
+	if (!count)
+		return -EINVAL;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->s = s;
+	st->off = off;
+	st->end = len > s->stored.size - off ? s->stored.size : off + len;
+	st->dst = dst;
+	st->i = first;
+	st->last = first + count - 1;
+	st->cctx = EVP_CIPHER_CTX_new();
+	/* The key once; each frame sets only its nonce. */
+	if (!st->cctx ||
+	    EVP_DecryptInit_ex(st->cctx, EVP_aes_256_gcm(), NULL, s->okey,
+			       NULL) != 1 ||
+	    stream_frame_start(st)) {
+		sealed_stream_free(st);
+		return -EIO;
+	}
+	*ret = st;
+	return 0;
+}
+
+/* Decrypt @n ciphertext bytes of the frame arriving, whose plain bytes
+ * start at @pos in the file, to their place (or the spill). */
+static int stream_decrypt(struct sealed_stream *st, uint64_t pos,
+			  const uint8_t *p, size_t n)
+{
+	while (n) {
+		size_t k = n;
+		uint8_t *out;
+		int len;
+
+		if (pos < st->off || pos >= st->end) { /* an edge: spilled */
+			uint64_t stop = pos < st->off ? st->off : UINT64_MAX;
+
+			if (k > stop - pos)
+				k = stop - pos;
+			if (k > SPILL_SIZE)
+				k = SPILL_SIZE;
+			if (!st->spill && !(st->spill = malloc(SPILL_SIZE)))
+				return -ENOMEM;
+			out = st->spill;
+		} else {
+			if (k > st->end - pos)
+				k = st->end - pos;
+			out = st->dst + (pos - st->off);
+		}
+		if (EVP_DecryptUpdate(st->cctx, out, &len, p, (int)k) != 1)
+			return -EIO;
+		pos += k;
+		p += k;
+		n -= k;
+	}
+	return 0;
+}
+
+int sealed_stream_put(struct sealed_stream *st, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	int r, len;
+
+	if (st->failed)
+		return -EINVAL;
+	while (n) {
+		const struct zstd_seekable_frame *f;
+		uint64_t inner;
+		size_t k;
+
+		if (st->i > st->last) {
+			st->failed = true; /* more than the frames */
+			return -EINVAL;
+		}
+		f = &st->s->stored.frames[st->i];
+		inner = st->s->inner.frames[st->i].csize;
+		if (st->at < inner) {
+			k = inner - st->at < n ? (size_t)(inner - st->at) : n;
+			r = stream_decrypt(st, f->doff + st->at, p, k);
+		} else { /* its tag */
+			k = inner + SEALED_TAG_SIZE - st->at < n
+				    ? (size_t)(inner + SEALED_TAG_SIZE - st->at)
+				    : n;
+			memcpy(st->tag + (st->at - inner), p, k);
+			r = 0;
+		}
+		if (r) {
+			st->failed = true;
+			return r;
+		}
+		st->at += k;
+		p += k;
+		n -= k;
+		if (st->at < inner + SEALED_TAG_SIZE)
+			continue;
+		/* The frame is in: its tag decides. */
+		if (EVP_CIPHER_CTX_ctrl(st->cctx, EVP_CTRL_GCM_SET_TAG,
+					SEALED_TAG_SIZE, st->tag) != 1 ||
+		    EVP_DecryptFinal_ex(st->cctx, st->tag, &len) != 1) {
+			st->failed = true;
+			return -EBADMSG;
+		}
+		st->at = 0;
+		if (++st->i <= st->last && stream_frame_start(st)) {
+			st->failed = true;
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+int sealed_stream_end(const struct sealed_stream *st)
+{
+	return !st->failed && st->i == st->last + 1 && !st->at ? 0 : -EINVAL;
+}
+
+void sealed_stream_free(struct sealed_stream *st)
+{
+	if (!st)
+		return;
+	EVP_CIPHER_CTX_free(st->cctx);
+	if (st->spill)
+		OPENSSL_cleanse(st->spill, SPILL_SIZE);
+	free(st->spill);
+	free(st);
 }
 
 int sealed_writer_init(struct sealed_writer *w,

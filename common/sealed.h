@@ -133,6 +133,32 @@ ssize_t sealed_read(struct sealed_dctx *dc, const struct sealed *s,
 		    uint64_t off, uint64_t len, const void *src, size_t src_len,
 		    void *dst);
 
+/*
+ * Streaming: the plain bytes [@off, @off + @len) (clamped to the file) of
+ * an object of stored frames (no SEALED_FLAG_ZSTD) decrypted straight into
+ * @dst as the stored bytes sealed_read() would take arrive, in order, in
+ * pieces of any size: no buffer for the frames, one pass over memory.
+ * GCM checks a frame's tag after its bytes, so until sealed_stream_end()
+ * returned 0 @dst holds bytes that are not yet authenticated: the caller
+ * uses none of them before. One stream belongs to one thread at a time.
+ *
+ * sealed_stream_new() @return 0 and *ret, -EOPNOTSUPP (a zstd object:
+ * use sealed_read()), -EINVAL (an empty range), -ENOMEM, -EIO.
+ * sealed_stream_put() @return 0, -EBADMSG (a frame failed
+ * authentication), -EINVAL (more bytes than the frames), -ENOMEM, -EIO;
+ * after a failure every call fails.
+ * sealed_stream_end() @return 0 when every frame came and was
+ * authenticated, else -EINVAL.
+ */
+struct sealed_stream;
+
+int sealed_stream_new(const struct sealed *s, uint64_t off, uint64_t len,
+		      void *dst, struct sealed_stream **ret);
+int sealed_stream_put(struct sealed_stream *st, const void *buf, size_t n);
+int sealed_stream_end(const struct sealed_stream *st);
+/* sealed_stream_free() - NULL ok; wipes what it held. */
+void sealed_stream_free(struct sealed_stream *st);
+
 /* Writing (weightfs-pack, tests). */
 
 struct sealed_writer {

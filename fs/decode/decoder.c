@@ -79,19 +79,16 @@ int decoded_plan(struct decoded *d, const char *name, uint64_t off, size_t len,
 	return err;
 }
 
-int decoded_decode(struct decoded *d, const char *name, uint64_t off,
-		   size_t len, const char *src, size_t src_len, char *dst)
+/* The first failure to decode @d is logged, naming @name (the file) and
+ * where the fault is. */
+static void log_failure(struct decoded *d, const char *name, uint64_t off,
+			size_t len, const char *src, int err)
 {
 	char where[512] = "";
-	int err = d->ops->decode(d, off, len, src, src_len, dst);
 
-	if (!err) {
-		STAT_ADD(bytes_decompressed, len);
-		return 0;
-	}
 	if (err == -ENOMEM ||
 	    __atomic_exchange_n(&d->logged, 1, __ATOMIC_RELAXED))
-		return err;
+		return;
 	if (d->ops->describe)
 		d->ops->describe(d, off, len, src, where, sizeof(where));
 	if (!*where)
@@ -103,7 +100,54 @@ int decoded_decode(struct decoded *d, const char *name, uint64_t off,
 	else
 		log_error("%s: %s is corrupt: reads of it fail with EIO", name,
 			  where);
+}
+
+int decoded_decode(struct decoded *d, const char *name, uint64_t off,
+		   size_t len, const char *src, size_t src_len, char *dst)
+{
+	int err = d->ops->decode(d, off, len, src, src_len, dst);
+
+	if (!err) {
+		STAT_ADD(bytes_decompressed, len);
+		return 0;
+	}
+	log_failure(d, name, off, len, src, err);
 	return err;
+}
+
+int decoded_stream_new(struct decoded *d, uint64_t off, size_t len, char *dst,
+		       void **ret)
+{
+	if (!d->ops->stream_new)
+		return -EOPNOTSUPP;
+	return d->ops->stream_new(d, off, len, dst, ret);
+}
+
+int decoded_stream_put(struct decoded *d, void *st, const char *p, size_t n)
+{
+	return d->ops->stream_put(st, p, n);
+}
+
+int decoded_stream_end(struct decoded *d, const char *name, uint64_t off,
+		       size_t len, void *st, int err)
+{
+	if (!err)
+		err = d->ops->stream_end(st);
+	if (!err) {
+		STAT_ADD(bytes_decompressed, len);
+		return 0;
+	}
+	/* Only the decoder's own verdicts: a failed transfer is not
+	 * the object's fault. */
+	if (err == DECODER_EAUTH || err == -EBADMSG)
+		log_failure(d, name, off, len, NULL, err);
+	return err;
+}
+
+void decoded_stream_free(struct decoded *d, void *st)
+{
+	if (st)
+		d->ops->stream_free(st);
 }
 
 /* ---- listing: open objects ---- */

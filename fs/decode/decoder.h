@@ -105,6 +105,21 @@ struct decoder_ops {
 	int (*decode)(const struct decoded *d, uint64_t off, size_t len,
 		      const char *src, size_t src_len, char *dst);
 	/*
+	 * Optional, for decoders cheap per byte (decryption): decode bytes
+	 * [@off, @off + @len) of @d into @dst as plan()'s stored bytes
+	 * arrive, in order and in pieces of any size, on the thread that
+	 * receives them: no scratch buffer, one pass over memory. @dst's
+	 * bytes are the block's only once stream_end() returned 0.
+	 * stream_new @return 0 and *@ret, -EOPNOTSUPP (not this object:
+	 * plan() and decode() it), -ENOMEM, -EIO; stream_put and stream_end
+	 * @return 0 or decode()'s errors; stream_free takes NULL.
+	 */
+	int (*stream_new)(const struct decoded *d, uint64_t off, size_t len,
+			  char *dst, void **ret);
+	int (*stream_put)(void *st, const char *p, size_t n);
+	int (*stream_end)(void *st);
+	void (*stream_free)(void *st);
+	/*
 	 * Optional: after a failed decode of [@off, @off + @len) from @src,
 	 * where the fault is, naming the stored object (d->obj.key), for
 	 * the log (e.g. "frame 3 of w.bin.zst (compressed bytes 100-200)"),
@@ -162,6 +177,21 @@ int decoded_plan(struct decoded *d, const char *name, uint64_t off, size_t len,
  */
 int decoded_decode(struct decoded *d, const char *name, uint64_t off,
 		   size_t len, const char *src, size_t src_len, char *dst);
+
+/*
+ * decoded_stream_new() - @d's ops->stream_new(); -EOPNOTSUPP when its
+ * decoder has none. decoded_stream_put(), decoded_stream_free(): its
+ * ops. decoded_stream_end() - the attempt that fed the stream ended with
+ * @err (0: every stored byte came): 0 when the stream also says every
+ * byte decoded (counted in stats), else the error, the first failure of
+ * the object to decode logged as decoded_decode() does.
+ */
+int decoded_stream_new(struct decoded *d, uint64_t off, size_t len, char *dst,
+		       void **ret);
+int decoded_stream_put(struct decoded *d, void *st, const char *p, size_t n);
+int decoded_stream_end(struct decoded *d, const char *name, uint64_t off,
+		       size_t len, void *st, int err);
+void decoded_stream_free(struct decoded *d, void *st);
 
 /* The decoders a mount enabled, each with its configuration. */
 struct decoders;

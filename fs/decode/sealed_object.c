@@ -283,6 +283,39 @@ static int sealed_decode(const struct decoded *d, uint64_t off, size_t len,
 	return DECODER_EAUTH;
 }
 
+/* Stored frames open as they arrive (sealed_stream_new(): not zstd). */
+static int sealed_stream_new_op(const struct decoded *d, uint64_t off,
+				size_t len, char *dst, void **ret)
+{
+	const struct sealed_obj *o = d->priv;
+
+	if (!o->s)
+		return -EACCES;
+	return sealed_stream_new(o->s, off, len, dst,
+				 (struct sealed_stream **)ret);
+}
+
+static int sealed_stream_put_op(void *st, const char *p, size_t n)
+{
+	int r = sealed_stream_put(st, p, n);
+
+	if (r == -EBADMSG) {
+		STAT_ADD(decrypt_failed, 1);
+		return DECODER_EAUTH;
+	}
+	return r == -ENOMEM ? r : r ? -EIO : 0;
+}
+
+static int sealed_stream_end_op(void *st)
+{
+	return sealed_stream_end(st) ? -EIO : 0;
+}
+
+static void sealed_stream_free_op(void *st)
+{
+	sealed_stream_free(st);
+}
+
 static void sealed_describe(const struct decoded *d, uint64_t off, size_t len,
 			    const char *src, char *buf, size_t cap)
 {
@@ -324,6 +357,10 @@ const struct decoder_ops sealed_decoder_ops = {
 	.open = sealed_open,
 	.plan = sealed_plan,
 	.decode = sealed_decode,
+	.stream_new = sealed_stream_new_op,
+	.stream_put = sealed_stream_put_op,
+	.stream_end = sealed_stream_end_op,
+	.stream_free = sealed_stream_free_op,
 	.describe = sealed_describe,
 	.free = sealed_free_obj,
 };

@@ -235,6 +235,8 @@ static void job_free(struct fetch *f, struct fetch_job *j)
 	if (j) {
 		if (j->dst && j->dst_cap)
 			decode_pool_scratch_put(f->decode, j->dst, j->dst_cap);
+		if (j->stream)
+			decoded_stream_free(j->dec, j->stream);
 		decoded_unref(j->dec);
 		free(j->etag);
 		free(j);
@@ -290,6 +292,12 @@ bool fetch_retryable(int err)
 	return http_retryable(err, 0); /* the one policy */
 }
 
+/* Where block @j starts in its file. */
+static uint64_t block_off(const struct fetch_job *j)
+{
+	return j->b->index * cache_block_size(j->f->cache);
+}
+
 /* On a decode worker: @j's stored bytes are in; make the block of them
  * (or fail it with @err: the pool stopped). */
 static void decode_job(struct decode_work *w, int err)
@@ -300,13 +308,13 @@ static void decode_job(struct decode_work *w, int err)
 	struct fetch *f = j->f;
 
 	if (!err)
-		err = decoded_decode(j->dec, j->file->key,
-				     j->b->index * cache_block_size(f->cache),
+		err = decoded_decode(j->dec, j->file->key, block_off(j),
 				     j->b->len, j->dst, j->len, j->b->data);
 	finish(f, j, err);
 }
 
-/* Fetch the stored bytes block @j needs instead, into scratch or the
+/* Fetch the stored bytes block @j needs instead: streamed to the decoder
+ * when the transport and the decoder can, else into scratch or the
  * block's end. */
 static int plan_decoded(struct fetch *f, struct fetch_job *j)
 {
@@ -321,6 +329,13 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 	j->size = d->object_size;
 	j->f = f;
 	j->work.run = decode_job;
+	if (f->tp->streams) {
+		err = decoded_stream_new(d, block_off(j), j->b->len,
+					 j->b->data, &j->stream);
+		if (err != -EOPNOTSUPP)
+			return err;
+		j->stream = NULL;
+	}
 	if (in_place) { /* into the block's end, decoded there */
 		j->dst = j->b->data + (j->b->len - j->len);
 		return 0;
@@ -329,12 +344,32 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 	return j->dst ? 0 : -ENOMEM;
 }
 
+int fetch_stream_renew(struct fetch_job *j)
+{
+	if (!j->stream_fed)
+		return 0;
+	decoded_stream_free(j->dec, j->stream);
+	j->stream = NULL;
+	j->stream_fed = false;
+	return decoded_stream_new(j->dec, block_off(j), j->b->len, j->b->data,
+				  &j->stream);
+}
+
+int fetch_stream_put(struct fetch_job *j, const char *p, size_t n)
+{
+	j->stream_fed = true;
+	return decoded_stream_put(j->dec, j->stream, p, n);
+}
+
 void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 {
 	unsigned wait;
 	bool stop;
 
-	if (!err && j->dec) {
+	if (j->stream)
+		err = decoded_stream_end(j->dec, j->file->key, block_off(j),
+					 j->b->len, j->stream, err);
+	else if (!err && j->dec) {
 		decode_pool_submit(f->decode, &j->work);
 		return;
 	}

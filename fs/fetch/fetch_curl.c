@@ -46,6 +46,7 @@ struct xfer {
 	size_t len;
 	size_t j_at;	  /* where j's bytes start in the run */
 	bool refused;	  /* on_body stopped a wrong response */
+	int stream_err;	  /* on_body stopped: the decoder refused */
 	bool ended;	  /* out of the multi handle, its jobs not done yet */
 	uint64_t last_ms; /* when bytes last came (or it started) */
 	struct fetch_response r;
@@ -122,7 +123,16 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 		size_t at = x->r.got - x->j_at;
 		size_t k = j->len - at < left ? j->len - at : left;
 
-		copy_stream(j->dst + at, p, k);
+		if (j->stream) {
+			int err = fetch_stream_put(j, p, k);
+
+			if (err) {
+				x->stream_err = err;
+				return 0;
+			}
+		} else {
+			copy_stream(j->dst + at, p, k);
+		}
 		p += k;
 		left -= k;
 		x->r.got += k;
@@ -203,6 +213,8 @@ static int setopt_all(struct fetch *f, struct xfer *x)
  * bytes that were not the block's (fetch_judge() says why). */
 static int xfer_errno(const struct xfer *x, CURLcode code)
 {
+	if (code == CURLE_WRITE_ERROR && x->stream_err)
+		return x->stream_err; /* the decoder refused the bytes */
 	if (code == CURLE_WRITE_ERROR &&
 	    (x->r.overflow || x->r.encoded || x->refused))
 		return 0;
@@ -230,8 +242,11 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 	x->len = len;
 	x->j_at = 0;
 	x->refused = false;
+	x->stream_err = 0;
 	x->ended = false;
 	x->last_ms = fetch_now_ms();
+	if (j->stream && (err = fetch_stream_renew(j)))
+		return err;
 	err = fetch_range_setup(x->h, f->src, j->obj, j->etag, j->off, len,
 				&x->hdrs);
 	return err ? err : setopt_all(f, x);
@@ -641,4 +656,5 @@ const struct fetch_transport fetch_curl_transport = {
 	.start = curl_start,
 	.wake = curl_wake,
 	.stop = curl_stop,
+	.streams = true,
 };

@@ -9,7 +9,10 @@
  * this seam: obj names the stored object, [off, off + len) are the stored
  * bytes decoded_plan() names, dst a scratch buffer of the decode pool (or
  * the block's end, decoded in place); once they are in, a decode worker
- * (decode_pool.h) turns them into the block's data.
+ * (decode_pool.h) turns them into the block's data. A transport that
+ * streams (fetch_curl.c) hands the stored bytes of a decoder that can
+ * take them as they arrive (job->stream: decryption) straight to it
+ * instead, which writes the block's data; no dst, no decode worker.
  *
  * Runs: a transport that can (fetch_curl.c) takes a job with
  * fetch_take_run(), which chains on job->next the queued jobs continuing
@@ -41,6 +44,8 @@ struct fetch_job {
 	struct decoded *dec;	 /* set: decode dst into b->data */
 	struct decode_work work; /* dec: its decoding */
 	struct fetch *f;	 /* dec: the engine */
+	void *stream;		 /* dec, streamed: decoded_stream_new()'s */
+	bool stream_fed;	 /* bytes went into stream: renew to retry */
 	uint64_t off;		 /* bytes [off, off + len) of obj */
 	size_t len;
 	uint64_t size; /* obj's size when the fetch started */
@@ -70,6 +75,9 @@ struct fetch_transport {
 	 * possible), join the threads, free the transport's state. Called
 	 * once, even when start() failed or never ran. */
 	void (*stop)(struct fetch *f);
+	/* Hands decoders' streams their bytes (fetch_stream_renew() before
+	 * each attempt), so the core may give it streamed jobs. */
+	bool streams;
 };
 
 struct fetch {
@@ -137,6 +145,17 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
  * held.
  */
 void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err);
+
+/*
+ * fetch_stream_renew() - before an attempt at streamed job @j: a fresh
+ * stream if the last attempt fed bytes to it. @return 0, or the
+ * decoder's error (the attempt fails with it).
+ */
+int fetch_stream_renew(struct fetch_job *j);
+
+/* fetch_stream_put() - @n stored bytes of streamed job @j arrived (in
+ * order): to its decoder. @return 0, or its error (the attempt fails). */
+int fetch_stream_put(struct fetch_job *j, const char *p, size_t n);
 
 /*
  * fetch_adopt_etag() - a 2xx response to @j, which has no validator (its

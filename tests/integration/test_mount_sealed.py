@@ -113,22 +113,26 @@ def test_fast_path_same_tensors(trees, mount, nginx):
     assert m.stats()["fastpath_bytes_copied"] > 0
 
 
-def test_damaged_frame_is_eio(trees, mount, nginx, tmp_path):
+# big.bin: zstd frames, opened from scratch on decode workers; odd.bin:
+# stored frames of 300 KiB across 1 MiB blocks, decrypted as they arrive.
+@pytest.mark.parametrize("name,at", [("big.bin", 4 * MiB + 1000),
+                                     ("odd.bin", 3 * 300 * 1024 + 5)])
+def test_damaged_frame_is_eio(trees, mount, nginx, tmp_path, name, at):
     src = tmp_path / "bad"
     src.mkdir()
-    obj = src / "big.bin.sealed"
-    shutil.copy(os.path.join(trees["sealed"], "big.bin.sealed"), str(obj))
-    with open(obj, "r+b") as f:  # a bit of frame 4's ciphertext
-        f.seek(4 * MiB + 1000)
+    obj = src / (name + ".sealed")
+    shutil.copy(os.path.join(trees["sealed"], name + ".sealed"), str(obj))
+    with open(obj, "r+b") as f:  # a bit of one frame's ciphertext
+        f.seek(at)
         b = f.read(1)
-        f.seek(4 * MiB + 1000)
+        f.seek(at)
         f.write(bytes([b[0] ^ 1]))
     srv = nginx(str(src))
     m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
-    data = trees["files"]["big.bin"]
+    data = trees["files"][name]
     bad = 0
     for i in range(0, len(data), MiB):
-        err, got = lib.read_errno(m.file("big.bin"), MiB, i)
+        err, got = lib.read_errno(m.file(name), MiB, i)
         if err is None:
             assert got == data[i:i + MiB], i
         else:
@@ -139,7 +143,20 @@ def test_damaged_frame_is_eio(trees, mount, nginx, tmp_path):
     assert lib.wait_until(lambda: "fails authentication" in m.log(), 5)
     lines = [ln for ln in m.log().splitlines()
              if "fails authentication" in ln]
-    assert len(lines) == 1 and "big.bin.sealed" in lines[0], lines
+    assert len(lines) == 1 and name + ".sealed" in lines[0], lines
+
+
+@pytest.mark.parametrize("kind", ["reset", "truncate"])
+def test_broken_transfer_retried(trees, mount, fault_server, kind):
+    """A stored object's frames decrypt as they arrive: a transfer cut
+    after some of them starts the block again, right bytes in the end."""
+    srv = fault_server(trees["sealed"])
+    srv.add_fault(kind, path="/odd.bin.sealed", count=2, after=400 * 1024)
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
+    with open(m.file("odd.bin"), "rb") as f:
+        assert f.read() == trees["files"]["odd.bin"]
+    s = m.stats()
+    assert s["retries"] >= 1 and s["decrypt_failed"] == 0, s
 
 
 @pytest.mark.parametrize("which", ["none", "wrong"])
