@@ -127,7 +127,10 @@ struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
  * so that one request can fetch both. */
 static bool continues(const struct fetch_job *a, const struct fetch_job *b)
 {
-	return !b->demand && !b->dec && b->file == a->file &&
+	/* Streamed decoded blocks continue one another where their stored
+	 * bytes do (frames that end where blocks end). */
+	return !b->demand && (!b->dec || (a->stream && b->stream)) &&
+	       b->file == a->file &&
 	       b->obj == a->obj && b->b->generation == a->b->generation &&
 	       b->b->index == a->b->index + 1 && b->off == a->off + a->len &&
 	       b->size == a->size &&
@@ -162,11 +165,12 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 	uint64_t max = f->opts->request_size, rest;
 	uint64_t g = f->opts->range_align;
 	unsigned conns = f->limit; /* what connections=auto allows now */
-	size_t len;
+	size_t len, blocks; /* the run's bytes; its blocks' (decoded) */
 
 	if (!j)
 		return NULL;
 	len = j->len;
+	blocks = j->b->len;
 	/* Near the file's end a run takes only an even share of what is
 	 * left over the connections readahead may use (guided
 	 * self-scheduling), so the stream's last requests end together
@@ -186,9 +190,12 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 		max = (end < first ? first : end) - j->off;
 	}
 	/* A reader's block goes alone (its bytes first and only); a
-	 * decoded block's stored bytes are not the block's. Later blocks are
-	 * never longer than earlier ones: len + last->len bounds the next. */
-	while (!j->demand && !j->dec && len + last->len <= max) {
+	 * decoded block's stored bytes are not the block's, unless they
+	 * are streamed to it (a run of whole blocks then, their frames'
+	 * tags aside). Later blocks are never longer than earlier ones:
+	 * blocks + last's bounds the next. */
+	while (!j->demand && (!j->dec || j->stream) &&
+	       blocks + last->b->len <= max) {
 		struct fetch_job *n = queue_take_next(&f->retry, last, now);
 
 		if (!n)
@@ -198,6 +205,7 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 		last->next = n;
 		last = n;
 		len += n->len;
+		blocks += n->b->len;
 	}
 	*ret_len = len;
 	return j;

@@ -245,8 +245,9 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 	x->stream_err = 0;
 	x->ended = false;
 	x->last_ms = fetch_now_ms();
-	if (j->stream && (err = fetch_stream_renew(j)))
-		return err;
+	for (struct fetch_job *k = j; k; k = k->next)
+		if (k->stream && (err = fetch_stream_renew(k)))
+			return err;
 	err = fetch_range_setup(x->h, f->src, j->obj, j->etag, j->off, len,
 				&x->hdrs);
 	return err ? err : setopt_all(f, x);

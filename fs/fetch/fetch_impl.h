@@ -127,9 +127,10 @@ struct fetch_job *fetch_take(struct fetch *f, unsigned active, uint64_t now,
 
 /*
  * fetch_take_run() - fetch_take(), and unless the job is a reader's
- * (demand) or a compressed block's, the retry and readahead jobs waiting
- * that continue it (the same file, version and validator, the next block,
- * each a whole block but the last), chained on ->next, the run at most
+ * (demand) or a decoded block's not streamed, the retry and readahead
+ * jobs waiting that continue it (the same file, version and validator, the
+ * next block, each a whole block but the last; streamed: its stored bytes
+ * next too), chained on ->next, the run at most
  * opts->request_size bytes, and near the file's end at most its share of
  * the rest over the connections readahead may use. Sets *ret_len to the
  * run's bytes (its first

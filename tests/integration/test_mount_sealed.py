@@ -159,6 +159,33 @@ def test_broken_transfer_retried(trees, mount, fault_server, kind):
     assert s["retries"] >= 1 and s["decrypt_failed"] == 0, s
 
 
+def test_aligned_frames_read_in_runs(mount, fault_server, tmp_path, trees):
+    """Frames that end where blocks end: readahead asks for several
+    blocks' stored bytes in one range request, as for the plain file,
+    not one request per block."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = lib.random_bytes(32 * MiB, 21)
+    (src / "p.bin").write_bytes(data)
+    pack(src / "p.bin", src, trees["key"], "--store", "--frame-size", "1M")
+    os.rename(str(src / "p.bin.sealed"), str(src / "s.bin.sealed"))
+    srv = fault_server(str(src))
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"], request_size="4M",
+                            connections=1))
+    longest = {}
+    for name, obj in (("p.bin", "/p.bin"), ("s.bin", "/s.bin.sealed")):
+        with open(m.file(name), "rb") as f:
+            assert f.read() == data, name
+        spans = []
+        for r in srv.requests("GET", obj):
+            a, b = r[2].split("=")[1].split("-")
+            spans.append(int(b) + 1 - int(a))
+        longest[name] = max(spans)
+    # runs of 4 blocks of 1 MiB (and 4 frames' tags)
+    assert longest == {"p.bin": 4 * MiB, "s.bin": 4 * (MiB + 16)}, longest
+    assert m.stats()["decrypt_failed"] == 0
+
+
 @pytest.mark.parametrize("which", ["none", "wrong"])
 def test_missing_or_wrong_key_is_eacces(trees, mount, nginx, tmp_path,
                                         which):
