@@ -130,8 +130,8 @@ static bool continues(const struct fetch_job *a, const struct fetch_job *b)
 	/* Streamed decoded blocks continue one another where their stored
 	 * bytes do (frames that end where blocks end). */
 	return !b->demand && (!b->dec || (a->stream && b->stream)) &&
-	       b->file == a->file &&
-	       b->obj == a->obj && b->b->generation == a->b->generation &&
+	       b->file == a->file && b->obj == a->obj &&
+	       b->b->generation == a->b->generation &&
 	       b->b->index == a->b->index + 1 && b->off == a->off + a->len &&
 	       b->size == a->size &&
 	       (a->etag ? b->etag && !strcmp(a->etag, b->etag) : !b->etag);
@@ -165,7 +165,7 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 	uint64_t max = f->opts->request_size, rest;
 	uint64_t g = f->opts->range_align;
 	unsigned conns = f->limit; /* what connections=auto allows now */
-	size_t len, blocks; /* the run's bytes; its blocks' (decoded) */
+	size_t len, blocks;	   /* the run's bytes; its blocks' (decoded) */
 
 	if (!j)
 		return NULL;
@@ -338,8 +338,8 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 	j->f = f;
 	j->work.run = decode_job;
 	if (f->tp->streams) {
-		err = decoded_stream_new(d, block_off(j), j->b->len,
-					 j->b->data, &j->stream);
+		err = decoded_stream_new(d, block_off(j), j->b->len, j->b->data,
+					 &j->stream);
 		if (err != -EOPNOTSUPP)
 			return err;
 		j->stream = NULL;

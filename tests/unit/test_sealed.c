@@ -218,7 +218,7 @@ static void test_stream(void)
 	struct obj o = seal(data, n, fsize, key_a, 0);
 	struct obj z = seal(data, n, fsize, key_a, SEALED_FLAG_ZSTD);
 	static const uint64_t cuts[][2] = {
-		{ 0, 300001 }, { 1, 10 },	    { 65535, 2 },
+		{ 0, 300001 },	  { 1, 10 },	      { 65535, 2 },
 		{ 65536, 65536 }, { 100000, 200001 }, { 299999, 50 },
 	};
 	static const size_t pieces[] = { 1, 15, 16, 17, 4096, 65553, 1 << 20 };
