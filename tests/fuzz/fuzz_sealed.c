@@ -2,7 +2,8 @@
  * input is a whole object, read with the fixed key the seeds were sealed
  * with (tests/fuzz/run-fuzz-sealed): the tail alone, then the whole object;
  * a parsed object must be self-consistent, every frame is read alone and a
- * range cut mid-frame is read. It must not crash, leak or read out of
+ * range cut mid-frame is read, and streamed (stored frames) in pieces to
+ * the same end. It must not crash, leak or read out of
  * bounds; a damaged frame must fail, never give bytes (the tags cannot be
  * forged, so what decodes is what was sealed). */
 #include <stdint.h>
@@ -18,6 +19,32 @@ static const uint8_t key[SEALED_KEY_SIZE] = {
 	1,  2,	3,  4,	5,  6,	7,  8,	9,  10, 11, 12, 13, 14, 15, 16,
 	17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
 };
+
+/* Streaming the same stored bytes in pieces (stored frames only) agrees
+ * with sealed_read()'s @n bytes @want: the same bytes, or a failure. */
+static void stream_agrees(const struct sealed *s, uint64_t off,
+			  const uint8_t *src, size_t len, const uint8_t *want,
+			  ssize_t n)
+{
+	struct sealed_stream *st = NULL;
+	uint8_t *got = malloc(3000);
+	size_t at, piece = 1 + len % 7919;
+	int r;
+
+	if (!got || sealed_stream_new(s, off, 3000, got, &st)) {
+		free(got);
+		return;
+	}
+	for (r = 0, at = 0; !r && at < len; at += piece)
+		r = sealed_stream_put(st, src + at,
+				      len - at < piece ? len - at : piece);
+	if (!r)
+		r = sealed_stream_end(st);
+	if ((r == 0) != (n >= 0) || (!r && memcmp(got, want, n)))
+		abort();
+	sealed_stream_free(st);
+	free(got);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -79,6 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				out);
 		if (n > 3000)
 			abort();
+		stream_agrees(s, size % (s->stored.size + 1), data + a->coff,
+			      z->coff + z->csize - a->coff, out, n);
 	}
 out:
 	free(out);
