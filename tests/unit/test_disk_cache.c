@@ -1,9 +1,11 @@
 /* The disk tier's store: round trip, keys, corruption, torn files, the
  * budget, restarts, a full disk and a read-only directory; and the memory
  * cache's side of writing behind: a reader's intent outlives the writer's
- * reference, an evicted block goes once written. */
+ * reference, an evicted block goes once written. Sealed blocks, with a
+ * stand-in sealer. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,6 +411,107 @@ static void remove_tmpfs_base(void)
  * read-only one, on a small tmpfs each: skipped (77) where none can be
  * mounted, registered as a test of their own (test_disk_cache_tmpfs) so
  * that a skip is reported as one, not as a pass. */
+/* A stand-in for a decoder's sealing: XOR with a byte, the tag the XOR's
+ * sum; open refuses a wrong sum, or everything when locked. */
+struct toy_sealer {
+	struct disk_sealer s;
+	unsigned char x;
+	bool locked, refuse;
+};
+
+static void toy_tag(const unsigned char *p, size_t len,
+		    unsigned char tag[DISK_TAG_SIZE])
+{
+	memset(tag, 0, DISK_TAG_SIZE);
+	for (size_t i = 0; i < len; i++)
+		tag[i % DISK_TAG_SIZE] += p[i];
+}
+
+static int toy_seal(const struct disk_sealer *s, const void *src, void *dst,
+		    size_t len, unsigned char tag[DISK_TAG_SIZE])
+{
+	const struct toy_sealer *t = (const struct toy_sealer *)s;
+
+	for (size_t i = 0; i < len; i++)
+		((unsigned char *)dst)[i] =
+			((const unsigned char *)src)[i] ^ t->x;
+	toy_tag(dst, len, tag);
+	return 0;
+}
+
+static int toy_open(const struct disk_sealer *s, void *buf, size_t len,
+		    const unsigned char tag[DISK_TAG_SIZE])
+{
+	const struct toy_sealer *t = (const struct toy_sealer *)s;
+	unsigned char want[DISK_TAG_SIZE];
+
+	if (t->locked)
+		return -EACCES;
+	toy_tag(buf, len, want);
+	if (t->refuse || memcmp(want, tag, DISK_TAG_SIZE))
+		return -EBADMSG;
+	for (size_t i = 0; i < len; i++)
+		((unsigned char *)buf)[i] ^= t->x;
+	return 0;
+}
+
+/* Sealed blocks: stored as the sealer made them, opened on the way back;
+ * a block that does not open is corrupt, one the sealer may not open is a
+ * miss and stays; a plain read never gets a sealed block, nor the
+ * reverse. */
+static void test_sealed(const char *dir)
+{
+	struct disk_cache *dc = open_store(dir, 100 * BS);
+	struct toy_sealer ts = { { toy_seal, toy_open }, 0x5a, false, false };
+	struct toy_sealer other = ts;
+	struct disk_key k;
+	char *in = buf_new(3), *out = buf_new(97), *raw = buf_new(0);
+	char path[4300];
+	unsigned long long corrupt = STAT(disk_corrupt);
+	struct stat st;
+	int fd, err;
+
+	key(7, "s", &k);
+	block_path(dir, &k, path, sizeof(path));
+	CHECK(disk_cache_write(dc, &k, in, BS, BS - 5, &ts.s) == 0, "write");
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0 && pread(fd, raw, BS - 5, HDR) == BS - 5, "raw");
+	close(fd);
+	for (size_t i = 0; i < BS - 5; i++)
+		CHECK((raw[i] ^ in[i]) == 0x5a, "stored sealed at %zu", i);
+	err = disk_cache_read(dc, &k, out, BS, BS - 5, &ts.s);
+	CHECK(err == 0 && !memcmp(in, out, BS - 5), "opened: %d", err);
+	/* Without the key: a miss, the file kept. */
+	other.locked = true;
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &other.s) == -EACCES,
+	      "locked: EACCES");
+	CHECK(stat(path, &st) == 0 && STAT(disk_corrupt) == corrupt,
+	      "locked: kept");
+	/* Read as plain: never the sealed bytes. */
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, NULL) == -EBADMSG,
+	      "sealed block read as plain: refused");
+	CHECK(stat(path, &st) < 0 && STAT(disk_corrupt) == corrupt + 1,
+	      "and discarded");
+	/* A plain block read as sealed: refused. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS - 5, NULL) == 0, "plain");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &ts.s) == -EBADMSG,
+	      "plain block read as sealed: refused");
+	/* One that does not open: corrupt, discarded, then a miss. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS - 5, &ts.s) == 0, "again");
+	other.locked = false;
+	other.refuse = true;
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &other.s) == -EBADMSG,
+	      "does not open: refused");
+	CHECK(stat(path, &st) < 0 && STAT(disk_corrupt) == corrupt + 3,
+	      "three corrupt: %llu", STAT(disk_corrupt) - corrupt);
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &ts.s) == -ENOENT,
+	      "then a miss");
+	disk_cache_free(dc);
+	free(in);
+	free(out);
+	free(raw);
+}
+
 int main(int argc, char **argv)
 {
 	char base[] = "/var/tmp/wfs-disk-test.XXXXXX", dir[4200];
@@ -425,14 +528,16 @@ int main(int argc, char **argv)
 		test_read_only(base);
 		return 0;
 	}
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 4; i++) {
 		snprintf(dir, sizeof(dir), "%s/d%d", base, i);
 		if (i == 0)
 			test_round_trip_and_keys(dir);
 		else if (i == 1)
 			test_corruption(dir);
-		else
+		else if (i == 2)
 			test_budget_lru_restart(dir);
+		else
+			test_sealed(dir);
 	}
 	test_write_behind_refs();
 	rm_rf(base);
