@@ -371,6 +371,32 @@ def test_disk_tier_without_the_key_is_eacces(trees, mount, nginx, tmp_path,
     assert fetched == 0 and s["disk_hits"] == blocks_of(trees["files"]), s
 
 
+def test_disk_tier_staged_sealed(trees, mount, nginx, ctl_bin, tmp_path):
+    """`weightfs-ctl prefetch` stages a sealed file on the tier, sealed;
+    a remount reads it from there."""
+    srv = nginx(trees["sealed"])
+    cache = tmp_path / "cache"
+    o = dict(OPTS, key_file=trees["key"], cache_dir=str(cache),
+             cache_mem="4M")
+    m = mount(srv.url, o)
+    r = subprocess.run([ctl_bin, "prefetch", m.file("big.bin")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    n = blocks_of({"big.bin": trees["files"]["big.bin"]})
+    assert m.stats()["disk_writes"] == n
+    assert not m.finish()
+    for path in tier_files(cache):
+        with open(path, "rb") as f:
+            assert MARKER not in f.read(), path
+    m = mount(srv.url, dict(o, cache_mem="64M"))
+    before = m.stats()["bytes_fetched"]
+    assert lib.sha256_file(m.file("big.bin")) == \
+        lib.sha256_bytes(trees["files"]["big.bin"])
+    s = m.stats()
+    assert s["bytes_fetched"] == before, s
+    assert s["disk_hits"] == n and s["disk_corrupt"] == 0, s
+
+
 @needs_crypto
 def test_disk_tier_blocks_as_documented(trees, mount, nginx, tmp_path):
     """Each tier block of big.bin opens, with an implementation written
