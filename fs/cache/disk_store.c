@@ -462,48 +462,6 @@ out:
 	return err;
 }
 
-/* The store's block for sealed bytes, made at the first use. Under
- * seal_lock. @return it, or NULL (no memory). */
-static char *seal_buf(struct disk_cache *dc)
-{
-	void *p;
-
-	if (!dc->seal_buf &&
-	    !posix_memalign(&p, ALIGN, round_up(dc->block_size)))
-		dc->seal_buf = p;
-	return dc->seal_buf;
-}
-
-static int write_block(struct disk_cache *dc, const struct disk_key *key,
-		       const void *buf, size_t cap, size_t len,
-		       const unsigned char *tag);
-
-int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
-		     const void *buf, size_t cap, size_t len,
-		     const struct disk_sealer *sealer)
-{
-	unsigned char tag[DISK_TAG_SIZE];
-	char *sb;
-	int err;
-
-	if (!sealer)
-		return write_block(dc, key, buf, cap, len, NULL);
-	if (atomic_load(&dc->read_only))
-		return -EROFS;
-	if (len > dc->block_size)
-		return -EINVAL;
-	/* One block for sealed bytes, so one sealed write at a time (the
-	 * writer thread makes nearly all of them). */
-	pthread_mutex_lock(&dc->seal_lock);
-	sb = seal_buf(dc);
-	err = sb ? sealer->seal(sealer, buf, sb, len, tag) : -ENOMEM;
-	if (!err)
-		err = write_block(dc, key, sb, round_up(dc->block_size), len,
-				  tag);
-	pthread_mutex_unlock(&dc->seal_lock);
-	return err;
-}
-
 /* disk_cache_write() of @len bytes @buf as they are; sealed when @tag
  * (DISK_TAG_SIZE bytes) is not NULL. */
 static int write_block(struct disk_cache *dc, const struct disk_key *key,
@@ -580,5 +538,43 @@ static int write_block(struct disk_cache *dc, const struct disk_key *key,
 	} else {
 		warn_once(dc, &dc->warned_error, "write failed", -err);
 	}
+	return err;
+}
+
+/* The store's block for sealed bytes, made at the first use. Under
+ * seal_lock. @return it, or NULL (no memory). */
+static char *seal_buf(struct disk_cache *dc)
+{
+	void *p;
+
+	if (!dc->seal_buf &&
+	    !posix_memalign(&p, ALIGN, round_up(dc->block_size)))
+		dc->seal_buf = p;
+	return dc->seal_buf;
+}
+
+int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
+		     const void *buf, size_t cap, size_t len,
+		     const struct disk_sealer *sealer)
+{
+	unsigned char tag[DISK_TAG_SIZE];
+	char *sb;
+	int err;
+
+	if (!sealer)
+		return write_block(dc, key, buf, cap, len, NULL);
+	if (atomic_load(&dc->read_only))
+		return -EROFS;
+	if (len > dc->block_size)
+		return -EINVAL;
+	/* One block for sealed bytes, so one sealed write at a time (the
+	 * writer thread makes nearly all of them). */
+	pthread_mutex_lock(&dc->seal_lock);
+	sb = seal_buf(dc);
+	err = sb ? sealer->seal(sealer, buf, sb, len, tag) : -ENOMEM;
+	if (!err)
+		err = write_block(dc, key, sb, round_up(dc->block_size), len,
+				  tag);
+	pthread_mutex_unlock(&dc->seal_lock);
 	return err;
 }

@@ -13,7 +13,8 @@
  * Read side: the cache's blocks stay in decoded coordinates. The fetch
  * engine fills block [off, off + len) of such a file by fetching the
  * stored bytes decoded_plan() names, then decoded_decode() turns them
- * into the block on a decode worker (decode_pool.h).
+ * into the block on a decode worker (decode_pool.h). The disk tier keeps
+ * decoded blocks, sealed again by the decoders that offer seal_block.
  *
  * A struct decoded is immutable once made and reference counted: a node
  * holds one, a fetch in flight holds one.
