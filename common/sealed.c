@@ -3,6 +3,7 @@
 #include "sealed.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -31,6 +32,8 @@
 /* A frame's associated data: "WFSF", object id, u32 index, u32 inner
  * size, u32 plain size. */
 #define FRAME_AAD_LEN 32
+/* A disk tier block's: "WFST", object id, u64 offset, u64 length. */
+#define BLOCK_AAD_LEN 36
 
 static uint32_t rd32(const uint8_t *p)
 {
@@ -156,12 +159,15 @@ void sealed_key_id(const uint8_t key[SEALED_KEY_SIZE],
 	memcpy(ret_id, md, SEALED_ID_SIZE);
 }
 
-/* The object's key: HKDF-SHA256(key, salt = object id, info). */
+#define INFO_OBJECT "weightfs sealed v1 object key"
+#define INFO_TIER "weightfs sealed v1 tier key"
+
+/* An object's key: HKDF-SHA256(key, salt = object id, @info), @info one of
+ * the labels above (each key has its own). */
 static int object_key(const uint8_t key[SEALED_KEY_SIZE],
-		      const uint8_t id[SEALED_ID_SIZE],
+		      const uint8_t id[SEALED_ID_SIZE], const char *info,
 		      uint8_t ret[SEALED_KEY_SIZE])
 {
-	static const char info[] = "weightfs sealed v1 object key";
 	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
 	size_t n = SEALED_KEY_SIZE;
 	int ok;
@@ -171,7 +177,7 @@ static int object_key(const uint8_t key[SEALED_KEY_SIZE],
 	     EVP_PKEY_CTX_set1_hkdf_salt(pc, id, SEALED_ID_SIZE) == 1 &&
 	     EVP_PKEY_CTX_set1_hkdf_key(pc, key, SEALED_KEY_SIZE) == 1 &&
 	     EVP_PKEY_CTX_add1_hkdf_info(pc, (const unsigned char *)info,
-					 sizeof(info) - 1) == 1 &&
+					 (int)strlen(info)) == 1 &&
 	     EVP_PKEY_derive(pc, ret, &n) == 1 && n == SEALED_KEY_SIZE;
 	EVP_PKEY_CTX_free(pc);
 	return ok ? 0 : -EIO;
@@ -289,6 +295,7 @@ void sealed_free(struct sealed *s)
 	free(s->stored.frames);
 	free(s->inner.frames);
 	OPENSSL_cleanse(s->okey, sizeof(s->okey));
+	OPENSSL_cleanse(s->tkey, sizeof(s->tkey));
 	free(s);
 }
 
@@ -357,7 +364,9 @@ int sealed_parse(const void *tail, size_t len, uint64_t object_size,
 		r = -EKEYREJECTED;
 		goto fail;
 	}
-	r = object_key(key, s->object_id, s->okey);
+	r = object_key(key, s->object_id, INFO_OBJECT, s->okey);
+	if (!r)
+		r = object_key(key, s->object_id, INFO_TIER, s->tkey);
 	if (r)
 		goto fail;
 	nonce_for(0, 1, nonce);
@@ -690,7 +699,7 @@ int sealed_writer_init(struct sealed_writer *w,
 	sealed_key_id(key, w->key_id);
 	if (RAND_bytes(w->object_id, SEALED_ID_SIZE) != 1)
 		return -EIO;
-	return object_key(key, w->object_id, w->okey);
+	return object_key(key, w->object_id, INFO_OBJECT, w->okey);
 }
 
 void sealed_writer_done(struct sealed_writer *w)
@@ -745,4 +754,59 @@ ssize_t sealed_write_tail(const struct sealed_writer *w,
 	r = gcm(NULL, 1, w->okey, nonce, f, F_TAG, buf,
 		(size_t)nframes * SEALED_ENTRY_SIZE, NULL, 0, NULL, f + F_TAG);
 	return r ? r : (ssize_t)size;
+}
+
+/* ---- the disk tier's blocks ---- */
+
+/* A block's nonce and associated data: the nonce is u64 offset || u32
+ * length; the aad "WFST" || object id || u64 offset || u64 length. */
+static int block_params(const struct sealed *s, uint64_t off, size_t len,
+			uint8_t nonce[NONCE_LEN], uint8_t aad[BLOCK_AAD_LEN])
+{
+	if (len == 0 || len > INT_MAX || off > s->stored.size ||
+	    len > s->stored.size - off)
+		return -EINVAL;
+	wr64(nonce, off);
+	wr32(nonce + 8, (uint32_t)len);
+	memcpy(aad, "WFST", 4);
+	memcpy(aad + 4, s->object_id, SEALED_ID_SIZE);
+	wr64(aad + 20, off);
+	wr64(aad + 28, len);
+	return 0;
+}
+
+/*
+ * The tier key is the object's, so no two objects share one; within an
+ * object the nonce is the block's place (offset, length), and the plain
+ * bytes there are fixed (authenticated by the object's frames). So a
+ * (key, nonce) pair only ever seals one message: sealing it again gives
+ * the same bytes, which tells a reader of the disk no more than that
+ * they are the same block, and GCM's nonce-reuse failures (the XOR of
+ * two plaintexts, forged tags) need two different messages.
+ */
+int sealed_block_seal(struct sealed_dctx *dc, const struct sealed *s,
+		      uint64_t off, size_t len, const void *src, void *dst,
+		      uint8_t tag[SEALED_TAG_SIZE])
+{
+	uint8_t nonce[NONCE_LEN], aad[BLOCK_AAD_LEN];
+	int r = block_params(s, off, len, nonce, aad);
+
+	if (r)
+		return r;
+	return gcm(dc->cctx, 1, s->tkey, nonce, aad, sizeof(aad), NULL, 0, src,
+		   len, dst, tag);
+}
+
+int sealed_block_open(struct sealed_dctx *dc, const struct sealed *s,
+		      uint64_t off, size_t len, void *buf,
+		      const uint8_t tag[SEALED_TAG_SIZE])
+{
+	uint8_t nonce[NONCE_LEN], aad[BLOCK_AAD_LEN], t[SEALED_TAG_SIZE];
+	int r = block_params(s, off, len, nonce, aad);
+
+	if (r)
+		return r;
+	memcpy(t, tag, sizeof(t));
+	return gcm(dc->cctx, 0, s->tkey, nonce, aad, sizeof(aad), NULL, 0, buf,
+		   len, buf, t);
 }

@@ -66,6 +66,7 @@ struct sealed {
 	unsigned flags;
 	uint8_t object_id[SEALED_ID_SIZE];
 	uint8_t okey[SEALED_KEY_SIZE]; /* the object's own key */
+	uint8_t tkey[SEALED_KEY_SIZE]; /* its disk tier key */
 };
 
 /*
@@ -158,6 +159,27 @@ int sealed_stream_put(struct sealed_stream *st, const void *buf, size_t n);
 int sealed_stream_end(const struct sealed_stream *st);
 /* sealed_stream_free() - NULL ok; wipes what it held. */
 void sealed_stream_free(struct sealed_stream *st);
+
+/*
+ * The disk tier keeps an object's decoded blocks sealed under the object's
+ * tier key (docs/sealed-format.md, "Disk tier blocks"), never plain.
+ *
+ * sealed_block_seal() - plain bytes [@off, @off + @len) of the file, @src,
+ * sealed to @dst (@len bytes; may be @src) and @tag. Sealing the same
+ * block again gives the same bytes.
+ * sealed_block_open() - the reverse, in place in @buf; the tag is checked
+ * at the end, so after a failure @buf holds unauthenticated bytes that
+ * must not be used.
+ * @return 0, -EBADMSG (open: not that block of this object under this
+ * key, or changed), -EINVAL (an empty range, or one past the file, or
+ * over 2 GiB), -EIO.
+ */
+int sealed_block_seal(struct sealed_dctx *dc, const struct sealed *s,
+		      uint64_t off, size_t len, const void *src, void *dst,
+		      uint8_t tag[SEALED_TAG_SIZE]);
+int sealed_block_open(struct sealed_dctx *dc, const struct sealed *s,
+		      uint64_t off, size_t len, void *buf,
+		      const uint8_t tag[SEALED_TAG_SIZE]);
 
 /* Writing (weightfs-pack, tests). */
 

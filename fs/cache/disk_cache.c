@@ -173,29 +173,97 @@ static struct job *later_take(struct disk_cache *dc, const struct block *b)
 	return NULL;
 }
 
-/* The key of block @index of @n, if @n is still at @generation. */
+/* How a block of a decoded file whose decoder seals blocks (decoder.h
+ * seal_block) is kept on disk: through its decoder, at its offset. */
+struct block_sealer {
+	struct disk_sealer s; /* first: the store passes it back */
+	struct decoded *dec;  /* a reference, or NULL: kept as it is */
+	uint64_t off;
+};
+
+static int seal(const struct disk_sealer *s, const void *src, void *dst,
+		size_t len, unsigned char tag[DISK_TAG_SIZE])
+{
+	const struct block_sealer *bs = (const struct block_sealer *)s;
+
+	return bs->dec->ops->seal_block(bs->dec, bs->off, len, src, dst, tag);
+}
+
+static int open_sealed(const struct disk_sealer *s, void *buf, size_t len,
+		       const unsigned char tag[DISK_TAG_SIZE])
+{
+	const struct block_sealer *bs = (const struct block_sealer *)s;
+
+	return bs->dec->ops->open_block(bs->dec, bs->off, len, buf, tag);
+}
+
+_Static_assert(DISK_TAG_SIZE == DECODER_TAG_SIZE, "one tag size");
+
+/* The sealer the store is given, or NULL: blocks kept as they are. */
+static const struct disk_sealer *sealer(const struct block_sealer *bs)
+{
+	return bs->dec ? &bs->s : NULL;
+}
+
+/*
+ * The key of block @index of @n, if @n is still at @generation; and, with
+ * @ret_bs, how the block is kept (its decoder's seal ops, taken in the
+ * same look as the key; release with sealer_done()).
+ */
 static bool node_key(struct disk_cache *dc, struct node *n, uint32_t generation,
-		     uint64_t index, struct disk_key *ret)
+		     uint64_t index, struct disk_key *ret,
+		     struct block_sealer *ret_bs)
 {
 	bool ok;
 
 	pthread_mutex_lock(&n->lock);
-	/* Not a block a decoder keeps off disk (decrypted sealed bytes). */
-	ok = n->generation == generation && !n->changed &&
-	     !(n->dec && n->dec->ops->keep_off_disk);
+	ok = n->generation == generation && !n->changed;
 	if (ok)
 		disk_key_make(dc->source_id, n->key, n->etag, n->size,
 			      (int64_t)n->mtime.tv_sec, dc->block_size, index,
 			      ret);
+	if (ok && ret_bs) {
+		memset(ret_bs, 0, sizeof(*ret_bs));
+		if (n->dec && n->dec->ops->seal_block) {
+			ret_bs->s.seal = seal;
+			ret_bs->s.open = open_sealed;
+			ret_bs->dec = decoded_ref(n->dec);
+			ret_bs->off = index * dc->block_size;
+		}
+	}
 	pthread_mutex_unlock(&n->lock);
 	return ok;
 }
 
+static void sealer_done(struct block_sealer *bs)
+{
+	decoded_unref(bs->dec);
+	bs->dec = NULL;
+}
+
 /* The key of @b from its node, if the node is still at b's generation. */
 static bool block_key(struct disk_cache *dc, struct block *b,
-		      struct disk_key *ret)
+		      struct disk_key *ret, struct block_sealer *ret_bs)
 {
-	return node_key(dc, b->file, b->generation, b->index, ret);
+	return node_key(dc, b->file, b->generation, b->index, ret, ret_bs);
+}
+
+/* Write block @b as @key, if its node is still at the version @key was
+ * made for, sealed when its decoder seals. */
+static int write_if_current(struct disk_cache *dc, const struct disk_key *key,
+			    struct block *b)
+{
+	struct block_sealer bs;
+	struct disk_key k;
+	int err = -ESTALE;
+
+	if (!block_key(dc, b, &k, &bs))
+		return err;
+	if (!memcmp(&k, key, sizeof(k)))
+		err = disk_cache_write(dc, key, b->data, dc->block_size, b->len,
+				       sealer(&bs));
+	sealer_done(&bs);
+	return err;
 }
 
 static void disk_cache_fill(void *arg, struct block *b)
@@ -210,7 +278,7 @@ static void disk_cache_fill(void *arg, struct block *b)
 		return;
 	}
 	j->b = b;
-	j->keyed = block_key(dc, b, &j->key);
+	j->keyed = block_key(dc, b, &j->key, NULL);
 	/* A block not on disk goes to the source at once: a failed lookup
 	 * of a name costs the caller less than a hop to a lookup thread,
 	 * and the first read with the tier on is as fast as without. */
@@ -259,9 +327,20 @@ static void disk_cache_promote(void *arg, struct block *b)
 static void lookup(struct disk_cache *dc, struct job *j)
 {
 	struct block *b = j->b;
+	struct block_sealer bs;
+	struct disk_key k;
+	int err = -ESTALE;
 
-	if (disk_cache_read(dc, &j->key, b->data, dc->block_size, b->len) ==
-	    0) {
+	/* A sealed block opens with the decoder the node has now, so the
+	 * key must still be the node's. */
+	if (block_key(dc, b, &k, &bs)) {
+		if (!memcmp(&k, &j->key, sizeof(k)))
+			err = disk_cache_read(dc, &j->key, b->data,
+					      dc->block_size, b->len,
+					      sealer(&bs));
+		sealer_done(&bs);
+	}
+	if (!err) {
 		free(j);
 		cache_fetch_done(dc->cache, b, 0);
 		return;
@@ -367,7 +446,6 @@ static uint64_t now_ms(void)
  * gone from memory meanwhile is counted disk_unwritten. */
 static void write_later(struct disk_cache *dc, struct job *j)
 {
-	struct disk_key k;
 	struct block *b;
 	char path[4200];
 
@@ -376,9 +454,8 @@ static void write_later(struct disk_cache *dc, struct job *j)
 		return;
 	}
 	disk_key_path(dc, &j->key, path, sizeof(path));
-	if (block_key(dc, b, &k) && !memcmp(&k, &j->key, sizeof(k)) &&
-	    access(path, F_OK) < 0)
-		disk_cache_write(dc, &j->key, b->data, dc->block_size, b->len);
+	if (access(path, F_OK) < 0)
+		write_if_current(dc, &j->key, b);
 	cache_unref_written(dc->cache, b);
 }
 
@@ -401,7 +478,6 @@ static void *writer(void *arg)
 	pthread_mutex_lock(&dc->lock);
 	for (;;) {
 		struct job *j = q_pop(&dc->writes);
-		struct disk_key k;
 
 		if (!j && (j = q_pop(&dc->later))) {
 			/* Stopping: as long as the drain may take. */
@@ -428,9 +504,7 @@ static void *writer(void *arg)
 		pthread_mutex_unlock(&dc->lock);
 		/* Written only if the node is still at the version the
 		 * block was fetched for. */
-		if (block_key(dc, j->b, &k) && !memcmp(&k, &j->key, sizeof(k)))
-			disk_cache_write(dc, &j->key, j->b->data,
-					 dc->block_size, j->b->len);
+		write_if_current(dc, &j->key, j->b);
 		/* What readers said (behind, dropped) holds: the block
 		 * remembers it. Let go before a stage waiting for it does,
 		 * so that the stage's drop is the last word. */
@@ -468,6 +542,7 @@ static bool on_disk(struct disk_cache *dc, const struct disk_key *k)
 static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 		     uint64_t index, size_t len, bool ours)
 {
+	struct block_sealer bs;
 	struct disk_key k;
 	struct block *b;
 	struct job *j;
@@ -483,10 +558,14 @@ static int stage_one(struct disk_cache *dc, struct node *n, uint32_t gen,
 	if (j)
 		cache_set_unwritten(dc->cache, b, false);
 	free(j);
-	if (!node_key(dc, n, gen, index, &k))
-		err = -EIO;	   /* the object changed under us */
-	else if (!on_disk(dc, &k)) /* not written behind: queue full */
-		err = disk_cache_write(dc, &k, b->data, dc->block_size, b->len);
+	if (!node_key(dc, n, gen, index, &k, &bs)) {
+		err = -EIO; /* the object changed under us */
+	} else {
+		if (!on_disk(dc, &k)) /* not written behind: queue full */
+			err = disk_cache_write(dc, &k, b->data, dc->block_size,
+					       b->len, sealer(&bs));
+		sealer_done(&bs);
+	}
 	if (ours)
 		cache_unref_drop(dc->cache, b);
 	else
@@ -528,7 +607,7 @@ int64_t disk_cache_stage(struct disk_cache *dc, struct node *n, uint64_t off,
 			struct disk_key k;
 			int r;
 
-			if (!node_key(dc, n, gen, next, &k)) {
+			if (!node_key(dc, n, gen, next, &k, NULL)) {
 				fetch_batch_end();
 				return -EIO;
 			}
@@ -647,6 +726,7 @@ int disk_cache_new(const struct disk_cache_config *cfg, struct disk_cache **ret)
 	if (!dc)
 		return -ENOMEM;
 	pthread_mutex_init(&dc->wlock, NULL);
+	pthread_mutex_init(&dc->seal_lock, NULL);
 	pthread_mutex_init(&dc->lock, NULL);
 	pthread_cond_init(&dc->cond, NULL);
 	pthread_cond_init(&dc->wdone, NULL);
@@ -687,6 +767,8 @@ void disk_cache_free(struct disk_cache *dc)
 	pthread_cond_destroy(&dc->wdone);
 	pthread_mutex_destroy(&dc->lock);
 	pthread_mutex_destroy(&dc->wlock);
+	pthread_mutex_destroy(&dc->seal_lock);
+	free(dc->seal_buf);
 	free(dc->dir);
 	free(dc->source_id);
 	free(dc);

@@ -7,9 +7,10 @@
  * A changed object has another key, so its old blocks are never served.
  *
  * A block file is a 4 KiB header (magic, the key, the length, an XXH3-64
- * of the data, an XXH3-64 of the header) and the data. Every read checks
- * all of it; a file that fails is unlinked and counted disk_corrupt, and
- * the read is a miss.
+ * of the data, whether the data is sealed and its tag, an XXH3-64 of the
+ * header) and the data. Every read checks all of it, and opens sealed
+ * data (struct disk_sealer); a file that fails is unlinked and counted
+ * disk_corrupt, and the read is a miss.
  *
  * Crash safety: a block is written to a temporary file in the same
  * directory and renamed into place, so a killed daemon leaves either no
@@ -49,6 +50,27 @@ void disk_key_make(const char *source_id, const char *path, const char *version,
 		   uint64_t size, int64_t mtime_s, uint64_t block_size,
 		   uint64_t index, struct disk_key *ret);
 
+#define DISK_TAG_SIZE 16
+
+/*
+ * A block kept sealed on disk (a sealed object's: its decoded bytes are
+ * plaintext). The store writes what seal() made of the block, with its
+ * tag, and a read opens it in place before the block counts as a hit. A
+ * read that expects one kind (sealed or not) and finds the other fails its
+ * check. Callers embed it in a struct of their own.
+ */
+struct disk_sealer {
+	/* @len bytes @src sealed into @dst (not @src) and @tag.
+	 * @return 0 or a negative errno (the write is not made). */
+	int (*seal)(const struct disk_sealer *s, const void *src, void *dst,
+		    size_t len, unsigned char tag[DISK_TAG_SIZE]);
+	/* @len sealed bytes opened in place in @buf. @return 0; -EACCES:
+	 * this mount cannot open it (no key), a miss and the file is kept;
+	 * another negative errno: the file fails its check. */
+	int (*open)(const struct disk_sealer *s, void *buf, size_t len,
+		    const unsigned char tag[DISK_TAG_SIZE]);
+};
+
 struct disk_cache_config {
 	const char *dir;	 /* created (one level) when missing */
 	uint64_t budget;	 /* bytes of block files, headers included */
@@ -73,22 +95,29 @@ int disk_cache_new(const struct disk_cache_config *cfg,
 
 /*
  * disk_cache_read() - block @key, of @len bytes, into @buf (@cap bytes;
- * O_DIRECT when @buf is 4 KiB-aligned and @len rounded up to 4 KiB fits).
- * Counts disk_hits and disk_bytes, or disk_misses.
+ * O_DIRECT when @buf is 4 KiB-aligned and @len rounded up to 4 KiB fits),
+ * opened with @sealer when it was stored sealed (@sealer NULL: it must
+ * not have been). Counts disk_hits and disk_bytes, or disk_misses.
  * @return 0, -ENOENT (not there), -EBADMSG (failed its check: unlinked,
- * disk_corrupt counted) or another negative errno (disk_errors).
+ * disk_corrupt counted), -EACCES (@sealer cannot open it) or another
+ * negative errno (disk_errors). After a failure @buf is unspecified.
  */
 int disk_cache_read(struct disk_cache *dc, const struct disk_key *key,
-		    void *buf, size_t cap, size_t len);
+		    void *buf, size_t cap, size_t len,
+		    const struct disk_sealer *sealer);
 
 /*
  * disk_cache_write() - store @len bytes of @buf (@cap bytes) as @key,
- * evicting least recently used blocks first so the budget holds.
+ * sealed with @sealer first unless it is NULL (@buf is left as it is: the
+ * store seals into a block of its own, one writer at a time), evicting
+ * least recently used blocks first so the budget holds.
  * @return 0, or a negative errno (counted in disk_errors; the first
- * ENOSPC, EROFS or EACCES is logged once and degrades the tier).
+ * ENOSPC, EROFS or EACCES is logged once and degrades the tier; a failed
+ * seal is only returned).
  */
 int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
-		     const void *buf, size_t cap, size_t len);
+		     const void *buf, size_t cap, size_t len,
+		     const struct disk_sealer *sealer);
 
 /* disk_cache_used() - bytes of block files in DIR now (a scan). */
 uint64_t disk_cache_used(struct disk_cache *dc);

@@ -52,6 +52,11 @@ struct disk_cache {
 	unsigned writes_since_scan;
 	bool warned_full, warned_error;
 
+	/* sealed writes: the sealed bytes, block_size rounded up to 4 KiB,
+	 * made at the first one (aligned for O_DIRECT); under seal_lock */
+	pthread_mutex_t seal_lock;
+	char *seal_buf;
+
 	/* the decorator */
 	const struct cache_fill_ops *next; /* the filler misses go to */
 	void *next_ctx;

@@ -28,7 +28,10 @@
 
 #define HDR_SIZE 4096
 #define ALIGN 4096
-#define MAGIC "WFSBLK01"
+/* Version 2 added sealed blocks (sealed, tag). Its keys are made with
+ * another label, so files of version 1 are never looked up: they are
+ * evicted as the least recently used. */
+#define MAGIC "WFSBLK02"
 #define SUBDIR "wfs1"
 #define TMP_PREFIX ".tmp."
 #define TMP_STALE_S 600	 /* a temporary file this old is a dead writer's */
@@ -40,7 +43,10 @@ struct disk_hdr {
 	unsigned char key[16];
 	uint64_t len;
 	uint64_t data_hash; /* XXH3-64 of the len bytes that follow */
-	uint64_t hdr_hash;  /* XXH3-64 of the fields above */
+	uint8_t sealed;	    /* 1: they are sealed (struct disk_sealer) */
+	uint8_t zero[7];
+	unsigned char tag[DISK_TAG_SIZE]; /* theirs, when sealed; else 0 */
+	uint64_t hdr_hash;		  /* XXH3-64 of the fields above */
 };
 
 static void put_u64(XXH3_state_t *st, uint64_t v)
@@ -61,7 +67,7 @@ void disk_key_make(const char *source_id, const char *path, const char *version,
 	XXH128_canonical_t c;
 
 	XXH3_128bits_reset(&st);
-	XXH3_128bits_update(&st, "weightfs-disk-v1", 17);
+	XXH3_128bits_update(&st, "weightfs-disk-v2", 17);
 	XXH3_128bits_update(&st, source_id, strlen(source_id) + 1);
 	XXH3_128bits_update(&st, path, strlen(path) + 1);
 	XXH3_128bits_update(&st, version ? "E" : "-", 1);
@@ -203,7 +209,8 @@ static int open_block(struct disk_cache *dc, const char *path, bool direct)
 }
 
 int disk_cache_read(struct disk_cache *dc, const struct disk_key *key,
-		    void *buf, size_t cap, size_t len)
+		    void *buf, size_t cap, size_t len,
+		    const struct disk_sealer *sealer)
 {
 	char path[4200];
 	union {
@@ -242,11 +249,22 @@ int disk_cache_read(struct disk_cache *dc, const struct disk_key *key,
 	}
 	if ((size_t)n < HDR_SIZE || memcmp(hdr.h.magic, MAGIC, 8) ||
 	    hdr.h.hdr_hash != hdr_hash(&hdr.h) ||
-	    memcmp(hdr.h.key, key->h, sizeof(key->h)) || hdr.h.len != len)
+	    memcmp(hdr.h.key, key->h, sizeof(key->h)) || hdr.h.len != len ||
+	    hdr.h.sealed != (sealer != NULL))
 		goto corrupt;
 	n -= HDR_SIZE;
 	if ((size_t)n < len || XXH3_64bits(buf, len) != hdr.h.data_hash)
 		goto corrupt;
+	if (sealer) {
+		err = sealer->open(sealer, buf, len, hdr.h.tag);
+		if (err == -EACCES) { /* not ours to open: kept */
+			close(fd);
+			STAT_ADD(disk_misses, 1);
+			return err;
+		}
+		if (err)
+			goto corrupt;
+	}
 	if (!direct)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	/* Last use, for LRU eviction (a second's precision is plenty, and
@@ -444,8 +462,11 @@ out:
 	return err;
 }
 
-int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
-		     const void *buf, size_t cap, size_t len)
+/* disk_cache_write() of @len bytes @buf as they are; sealed when @tag
+ * (DISK_TAG_SIZE bytes) is not NULL. */
+static int write_block(struct disk_cache *dc, const struct disk_key *key,
+		       const void *buf, size_t cap, size_t len,
+		       const unsigned char *tag)
 {
 	char path[4200], tmp[4300];
 	struct disk_hdr hdr;
@@ -466,6 +487,10 @@ int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
 	memcpy(hdr.key, key->h, sizeof(hdr.key));
 	hdr.len = len;
 	hdr.data_hash = XXH3_64bits(buf, len);
+	if (tag) {
+		hdr.sealed = 1;
+		memcpy(hdr.tag, tag, DISK_TAG_SIZE);
+	}
 	hdr.hdr_hash = hdr_hash(&hdr);
 	disk_key_path(dc, key, path, sizeof(path));
 	slash = strrchr(path, '/');
@@ -513,5 +538,43 @@ int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
 	} else {
 		warn_once(dc, &dc->warned_error, "write failed", -err);
 	}
+	return err;
+}
+
+/* The store's block for sealed bytes, made at the first use. Under
+ * seal_lock. @return it, or NULL (no memory). */
+static char *seal_buf(struct disk_cache *dc)
+{
+	void *p;
+
+	if (!dc->seal_buf &&
+	    !posix_memalign(&p, ALIGN, round_up(dc->block_size)))
+		dc->seal_buf = p;
+	return dc->seal_buf;
+}
+
+int disk_cache_write(struct disk_cache *dc, const struct disk_key *key,
+		     const void *buf, size_t cap, size_t len,
+		     const struct disk_sealer *sealer)
+{
+	unsigned char tag[DISK_TAG_SIZE];
+	char *sb;
+	int err;
+
+	if (!sealer)
+		return write_block(dc, key, buf, cap, len, NULL);
+	if (atomic_load(&dc->read_only))
+		return -EROFS;
+	if (len > dc->block_size)
+		return -EINVAL;
+	/* One block for sealed bytes, so one sealed write at a time (the
+	 * writer thread makes nearly all of them). */
+	pthread_mutex_lock(&dc->seal_lock);
+	sb = seal_buf(dc);
+	err = sb ? sealer->seal(sealer, buf, sb, len, tag) : -ENOMEM;
+	if (!err)
+		err = write_block(dc, key, sb, round_up(dc->block_size), len,
+				  tag);
+	pthread_mutex_unlock(&dc->seal_lock);
 	return err;
 }

@@ -13,7 +13,8 @@
  * Read side: the cache's blocks stay in decoded coordinates. The fetch
  * engine fills block [off, off + len) of such a file by fetching the
  * stored bytes decoded_plan() names, then decoded_decode() turns them
- * into the block on a decode worker (decode_pool.h).
+ * into the block on a decode worker (decode_pool.h). The disk tier keeps
+ * decoded blocks, sealed again by the decoders that offer seal_block.
  *
  * A struct decoded is immutable once made and reference counted: a node
  * holds one, a fetch in flight holds one.
@@ -46,14 +47,13 @@ struct source;
  * The reader gets EIO for the last three (ops.c read_error()).
  */
 #define DECODER_EAUTH (-EKEYREJECTED)
+/* The tag a sealed disk tier block carries (seal_block below). */
+#define DECODER_TAG_SIZE 16
 
 struct decoder_ops {
 	const char *name; /* "zstd": for logs */
 	const char *what; /* what open() reads, for messages: "zstd seek
 			     table" */
-	/* Decoded blocks of these objects are never written to the disk
-	 * tier (sealed objects: they are plaintext). */
-	bool keep_off_disk;
 	/*
 	 * Optional: the mount's configuration of this decoder (a key file's
 	 * key...), made once at mount from @opts. *ret_cfg NULL: the decoder
@@ -127,6 +127,25 @@ struct decoder_ops {
 	 */
 	void (*describe)(const struct decoded *d, uint64_t off, size_t len,
 			 const char *src, char *buf, size_t cap);
+	/*
+	 * Optional, both or neither: the disk tier keeps this decoder's
+	 * blocks sealed, never as decoded bytes (sealed objects: those are
+	 * plaintext). Without them it keeps decoded blocks as they are.
+	 * seal_block(): decoded bytes [@off, @off + @len) of @d, @src, sealed
+	 * into @dst (@len bytes, not @src) and @tag; sealing a block again
+	 * gives the same bytes.
+	 * open_block(): the reverse, in place in @buf, authenticated: after a
+	 * failure @buf holds bytes that must not be used.
+	 * Thread-safe.
+	 * @return 0; -EACCES (the mount has no key for @d: nothing done);
+	 * DECODER_EAUTH (open: not this block of @d, or changed); -ENOMEM,
+	 * -EINVAL, -EIO.
+	 */
+	int (*seal_block)(const struct decoded *d, uint64_t off, size_t len,
+			  const char *src, char *dst,
+			  unsigned char tag[DECODER_TAG_SIZE]);
+	int (*open_block)(const struct decoded *d, uint64_t off, size_t len,
+			  char *buf, const unsigned char tag[DECODER_TAG_SIZE]);
 	/* Free an object's state. */
 	void (*free)(void *priv);
 };

@@ -4,7 +4,8 @@
  * finding its own by the key id in its footer. An object whose key the
  * mount lacks is still listed (the size in its footer) but its reads fail
  * with EACCES and one log line; a frame, index or footer that fails
- * authentication is EIO, counted in decrypt_failed. */
+ * authentication is EIO, counted in decrypt_failed. The disk tier's
+ * blocks are sealed and opened here too (seal_block, open_block). */
 #include "sealed_object.h"
 
 #include <dirent.h>
@@ -23,6 +24,8 @@
 #include "opts.h"
 #include "sealed.h"
 #include "stats.h"
+
+_Static_assert(DECODER_TAG_SIZE == SEALED_TAG_SIZE, "one tag size");
 
 /* The first read of an object's tail: 64 KiB holds the index of 8,000
  * frames (8 GiB of 1 MiB frames). */
@@ -336,6 +339,36 @@ static void sealed_describe(const struct decoded *d, uint64_t off, size_t len,
 		 first + (count ? count - 1 : 0), d->obj.key);
 }
 
+static int sealed_seal_block(const struct decoded *d, uint64_t off, size_t len,
+			     const char *src, char *dst,
+			     unsigned char tag[DECODER_TAG_SIZE])
+{
+	const struct sealed_obj *o = d->priv;
+	struct sealed_dctx *dc = thread_dctx();
+
+	if (!o->s)
+		return -EACCES;
+	if (!dc)
+		return -ENOMEM;
+	return sealed_block_seal(dc, o->s, off, len, src, dst, tag);
+}
+
+static int sealed_open_block(const struct decoded *d, uint64_t off, size_t len,
+			     char *buf,
+			     const unsigned char tag[DECODER_TAG_SIZE])
+{
+	const struct sealed_obj *o = d->priv;
+	struct sealed_dctx *dc = thread_dctx();
+	int err;
+
+	if (!o->s)
+		return -EACCES;
+	if (!dc)
+		return -ENOMEM;
+	err = sealed_block_open(dc, o->s, off, len, buf, tag);
+	return err == -EBADMSG ? DECODER_EAUTH : err;
+}
+
 static void sealed_free_obj(void *priv)
 {
 	struct sealed_obj *o = priv;
@@ -349,7 +382,6 @@ static void sealed_free_obj(void *priv)
 const struct decoder_ops sealed_decoder_ops = {
 	.name = "sealed",
 	.what = "sealed index",
-	.keep_off_disk = true,
 	.config_new = sealed_config_new,
 	.config_free = keyring_free,
 	.shown_len = sealed_shown_len,
@@ -362,5 +394,7 @@ const struct decoder_ops sealed_decoder_ops = {
 	.stream_end = sealed_stream_end_op,
 	.stream_free = sealed_stream_free_op,
 	.describe = sealed_describe,
+	.seal_block = sealed_seal_block,
+	.open_block = sealed_open_block,
 	.free = sealed_free_obj,
 };

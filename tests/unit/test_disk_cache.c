@@ -1,9 +1,11 @@
 /* The disk tier's store: round trip, keys, corruption, torn files, the
  * budget, restarts, a full disk and a read-only directory; and the memory
  * cache's side of writing behind: a reader's intent outlives the writer's
- * reference, an evicted block goes once written. */
+ * reference, an evicted block goes once written. Sealed blocks, with a
+ * stand-in sealer. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,22 +97,23 @@ static void test_round_trip_and_keys(const char *dir)
 	key(0, NULL, &other);
 	CHECK(memcmp(&k, &other, sizeof(k)), "no version differs from one");
 
-	CHECK(disk_cache_read(dc, &k, out, BS, len) == -ENOENT, "empty: miss");
-	err = disk_cache_write(dc, &k, in, BS, len);
+	CHECK(disk_cache_read(dc, &k, out, BS, len, NULL) == -ENOENT,
+	      "empty: miss");
+	err = disk_cache_write(dc, &k, in, BS, len, NULL);
 	CHECK(err == 0, "write: %d", err);
-	err = disk_cache_read(dc, &k, out, BS, len);
+	err = disk_cache_read(dc, &k, out, BS, len, NULL);
 	CHECK(err == 0, "read back: %d", err);
 	CHECK(!memcmp(in, out, len), "same bytes back");
 	CHECK(STAT(disk_hits) == hits + 1, "one disk hit");
 	/* An unaligned buffer takes the buffered path. */
 	memset(out, 0, BS);
-	err = disk_cache_read(dc, &k, out + 1, BS - 1, len);
+	err = disk_cache_read(dc, &k, out + 1, BS - 1, len, NULL);
 	CHECK(err == 0 && !memcmp(in, out + 1, len), "unaligned read: %d", err);
 	/* The object changed: its new version has no blocks. */
-	CHECK(disk_cache_read(dc, &other, out, BS, len) == -ENOENT,
+	CHECK(disk_cache_read(dc, &other, out, BS, len, NULL) == -ENOENT,
 	      "changed version: miss");
 	/* Another length asked for than stored: not served. */
-	CHECK(disk_cache_read(dc, &k, out, BS, len - 1) == -EBADMSG,
+	CHECK(disk_cache_read(dc, &k, out, BS, len - 1, NULL) == -EBADMSG,
 	      "wrong length: discarded");
 	disk_cache_free(dc);
 	free(in);
@@ -129,7 +132,7 @@ static void test_corruption(const char *dir)
 
 	/* A flipped byte in the data. */
 	key(5, "e", &k);
-	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write");
+	CHECK(disk_cache_write(dc, &k, in, BS, BS, NULL) == 0, "write");
 	block_path(dir, &k, path, sizeof(path));
 	fd = open(path, O_RDWR);
 	CHECK(fd >= 0, "open %s", path);
@@ -137,37 +140,39 @@ static void test_corruption(const char *dir)
 	c ^= 0x01;
 	CHECK(pwrite(fd, &c, 1, HDR + 1000) == 1, "pwrite");
 	close(fd);
-	err = disk_cache_read(dc, &k, out, BS, BS);
+	err = disk_cache_read(dc, &k, out, BS, BS, NULL);
 	CHECK(err == -EBADMSG, "flipped byte: %d", err);
 	CHECK(STAT(disk_corrupt) == corrupt + 1, "disk_corrupt counted");
 	CHECK(stat(path, &st) < 0 && errno == ENOENT, "bad file discarded");
-	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -ENOENT, "then a miss");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == -ENOENT,
+	      "then a miss");
 
 	/* A flipped byte in the header. */
-	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(disk_cache_write(dc, &k, in, BS, BS, NULL) == 0, "write again");
 	fd = open(path, O_RDWR);
 	CHECK(pread(fd, &c, 1, 20) == 1, "pread");
 	c ^= 0x80;
 	CHECK(pwrite(fd, &c, 1, 20) == 1, "pwrite");
 	close(fd);
-	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG,
+	CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == -EBADMSG,
 	      "header flipped: discarded");
 
 	/* A torn file: cut short, as after a crash mid-write. */
-	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(disk_cache_write(dc, &k, in, BS, BS, NULL) == 0, "write again");
 	CHECK(truncate(path, HDR + BS / 2) == 0, "truncate");
-	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG, "torn: bad");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == -EBADMSG,
+	      "torn: bad");
 	/* Torn with its length intact: zeros where the data never landed. */
-	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(disk_cache_write(dc, &k, in, BS, BS, NULL) == 0, "write again");
 	CHECK(truncate(path, HDR + BS / 2) == 0 &&
 		      truncate(path, HDR + BS) == 0,
 	      "zero the tail");
-	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG,
+	CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == -EBADMSG,
 	      "zeroed tail: bad");
 	/* Only a header. */
-	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write again");
+	CHECK(disk_cache_write(dc, &k, in, BS, BS, NULL) == 0, "write again");
 	CHECK(truncate(path, HDR) == 0, "truncate to header");
-	CHECK(disk_cache_read(dc, &k, out, BS, BS) == -EBADMSG,
+	CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == -EBADMSG,
 	      "header only: bad");
 	CHECK(STAT(disk_corrupt) == corrupt + 5, "five corrupt files: %llu",
 	      STAT(disk_corrupt) - corrupt);
@@ -189,20 +194,21 @@ static void test_budget_lru_restart(const char *dir)
 	for (i = 0; i < 10; i++)
 		key(100 + i, "lru", &k[i]);
 	for (i = 0; i < 3; i++) {
-		CHECK(disk_cache_write(dc, &k[i], in, BS, BS) == 0, "write %d",
-		      i);
+		CHECK(disk_cache_write(dc, &k[i], in, BS, BS, NULL) == 0,
+		      "write %d", i);
 		usleep(20000); /* mtimes are coarse: make the order clear */
 	}
 	sleep(1); /* a hit touches files older than a second */
 	/* k[0] used last: k[1] is now the least recently used. */
-	CHECK(disk_cache_read(dc, &k[0], out, BS, BS) == 0, "read k0");
-	CHECK(disk_cache_write(dc, &k[3], in, BS, BS) == 0, "write k3");
-	CHECK(disk_cache_read(dc, &k[1], out, BS, BS) == -ENOENT, "k1 evicted");
-	CHECK(disk_cache_read(dc, &k[0], out, BS, BS) == 0, "k0 kept");
+	CHECK(disk_cache_read(dc, &k[0], out, BS, BS, NULL) == 0, "read k0");
+	CHECK(disk_cache_write(dc, &k[3], in, BS, BS, NULL) == 0, "write k3");
+	CHECK(disk_cache_read(dc, &k[1], out, BS, BS, NULL) == -ENOENT,
+	      "k1 evicted");
+	CHECK(disk_cache_read(dc, &k[0], out, BS, BS, NULL) == 0, "k0 kept");
 	CHECK(STAT(disk_evictions) == ev + 1, "one eviction");
 	for (i = 4; i < 10; i++) {
-		CHECK(disk_cache_write(dc, &k[i], in, BS, BS) == 0, "write %d",
-		      i);
+		CHECK(disk_cache_write(dc, &k[i], in, BS, BS, NULL) == 0,
+		      "write %d", i);
 		used = disk_cache_used(dc);
 		CHECK(used <= budget + HDR + BS,
 		      "budget %llu exceeded by more than a block: %llu",
@@ -212,14 +218,14 @@ static void test_budget_lru_restart(const char *dir)
 
 	/* A new daemon on the same DIR serves what is there... */
 	dc = open_store(dir, budget);
-	CHECK(disk_cache_read(dc, &k[9], out, BS, BS) == 0 &&
+	CHECK(disk_cache_read(dc, &k[9], out, BS, BS, NULL) == 0 &&
 		      !memcmp(in, out, BS),
 	      "restart: block served");
 	disk_cache_free(dc);
 	/* ...and keeps a smaller budget from its first write on. */
 	dc = open_store(dir, 1 * (HDR + BS));
 	key(999, "lru", &k[0]);
-	CHECK(disk_cache_write(dc, &k[0], in, BS, BS) == 0, "write");
+	CHECK(disk_cache_write(dc, &k[0], in, BS, BS, NULL) == 0, "write");
 	used = disk_cache_used(dc);
 	CHECK(used <= HDR + BS, "restart with smaller budget: %llu",
 	      (unsigned long long)used);
@@ -258,7 +264,7 @@ static void test_full_disk(const char *base)
 	dc = open_store(dir, 100 * (HDR + BS));
 	for (i = 0; i < 30; i++) {
 		key(200 + i, "full", &k);
-		err = disk_cache_write(dc, &k, in, BS, BS);
+		err = disk_cache_write(dc, &k, in, BS, BS, NULL);
 		if (err == 0)
 			ok++;
 		else if (err == -ENOSPC)
@@ -270,7 +276,7 @@ static void test_full_disk(const char *base)
 	CHECK(STAT(disk_errors) > errs, "disk_errors counted");
 	/* The budget shrank to what fits: writes go on, evicting. */
 	CHECK(ok >= 20, "writes went on after ENOSPC: %d of 30", ok);
-	CHECK(disk_cache_read(dc, &k, out, BS, BS) == 0 || err != 0,
+	CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == 0 || err != 0,
 	      "the last block written reads back");
 	disk_cache_free(dc);
 	CHECK(umount(dir) == 0, "umount %s", dir);
@@ -295,18 +301,18 @@ static void test_read_only(const char *base)
 	}
 	dc = open_store(dir, 10 * (HDR + BS));
 	key(300, "ro", &k);
-	CHECK(disk_cache_write(dc, &k, in, BS, BS) == 0, "write");
+	CHECK(disk_cache_write(dc, &k, in, BS, BS, NULL) == 0, "write");
 	disk_cache_free(dc);
 	CHECK(mount(NULL, dir, NULL, MS_REMOUNT | MS_RDONLY, NULL) == 0,
 	      "remount ro: %s", strerror(errno));
 	dc = open_store(dir, 10 * (HDR + BS));
 	CHECK(dc != NULL, "a read-only DIR still opens");
 	if (dc) {
-		CHECK(disk_cache_read(dc, &k, out, BS, BS) == 0 &&
+		CHECK(disk_cache_read(dc, &k, out, BS, BS, NULL) == 0 &&
 			      !memcmp(in, out, BS),
 		      "read-only DIR serves its blocks");
 		key(301, "ro", &k2);
-		err = disk_cache_write(dc, &k2, in, BS, BS);
+		err = disk_cache_write(dc, &k2, in, BS, BS, NULL);
 		CHECK(err == -EROFS, "write to read-only DIR: %d", err);
 		disk_cache_free(dc);
 	}
@@ -405,6 +411,107 @@ static void remove_tmpfs_base(void)
  * read-only one, on a small tmpfs each: skipped (77) where none can be
  * mounted, registered as a test of their own (test_disk_cache_tmpfs) so
  * that a skip is reported as one, not as a pass. */
+/* A stand-in for a decoder's sealing: XOR with a byte, the tag the XOR's
+ * sum; open refuses a wrong sum, or everything when locked. */
+struct toy_sealer {
+	struct disk_sealer s;
+	unsigned char x;
+	bool locked, refuse;
+};
+
+static void toy_tag(const unsigned char *p, size_t len,
+		    unsigned char tag[DISK_TAG_SIZE])
+{
+	memset(tag, 0, DISK_TAG_SIZE);
+	for (size_t i = 0; i < len; i++)
+		tag[i % DISK_TAG_SIZE] += p[i];
+}
+
+static int toy_seal(const struct disk_sealer *s, const void *src, void *dst,
+		    size_t len, unsigned char tag[DISK_TAG_SIZE])
+{
+	const struct toy_sealer *t = (const struct toy_sealer *)s;
+
+	for (size_t i = 0; i < len; i++)
+		((unsigned char *)dst)[i] =
+			((const unsigned char *)src)[i] ^ t->x;
+	toy_tag(dst, len, tag);
+	return 0;
+}
+
+static int toy_open(const struct disk_sealer *s, void *buf, size_t len,
+		    const unsigned char tag[DISK_TAG_SIZE])
+{
+	const struct toy_sealer *t = (const struct toy_sealer *)s;
+	unsigned char want[DISK_TAG_SIZE];
+
+	if (t->locked)
+		return -EACCES;
+	toy_tag(buf, len, want);
+	if (t->refuse || memcmp(want, tag, DISK_TAG_SIZE))
+		return -EBADMSG;
+	for (size_t i = 0; i < len; i++)
+		((unsigned char *)buf)[i] ^= t->x;
+	return 0;
+}
+
+/* Sealed blocks: stored as the sealer made them, opened on the way back;
+ * a block that does not open is corrupt, one the sealer may not open is a
+ * miss and stays; a plain read never gets a sealed block, nor the
+ * reverse. */
+static void test_sealed(const char *dir)
+{
+	struct disk_cache *dc = open_store(dir, 100 * BS);
+	struct toy_sealer ts = { { toy_seal, toy_open }, 0x5a, false, false };
+	struct toy_sealer other = ts;
+	struct disk_key k;
+	char *in = buf_new(3), *out = buf_new(97), *raw = buf_new(0);
+	char path[4300];
+	unsigned long long corrupt = STAT(disk_corrupt);
+	struct stat st;
+	int fd, err;
+
+	key(7, "s", &k);
+	block_path(dir, &k, path, sizeof(path));
+	CHECK(disk_cache_write(dc, &k, in, BS, BS - 5, &ts.s) == 0, "write");
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0 && pread(fd, raw, BS - 5, HDR) == BS - 5, "raw");
+	close(fd);
+	for (size_t i = 0; i < BS - 5; i++)
+		CHECK((raw[i] ^ in[i]) == 0x5a, "stored sealed at %zu", i);
+	err = disk_cache_read(dc, &k, out, BS, BS - 5, &ts.s);
+	CHECK(err == 0 && !memcmp(in, out, BS - 5), "opened: %d", err);
+	/* Without the key: a miss, the file kept. */
+	other.locked = true;
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &other.s) == -EACCES,
+	      "locked: EACCES");
+	CHECK(stat(path, &st) == 0 && STAT(disk_corrupt) == corrupt,
+	      "locked: kept");
+	/* Read as plain: never the sealed bytes. */
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, NULL) == -EBADMSG,
+	      "sealed block read as plain: refused");
+	CHECK(stat(path, &st) < 0 && STAT(disk_corrupt) == corrupt + 1,
+	      "and discarded");
+	/* A plain block read as sealed: refused. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS - 5, NULL) == 0, "plain");
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &ts.s) == -EBADMSG,
+	      "plain block read as sealed: refused");
+	/* One that does not open: corrupt, discarded, then a miss. */
+	CHECK(disk_cache_write(dc, &k, in, BS, BS - 5, &ts.s) == 0, "again");
+	other.locked = false;
+	other.refuse = true;
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &other.s) == -EBADMSG,
+	      "does not open: refused");
+	CHECK(stat(path, &st) < 0 && STAT(disk_corrupt) == corrupt + 3,
+	      "three corrupt: %llu", STAT(disk_corrupt) - corrupt);
+	CHECK(disk_cache_read(dc, &k, out, BS, BS - 5, &ts.s) == -ENOENT,
+	      "then a miss");
+	disk_cache_free(dc);
+	free(in);
+	free(out);
+	free(raw);
+}
+
 int main(int argc, char **argv)
 {
 	char base[] = "/var/tmp/wfs-disk-test.XXXXXX", dir[4200];
@@ -421,14 +528,16 @@ int main(int argc, char **argv)
 		test_read_only(base);
 		return 0;
 	}
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 4; i++) {
 		snprintf(dir, sizeof(dir), "%s/d%d", base, i);
 		if (i == 0)
 			test_round_trip_and_keys(dir);
 		else if (i == 1)
 			test_corruption(dir);
-		else
+		else if (i == 2)
 			test_budget_lru_restart(dir);
+		else
+			test_sealed(dir);
 	}
 	test_write_behind_refs();
 	rm_rf(base);
