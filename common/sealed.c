@@ -14,12 +14,14 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 
 #define MAGIC "WFSSEAL1"
 #define MAGIC_LEN 8
 #define NONCE_LEN 12
-#define FLAGS_KNOWN (SEALED_FLAG_ZSTD | SEALED_FLAG_GROUPED)
+#define FLAGS_KNOWN                                                            \
+	(SEALED_FLAG_ZSTD | SEALED_FLAG_GROUPED | SEALED_FLAG_SIGNED)
 /* Footer fields (sealed.h, docs/sealed-format.md). */
 #define F_VERSION 8
 #define F_FLAGS 9
@@ -100,12 +102,18 @@ int sealed_key_parse(const void *buf, size_t len,
 	return 0;
 }
 
-int sealed_key_load(const char *path, uint8_t ret_key[SEALED_KEY_SIZE])
+/*
+ * Read the regular file @path into @buf: at most @cap bytes, *@ret_len of
+ * them. A @secret one (a key file, a signing key) must be one that neither
+ * group nor others may read (-EPERM: nothing is read).
+ * @return 0, -EPERM, -EINVAL (not a regular file), open()'s -errno.
+ */
+static int read_small(const char *path, uint8_t *buf, size_t cap,
+		      size_t *ret_len, int secret)
 {
-	uint8_t buf[2 * SEALED_KEY_SIZE + 2];
 	struct stat st;
 	size_t len = 0;
-	int fd, r;
+	int fd, r = 0;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
@@ -118,12 +126,12 @@ int sealed_key_load(const char *path, uint8_t ret_key[SEALED_KEY_SIZE])
 		r = -EINVAL;
 		goto out;
 	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+	if (secret && (st.st_mode & (S_IRWXG | S_IRWXO))) {
 		r = -EPERM;
 		goto out;
 	}
-	while (len < sizeof(buf)) {
-		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+	while (len < cap) {
+		ssize_t n = read(fd, buf + len, cap - len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -135,10 +143,22 @@ int sealed_key_load(const char *path, uint8_t ret_key[SEALED_KEY_SIZE])
 			break;
 		len += n;
 	}
-	r = len < sizeof(buf) ? sealed_key_parse(buf, len, ret_key) : -EINVAL;
+	*ret_len = len;
 out:
-	OPENSSL_cleanse(buf, sizeof(buf));
 	close(fd);
+	return r;
+}
+
+int sealed_key_load(const char *path, uint8_t ret_key[SEALED_KEY_SIZE])
+{
+	uint8_t buf[2 * SEALED_KEY_SIZE + 2];
+	size_t len = 0;
+	int r = read_small(path, buf, sizeof(buf), &len, 1);
+
+	if (!r)
+		r = len < sizeof(buf) ? sealed_key_parse(buf, len, ret_key)
+				      : -EINVAL;
+	OPENSSL_cleanse(buf, sizeof(buf));
 	return r;
 }
 
@@ -261,6 +281,16 @@ uint64_t sealed_tail_bytes(uint32_t nframes)
 	return (uint64_t)nframes * SEALED_ENTRY_SIZE + SEALED_FOOTER_SIZE;
 }
 
+uint64_t sealed_tail_bytes_flags(uint32_t nframes, unsigned flags)
+{
+	uint64_t size = sealed_tail_bytes(nframes);
+
+	if (flags & SEALED_FLAG_SIGNED)
+		size += (uint64_t)nframes * SEALED_DIGEST_SIZE +
+			SEALED_SIGBLOCK_SIZE;
+	return size;
+}
+
 int sealed_tail_size(const void *tail, size_t len, uint64_t object_size,
 		     uint64_t *ret_size, uint8_t *ret_key_id)
 {
@@ -279,7 +309,7 @@ int sealed_tail_size(const void *tail, size_t len, uint64_t object_size,
 	     !(f[F_FLAGS] & SEALED_FLAG_ZSTD)) ||
 	    f[F_RESERVED] || f[F_RESERVED + 1] || n > SEALED_MAX_FRAMES)
 		return -EPROTO;
-	size = sealed_tail_bytes(n);
+	size = sealed_tail_bytes_flags(n, f[F_FLAGS]);
 	if (size > object_size)
 		return -EPROTO;
 	*ret_size = size;
@@ -294,6 +324,7 @@ void sealed_free(struct sealed *s)
 		return;
 	free(s->stored.frames);
 	free(s->inner.frames);
+	free(s->digests);
 	OPENSSL_cleanse(s->okey, sizeof(s->okey));
 	OPENSSL_cleanse(s->tkey, sizeof(s->tkey));
 	free(s);
@@ -371,8 +402,10 @@ int sealed_parse(const void *tail, size_t len, uint64_t object_size,
 		goto fail;
 	nonce_for(0, 1, nonce);
 	memcpy(tag, f + F_TAG, SEALED_TAG_SIZE);
+	/* over the whole tail before the footer: the index (and a signed
+	 * object's digests and signature block) */
 	r = gcm(NULL, 0, s->okey, nonce, f, F_TAG, t,
-		(size_t)n * SEALED_ENTRY_SIZE, NULL, 0, NULL, tag);
+		(size_t)(tsize - SEALED_FOOTER_SIZE), NULL, 0, NULL, tag);
 	if (r)
 		goto fail;
 	*ret = s;
@@ -445,7 +478,16 @@ static int open_frame(struct sealed_dctx *dc, const struct sealed *s,
 {
 	const struct zstd_seekable_frame *in = &s->inner.frames[i];
 	uint8_t nonce[NONCE_LEN], aad[FRAME_AAD_LEN], tag[SEALED_TAG_SIZE];
+	uint8_t md[SEALED_DIGEST_SIZE];
 
+	if (s->digests) {
+		/* A signed object's frame is its signed bytes, or nothing:
+		 * the key holders can forge GCM tags, not SHA-256. */
+		sealed_frame_digest(src, in->csize + SEALED_TAG_SIZE, md);
+		if (CRYPTO_memcmp(md, s->digests + (size_t)i * sizeof(md),
+				  sizeof(md)))
+			return -EBADMSG;
+	}
 	nonce_for(i, 0, nonce);
 	frame_aad(s->object_id, i, in->csize, in->dsize, aad);
 	memcpy(tag, src + in->csize, SEALED_TAG_SIZE);
@@ -534,6 +576,7 @@ struct sealed_stream {
 	uint64_t at;	   /* its stored bytes in so far */
 	uint8_t tag[SEALED_TAG_SIZE];
 	uint8_t *spill;
+	EVP_MD_CTX *md; /* signed and trusted: the frame's SHA-256 so far */
 	bool failed;
 };
 
@@ -547,7 +590,8 @@ static int stream_frame_start(struct sealed_stream *st)
 	nonce_for(st->i, 0, nonce);
 	frame_aad(st->s->object_id, st->i, in->csize, in->dsize, aad);
 	if (EVP_DecryptInit_ex(st->cctx, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_DecryptUpdate(st->cctx, NULL, &len, aad, sizeof(aad)) != 1)
+	    EVP_DecryptUpdate(st->cctx, NULL, &len, aad, sizeof(aad)) != 1 ||
+	    (st->md && EVP_DigestInit_ex(st->md, EVP_sha256(), NULL) != 1))
 		return -EIO;
 	return 0;
 }
@@ -573,6 +617,10 @@ int sealed_stream_new(const struct sealed *s, uint64_t off, uint64_t len,
 	st->i = first;
 	st->last = first + count - 1;
 	st->cctx = EVP_CIPHER_CTX_new();
+	if (s->digests && !(st->md = EVP_MD_CTX_new())) {
+		sealed_stream_free(st);
+		return -ENOMEM;
+	}
 	/* The key once; each frame sets only its nonce. */
 	if (!st->cctx ||
 	    EVP_DecryptInit_ex(st->cctx, EVP_aes_256_gcm(), NULL, s->okey,
@@ -619,6 +667,20 @@ static int stream_decrypt(struct sealed_stream *st, uint64_t pos,
 	return 0;
 }
 
+/* The frame just in against its signed digest: 0, -EBADMSG, -EIO. */
+static int frame_digest_check(struct sealed_stream *st)
+{
+	uint8_t md[SEALED_DIGEST_SIZE];
+	unsigned n = 0;
+
+	if (EVP_DigestFinal_ex(st->md, md, &n) != 1 || n != sizeof(md))
+		return -EIO;
+	return CRYPTO_memcmp(md, st->s->digests + (size_t)st->i * sizeof(md),
+			     sizeof(md))
+		       ? -EBADMSG
+		       : 0;
+}
+
 int sealed_stream_put(struct sealed_stream *st, const void *buf, size_t n)
 {
 	const uint8_t *p = buf;
@@ -647,6 +709,8 @@ int sealed_stream_put(struct sealed_stream *st, const void *buf, size_t n)
 			memcpy(st->tag + (st->at - inner), p, k);
 			r = 0;
 		}
+		if (!r && st->md && EVP_DigestUpdate(st->md, p, k) != 1)
+			r = -EIO;
 		if (r) {
 			st->failed = true;
 			return r;
@@ -656,7 +720,12 @@ int sealed_stream_put(struct sealed_stream *st, const void *buf, size_t n)
 		n -= k;
 		if (st->at < inner + SEALED_TAG_SIZE)
 			continue;
-		/* The frame is in: its tag decides. */
+		/* The frame is in: its signed digest (the key holders can
+		 * forge GCM tags, not SHA-256), then its tag decide. */
+		if (st->md && (r = frame_digest_check(st))) {
+			st->failed = true;
+			return r;
+		}
 		if (EVP_CIPHER_CTX_ctrl(st->cctx, EVP_CTRL_GCM_SET_TAG,
 					SEALED_TAG_SIZE, st->tag) != 1 ||
 		    EVP_DecryptFinal_ex(st->cctx, st->tag, &len) != 1) {
@@ -682,6 +751,7 @@ void sealed_stream_free(struct sealed_stream *st)
 	if (!st)
 		return;
 	EVP_CIPHER_CTX_free(st->cctx);
+	EVP_MD_CTX_free(st->md);
 	if (st->spill)
 		OPENSSL_cleanse(st->spill, SPILL_SIZE);
 	free(st->spill);
@@ -725,21 +795,34 @@ ssize_t sealed_seal(const struct sealed_writer *w, uint32_t i,
 	return r ? r : (ssize_t)(inner_len + SEALED_TAG_SIZE);
 }
 
-ssize_t sealed_write_tail(const struct sealed_writer *w,
+static int sign_tail(const struct sealed_signer *sg, const uint8_t *footer,
+		     const uint8_t *tail, uint32_t nframes, uint8_t *sigblock);
+
+/* The tail of sealed_write_tail(), or with @digests and @sg (both or
+ * neither, as the writer's flags say) sealed_write_signed_tail()'s. */
+static ssize_t write_tail(const struct sealed_writer *w,
 			  const struct zstd_seekable_frame *frames,
-			  uint32_t nframes, void *buf, size_t cap)
+			  uint32_t nframes, const uint8_t *digests,
+			  const struct sealed_signer *sg, void *buf, size_t cap)
 {
-	uint64_t size = sealed_tail_bytes(nframes), plain = 0;
-	uint8_t nonce[NONCE_LEN], *p = buf, *f;
+	uint64_t size = sealed_tail_bytes_flags(nframes, w->flags), plain = 0;
+	uint8_t nonce[NONCE_LEN], *p = buf, *f, *sigblock = NULL;
 	uint32_t i;
 	int r;
 
-	if (nframes > SEALED_MAX_FRAMES || cap < size)
+	if (nframes > SEALED_MAX_FRAMES || cap < size ||
+	    !(w->flags & SEALED_FLAG_SIGNED) != !(digests && sg))
 		return -EINVAL;
 	for (i = 0; i < nframes; i++, p += SEALED_ENTRY_SIZE) {
 		wr32(p, frames[i].csize);
 		wr32(p + 4, frames[i].dsize);
 		plain += frames[i].dsize;
+	}
+	if (digests) {
+		memcpy(p, digests, (size_t)nframes * SEALED_DIGEST_SIZE);
+		p += (size_t)nframes * SEALED_DIGEST_SIZE;
+		sigblock = p;
+		p += SEALED_SIGBLOCK_SIZE;
 	}
 	f = p;
 	memset(f, 0, SEALED_FOOTER_SIZE);
@@ -750,10 +833,301 @@ ssize_t sealed_write_tail(const struct sealed_writer *w,
 	wr64(f + F_SIZE, plain);
 	memcpy(f + F_KEY_ID, w->key_id, SEALED_ID_SIZE);
 	memcpy(f + F_OBJECT_ID, w->object_id, SEALED_ID_SIZE);
+	if (sigblock && (r = sign_tail(sg, f, buf, nframes, sigblock)))
+		return r;
 	nonce_for(0, 1, nonce);
 	r = gcm(NULL, 1, w->okey, nonce, f, F_TAG, buf,
-		(size_t)nframes * SEALED_ENTRY_SIZE, NULL, 0, NULL, f + F_TAG);
+		(size_t)(size - SEALED_FOOTER_SIZE), NULL, 0, NULL, f + F_TAG);
 	return r ? r : (ssize_t)size;
+}
+
+ssize_t sealed_write_tail(const struct sealed_writer *w,
+			  const struct zstd_seekable_frame *frames,
+			  uint32_t nframes, void *buf, size_t cap)
+{
+	return write_tail(w, frames, nframes, NULL, NULL, buf, cap);
+}
+
+/* ---- publisher signatures ---- */
+
+/* The signed message: this label (its NUL included) and SHA-256 of the
+ * footer's first 56 bytes, the index and the digests. */
+#define SIG_LABEL "weightfs sealed signature v1"
+#define SIG_MSG_LEN (sizeof(SIG_LABEL) + SEALED_DIGEST_SIZE)
+
+struct sealed_trust {
+	size_t n;
+	uint8_t pub[SEALED_TRUST_MAX][SEALED_PUBKEY_SIZE];
+};
+
+struct sealed_signer {
+	EVP_PKEY *pk;
+	uint8_t pub[SEALED_PUBKEY_SIZE];
+};
+
+void sealed_frame_digest(const void *frame, size_t len,
+			 uint8_t ret[SEALED_DIGEST_SIZE])
+{
+	unsigned n = 0;
+
+	if (EVP_Digest(frame, len, ret, &n, EVP_sha256(), NULL) != 1 ||
+	    n != SEALED_DIGEST_SIZE)
+		memset(ret, 0, SEALED_DIGEST_SIZE); /* matches no frame */
+}
+
+/* The message signed for the tail whose footer is @f and whose index
+ * (@nframes entries, then the digests) starts at @t. @return 0, -EIO. */
+static int sig_message(const uint8_t *f, const uint8_t *t, uint32_t nframes,
+		       uint8_t msg[SIG_MSG_LEN])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	size_t body =
+		(size_t)nframes * (SEALED_ENTRY_SIZE + SEALED_DIGEST_SIZE);
+	unsigned n = 0;
+	int ok;
+
+	memcpy(msg, SIG_LABEL, sizeof(SIG_LABEL));
+	ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	     EVP_DigestUpdate(ctx, f, F_TAG) == 1 &&
+	     EVP_DigestUpdate(ctx, t, body) == 1 &&
+	     EVP_DigestFinal_ex(ctx, msg + sizeof(SIG_LABEL), &n) == 1 &&
+	     n == SEALED_DIGEST_SIZE;
+	EVP_MD_CTX_free(ctx);
+	return ok ? 0 : -EIO;
+}
+
+static int sign_tail(const struct sealed_signer *sg, const uint8_t *footer,
+		     const uint8_t *tail, uint32_t nframes, uint8_t *sigblock)
+{
+	uint8_t msg[SIG_MSG_LEN];
+	size_t siglen = SEALED_SIG_SIZE;
+	EVP_MD_CTX *ctx;
+	int ok;
+
+	if (sig_message(footer, tail, nframes, msg))
+		return -EIO;
+	ctx = EVP_MD_CTX_new();
+	ok = ctx && EVP_DigestSignInit(ctx, NULL, NULL, NULL, sg->pk) == 1 &&
+	     EVP_DigestSign(ctx, sigblock + SEALED_PUBKEY_SIZE, &siglen, msg,
+			    sizeof(msg)) == 1 &&
+	     siglen == SEALED_SIG_SIZE;
+	EVP_MD_CTX_free(ctx);
+	memcpy(sigblock, sg->pub, SEALED_PUBKEY_SIZE);
+	return ok ? 0 : -EIO;
+}
+
+ssize_t sealed_write_signed_tail(const struct sealed_writer *w,
+				 const struct zstd_seekable_frame *frames,
+				 uint32_t nframes, const uint8_t *digests,
+				 const struct sealed_signer *sg, void *buf,
+				 size_t cap)
+{
+	if (!digests || !sg)
+		return -EINVAL;
+	return write_tail(w, frames, nframes, digests, sg, buf, cap);
+}
+
+int sealed_trust_new(struct sealed_trust **ret)
+{
+	*ret = calloc(1, sizeof(**ret));
+	return *ret ? 0 : -ENOMEM;
+}
+
+void sealed_trust_free(struct sealed_trust *t)
+{
+	free(t);
+}
+
+size_t sealed_trust_count(const struct sealed_trust *t)
+{
+	return t->n;
+}
+
+int sealed_trust_add(struct sealed_trust *t,
+		     const uint8_t pub[SEALED_PUBKEY_SIZE])
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!memcmp(t->pub[i], pub, SEALED_PUBKEY_SIZE))
+			return 0;
+	if (t->n == SEALED_TRUST_MAX)
+		return -E2BIG;
+	memcpy(t->pub[t->n++], pub, SEALED_PUBKEY_SIZE);
+	return 0;
+}
+
+/* A PEM file's bytes: at most 16 KiB (an Ed25519 key's PEM is ~120). */
+#define PEM_MAX (16u << 10)
+
+/* Refuses to prompt for a passphrase: encrypted keys are not read. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
+/* An Ed25519 key (private: @priv) from the PEM bytes @buf. */
+static EVP_PKEY *pem_ed25519(const uint8_t *buf, size_t len, int priv)
+{
+	BIO *bio = BIO_new_mem_buf(buf, (int)len);
+	EVP_PKEY *pk = NULL;
+
+	if (!bio)
+		return NULL;
+	pk = priv ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL)
+		  : PEM_read_bio_PUBKEY(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	if (pk && EVP_PKEY_id(pk) != EVP_PKEY_ED25519) {
+		EVP_PKEY_free(pk);
+		pk = NULL;
+	}
+	return pk;
+}
+
+static int raw_public(EVP_PKEY *pk, uint8_t ret[SEALED_PUBKEY_SIZE])
+{
+	size_t n = SEALED_PUBKEY_SIZE;
+
+	return EVP_PKEY_get_raw_public_key(pk, ret, &n) == 1 &&
+			       n == SEALED_PUBKEY_SIZE
+		       ? 0
+		       : -EINVAL;
+}
+
+int sealed_trust_load(struct sealed_trust *t, const char *path)
+{
+	uint8_t buf[PEM_MAX], pub[SEALED_PUBKEY_SIZE];
+	size_t len = 0;
+	EVP_PKEY *pk;
+	int r = read_small(path, buf, sizeof(buf), &len, 0);
+
+	if (r)
+		return r;
+	if (len == sizeof(buf) || !(pk = pem_ed25519(buf, len, 0)))
+		return -EINVAL;
+	r = raw_public(pk, pub);
+	EVP_PKEY_free(pk);
+	return r ? r : sealed_trust_add(t, pub);
+}
+
+int sealed_signer_load(const char *path, struct sealed_signer **ret)
+{
+	uint8_t *buf = malloc(PEM_MAX);
+	struct sealed_signer *sg = NULL;
+	size_t len = 0;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	r = read_small(path, buf, PEM_MAX, &len, 1);
+	if (r)
+		goto out;
+	r = -EINVAL;
+	if (len == PEM_MAX)
+		goto out;
+	sg = calloc(1, sizeof(*sg));
+	if (!sg) {
+		r = -ENOMEM;
+		goto out;
+	}
+	sg->pk = pem_ed25519(buf, len, 1);
+	if (!sg->pk || raw_public(sg->pk, sg->pub))
+		goto out;
+	*ret = sg;
+	sg = NULL;
+	r = 0;
+out:
+	OPENSSL_cleanse(buf, PEM_MAX);
+	free(buf);
+	sealed_signer_free(sg);
+	return r;
+}
+
+void sealed_signer_free(struct sealed_signer *sg)
+{
+	if (!sg)
+		return;
+	EVP_PKEY_free(sg->pk);
+	free(sg);
+}
+
+void sealed_signer_public(const struct sealed_signer *sg,
+			  uint8_t ret[SEALED_PUBKEY_SIZE])
+{
+	memcpy(ret, sg->pub, SEALED_PUBKEY_SIZE);
+}
+
+int sealed_verify(const void *tail, size_t len, uint64_t object_size,
+		  const struct sealed_trust *t,
+		  uint8_t ret_signer[SEALED_PUBKEY_SIZE])
+{
+	uint8_t msg[SIG_MSG_LEN];
+	const uint8_t *tl, *f, *sb;
+	EVP_PKEY *pk = NULL;
+	EVP_MD_CTX *ctx = NULL;
+	uint64_t tsize;
+	size_t i;
+	int r;
+
+	r = sealed_tail_size(tail, len, object_size, &tsize, NULL);
+	if (r)
+		return r;
+	if (len < tsize)
+		return -EINVAL;
+	tl = (const uint8_t *)tail + len - tsize;
+	f = tl + tsize - SEALED_FOOTER_SIZE;
+	if (!(f[F_FLAGS] & SEALED_FLAG_SIGNED))
+		return -ENODATA;
+	sb = f - SEALED_SIGBLOCK_SIZE;
+	if (ret_signer)
+		memcpy(ret_signer, sb, SEALED_PUBKEY_SIZE);
+	for (i = 0; i < t->n; i++)
+		if (!memcmp(t->pub[i], sb, SEALED_PUBKEY_SIZE))
+			break;
+	if (i == t->n)
+		return -ENOKEY;
+	if (sig_message(f, tl, rd32(f + F_NFRAMES), msg))
+		return -ENOMEM;
+	/* the trusted key's copy, not the object's */
+	pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, t->pub[i],
+					 SEALED_PUBKEY_SIZE);
+	ctx = EVP_MD_CTX_new();
+	if (!pk || !ctx || EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pk) != 1)
+		r = -ENOMEM;
+	else if (EVP_DigestVerify(ctx, sb + SEALED_PUBKEY_SIZE, SEALED_SIG_SIZE,
+				  msg, sizeof(msg)) != 1)
+		r = -EBADMSG;
+	EVP_MD_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	return r;
+}
+
+int sealed_parse_trusted(const void *tail, size_t len, uint64_t object_size,
+			 const uint8_t key[SEALED_KEY_SIZE],
+			 const struct sealed_trust *t, struct sealed **ret)
+{
+	struct sealed *s;
+	size_t n;
+	int r;
+
+	r = sealed_verify(tail, len, object_size, t, NULL);
+	if (r)
+		return r;
+	r = sealed_parse(tail, len, object_size, key, &s);
+	if (r)
+		return r;
+	/* the digests sit between the index and the signature block */
+	n = (size_t)s->stored.nframes * SEALED_DIGEST_SIZE;
+	s->digests = malloc(n ? n : 1);
+	if (!s->digests) {
+		sealed_free(s);
+		return -ENOMEM;
+	}
+	memcpy(s->digests,
+	       (const uint8_t *)tail + len - SEALED_FOOTER_SIZE -
+		       SEALED_SIGBLOCK_SIZE - n,
+	       n);
+	*ret = s;
+	return 0;
 }
 
 /* ---- the disk tier's blocks ---- */

@@ -21,7 +21,8 @@
  * Errors: -ENOMSG (no sealed footer: not a sealed object), -EPROTO (a
  * footer or index that cannot be right for this object), -EKEYREJECTED
  * (sealed under another key), -EBADMSG (authentication failed: damaged or
- * tampered bytes). A damaged input never yields bytes.
+ * tampered bytes). A damaged input never yields bytes. Signed objects add
+ * -ENODATA (not signed) and -ENOKEY (signed by a key not trusted).
  *
  * Thread-safety: a parsed struct sealed is read-only and may be shared; a
  * struct sealed_dctx belongs to one thread at a time; a struct
@@ -54,6 +55,18 @@
 /* Footer flags. */
 #define SEALED_FLAG_ZSTD 0x01	 /* each frame's plaintext is a zstd frame */
 #define SEALED_FLAG_GROUPED 0x02 /* ... of byte-grouped 2-byte elements */
+#define SEALED_FLAG_SIGNED 0x04	 /* a digest table and a signature block */
+
+/* Signed objects (SEALED_FLAG_SIGNED): the tail holds, after the index, a
+ * SHA-256 digest of every stored frame, then the publisher's Ed25519
+ * public key and signature over the footer, index and digests; a key
+ * holder can forge a frame's GCM tag, not a SHA-256 collision. */
+#define SEALED_DIGEST_SIZE 32
+#define SEALED_PUBKEY_SIZE 32
+#define SEALED_SIG_SIZE 64
+#define SEALED_SIGBLOCK_SIZE (SEALED_PUBKEY_SIZE + SEALED_SIG_SIZE)
+/* Public keys a struct sealed_trust holds at most. */
+#define SEALED_TRUST_MAX 256
 
 /* A parsed, authenticated object; read-only after sealed_parse(). */
 struct sealed {
@@ -67,6 +80,10 @@ struct sealed {
 	uint8_t object_id[SEALED_ID_SIZE];
 	uint8_t okey[SEALED_KEY_SIZE]; /* the object's own key */
 	uint8_t tkey[SEALED_KEY_SIZE]; /* its disk tier key */
+	/* sealed_parse_trusted() only: the signed digests of the frames
+	 * (nframes x SEALED_DIGEST_SIZE), each checked as its frame is
+	 * opened; NULL otherwise (frames rest on their GCM tags alone). */
+	uint8_t *digests;
 };
 
 /*
@@ -109,6 +126,58 @@ int sealed_tail_size(const void *tail, size_t len, uint64_t object_size,
 int sealed_parse(const void *tail, size_t len, uint64_t object_size,
 		 const uint8_t key[SEALED_KEY_SIZE], struct sealed **ret);
 
+/* Publisher signatures. */
+
+/* A set of trusted publishers' Ed25519 public keys. Read-only (may be
+ * shared) once filled. */
+struct sealed_trust;
+
+/* sealed_trust_new() - an empty set. @return 0, -ENOMEM. */
+int sealed_trust_new(struct sealed_trust **ret);
+
+/* sealed_trust_free() - NULL ok. */
+void sealed_trust_free(struct sealed_trust *t);
+
+/* sealed_trust_count() - how many keys @t holds. */
+size_t sealed_trust_count(const struct sealed_trust *t);
+
+/*
+ * sealed_trust_add() - add the Ed25519 public key @pub (raw, 32 bytes).
+ * @return 0, -E2BIG (SEALED_TRUST_MAX keys already).
+ */
+int sealed_trust_add(struct sealed_trust *t,
+		     const uint8_t pub[SEALED_PUBKEY_SIZE]);
+
+/*
+ * sealed_trust_load() - add the public key in PEM file @path (as `openssl
+ * pkey -pubout` writes it). @return 0, -EINVAL (not an Ed25519 public key
+ * in PEM), -E2BIG, or open()'s -errno.
+ */
+int sealed_trust_load(struct sealed_trust *t, const char *path);
+
+/*
+ * sealed_verify() - check the signature of the object whose last @len
+ * bytes (at least sealed_tail_size()'s) are @tail, against @t. Needs no
+ * key: a mount refuses an object before it is ever read.
+ * @return 0 (signed by a key of @t, and the signature holds), -ENODATA
+ * (not signed), -ENOKEY (signed by a key @t does not hold), -EBADMSG (the
+ * signature does not hold: changed after signing), -ENOMSG, -EPROTO,
+ * -EINVAL, -ENOMEM. *@ret_signer (may be NULL): the signer's public key,
+ * when signed (-ENOKEY, -EBADMSG, 0).
+ */
+int sealed_verify(const void *tail, size_t len, uint64_t object_size,
+		  const struct sealed_trust *t,
+		  uint8_t ret_signer[SEALED_PUBKEY_SIZE]);
+
+/*
+ * sealed_parse_trusted() - sealed_verify() against @t, then
+ * sealed_parse(); every frame is then checked against its signed digest
+ * before it is opened (sealed_read(): -EBADMSG). @return as those two.
+ */
+int sealed_parse_trusted(const void *tail, size_t len, uint64_t object_size,
+			 const uint8_t key[SEALED_KEY_SIZE],
+			 const struct sealed_trust *t, struct sealed **ret);
+
 /* sealed_free() - NULL ok; wipes the object key. */
 void sealed_free(struct sealed *s);
 
@@ -141,7 +210,9 @@ ssize_t sealed_read(struct sealed_dctx *dc, const struct sealed *s,
  * pieces of any size: no buffer for the frames, one pass over memory.
  * GCM checks a frame's tag after its bytes, so until sealed_stream_end()
  * returned 0 @dst holds bytes that are not yet authenticated: the caller
- * uses none of them before. One stream belongs to one thread at a time.
+ * uses none of them before. A trusted signed object's frames (@s->digests)
+ * are checked against their signed SHA-256 too, before their tags. One
+ * stream belongs to one thread at a time.
  *
  * sealed_stream_new() @return 0 and *ret, -EOPNOTSUPP (a zstd object:
  * use sealed_read()), -EINVAL (an empty range), -ENOMEM, -EIO.
@@ -223,5 +294,45 @@ uint64_t sealed_tail_bytes(uint32_t nframes);
 ssize_t sealed_write_tail(const struct sealed_writer *w,
 			  const struct zstd_seekable_frame *frames,
 			  uint32_t nframes, void *buf, size_t cap);
+
+/* An Ed25519 private key, to sign objects with. */
+struct sealed_signer;
+
+/*
+ * sealed_signer_load() - the private key in PEM file @path (as `openssl
+ * genpkey -algorithm ed25519` writes it; not passphrase-protected). Like
+ * a key file, it must be a regular file neither group nor others may read.
+ * @return 0, -EPERM (the file is not read), -EINVAL (not an unencrypted
+ * Ed25519 private key in PEM), -ENOMEM, or open()'s -errno.
+ */
+int sealed_signer_load(const char *path, struct sealed_signer **ret);
+
+/* sealed_signer_free() - NULL ok. */
+void sealed_signer_free(struct sealed_signer *sg);
+
+/* sealed_signer_public() - the signer's public key. */
+void sealed_signer_public(const struct sealed_signer *sg,
+			  uint8_t ret[SEALED_PUBKEY_SIZE]);
+
+/* sealed_frame_digest() - the digest table's entry for a frame: SHA-256
+ * of its @len stored bytes (as sealed_seal() wrote them, tag included). */
+void sealed_frame_digest(const void *frame, size_t len,
+			 uint8_t ret[SEALED_DIGEST_SIZE]);
+
+/* sealed_tail_bytes_flags() - the tail's size for @nframes with footer
+ * @flags (SEALED_FLAG_SIGNED adds the digests and signature block). */
+uint64_t sealed_tail_bytes_flags(uint32_t nframes, unsigned flags);
+
+/*
+ * sealed_write_signed_tail() - as sealed_write_tail() for a writer made
+ * with SEALED_FLAG_SIGNED: the index, the frames' @digests (sealed_frame_
+ * digest(), @nframes x SEALED_DIGEST_SIZE), the signature block by @sg and
+ * the footer, in sealed_tail_bytes_flags() bytes. @return as that.
+ */
+ssize_t sealed_write_signed_tail(const struct sealed_writer *w,
+				 const struct zstd_seekable_frame *frames,
+				 uint32_t nframes, const uint8_t *digests,
+				 const struct sealed_signer *sg, void *buf,
+				 size_t cap);
 
 #endif

@@ -30,6 +30,10 @@
 #include "zstd_seekable.h"
 
 #define EXIT_USAGE 2
+/* --trust refusals (beside the negative errnos of sealed.h) */
+#define E_UNSIGNED (-10001)
+#define E_UNTRUSTED (-10002)
+#define E_BADSIG (-10003)
 #define DEFAULT_FRAME_SIZE (1u << 20)
 #define DEFAULT_LEVEL 3
 /* --group: grouped BF16 frames come out smaller at level 1 than at 3 and
@@ -96,6 +100,18 @@ static const char usage[] =
 	"                        a key id (a hash of it) names it\n"
 	"  -k, --key KEYFILE     the key of NAME.sealed files, to --unpack or\n"
 	"                        --test them\n"
+	"  -s, --sign PRIVKEY    with --encrypt: sign each object with this\n"
+	"                        Ed25519 private key (PEM, as `openssl "
+	"genpkey\n"
+	"                        -algorithm ed25519` writes it; a file only "
+	"its\n"
+	"                        owner may read): a SHA-256 of every frame,\n"
+	"                        signed, so mounts with -o trust= read only\n"
+	"                        what this publisher packed\n"
+	"      --trust PUBKEY    with --unpack or --test: accept only objects\n"
+	"                        signed by this Ed25519 public key (PEM, from\n"
+	"                        `openssl pkey -pubout`), checking every "
+	"frame\n"
 	"      --store           with --encrypt: frames are sealed, not\n"
 	"                        compressed (incompressible data, or less CPU\n"
 	"                        per byte on the reading side)\n"
@@ -120,6 +136,10 @@ static struct {
 	const char *key_file; /* key file: unpack/test sealed objects */
 	bool have_key;
 	uint8_t key[SEALED_KEY_SIZE];
+	const char *sign; /* private key file: sign sealed objects */
+	struct sealed_signer *signer; /* its key */
+	const char *trust;	      /* public key file: unpack/test */
+	struct sealed_trust *trusted; /* the signer's or --trust's key */
 } opt = { .frame_size = DEFAULT_FRAME_SIZE }; /* .level 0: the default */
 
 /* --- progress --- */
@@ -181,6 +201,7 @@ struct batch {
 	struct zstd_seekable_frame *frames;
 	/* pack: the sealed object being written, or NULL */
 	const struct sealed_writer *sw;
+	uint8_t *digests; /* signed: the object's frame digests, or NULL */
 	/* unpack/verify */
 	const struct zstd_seekable *zs;
 	const struct sealed *sl; /* a sealed object: zs is &sl->stored */
@@ -288,6 +309,10 @@ static int compress_frame(struct batch *b, int wid, uint32_t i)
 		ssize_t r =
 			sealed_seal(b->sw, i, opt.store ? src : out, c, n, out);
 
+		if (r > 0 && b->digests)
+			sealed_frame_digest(
+				out, r,
+				b->digests + (size_t)i * SEALED_DIGEST_SIZE);
 		return r < 0 ? (int)r : 0;
 	}
 	/* of the frame's bytes as compressed: zstd's own checksum, which a
@@ -523,6 +548,7 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	struct sealed *sl = NULL;
 	struct sealed_writer sw, *swp = NULL;
 	uint8_t **slot = NULL, hdr[ZSTD_SEEKABLE_GROUP_HEADER_SIZE], *table;
+	uint8_t *digests = NULL;
 	uint64_t nf, tsize;
 	/* a sealed object has no header frame: its flags say grouped */
 	uint32_t per = 0, nhead = opt.group && !opt.encrypt ? 1 : 0, i;
@@ -549,10 +575,16 @@ static int pack_one(const char *src, const char *dst, const char *name,
 		r = sealed_writer_init(
 			&sw, opt.key,
 			(opt.store ? 0 : SEALED_FLAG_ZSTD) |
-				(opt.group ? SEALED_FLAG_GROUPED : 0));
+				(opt.group ? SEALED_FLAG_GROUPED : 0) |
+				(opt.signer ? SEALED_FLAG_SIGNED : 0));
 		if (r)
 			goto out;
 		swp = &sw;
+	}
+	if (opt.signer &&
+	    !(digests = malloc(nf ? nf * SEALED_DIGEST_SIZE : 1))) {
+		r = -ENOMEM;
+		goto out;
 	}
 	fd = open_tmp(dst, &tmp);
 	if (fd < 0) {
@@ -573,6 +605,7 @@ static int pack_one(const char *src, const char *dst, const char *name,
 				   .slot_cap = cap,
 				   .frames = frames + nhead + i,
 				   .sw = swp,
+				   .digests = digests,
 				   .fn = compress_frame,
 				   .first = i,
 				   .count = nf - i < per ? nf - i : per };
@@ -589,14 +622,19 @@ static int pack_one(const char *src, const char *dst, const char *name,
 			goto out;
 		progress(name, false);
 	}
-	tsize = swp ? sealed_tail_bytes(nf)
+	tsize = swp ? sealed_tail_bytes_flags(nf, sw.flags)
 		    : zstd_seekable_table_bytes(nf + nhead, 1);
 	table = malloc(tsize);
 	if (!table) {
 		r = -ENOMEM;
 		goto out;
 	}
-	if (swp)
+	if (swp && digests)
+		r = sealed_write_signed_tail(swp, frames, nf, digests,
+					     opt.signer, table, tsize) < 0
+			    ? -EIO
+			    : 0;
+	else if (swp)
 		r = sealed_write_tail(swp, frames, nf, table, tsize) < 0 ? -EIO
 									 : 0;
 	else
@@ -614,7 +652,11 @@ static int pack_one(const char *src, const char *dst, const char *name,
 	if (r)
 		goto out;
 	if (swp) {
-		r = sealed_parse(out.p, out.size, out.size, opt.key, &sl);
+		/* signed: as a mount trusting this signer reads it */
+		r = opt.signer ? sealed_parse_trusted(out.p, out.size, out.size,
+						      opt.key, opt.trusted, &sl)
+			       : sealed_parse(out.p, out.size, out.size,
+					      opt.key, &sl);
 		if (r == 0 &&
 		    (sl->stored.size != in.size || sl->stored.nframes != nf))
 			r = -EBADMSG;
@@ -649,6 +691,7 @@ out:
 	unmap_file(&in);
 	slots_free(slot, per);
 	free(frames);
+	free(digests);
 	return r;
 }
 
@@ -669,9 +712,22 @@ static int unpack_one(const char *src, const char *dst, const char *name,
 	if (r)
 		return r;
 	if (ends_sealed(src)) {
-		r = opt.have_key
-			    ? sealed_parse(in.p, in.size, in.size, opt.key, &sl)
-			    : -ENOKEY;
+		r = opt.have_key ? 0 : -ENOKEY;
+		if (!r && opt.trusted) {
+			/* the signer first: its errors are told apart */
+			r = sealed_verify(in.p, in.size, in.size, opt.trusted,
+					  NULL);
+			r = r == -ENODATA   ? E_UNSIGNED
+			    : r == -ENOKEY  ? E_UNTRUSTED
+			    : r == -EBADMSG ? E_BADSIG
+					    : r;
+		}
+		if (!r)
+			r = opt.trusted ? sealed_parse_trusted(in.p, in.size,
+							       in.size, opt.key,
+							       opt.trusted, &sl)
+					: sealed_parse(in.p, in.size, in.size,
+						       opt.key, &sl);
 		zs = sl ? &sl->stored : NULL;
 	} else {
 		r = zstd_seekable_parse(in.p, in.size, in.size, &own);
@@ -871,9 +927,56 @@ static const char *errtext(int r, bool sealed)
 		return "sealed with another key (its key id differs)";
 	case -ENOKEY:
 		return "a sealed file: give its key with --key KEYFILE";
+	case E_UNSIGNED:
+		return "not signed (--trust accepts only signed files)";
+	case E_UNTRUSTED:
+		return "signed by another key than --trust's";
+	case E_BADSIG:
+		return "its signature does not hold: changed after signing";
 	default:
 		return strerror(-r);
 	}
+}
+
+/* Load --sign's private key or --trust's public key, or, for --sign, add
+ * its own public key to opt.trusted (the self-check reads as a mount that
+ * trusts it would); exit status 2 on failure. */
+static int load_signing(void)
+{
+	uint8_t pub[SEALED_PUBKEY_SIZE];
+	const char *path = opt.sign ? opt.sign : opt.trust;
+	int r;
+
+	if (sealed_trust_new(&opt.trusted))
+		return 1;
+	if (opt.sign) {
+		r = sealed_signer_load(opt.sign, &opt.signer);
+		if (r == 0) {
+			sealed_signer_public(opt.signer, pub);
+			r = sealed_trust_add(opt.trusted, pub);
+		}
+	} else {
+		r = sealed_trust_load(opt.trusted, opt.trust);
+	}
+	if (r == 0)
+		return 0;
+	if (r == -EPERM)
+		fprintf(stderr,
+			"weightfs-pack: %s: group or others may read this "
+			"private key: chmod 600 it\n",
+			path);
+	else if (r == -EINVAL)
+		fprintf(stderr,
+			"weightfs-pack: %s: not an Ed25519 %s key in PEM "
+			"(%s)\n",
+			path, opt.sign ? "private" : "public",
+			opt.sign
+				? "unencrypted, as `openssl genpkey -algorithm "
+				  "ed25519` writes it"
+				: "as `openssl pkey -pubout` writes it");
+	else
+		fprintf(stderr, "weightfs-pack: %s: %s\n", path, strerror(-r));
+	return EXIT_USAGE;
 }
 
 /* Load a key file for --encrypt or --key; exit status 2 on failure. */
@@ -914,6 +1017,8 @@ int main(int argc, char **argv)
 		{ "encrypt", required_argument, NULL, 'e' },
 		{ "key", required_argument, NULL, 'k' },
 		{ "store", no_argument, NULL, 'S' },
+		{ "sign", required_argument, NULL, 's' },
+		{ "trust", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -921,7 +1026,7 @@ int main(int argc, char **argv)
 	int c, i, failed = 0;
 	size_t k;
 
-	while ((c = getopt_long(argc, argv, "o:utf:l:T:gqe:k:h", longopts,
+	while ((c = getopt_long(argc, argv, "o:utf:l:T:gqe:k:s:h", longopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'o':
@@ -975,6 +1080,12 @@ int main(int argc, char **argv)
 		case 'S':
 			opt.store = true;
 			break;
+		case 's':
+			opt.sign = optarg;
+			break;
+		case 'R':
+			opt.trust = optarg;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			return 0;
@@ -1001,8 +1112,16 @@ int main(int argc, char **argv)
 				"--group); --key is for --unpack and --test\n");
 		return EXIT_USAGE;
 	}
+	if ((opt.sign && !opt.encrypt) || (opt.trust && opt.mode == PACK)) {
+		fprintf(stderr, "weightfs-pack: --sign is for packing with "
+				"--encrypt; --trust is for --unpack and "
+				"--test\n");
+		return EXIT_USAGE;
+	}
 	if ((opt.encrypt || opt.key_file) &&
 	    load_key(opt.encrypt ? opt.encrypt : opt.key_file))
+		return EXIT_USAGE;
+	if ((opt.sign || opt.trust) && load_signing())
 		return EXIT_USAGE;
 	if (!opt.level)
 		opt.level = opt.group ? DEFAULT_GROUP_LEVEL : DEFAULT_LEVEL;
@@ -1101,6 +1220,8 @@ int main(int argc, char **argv)
 	free(workers);
 	if (opt.have_key)
 		OPENSSL_cleanse(opt.key, sizeof(opt.key));
+	sealed_signer_free(opt.signer);
+	sealed_trust_free(opt.trusted);
 	for (k = 0; k < nitems; k++) {
 		free(items[k].src);
 		free(items[k].rel);

@@ -387,7 +387,13 @@ int decoders_scan(struct decoders *ds, struct source *src,
 	fetch_ranges(src, opts, frs, k);
 	for (i = 0; i < k; i++) {
 		struct opening *o = &os[i];
+		char why[512];
 
+		if (!o->fr.err && o->ops->refused &&
+		    o->ops->refused(o->priv, why, sizeof(why)))
+			warn(ret_warnings,
+			     "%s: %s; listed, its reads fail with EACCES",
+			     o->n->key, why);
 		if (!o->fr.err && add_decoded(t, o) == 0)
 			added++;
 		else if (o->fr.err)

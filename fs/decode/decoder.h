@@ -146,6 +146,13 @@ struct decoder_ops {
 			  unsigned char tag[DECODER_TAG_SIZE]);
 	int (*open_block)(const struct decoded *d, uint64_t off, size_t len,
 			  char *buf, const unsigned char tag[DECODER_TAG_SIZE]);
+	/*
+	 * Optional: whether the mount refuses object @priv, just opened
+	 * (listed, its reads fail with EACCES: plan() says so), and why,
+	 * into @buf, for one warning at listing (a sealed object that no
+	 * trusted publisher signed).
+	 */
+	bool (*refused)(const void *priv, char *buf, size_t cap);
 	/* Free an object's state. */
 	void (*free)(void *priv);
 };

@@ -4,8 +4,12 @@
  * finding its own by the key id in its footer. An object whose key the
  * mount lacks is still listed (the size in its footer) but its reads fail
  * with EACCES and one log line; a frame, index or footer that fails
- * authentication is EIO, counted in decrypt_failed. The disk tier's
- * blocks are sealed and opened here too (seal_block, open_block). */
+ * authentication is EIO, counted in decrypt_failed. With -o trust (a
+ * publisher's public key, or a directory of them), an object no trusted
+ * publisher signed is refused at listing: listed, one warning, reads
+ * EACCES; a signed one has each frame checked against its signed digest
+ * (common/sealed.h). The disk tier's blocks are sealed and opened here too
+ * (seal_block, open_block). */
 #include "sealed_object.h"
 
 #include <dirent.h>
@@ -36,6 +40,7 @@ _Static_assert(DECODER_TAG_SIZE == SEALED_TAG_SIZE, "one tag size");
 #define KEYS_MAX 256
 
 struct keyring {
+	struct sealed_trust *trust; /* NULL: no trust= */
 	size_t n;
 	uint8_t id[KEYS_MAX][SEALED_ID_SIZE];
 	uint8_t key[KEYS_MAX][SEALED_KEY_SIZE];
@@ -44,14 +49,19 @@ struct keyring {
 /* An object's state: parsed and authenticated with its key, or (no key)
  * only its footer's key id, for the message. */
 struct sealed_obj {
-	struct sealed *s; /* NULL: the mount has no key for it */
+	struct sealed *s; /* NULL: the mount has no key for it, or refuses it */
 	uint8_t key_id[SEALED_ID_SIZE];
+	/* trust= refuses it: -ENODATA (not signed), -ENOKEY (another
+	 * signer), -EBADMSG (the signature does not hold); or 0 */
+	int refused;
+	uint8_t signer[SEALED_PUBKEY_SIZE]; /* when signed */
 };
 
 static void keyring_free(void *cfg)
 {
 	if (!cfg)
 		return;
+	sealed_trust_free(((struct keyring *)cfg)->trust);
 	OPENSSL_cleanse(cfg, sizeof(struct keyring));
 	free(cfg);
 }
@@ -85,8 +95,26 @@ static int add_key(struct keyring *kr, const char *path, char **ret_msg)
 	return 0;
 }
 
-/* Every regular file of directory @dir not starting with '.' is a key. */
-static int add_dir(struct keyring *kr, const char *dir, char **ret_msg)
+static int add_trust(struct keyring *kr, const char *path, char **ret_msg)
+{
+	int err = sealed_trust_load(kr->trust, path);
+
+	if (!err)
+		return 0;
+	if (asprintf(ret_msg, "trust %s: %s", path,
+		     err == -EINVAL  ? "not an Ed25519 public key in PEM "
+				       "(openssl pkey -pubout)"
+		     : err == -E2BIG ? "more than 256 keys (SEALED_TRUST_MAX)"
+				     : strerror(-err)) < 0)
+		*ret_msg = NULL;
+	return -EINVAL;
+}
+
+/* Every regular file of directory @dir not starting with '.' is added
+ * with @add (a key, a public key); @name: the option, for messages. */
+static int add_dir(struct keyring *kr, const char *dir, const char *name,
+		   int (*add)(struct keyring *, const char *, char **),
+		   char **ret_msg)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -94,7 +122,7 @@ static int add_dir(struct keyring *kr, const char *dir, char **ret_msg)
 
 	if (!d) {
 		err = -errno;
-		if (asprintf(ret_msg, "key_file %s: %s", dir, strerror(-err)) <
+		if (asprintf(ret_msg, "%s %s: %s", name, dir, strerror(-err)) <
 		    0)
 			*ret_msg = NULL;
 		return -EINVAL;
@@ -108,28 +136,48 @@ static int add_dir(struct keyring *kr, const char *dir, char **ret_msg)
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
 		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
-		err = add_key(kr, path, ret_msg);
+		err = add(kr, path, ret_msg);
 	}
 	closedir(d);
 	return err;
+}
+
+/* Option @name's @path: a file, or a directory of them, each @add'ed. */
+static int add_path(struct keyring *kr, const char *path, const char *name,
+		    int (*add)(struct keyring *, const char *, char **),
+		    char **ret_msg)
+{
+	struct stat st;
+
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return add_dir(kr, path, name, add, ret_msg);
+	return add(kr, path, ret_msg);
 }
 
 static int sealed_config_new(const struct options *opts, void **ret_cfg,
 			     char **ret_msg)
 {
 	struct keyring *kr = calloc(1, sizeof(*kr));
-	struct stat st;
 	int err = 0;
 
 	if (!kr)
 		return -ENOMEM;
 	/* Always on: without keys, sealed files still list as NAME (their
 	 * reads fail with EACCES), never as ciphertext under NAME.sealed. */
-	if (opts->key_file[0]) {
-		if (stat(opts->key_file, &st) == 0 && S_ISDIR(st.st_mode))
-			err = add_dir(kr, opts->key_file, ret_msg);
-		else
-			err = add_key(kr, opts->key_file, ret_msg);
+	if (opts->key_file[0])
+		err = add_path(kr, opts->key_file, "key_file", add_key,
+			       ret_msg);
+	if (!err && opts->trust[0]) {
+		err = sealed_trust_new(&kr->trust);
+		if (!err)
+			err = add_path(kr, opts->trust, "trust", add_trust,
+				       ret_msg);
+		if (!err && !sealed_trust_count(kr->trust)) {
+			if (asprintf(ret_msg, "trust %s: no public key in it",
+				     opts->trust) < 0)
+				*ret_msg = NULL;
+			err = -EINVAL;
+		}
 	}
 	if (err) {
 		keyring_free(kr);
@@ -189,9 +237,23 @@ static int sealed_open(void *cfg, uint64_t size, uint64_t off, const char *buf,
 	if (!o)
 		return -ENOMEM;
 	memcpy(o->key_id, id, SEALED_ID_SIZE);
-	key = key_for(kr, id);
+	if (kr->trust) {
+		/* before the key: refused whether the mount has it or not */
+		err = sealed_verify(buf, len, size, kr->trust, o->signer);
+		if (err == -EBADMSG)
+			STAT_ADD(decrypt_failed, 1);
+		if (err == -ENODATA || err == -ENOKEY || err == -EBADMSG)
+			o->refused = err;
+		else if (err) {
+			free(o);
+			return err;
+		}
+	}
+	key = o->refused ? NULL : key_for(kr, id);
 	if (key) {
-		err = sealed_parse(buf, len, size, key, &o->s);
+		err = kr->trust ? sealed_parse_trusted(buf, len, size, key,
+						       kr->trust, &o->s)
+				: sealed_parse(buf, len, size, key, &o->s);
 		if (err == -EBADMSG) {
 			STAT_ADD(decrypt_failed, 1);
 			err = DECODER_EAUTH;
@@ -319,6 +381,44 @@ static void sealed_stream_free_op(void *st)
 	sealed_stream_free(st);
 }
 
+/* @n bytes @b as 2 @n hex digits and a NUL into @out. */
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* Why trust= refuses @o, into @buf. */
+static void refusal(const struct sealed_obj *o, char *buf, size_t cap)
+{
+	char pub[2 * SEALED_PUBKEY_SIZE + 1];
+
+	hex(o->signer, SEALED_PUBKEY_SIZE, pub);
+	if (o->refused == -ENODATA)
+		snprintf(buf, cap,
+			 "not signed by a publisher, and trust= "
+			 "accepts only signed objects");
+	else if (o->refused == -ENOKEY)
+		snprintf(buf, cap,
+			 "signed by public key %s, which trust= does not hold",
+			 pub);
+	else
+		snprintf(buf, cap,
+			 "its publisher signature (by public key %s) does not "
+			 "hold: changed after signing",
+			 pub);
+}
+
+static bool sealed_refused(const void *priv, char *buf, size_t cap)
+{
+	const struct sealed_obj *o = priv;
+
+	if (!o->refused)
+		return false;
+	refusal(o, buf, cap);
+	return true;
+}
+
 static void sealed_describe(const struct decoded *d, uint64_t off, size_t len,
 			    const char *src, char *buf, size_t cap)
 {
@@ -326,9 +426,13 @@ static void sealed_describe(const struct decoded *d, uint64_t off, size_t len,
 	char id[2 * SEALED_ID_SIZE + 1];
 	uint32_t first, count;
 
+	if (o->refused) {
+		snprintf(buf, cap, "%s, ", d->obj.key);
+		refusal(o, buf + strlen(buf), cap - strlen(buf));
+		return;
+	}
 	if (!o->s) {
-		for (int i = 0; i < SEALED_ID_SIZE; i++)
-			snprintf(id + 2 * i, 3, "%02x", o->key_id[i]);
+		hex(o->key_id, SEALED_ID_SIZE, id);
 		snprintf(buf, cap,
 			 "%s, sealed with key id %s, which no key_file holds",
 			 d->obj.key, id);
@@ -396,5 +500,6 @@ const struct decoder_ops sealed_decoder_ops = {
 	.describe = sealed_describe,
 	.seal_block = sealed_seal_block,
 	.open_block = sealed_open_block,
+	.refused = sealed_refused,
 	.free = sealed_free_obj,
 };

@@ -94,6 +94,12 @@ const char cmdline_usage[] =
 "                          directory of them, each object finding its key\n"
 "                          by key id. Without its key a sealed file lists\n"
 "                          but its reads fail with EACCES\n"
+"  -o trust=PATH           read only sealed objects signed (weightfs-pack\n"
+"                          --sign) by a publisher whose Ed25519 public key\n"
+"                          (PEM) is PATH, or a file in directory PATH;\n"
+"                          others are listed but refused: one log line at\n"
+"                          listing, reads fail with EACCES. Each frame is\n"
+"                          checked against its signed SHA-256 as read\n"
 "  -o verify=MODE          sha256: check a file whose source keeps its\n"
 "                          SHA-256 (hf:// LFS files, S3 objects with a\n"
 "                          full-object checksum) the first time it is read\n"
@@ -172,6 +178,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("cache_disk=%s", cache_disk),
 	OPT("zstd=%s", zstd),
 	OPT("key_file=%s", key_file),
+	OPT("trust=%s", trust),
 	OPT("verify=%s", verify),
 	OPT("ca_file=%s", ca_file),
 	OPT("insecure", insecure),
@@ -294,6 +301,24 @@ static int parse_uint_opt(const char *name, const char *v, unsigned min,
 		return -EINVAL;
 	}
 	*ret = (unsigned)n;
+	return 0;
+}
+
+/* Option @name's path @in (NULL: not given), absolute, into @out. */
+static int abs_path(const char *name, const char *in, char *out, size_t cap)
+{
+	char *real;
+
+	if (!in)
+		return 0;
+	real = realpath(in, NULL); /* at most PATH_MAX: fits */
+	if (!real) {
+		fprintf(stderr, "weightfs: %s %s: %s\n", name, in,
+			strerror(errno));
+		return -EINVAL;
+	}
+	snprintf(out, cap, "%s", real);
+	free(real);
 	return 0;
 }
 
@@ -531,17 +556,10 @@ int cmdline_make_options(const struct cmdline *c, struct options *o)
 	}
 	if (set_ca_file(c, o) < 0)
 		return -EINVAL;
-	if (c->key_file) {
-		char *real = realpath(c->key_file, NULL);
-
-		if (!real) {
-			fprintf(stderr, "weightfs: key_file %s: %s\n",
-				c->key_file, strerror(errno));
-			return -EINVAL;
-		}
-		snprintf(o->key_file, sizeof(o->key_file), "%s", real);
-		free(real);
-	}
+	if (abs_path("key_file", c->key_file, o->key_file,
+		     sizeof(o->key_file)) < 0 ||
+	    abs_path("trust", c->trust, o->trust, sizeof(o->trust)) < 0)
+		return -EINVAL;
 	if (c->zstd && strcmp(c->zstd, "auto")) {
 		if (strcmp(c->zstd, "off")) {
 			fprintf(stderr,
@@ -586,6 +604,7 @@ void cmdline_free(struct cmdline *c)
 	free(c->cache_dir);
 	free(c->zstd);
 	free(c->key_file);
+	free(c->trust);
 	free(c->verify);
 	free(c->cache_disk);
 	free(c->endpoint);

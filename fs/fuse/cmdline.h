@@ -31,6 +31,7 @@ struct cmdline {
 	char *zstd;
 	char *proxy, *proxy_credentials, *range_align, *p2p_tag;
 	char *key_file;
+	char *trust;
 	char *verify;
 	int foreground, debug, help, version;
 };

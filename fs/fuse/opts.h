@@ -31,6 +31,10 @@ struct options {
 	/* Keys of sealed objects (NAME.sealed): a key file, or a directory
 	 * of them; absolute; "": none (sealed files list, reads EACCES) */
 	char key_file[4096];
+	/* Publishers trusted (trust=): an Ed25519 public key file (PEM),
+	 * or a directory of them; absolute; "": sealed objects need no
+	 * signature */
+	char trust[4096];
 	bool list_lazy;	    /* list directories when first looked in */
 	bool verify_sha256; /* check files against their listed SHA-256 */
 	/* one listing (list(), or list_dir() of one directory) gives up

@@ -6,7 +6,9 @@ bytes; a missing or wrong key lists the file and fails its reads with
 EACCES; a key file others may read refuses the mount; the disk tier holds
 their blocks sealed again, no plaintext, serves them after a remount,
 refetches a damaged or moved one and serves none without the key; core
-dumps leave the cache out.
+dumps leave the cache out. With -o trust= only what the publisher signed
+is read: other objects are listed, refused at listing with one line, and
+read EACCES; a frame a key holder sealed again reads EIO.
 
 Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES.
 """
@@ -25,6 +27,7 @@ import pytest
 import wfs_testlib as lib
 from s3_fixtures import (  # noqa: F401 (s3rver: a fixture)
     S3RVER_KEY, aws_env, s3rver)
+from sealed_ref import ed25519_keys, forge_frame, have_crypto
 
 PACK = os.path.join(lib.BUILD, "tools", "weightfs-pack")
 MiB = lib.MiB
@@ -497,3 +500,135 @@ def test_core_dumps_leave_the_cache_out(trees, mount, nginx):
             elif line.startswith("VmFlags:") and cur and cur > best[0]:
                 best = (cur, line)
     assert best[0] >= 64 * MiB and " dd" in best[1], best
+
+
+# ---- publisher signatures (-o trust=) ----
+
+needs_crypto = pytest.mark.skipif(not have_crypto,
+                                  reason="python3-cryptography not installed")
+
+
+@pytest.fixture(scope="module")
+def signed(trees, tmp_path_factory):
+    """src/: good/ (every file of orig/, sealed with the trees' key and
+    signed by the publisher), other/odd.bin.sealed (signed by another key),
+    unsigned/odd.bin.sealed (sealed, not signed); the publishers' public
+    key files; stored.sealed: odd.bin signed, --store in 300 KiB frames."""
+    base = tmp_path_factory.mktemp("signed")
+    priv, pub, _ = ed25519_keys(base)
+    priv2, pub2, raw2 = ed25519_keys(base, "other")
+    src = base / "src"
+    odd = os.path.join(trees["orig"], "odd.bin")
+    pack(trees["orig"], src / "good", trees["key"], "--sign", priv)
+    pack(odd, src / "other", trees["key"], "--sign", priv2)
+    pack(odd, src / "unsigned", trees["key"])
+    pack(odd, base / "stored", trees["key"], "--sign", priv, "--store",
+         "--frame-size", "300K")
+    return {"src": str(src), "pub": pub, "pub2": pub2, "raw2": raw2,
+            "stored": str(base / "stored" / "odd.bin.sealed"),
+            "base": base}
+
+
+def refused_lines(m, what):
+    return [ln for ln in m.log().splitlines() if what in ln]
+
+
+@needs_crypto
+def test_trust_reads_signed_refuses_the_rest(trees, signed, mount, nginx):
+    srv = nginx(signed["src"])
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"],
+                            trust=signed["pub"]))
+    # Refused at listing (of each directory), before any read, each in
+    # one clear line.
+    assert os.listdir(m.file("other")) == ["odd.bin"]
+    assert os.listdir(m.file("unsigned")) == ["odd.bin"]
+    other = "signed by public key %s, which trust= does not hold" % \
+        signed["raw2"].hex()
+    assert lib.wait_until(lambda: refused_lines(m, other), 5), m.log()
+    lines = refused_lines(m, other)
+    assert len(lines) == 1 and "other/odd.bin.sealed" in lines[0], lines
+    lines = refused_lines(m, "not signed by a publisher")
+    assert len(lines) == 1 and "unsigned/odd.bin.sealed" in lines[0], lines
+    data = trees["files"]["odd.bin"]
+    for d in ("other", "unsigned"):
+        assert os.path.getsize(m.file(d + "/odd.bin")) == len(data)
+        err, _ = lib.read_errno(m.file(d + "/odd.bin"), 4096)
+        assert err == errno.EACCES, d
+    # The mount serves the rest: the signed model, bit for bit.
+    for rel, want in trees["files"].items():
+        assert lib.sha256_file(m.file("good/" + rel)) == \
+            lib.sha256_bytes(want), rel
+    assert m.stats()["decrypt_failed"] == 0  # (the EACCES reads: errors)
+
+
+@needs_crypto
+def test_trust_directory(trees, signed, mount, nginx, tmp_path):
+    keys = tmp_path / "publishers"
+    keys.mkdir()
+    shutil.copy(signed["pub"], str(keys / "a.pem"))
+    shutil.copy(signed["pub2"], str(keys / "b.pem"))
+    srv = nginx(signed["src"])
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"], trust=str(keys)))
+    data = trees["files"]["odd.bin"]
+    for d in ("good", "other"):
+        assert open(m.file(d + "/odd.bin"), "rb").read() == data, d
+    err, _ = lib.read_errno(m.file("unsigned/odd.bin"), 4096)
+    assert err == errno.EACCES
+
+
+@needs_crypto
+def test_trust_catches_a_key_holders_frame(trees, signed, mount, nginx,
+                                           tmp_path):
+    """A key holder seals frame 2 again with other bytes and a valid GCM
+    tag: a mount trusting only the key serves the forged bytes (the
+    attack); with trust= the frame reads EIO, the others right. Forging
+    the digest too breaks the signature: refused at listing."""
+    key = open(trees["key"], "rb").read()
+    data = open(signed["stored"], "rb").read()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.bin.sealed").write_bytes(forge_frame(data, key, 2))
+    (src / "g.bin.sealed").write_bytes(forge_frame(data, key, 2,
+                                                   fix_digest=True))
+    want = trees["files"]["odd.bin"]
+    frame = 300 * 1024
+    srv = nginx(str(src))
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"]))
+    got = open(m.file("f.bin"), "rb").read()
+    assert got[:2 * frame] == want[:2 * frame]
+    assert got[2 * frame:3 * frame] == bytes(b ^ 0xff for b in
+                                             want[2 * frame:3 * frame])
+    m = mount(srv.url, dict(OPTS, key_file=trees["key"],
+                            trust=signed["pub"]))
+    assert sorted(os.listdir(m.path)) == ["f.bin", "g.bin"]
+    for off in range(0, len(want), MiB):  # blocks of 1 MiB
+        err, got = lib.read_errno(m.file("f.bin"), MiB, off)
+        if off == 0:  # the block that holds frame 2 (600-900 KiB)
+            assert err == errno.EIO
+        else:
+            assert err is None and got == want[off:off + MiB], off
+    assert m.stats()["decrypt_failed"] >= 1
+    assert lib.wait_until(lambda: refused_lines(m, "fails authentication"),
+                          5)
+    assert "f.bin.sealed" in refused_lines(m, "fails authentication")[0]
+    lines = refused_lines(m, "does not hold: changed after signing")
+    assert len(lines) == 1 and "g.bin.sealed" in lines[0], lines
+    err, _ = lib.read_errno(m.file("g.bin"), 4096)
+    assert err == errno.EACCES
+
+
+@pytest.mark.parametrize("case", ["not-a-key", "missing", "empty-dir"])
+def test_bad_trust_refuses_mount(trees, weightfs_run, tmp_path, case):
+    trust = tmp_path / "trust"
+    if case == "not-a-key":
+        trust.write_bytes(b"hello")
+    elif case == "empty-dir":
+        trust.mkdir()
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    r = weightfs_run("-f", "-o", "trust=%s" % trust,
+                     "file://" + trees["sealed"], mp, timeout=30)
+    assert r.returncode == 2, r.stderr
+    want = {"not-a-key": "not an Ed25519 public key",
+            "missing": "No such file", "empty-dir": "no public key"}[case]
+    assert want in r.stderr and "trust" in r.stderr, r.stderr

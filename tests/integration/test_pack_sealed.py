@@ -1,15 +1,16 @@
 """weightfs-pack --encrypt end to end: sealed objects (docs/sealed-format.md)
 packed from the safetensors fixtures and a generated file, stored, zstd and
 grouped; read back by weightfs-pack --unpack/--test and by an independent
-reader written here from the format document (Python's cryptography and the
-zstd CLI); key files checked; damaged objects and wrong keys refused with a
-clear message and no output.
+reader written from the format document (sealed_ref.py: Python's
+cryptography and the zstd CLI); key files checked; damaged objects and wrong
+keys refused with a clear message and no output. Signed objects (--sign,
+--trust): the same round trips, and each attack refused, above all a frame
+a key holder sealed again with a valid GCM tag.
 
 Environment: WEIGHTFS_BUILD (default <repo>/build), WEIGHTFS_FIXTURES
 (default <repo>/tests/fixtures).
 """
 
-import hashlib
 import os
 import shutil
 import struct
@@ -18,6 +19,8 @@ import subprocess
 import pytest
 
 import wfs_testlib as lib
+from sealed_ref import (FOOTER, ed25519_keys, forge_frame, have_crypto,
+                        read_sealed)
 
 PACK = os.path.join(lib.BUILD, "tools", "weightfs-pack")
 
@@ -25,19 +28,10 @@ pytestmark = pytest.mark.skipif(
     not os.access(PACK, os.X_OK),
     reason="weightfs-pack not built: %s missing" % PACK)
 
-try:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    have_crypto = True
-except ImportError:  # Debian python3-cryptography
-    have_crypto = False
 needs_crypto = pytest.mark.skipif(
     not have_crypto, reason="python3-cryptography not installed")
 needs_zstd = pytest.mark.skipif(shutil.which("zstd") is None,
                                 reason="zstd CLI not installed")
-
-FOOTER = 72
 
 
 def pack(*args, check=True):
@@ -54,56 +48,6 @@ def key_file(path, key=None, mode=0o600, hexform=False):
         f.write(key.hex().encode() + b"\n" if hexform else key)
     os.chmod(path, mode)
     return key
-
-
-def ungroup(b):
-    """Inverse of weightfs's byte grouping of 2-byte elements."""
-    n = len(b) // 2
-    out = bytearray(len(b))
-    out[1:2 * n:2] = b[:n]
-    out[0:2 * n:2] = b[n:2 * n]
-    if len(b) % 2:
-        out[-1] = b[-1]
-    return bytes(out)
-
-
-def read_sealed(data, key):
-    """The format document, implemented independently of the C code:
-    returns the plain file, or raises ValueError."""
-    if len(data) < FOOTER or data[-FOOTER:-FOOTER + 8] != b"WFSSEAL1":
-        raise ValueError("not sealed")
-    f = data[-FOOTER:]
-    version, flags, reserved, n, size = struct.unpack_from("<BBHIQ", f, 8)
-    key_id, object_id, tag = f[24:40], f[40:56], f[56:72]
-    if version != 1 or flags & ~3 or reserved or (flags == 2):
-        raise ValueError("bad footer")
-    index = data[-FOOTER - 8 * n:-FOOTER]
-    entries = [struct.unpack_from("<II", index, 8 * i) for i in range(n)]
-    if sum(i + 16 for i, _ in entries) != len(data) - 8 * n - FOOTER or \
-            sum(p for _, p in entries) != size:
-        raise ValueError("sizes")
-    if hashlib.sha256(b"weightfs sealed key id\0" + key).digest()[:16] \
-            != key_id:
-        raise ValueError("other key")
-    okey = HKDF(algorithm=hashes.SHA256(), length=32, salt=object_id,
-                info=b"weightfs sealed v1 object key").derive(key)
-    gcm = AESGCM(okey)
-    gcm.decrypt(b"\xff" * 12, tag, f[:56] + index)  # raises InvalidTag
-    out, off = [], 0
-    for i, (inner, plain) in enumerate(entries):
-        ct = data[off:off + inner + 16]
-        off += inner + 16
-        aad = b"WFSF" + object_id + struct.pack("<III", i, inner, plain)
-        pt = gcm.decrypt(struct.pack("<I", i) + b"\0" * 8, ct, aad)
-        if flags & 1:
-            pt = subprocess.run(["zstd", "-dc"], input=pt,
-                                capture_output=True, check=True).stdout
-            if flags & 2:
-                pt = ungroup(pt)
-        if len(pt) != plain:
-            raise ValueError("frame size")
-        out.append(pt)
-    return b"".join(out)
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +194,159 @@ def test_usage_errors(weights, tmp_path):
                  ["--key", tmp_path / "key", "-o", tmp_path / "o"]):
         r = pack(*args, weights / "odd.bin", check=False)
         assert r.returncode == 2, args
+
+
+# ---- publisher signatures (--sign, --trust) ----
+
+
+@needs_crypto
+@needs_zstd
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_signed_roundtrip_and_independent_reader(weights, tmp_path, mode):
+    key = key_file(tmp_path / "key")
+    priv, pub, raw = ed25519_keys(tmp_path)
+    out = tmp_path / "out"
+    pack("-q", "-f", "64K", "--encrypt", tmp_path / "key", "--sign", priv,
+         *MODES[mode], "-o", out, weights)
+    names = sorted(os.listdir(out))
+    assert names == ["empty.bin.sealed", "odd.bin.sealed", "w.bin.sealed"]
+    for n in names:
+        sealed = (out / n).read_bytes()
+        plain = (weights / n[:-len(".sealed")]).read_bytes()
+        assert sealed[-FOOTER + 9] & 4  # the signed flag
+        assert read_sealed(sealed, key, trusted=[raw]) == plain, n
+        assert read_sealed(sealed, key) == plain, n  # trusting no one
+        with pytest.raises(ValueError, match="untrusted"):
+            read_sealed(sealed, key, trusted=[os.urandom(32)])
+    pack("-q", "--test", "--key", tmp_path / "key", "--trust", pub, out)
+    pack("-q", "--test", "--key", tmp_path / "key", out)  # trusting no one
+    pack("-q", "--unpack", "--key", tmp_path / "key", "--trust", pub, "-o",
+         tmp_path / "u", out)
+    for n in names:
+        p = n[:-len(".sealed")]
+        assert (tmp_path / "u" / p).read_bytes() == (weights / p).read_bytes()
+
+
+def signed_object(weights, tmp_path):
+    """w.bin sealed --store in 64 KiB frames and signed: (path, key, the
+    public key's PEM file, the raw public key)."""
+    key = key_file(tmp_path / "key")
+    priv, pub, raw = ed25519_keys(tmp_path)
+    pack("-q", "-f", "64K", "--store", "--encrypt", tmp_path / "key",
+         "--sign", priv, "-o", tmp_path / "o", weights / "w.bin")
+    return tmp_path / "o" / "w.bin.sealed", key, pub, raw
+
+
+ATTACKS = {
+    # case: (what pack --test --trust says, what the reference reader says)
+    "unsigned": ("not signed", "not signed"),
+    "other-signer": ("signed by another key", "untrusted"),
+    "signature-byte": ("signature does not hold", "bad signature"),
+    "digest-byte": ("signature does not hold", "bad signature"),
+    "frame-byte": ("authentication failed", "frame digest"),
+    # a key holder: the frame sealed again, its GCM tag valid
+    "forged-frame": ("authentication failed", "frame digest"),
+    # ... and its digest and the tail tag made to match
+    "forged-frame-and-digest": ("signature does not hold", "bad signature"),
+}
+
+
+@needs_crypto
+@pytest.mark.parametrize("case", sorted(ATTACKS))
+def test_signed_attacks_refused(weights, tmp_path, case):
+    p, key, pub, raw = signed_object(weights, tmp_path)
+    data = p.read_bytes()
+    n = struct.unpack_from("<I", data, len(data) - FOOTER + 12)[0]
+    sigblock = len(data) - FOOTER - 96
+    if case == "unsigned":
+        pack("-q", "-f", "64K", "--store", "--encrypt", tmp_path / "key",
+             "-o", tmp_path / "plain", weights / "w.bin")
+        data = (tmp_path / "plain" / "w.bin.sealed").read_bytes()
+    elif case == "other-signer":
+        priv2, _, _ = ed25519_keys(tmp_path, "other")
+        pack("-q", "-f", "64K", "--store", "--encrypt", tmp_path / "key",
+             "--sign", priv2, "-o", tmp_path / "o2", weights / "w.bin")
+        data = (tmp_path / "o2" / "w.bin.sealed").read_bytes()
+    elif case == "signature-byte":
+        data = bytearray(data)
+        data[sigblock + 32 + 10] ^= 1
+    elif case == "digest-byte":
+        data = bytearray(data)
+        data[sigblock - 32 * n + 32 * 3 + 7] ^= 1
+    elif case == "frame-byte":
+        data = bytearray(data)
+        data[100000] ^= 1
+    else:
+        forged = forge_frame(data, key, 2, fix_digest=case.endswith("digest"))
+        # the attack is real: GCM alone takes the forged frame
+        got = read_sealed(forged, key)
+        assert got != (weights / "w.bin").read_bytes()
+        assert len(got) == len(weights.joinpath("w.bin").read_bytes())
+        data = forged
+    p.write_bytes(bytes(data))
+    want, ref = ATTACKS[case]
+    with pytest.raises(ValueError, match=ref):
+        read_sealed(bytes(data), key, trusted=[raw])
+    r = pack("--test", "--key", tmp_path / "key", "--trust", pub, p,
+             check=False)
+    assert r.returncode == 1 and want in r.stderr, r.stderr
+    r = pack("--unpack", "--key", tmp_path / "key", "--trust", pub, "-o",
+             tmp_path / "u", p, check=False)
+    assert r.returncode == 1 and want in r.stderr, r.stderr
+    u = tmp_path / "u"
+    assert not u.exists() or os.listdir(u) == []
+    if case.startswith("forged"):
+        # without --trust the forged frame passes GCM: why signatures bind
+        # every frame's bytes, not only the footer and index
+        pack("-q", "--test", "--key", tmp_path / "key", p)
+
+
+def test_signing_key_checks(weights, tmp_path):
+    key_file(tmp_path / "key")
+    if have_crypto:
+        priv, pub, _ = ed25519_keys(tmp_path)
+    else:
+        pytest.skip("python3-cryptography not installed")
+    os.chmod(priv, 0o640)
+    r = pack("--encrypt", tmp_path / "key", "--sign", priv, "-o",
+             tmp_path / "o", weights / "odd.bin", check=False)
+    assert r.returncode == 2 and "chmod 600" in r.stderr, r.stderr
+    os.chmod(priv, 0o600)
+    shutil.copy(pub, str(tmp_path / "pub-as-priv"))
+    os.chmod(tmp_path / "pub-as-priv", 0o600)
+    r = pack("--encrypt", tmp_path / "key", "--sign",
+             tmp_path / "pub-as-priv", "-o", tmp_path / "o",
+             weights / "odd.bin", check=False)
+    assert r.returncode == 2 and "not an Ed25519 private key" in r.stderr
+    r = pack("--test", "--key", tmp_path / "key", "--trust", priv,
+             weights / "odd.bin", check=False)
+    assert r.returncode == 2 and "not an Ed25519 public key" in r.stderr
+    for args in (["--sign", priv, "-o", tmp_path / "o"],
+                 ["--trust", pub, "--encrypt", tmp_path / "key", "-o",
+                  tmp_path / "o"]):
+        r = pack(*args, weights / "odd.bin", check=False)
+        assert r.returncode == 2 and "--sign" in r.stderr, args
+    assert not (tmp_path / "o").exists()
+
+
+@needs_crypto
+@pytest.mark.skipif(shutil.which("openssl") is None,
+                    reason="openssl CLI not installed")
+def test_openssl_genpkey_keys(weights, tmp_path):
+    """The key files the README tells publishers to make."""
+    key = key_file(tmp_path / "key")
+    priv, pub = tmp_path / "p.pem", tmp_path / "p.pub.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out",
+                    priv], check=True)
+    os.chmod(priv, 0o600)
+    subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub],
+                   check=True)
+    pack("-q", "--encrypt", tmp_path / "key", "--sign", priv, "-o",
+         tmp_path / "o", weights / "odd.bin")
+    pack("-q", "--test", "--key", tmp_path / "key", "--trust", pub,
+         tmp_path / "o")
+    from cryptography.hazmat.primitives import serialization
+    raw = serialization.load_pem_public_key(pub.read_bytes()).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert read_sealed((tmp_path / "o" / "odd.bin.sealed").read_bytes(), key,
+                       trusted=[raw]) == (weights / "odd.bin").read_bytes()

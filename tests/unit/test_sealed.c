@@ -2,7 +2,10 @@
  * grouped frames), read back whole and in pieces (and streamed: stored
  * frames opened as their bytes arrive), then attacked one way at a time;
  * every attack must fail with the documented errno and give no bytes. Key
- * files: formats and permissions. The disk tier's sealed blocks. */
+ * files: formats and permissions. The disk tier's sealed blocks. Signed
+ * objects: verified, refused when unsigned, foreign or altered, and a
+ * frame sealed again by a key holder (a valid GCM tag) caught by its
+ * signed digest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -11,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <zstd.h>
 
 #include "check.h"
@@ -28,10 +33,13 @@ struct obj {
 static const uint8_t key_a[SEALED_KEY_SIZE] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 static const uint8_t key_b[SEALED_KEY_SIZE] = { 8, 7, 6, 5, 4, 3, 2, 1 };
 
-/* Seal @n bytes of @data in frames of @fsize with @key and @flags. */
-static struct obj seal(const uint8_t *data, size_t n, size_t fsize,
-		       const uint8_t *key, unsigned flags)
+/* Seal @n bytes of @data in frames of @fsize with @key and @flags; signed
+ * by @sg unless it is NULL. */
+static struct obj seal_signed(const uint8_t *data, size_t n, size_t fsize,
+			      const uint8_t *key, unsigned flags,
+			      const struct sealed_signer *sg)
 {
+	uint8_t digests[MAXF * SEALED_DIGEST_SIZE];
 	struct zstd_seekable_frame fr[MAXF];
 	struct sealed_writer w;
 	ZSTD_CCtx *cc = ZSTD_createCCtx();
@@ -42,6 +50,8 @@ static struct obj seal(const uint8_t *data, size_t n, size_t fsize,
 	ssize_t r;
 
 	CHECK(cc && inner && grp && o.buf);
+	if (sg)
+		flags |= SEALED_FLAG_SIGNED;
 	CHECK_EQ(sealed_writer_init(&w, key, flags), 0);
 	while (off < n) {
 		size_t m = n - off < fsize ? n - off : fsize, ilen = m;
@@ -60,14 +70,21 @@ static struct obj seal(const uint8_t *data, size_t n, size_t fsize,
 		}
 		r = sealed_seal(&w, o.nframes, src, ilen, m, o.buf + o.len);
 		CHECK_EQ(r, ilen + SEALED_TAG_SIZE);
+		sealed_frame_digest(o.buf + o.len, r,
+				    digests + o.nframes * SEALED_DIGEST_SIZE);
 		fr[o.nframes] = (struct zstd_seekable_frame){ .csize = ilen,
 							      .dsize = m };
 		o.len += r;
 		o.fend[o.nframes++] = o.len;
 		off += m;
 	}
-	r = sealed_write_tail(&w, fr, o.nframes, o.buf + o.len, cap - o.len);
-	CHECK_EQ(r, sealed_tail_bytes(o.nframes));
+	if (sg)
+		r = sealed_write_signed_tail(&w, fr, o.nframes, digests, sg,
+					     o.buf + o.len, cap - o.len);
+	else
+		r = sealed_write_tail(&w, fr, o.nframes, o.buf + o.len,
+				      cap - o.len);
+	CHECK_EQ(r, sealed_tail_bytes_flags(o.nframes, flags));
 	o.len += r;
 	sealed_writer_done(&w);
 	ZSTD_freeCCtx(cc);
@@ -76,9 +93,17 @@ static struct obj seal(const uint8_t *data, size_t n, size_t fsize,
 	return o;
 }
 
-/* Read [off, off + len) of @o with @key: the bytes or a negative errno. */
-static ssize_t read_range(const struct obj *o, const uint8_t *key, uint64_t off,
-			  uint64_t len, uint8_t *dst)
+static struct obj seal(const uint8_t *data, size_t n, size_t fsize,
+		       const uint8_t *key, unsigned flags)
+{
+	return seal_signed(data, n, fsize, key, flags, NULL);
+}
+
+/* Read [off, off + len) of @o with @key, trusting @t's signers (NULL: no
+ * signature checked): the bytes or a negative errno. */
+static ssize_t read_trusted(const struct obj *o, const uint8_t *key,
+			    const struct sealed_trust *t, uint64_t off,
+			    uint64_t len, uint8_t *dst)
 {
 	struct sealed *s = NULL;
 	struct sealed_dctx *dc = NULL;
@@ -86,7 +111,8 @@ static ssize_t read_range(const struct obj *o, const uint8_t *key, uint64_t off,
 	uint32_t first, count;
 	ssize_t r;
 
-	r = sealed_parse(o->buf, o->len, o->len, key, &s);
+	r = t ? sealed_parse_trusted(o->buf, o->len, o->len, key, t, &s)
+	      : sealed_parse(o->buf, o->len, o->len, key, &s);
 	if (r)
 		return r;
 	CHECK_EQ(sealed_dctx_new(&dc), 0);
@@ -104,6 +130,13 @@ static ssize_t read_range(const struct obj *o, const uint8_t *key, uint64_t off,
 	sealed_dctx_free(dc);
 	sealed_free(s);
 	return r;
+}
+
+/* Read [off, off + len) of @o with @key: the bytes or a negative errno. */
+static ssize_t read_range(const struct obj *o, const uint8_t *key, uint64_t off,
+			  uint64_t len, uint8_t *dst)
+{
+	return read_trusted(o, key, NULL, off, len, dst);
 }
 
 static uint8_t *weights(size_t n)
@@ -174,8 +207,9 @@ static void test_round_trips(void)
  * (odd sizes: pieces end anywhere in a frame or its tag); a negative
  * @flip flips nothing, else that byte of the streamed range.
  * @return the first error of put or end, or 0. */
-static int stream_range(const struct obj *o, uint64_t off, uint64_t len,
-			size_t piece, long flip, uint8_t *dst)
+static int stream_range(const struct obj *o, const struct sealed_trust *t,
+			uint64_t off, uint64_t len, size_t piece, long flip,
+			uint8_t *dst)
 {
 	struct sealed *s = NULL;
 	struct sealed_stream *st = NULL;
@@ -184,7 +218,9 @@ static int stream_range(const struct obj *o, uint64_t off, uint64_t len,
 	uint8_t *src;
 	int r;
 
-	CHECK_EQ(sealed_parse(o->buf, o->len, o->len, key_a, &s), 0);
+	CHECK_EQ(t ? sealed_parse_trusted(o->buf, o->len, o->len, key_a, t, &s)
+		   : sealed_parse(o->buf, o->len, o->len, key_a, &s),
+		 0);
 	zstd_seekable_range(&s->stored, off, len, &first, &count);
 	CHECK(count);
 	from = s->stored.frames[first].coff;
@@ -236,7 +272,7 @@ static void test_stream(void)
 			if (pieces[p] == 1 && cuts[c][1] > 70000)
 				continue; /* byte by byte: slow, same code */
 			memset(out, 0xee, n);
-			CHECK(!stream_range(&o, cuts[c][0], cuts[c][1],
+			CHECK(!stream_range(&o, NULL, cuts[c][0], cuts[c][1],
 					    pieces[p], -1, out),
 			      "cut %zu piece %zu", c, pieces[p]);
 			CHECK(!memcmp(out, data + cuts[c][0], want),
@@ -244,9 +280,9 @@ static void test_stream(void)
 		}
 	}
 	/* A flipped byte: in the first frame, in a tag, in the last frame. */
-	CHECK_EQ(stream_range(&o, 0, n, 4096, 7, out), -EBADMSG);
-	CHECK_EQ(stream_range(&o, 0, n, 4096, fsize + 3, out), -EBADMSG);
-	CHECK_EQ(stream_range(&o, 100000, 200001, 999,
+	CHECK_EQ(stream_range(&o, NULL, 0, n, 4096, 7, out), -EBADMSG);
+	CHECK_EQ(stream_range(&o, NULL, 0, n, 4096, fsize + 3, out), -EBADMSG);
+	CHECK_EQ(stream_range(&o, NULL, 100000, 200001, 999,
 			      (long)(o.fend[4] - o.fend[0] - 30), out),
 		 -EBADMSG);
 	/* Too few bytes, too many, and every call fails after a failure. */
@@ -472,6 +508,150 @@ static void test_tier_blocks(void)
 	free(b);
 }
 
+/* An Ed25519 key pair from a 32-byte seed of @first, first + 1...: the
+ * private key to @priv (mode @mode), the public one to @pub, as PEM. */
+static void write_ed25519(const char *priv, mode_t mode, const char *pub,
+			  uint8_t first)
+{
+	uint8_t seed[32];
+	EVP_PKEY *pk;
+	FILE *f;
+
+	for (int i = 0; i < 32; i++)
+		seed[i] = first + i;
+	pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+	CHECK(pk);
+	CHECK((f = fopen(priv, "we")));
+	CHECK_EQ(PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL), 1);
+	fclose(f);
+	CHECK_EQ(chmod(priv, mode), 0);
+	CHECK((f = fopen(pub, "we")));
+	CHECK_EQ(PEM_write_PUBKEY(f, pk), 1);
+	fclose(f);
+	EVP_PKEY_free(pk);
+}
+
+static void test_signatures(void)
+{
+	static const unsigned flags[] = {
+		0, SEALED_FLAG_ZSTD, SEALED_FLAG_ZSTD | SEALED_FLAG_GROUPED
+	};
+	const size_t n = 300000, fsize = 65536;
+	char dir[] = "/tmp/wfs-signed-XXXXXX", priv[64], pub[64], priv2[64],
+	     pub2[64];
+	struct sealed_signer *sg = NULL, *sg2 = NULL, *bad = NULL;
+	struct sealed_trust *t = NULL, *none = NULL;
+	struct sealed *s = NULL;
+	uint8_t *data = weights(n), *out = malloc(n), signer[32], mine[32];
+	struct obj o;
+	size_t sb;
+
+	CHECK(out && mkdtemp(dir));
+	snprintf(priv, sizeof(priv), "%s/a.pem", dir);
+	snprintf(pub, sizeof(pub), "%s/a.pub", dir);
+	snprintf(priv2, sizeof(priv2), "%s/b.pem", dir);
+	snprintf(pub2, sizeof(pub2), "%s/b.pub", dir);
+	write_ed25519(priv, 0600, pub, 0x21);
+	write_ed25519(priv2, 0400, pub2, 0x41);
+	CHECK_EQ(sealed_signer_load(priv, &sg), 0);
+	CHECK_EQ(sealed_signer_load(priv2, &sg2), 0);
+	CHECK_EQ(sealed_trust_new(&t), 0);
+	CHECK_EQ(sealed_trust_new(&none), 0);
+	CHECK_EQ(sealed_trust_load(t, pub), 0);
+	CHECK_EQ(sealed_trust_load(t, pub), 0); /* once */
+	CHECK_EQ(sealed_trust_count(t), 1);
+	sealed_signer_public(sg, mine);
+	/* key files: permissions, kinds */
+	CHECK_EQ(chmod(priv2, 0640), 0);
+	CHECK_EQ(sealed_signer_load(priv2, &bad), -EPERM);
+	CHECK_EQ(chmod(pub2, 0600), 0);
+	CHECK_EQ(sealed_signer_load(pub2, &bad), -EINVAL);
+	CHECK_EQ(sealed_trust_load(none, priv), -EINVAL);
+	CHECK_EQ(sealed_trust_load(none, dir), -EINVAL);
+	CHECK_EQ(sealed_trust_count(none), 0);
+
+	for (size_t k = 0; k < sizeof(flags) / sizeof(*flags); k++) {
+		o = seal_signed(data, n, fsize, key_a, flags[k], sg);
+		CHECK_EQ(sealed_verify(o.buf, o.len, o.len, t, signer), 0);
+		CHECK(!memcmp(signer, mine, 32));
+		CHECK_EQ(read_trusted(&o, key_a, t, 0, n, out), n);
+		CHECK(!memcmp(out, data, n));
+		CHECK_EQ(read_trusted(&o, key_a, t, 70000, 1000, out), 1000);
+		CHECK(!memcmp(out, data + 70000, 1000));
+		CHECK_EQ(read_range(&o, key_a, 0, n, out), n); /* untrusting */
+		CHECK_EQ(sealed_verify(o.buf, o.len, o.len, none, NULL),
+			 -ENOKEY);
+		free(o.buf);
+	}
+	/* unsigned; signed by another key */
+	o = seal(data, n, fsize, key_a, 0);
+	CHECK_EQ(sealed_verify(o.buf, o.len, o.len, t, NULL), -ENODATA);
+	CHECK_EQ(read_trusted(&o, key_a, t, 0, n, out), -ENODATA);
+	free(o.buf);
+	o = seal_signed(data, n, fsize, key_a, 0, sg2);
+	CHECK_EQ(sealed_verify(o.buf, o.len, o.len, t, NULL), -ENOKEY);
+	free(o.buf);
+
+	o = seal_signed(data, n, fsize, key_a, 0, sg);
+	sb = o.len - SEALED_FOOTER_SIZE - SEALED_SIGBLOCK_SIZE;
+	/* a flipped signature byte; a flipped digest (the tail tag also
+	 * fails for a reader that checks no signature) */
+	o.buf[sb + 40] ^= 1;
+	CHECK_EQ(sealed_verify(o.buf, o.len, o.len, t, NULL), -EBADMSG);
+	o.buf[sb + 40] ^= 1;
+	o.buf[sb - 5] ^= 1;
+	CHECK_EQ(sealed_verify(o.buf, o.len, o.len, t, NULL), -EBADMSG);
+	CHECK_EQ(read_range(&o, key_a, 0, n, out), -EBADMSG);
+	o.buf[sb - 5] ^= 1;
+	/* a key holder seals frame 2 again, other bytes, a valid tag: GCM
+	 * alone takes it; the signed digest does not */
+	CHECK_EQ(sealed_parse(o.buf, o.len, o.len, key_a, &s), 0);
+	{
+		struct sealed_writer w = { .flags = s->flags };
+		uint8_t *frame = o.buf + o.fend[1];
+		uint8_t *other = malloc(fsize);
+
+		CHECK(other);
+		memcpy(w.object_id, s->object_id, SEALED_ID_SIZE);
+		memcpy(w.okey, s->okey, SEALED_KEY_SIZE);
+		memset(other, 0x5a, fsize);
+		CHECK_EQ(sealed_seal(&w, 2, other, fsize, fsize, frame),
+			 fsize + SEALED_TAG_SIZE);
+		CHECK_EQ(read_range(&o, key_a, 2 * fsize, fsize, out), fsize);
+		CHECK(!memcmp(out, other, fsize)); /* the attack works... */
+		CHECK_EQ(read_trusted(&o, key_a, t, 2 * fsize, fsize, out),
+			 -EBADMSG); /* ...not against the signature */
+		CHECK_EQ(read_trusted(&o, key_a, t, 0, 2 * fsize, out),
+			 2 * fsize); /* the other frames read */
+		CHECK(!memcmp(out, data, 2 * fsize));
+		/* streamed as they arrive: the same verdicts */
+		CHECK_EQ(
+			stream_range(&o, NULL, 2 * fsize, fsize, 4096, -1, out),
+			0);
+		CHECK(!memcmp(out, other, fsize));
+		CHECK_EQ(stream_range(&o, t, 2 * fsize, fsize, 4096, -1, out),
+			 -EBADMSG);
+		CHECK_EQ(stream_range(&o, t, fsize, 3 * fsize, 999, -1, out),
+			 -EBADMSG);
+		CHECK_EQ(stream_range(&o, t, 0, 2 * fsize, 999, -1, out), 0);
+		CHECK(!memcmp(out, data, 2 * fsize));
+		free(other);
+	}
+	sealed_free(s);
+	free(o.buf);
+	sealed_signer_free(sg);
+	sealed_signer_free(sg2);
+	sealed_trust_free(t);
+	sealed_trust_free(none);
+	unlink(priv);
+	unlink(pub);
+	unlink(priv2);
+	unlink(pub2);
+	rmdir(dir);
+	free(data);
+	free(out);
+}
+
 int main(void)
 {
 	test_round_trips();
@@ -479,5 +659,6 @@ int main(void)
 	test_attacks();
 	test_key_files();
 	test_tier_blocks();
+	test_signatures();
 	return 0;
 }
