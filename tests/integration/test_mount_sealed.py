@@ -180,29 +180,31 @@ def test_broken_transfer_retried(trees, mount, fault_server, kind):
 
 def test_aligned_frames_read_in_runs(mount, fault_server, tmp_path, trees):
     """Frames that end where blocks end: readahead asks for several
-    blocks' stored bytes in one range request, as for the plain file,
-    not one request per block."""
+    blocks' stored bytes in one range request, as for a plain file, not
+    one request per block. Whether readahead gets ahead of the reader to
+    queue blocks behind the one connection is timing: three tries."""
     src = tmp_path / "src"
     src.mkdir()
     data = lib.random_bytes(32 * MiB, 21)
-    (src / "p.bin").write_bytes(data)
-    pack(src / "p.bin", src, trees["key"], "--store", "--frame-size", "1M")
-    os.rename(str(src / "p.bin.sealed"), str(src / "s.bin.sealed"))
+    (tmp_path / "s.bin").write_bytes(data)
+    pack(tmp_path / "s.bin", src, trees["key"], "--store", "--frame-size",
+         "1M")
     srv = fault_server(str(src))
-    m = mount(srv.url, dict(OPTS, key_file=trees["key"], request_size="4M",
-                            connections=1))
-    longest = {}
-    for name, obj in (("p.bin", "/p.bin"), ("s.bin", "/s.bin.sealed")):
-        with open(m.file(name), "rb") as f:
-            assert f.read() == data, name
-        spans = []
-        for r in srv.requests("GET", obj):
-            a, b = r[2].split("=")[1].split("-")
+    spans = []
+    for _ in range(3):
+        m = mount(srv.url, dict(OPTS, key_file=trees["key"],
+                                request_size="4M", connections=1))
+        with open(m.file("s.bin"), "rb") as f:
+            assert f.read() == data
+        assert m.stats()["decrypt_failed"] == 0
+        assert not m.finish()
+        for e in srv.requests("GET", "/s.bin.sealed"):
+            a, b = e[2].split("=")[1].split("-")
             spans.append(int(b) + 1 - int(a))
-        longest[name] = max(spans)
-    # runs of 4 blocks of 1 MiB (and 4 frames' tags)
-    assert longest == {"p.bin": 4 * MiB, "s.bin": 4 * (MiB + 16)}, longest
-    assert m.stats()["decrypt_failed"] == 0
+        if max(spans) > MiB + 16:
+            break
+    # a run of 4 blocks of 1 MiB and 4 frames' tags
+    assert max(spans) == 4 * (MiB + 16), sorted(set(spans))
 
 
 @pytest.mark.parametrize("which", ["none", "wrong"])
