@@ -334,7 +334,8 @@ static bool plan_range(uint32_t f, uint64_t begin, uint64_t end, struct plan *p)
 /* Under ta->lock: add tensor @t to @p unless issued. @return false when
  * the plan is full (@t goes next time). */
 static bool plan_tensor(struct tensor_ahead *ta, struct cache *c,
-			struct node *n, uint32_t gen, uint32_t t, struct plan *p)
+			struct node *n, uint32_t gen, uint32_t t,
+			struct plan *p)
 {
 	if (issued(ta, c, n, gen, t))
 		return true;
@@ -350,15 +351,16 @@ static bool plan_tensor(struct tensor_ahead *ta, struct cache *c,
  * file order in turn, so that both a safe_open reader (its first name
  * may be the file's last tensor) and a sequential one find their first
  * tensors coming first. */
-static void plan_start(struct tensor_ahead *ta, struct cache *c,
-		       struct node *n, uint32_t gen, struct plan *p)
+static void plan_start(struct tensor_ahead *ta, struct cache *c, struct node *n,
+		       uint32_t gen, struct plan *p)
 {
 	size_t pos[ORDERS];
 	int o = ORDER_NAME, i;
 
 	for (i = 0; i < ORDERS; i++)
 		pos[i] = ta->upto[i];
-	while (p->left && (pos[ORDER_NAME] < ta->nt || pos[ORDER_FILE] < ta->nt)) {
+	while (p->left &&
+	       (pos[ORDER_NAME] < ta->nt || pos[ORDER_FILE] < ta->nt)) {
 		if (pos[o] < ta->nt) {
 			if (!plan_tensor(ta, c, n, gen, at_pos(ta, o, pos[o]),
 					 p))
