@@ -21,6 +21,7 @@ enum { ORDER_NAME, ORDER_FILE, ORDERS };
 
 #define SEEN 1u
 #define ISSUED 2u
+#define PLANNED 4u /* in the plan being made (plan_read()) */
 
 struct tensor_ahead {
 	pthread_mutex_t lock;
@@ -173,6 +174,21 @@ static int map_build(struct tensor_ahead *ta, const struct safetensors *st,
 	return 0;
 }
 
+/* Start fetching the block after the first while the header is read
+ * from the first: readers of either order want the first tensors soon,
+ * and the plan that knows which waits for the header. One block, in a
+ * request of its own: the engine would join two into one request, and
+ * on a link capped per connection that one takes twice as long. */
+static void prefetch_second(struct cache *c, struct node *n, uint32_t gen,
+			    uint64_t fsize)
+{
+	uint64_t bs = cache_block_size(c);
+
+	if (bs < fsize)
+		cache_prefetch_stream(c, n, gen, 1,
+				      fsize - bs < bs ? fsize - bs : bs, fsize);
+}
+
 /* Read and parse the header; @return the state it leaves. */
 static enum ta_state parse(struct cache *c, struct node *n, uint32_t gen,
 			   uint64_t fsize, struct tensor_ahead *ta)
@@ -281,7 +297,7 @@ static bool issued(struct tensor_ahead *ta, struct cache *c, struct node *n,
 
 	if (!(ta->flags[f] & ISSUED))
 		return false;
-	if (ta->begin[f] == ta->end[f])
+	if (ta->begin[f] == ta->end[f] || ta->flags[f] & PLANNED)
 		return true;
 	return cache_has(c, n, gen, ta->begin[f] / bs) &&
 	       cache_has(c, n, gen, (ta->end[f] - 1) / bs);
@@ -315,11 +331,46 @@ static bool plan_range(uint32_t f, uint64_t begin, uint64_t end, struct plan *p)
 	return begin + len == end;
 }
 
-static int by_begin(const void *a, const void *b)
+/* Under ta->lock: add tensor @t to @p unless issued. @return false when
+ * the plan is full (@t goes next time). */
+static bool plan_tensor(struct tensor_ahead *ta, struct cache *c,
+			struct node *n, uint32_t gen, uint32_t t,
+			struct plan *p)
 {
-	const struct range *x = a, *y = b;
+	if (issued(ta, c, n, gen, t))
+		return true;
+	if (!plan_range(t, ta->begin[t], ta->end[t], p))
+		return false;
+	ta->flags[t] |= ISSUED | PLANNED;
+	return true;
+}
 
-	return x->begin < y->begin ? -1 : x->begin > y->begin;
+/* Under ta->lock: the window while the readers' order is not known yet
+ * (the first reads reach a tensor or two, whatever order comes next):
+ * the tensors not issued from the start of the name order and of the
+ * file order in turn, so that both a safe_open reader (its first name
+ * may be the file's last tensor) and a sequential one find their first
+ * tensors coming first. */
+static void plan_start(struct tensor_ahead *ta, struct cache *c, struct node *n,
+		       uint32_t gen, struct plan *p)
+{
+	size_t pos[ORDERS];
+	int o = ORDER_NAME, i;
+
+	for (i = 0; i < ORDERS; i++)
+		pos[i] = ta->upto[i];
+	while (p->left &&
+	       (pos[ORDER_NAME] < ta->nt || pos[ORDER_FILE] < ta->nt)) {
+		if (pos[o] < ta->nt) {
+			if (!plan_tensor(ta, c, n, gen, at_pos(ta, o, pos[o]),
+					 p))
+				break; /* cut short: this one again next time */
+			pos[o]++;
+		}
+		o = o == ORDER_NAME ? ORDER_FILE : ORDER_NAME;
+	}
+	for (i = 0; i < ORDERS; i++)
+		ta->upto[i] = pos[i];
 }
 
 /* Under ta->lock: the ranges to fetch for a read of [off, end), at most
@@ -332,7 +383,7 @@ static void plan_read(struct tensor_ahead *ta, struct cache *c, struct node *n,
 		      uint32_t gen, uint64_t off, uint64_t end, uint64_t max,
 		      uint64_t step, struct plan *p)
 {
-	size_t first = tensor_at(ta, off), f, pos, stop, from, window;
+	size_t first = tensor_at(ta, off), f, pos, stop, from;
 	uint32_t cur = (uint32_t)first;
 	bool reached = false, go = true;
 	int order;
@@ -359,7 +410,7 @@ static void plan_read(struct tensor_ahead *ta, struct cache *c, struct node *n,
 			full = plan_range((uint32_t)f, ta->begin[f], from_off,
 					  p);
 		if (full)
-			ta->flags[f] |= ISSUED;
+			ta->flags[f] |= ISSUED | PLANNED;
 		go = full && p->left;
 	}
 	if (!go)
@@ -367,8 +418,11 @@ static void plan_read(struct tensor_ahead *ta, struct cache *c, struct node *n,
 	/* The window: the tensors after the one reached, in the readers'
 	 * order, while the budget lasts. */
 	order = order_of(ta);
-	if (ta->reached < 4)
+	if (ta->reached < 4) {
 		p->left = p->left < max / 8 ? p->left : max / 8;
+		plan_start(ta, c, n, gen, p);
+		return;
+	}
 	from = pos_of(ta, order, cur) + 1;
 	pos = ta->upto[order] > from ? ta->upto[order] : from;
 	/* What the window already holds from an earlier read counts. */
@@ -383,32 +437,30 @@ static void plan_read(struct tensor_ahead *ta, struct cache *c, struct node *n,
 	if (p->left < step &&
 	    ta->prefix[order][ta->nt] - ta->prefix[order][pos] > p->left)
 		return;
-	window = p->n;
-	for (stop = pos; stop < ta->nt && p->left; stop++) {
-		uint32_t t = at_pos(ta, order, stop);
-
-		if (issued(ta, c, n, gen, t))
-			continue;
-		if (!plan_range(t, ta->begin[t], ta->end[t], p))
+	for (stop = pos; stop < ta->nt && p->left; stop++)
+		if (!plan_tensor(ta, c, n, gen, at_pos(ta, order, stop), p))
 			break; /* cut short: this one again next time */
-		ta->flags[t] |= ISSUED;
-	}
 	if (stop > ta->upto[order])
 		ta->upto[order] = stop;
-	/* The window in file order: adjacent tensors share requests (the
-	 * fetches are queued together, after the read's own). */
-	qsort(p->r + window, p->n - window, sizeof(p->r[0]), by_begin);
+	/* Queued in the readers' order, after the read's own tensors: the
+	 * engine still joins adjacent blocks into one request wherever they
+	 * are in its queue (fetch_take_run()). */
 }
 
-/* Start fetching the blocks of the planned tensors, in plan order. On a
- * full cache the rest are marked not issued again. */
+/* Start fetching the blocks of the planned tensors, in plan order, queued
+ * in batches of @step bytes or more: each block's memory is faulted in as
+ * it is queued (start_fetch()), so one batch for a window of hundreds of
+ * MiB would hold back its first request for as long as all of it takes
+ * (tens of ms), while the reader waits for the first. On a full cache
+ * the rest are marked not issued again. */
 static void issue(struct cache *c, struct node *n, uint32_t gen, uint64_t fsize,
-		  struct tensor_ahead *ta, const struct plan *p)
+		  uint64_t step, struct tensor_ahead *ta, const struct plan *p)
 {
 	const struct range *plan = p->r;
 	size_t np = p->n;
-	uint64_t bs = cache_block_size(c);
+	uint64_t bs = cache_block_size(c), queued = 0;
 	size_t i, failed;
+	int r;
 
 	failed = np;
 	fetch_batch_begin();
@@ -421,11 +473,17 @@ static void issue(struct cache *c, struct node *n, uint32_t gen, uint64_t fsize,
 			uint64_t len =
 				fsize - b * bs < bs ? fsize - b * bs : bs;
 
-			if (cache_prefetch_stream(c, n, gen, b, len, fsize) <
-			    0) {
+			r = cache_prefetch_stream(c, n, gen, b, len, fsize);
+			if (r < 0) {
 				failed = i;
 				break;
 			}
+			queued += r > 0 ? len : 0;
+		}
+		if (queued >= step) {
+			fetch_batch_end();
+			fetch_batch_begin();
+			queued = 0;
 		}
 	}
 	fetch_batch_end();
@@ -447,6 +505,7 @@ bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
 	struct tensor_ahead *ta;
 	struct plan *p;
 	enum ta_state st;
+	size_t i;
 
 	if (!is_safetensors(n) || !(ta = state_of(n)))
 		return false;
@@ -459,12 +518,13 @@ bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
 		ta->state = TA_PARSING;
 		ta->generation = generation;
 		pthread_mutex_unlock(&ta->lock);
+		prefetch_second(c, n, generation, fsize);
 		st = parse(c, n, generation, fsize, ta);
 		pthread_mutex_lock(&ta->lock);
 		ta->state = st;
 	}
 	if (ta->state != TA_READY || ta->generation != generation || !ta->nt ||
-	    end <= ta->begin[0]) {
+	    off < ta->begin[0]) {
 		pthread_mutex_unlock(&ta->lock);
 		return false;
 	}
@@ -475,9 +535,11 @@ bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
 	}
 	p->n = 0;
 	plan_read(ta, c, n, generation, off, end, max, step, p);
+	for (i = 0; i < p->n; i++)
+		ta->flags[p->r[i].f] &= (uint8_t)~PLANNED;
 	pthread_mutex_unlock(&ta->lock);
 	if (p->n)
-		issue(c, n, generation, fsize, ta, p);
+		issue(c, n, generation, fsize, step, ta, p);
 	free(p);
 	return true;
 }

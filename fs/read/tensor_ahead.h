@@ -6,9 +6,10 @@
  * order readers go: the order of names (as safetensors.safe_open and
  * frameworks that iterate over sorted keys fault them in through mmap) or
  * the order of the file (a sequential read), whichever the last tensors
- * reached for the first time followed. Tensors are fetched whatever order
- * the faults arrive in; those whose blocks are adjacent go in one request
- * (fetch_batch_begin()), so small tensors are batched.
+ * reached for the first time followed (until four were, the start of
+ * both orders in turn). Tensors are fetched whatever order
+ * the faults arrive in, queued in the readers' order; the engine joins
+ * adjacent blocks into one request, so small tensors are batched.
  *
  * Thread-safe: each file's state has its own lock, held only to plan (never
  * while fetching or parsing). */
@@ -32,11 +33,14 @@ struct tensor_ahead;
  * bytes of tensors ahead of the read, topped up in steps of at least
  * @step bytes (a request's worth). Parses the header on
  * the first read of a .safetensors file (waiting for the blocks that hold
- * it). Never waits for a fetch otherwise.
- * @return true when the read was in a known tensor map's data section and
- * its readahead was done here; false when the caller's plain readahead
- * should run (not a safetensors file, an unparsable header, the header
- * region, or another thread still parsing).
+ * it, the second block already coming). Never waits for a fetch
+ * otherwise.
+ * @return true when the read started in a known tensor map's data section
+ * and its readahead was done here; false when the caller's plain
+ * readahead should run (not a safetensors file, an unparsable header, a
+ * read starting in the header, so that one reading only the header, as
+ * listing the tensors does, starts no window of tensors, or another
+ * thread still parsing).
  */
 bool tensor_ahead_read(struct cache *c, struct node *n, uint32_t generation,
 		       uint64_t fsize, uint64_t off, uint64_t end, uint64_t max,

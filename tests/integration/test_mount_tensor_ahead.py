@@ -8,6 +8,7 @@ import json
 import mmap
 import os
 import struct
+import time
 
 import pytest
 
@@ -118,6 +119,78 @@ def test_backwards_name_order_fetches_whole_tensors(nginx, mount, model):
     # 149 of the 192 blocks were (the plain readahead goes forward in the
     # file, the reader backwards), here all but the first few.
     assert st["prefetched_blocks"] >= 0.95 * blocks, st
+
+
+def fetched_ranges(srv, name):
+    """[(first, last)] byte ranges of the GETs of @name logged so far."""
+    out = []
+    for r in srv.requests():
+        if r["method"] == "GET" and r["uri"].endswith(name) and \
+                r["range"].startswith("bytes="):
+            a, b = r["range"][6:].split("-")
+            out.append((int(a), int(b)))
+    return out
+
+
+def test_first_data_read_fetches_first_name_at_file_end(nginx, mount,
+                                                       tmp_path):
+    """Before the readers' order is known, the window takes the start of
+    both orders: the first read of a tensor starts fetching the tensor
+    that comes first by name, even at the file's end (lm_head in a llama
+    file), unread, so a safe_open reader does not wait for it. (The window
+    followed the name order from the tensor read, after which that name
+    never comes.)"""
+    root = tmp_path / "order"
+    root.mkdir()
+    specs = [("b.%03d" % i, "BF16", [512, 1024]) for i in range(48)]
+    specs.append(("a.first_by_name", "BF16", [512, 1024]))
+    write_safetensors(str(root / "m.safetensors"), specs, 6)
+    srv = nginx(str(root))
+    m = mount(srv.url, {"block_size": "1M", "readahead_max": "16M",
+                        "connections": "4"})
+    with open(m.file("m.safetensors"), "rb") as f:
+        header, start = lib.parse_safetensors_header(f)
+        first, last = header["a.first_by_name"]["data_offsets"]
+        # Past what the header's read brought into the page cache (and
+        # the plain readahead for it, while the header was parsed).
+        b0, e0 = header["b.016"]["data_offsets"]
+        assert os.pread(f.fileno(), 1, start + (b0 + e0) // 2)
+    tail = start + last - 1
+
+    deadline = time.monotonic() + 10
+    while not any(a <= tail <= b
+                  for a, b in fetched_ranges(srv, "m.safetensors")):
+        assert time.monotonic() < deadline, \
+            fetched_ranges(srv, "m.safetensors")
+        time.sleep(0.05)
+    st = m.stats()
+    # A window of readahead_max / 8 (2 MiB), not the file (49 MiB).
+    assert st["bytes_fetched"] <= 12 * MiB, st
+
+
+def test_header_only_reader_starts_no_tensor_window(nginx, mount, tmp_path):
+    """Reading the header alone (listing the tensors, as safe_open(...)
+    .keys() does) fetches the first blocks as any first read does, not a
+    window of tensors: the kernel's read for the header runs on into the
+    first tensor, and counting that as a tensor read started a window of
+    readahead_max / 8 (here the whole 48 MiB), and held the header's reply
+    back while it was queued."""
+    root = tmp_path / "hdr"
+    root.mkdir()
+    specs = [("t.%03d" % i, "BF16", [512, 1024]) for i in range(48)]
+    write_safetensors(str(root / "m.safetensors"), specs, 7)
+    srv = nginx(str(root))
+    m = mount(srv.url, {"block_size": "1M", "readahead_max": "512M",
+                        "connections": "4"})
+    with open(m.file("m.safetensors"), "rb") as f:
+        header, _ = lib.parse_safetensors_header(f)
+    assert len(header) == 48
+    time.sleep(1)  # let any readahead it started arrive
+    st = m.stats()
+    # The block read, the plain readahead's first step (two blocks) and
+    # the block after the header's, fetched while it was parsed.
+    assert st["bytes_fetched"] <= 4 * MiB, (st, fetched_ranges(
+        srv, "m.safetensors"))
 
 
 def test_not_safetensors_named_file_reads_plainly(nginx, mount, tmp_path):
