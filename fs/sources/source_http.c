@@ -174,10 +174,10 @@ static time_t index_mtime(const char *s, size_t len)
 /* One directory index being parsed: where its entries go. */
 struct index_parse {
 	struct listing *l;
-	const char *rel;
+	struct node *dir; /* in l->t */
 	const char *url;
 	int depth;
-	char **subdirs;
+	struct node **subdirs;
 	size_t nsub;
 };
 
@@ -187,7 +187,8 @@ static int index_entry(void *arg, json_object *e)
 	struct index_parse *ip = arg;
 	struct listing *l = ip->l;
 	const char *name = NULL, *type = NULL;
-	size_t name_len = 0, before;
+	size_t name_len = 0;
+	struct node *sub;
 	struct timespec mtime = { 0 };
 	int64_t size = 0;
 	bool has_size = false;
@@ -226,18 +227,18 @@ static int index_entry(void *arg, json_object *e)
 				  "name or size",
 				  ip->url);
 	}
-	if (asprintf(&key, "%s%s%s", ip->rel, *ip->rel ? "/" : "", name) < 0)
-		return -ENOMEM;
 	if (strcmp(type, "directory")) {
 		if (needs_head(name, has_size)) {
+			if (asprintf(&key, "%s%s%s", ip->dir->key,
+				     *ip->dir->key ? "/" : "", name) < 0)
+				return -ENOMEM;
 			err = pending_push(l, key, (uint64_t)size, mtime);
 			if (err)
 				free(key);
 			return err;
 		}
-		err = tree_add(l->t, key, false, (uint64_t)size, mtime, NULL,
-			       NULL);
-		free(key);
+		err = tree_add_child(l->t, ip->dir, name, name_len, false,
+				     (uint64_t)size, mtime, NULL, NULL);
 		if (err == -EINVAL || err == -EEXIST)
 			err = msg_append(l->warnings,
 					 "%s: skipping a duplicate entry",
@@ -246,32 +247,25 @@ static int index_entry(void *arg, json_object *e)
 	}
 	if (ip->depth >= SOURCE_MAX_DEPTH) {
 		STAT_ADD(dirs_too_deep, 1);
-		free(key);
 		return msg_append(l->warnings,
 				  "%s: skipping a directory nested too deep",
 				  ip->url);
 	}
 	/* A directory named twice is listed once. */
-	before = tree_count(l->t);
-	err = tree_add(l->t, key, true, 0, mtime, NULL, NULL);
-	if (!err && tree_count(l->t) == before)
-		err = -EEXIST;
+	err = tree_add_child(l->t, ip->dir, name, name_len, true, 0, mtime,
+			     NULL, &sub);
 	if (!err && !l->one) {
-		char **more = reallocarray(ip->subdirs, ip->nsub + 1,
-					   sizeof(*ip->subdirs));
+		struct node **more = reallocarray(ip->subdirs, ip->nsub + 1,
+						  sizeof(*ip->subdirs));
 
-		if (!more) {
-			err = -ENOMEM;
-		} else {
-			ip->subdirs = more;
-			ip->subdirs[ip->nsub++] = key;
-			key = NULL;
-		}
+		if (!more)
+			return -ENOMEM;
+		ip->subdirs = more;
+		ip->subdirs[ip->nsub++] = sub;
 	}
 	if (err == -EINVAL || err == -EEXIST)
 		err = msg_append(l->warnings, "%s: skipping a duplicate entry",
 				 ip->url);
-	free(key);
 	return err;
 }
 
@@ -295,17 +289,18 @@ static int index_parse(struct index_parse *ip, const struct http_response *r,
 }
 
 /*
- * List directory @rel (in the tree already, listed once: the caller
+ * List directory @dir (in the tree already, listed once: the caller
  * makes sure): its files go into the tree (or to l->files, to be
  * HEADed), its subdirectories too, then each subdirectory is listed,
  * after this index was freed.
  */
-static int list_dir(struct listing *l, const char *rel, int depth)
+static int list_dir(struct listing *l, struct node *dir, int depth)
 {
 	struct http_response r = { 0 };
+	const char *rel = dir->key;
 	char *url = url_of(l->sh, rel, true);
 	struct index_parse ip = {
-		.l = l, .rel = rel, .url = url, .depth = depth
+		.l = l, .dir = dir, .url = url, .depth = depth
 	};
 	size_t i, n = 0;
 	const char *why;
@@ -359,8 +354,6 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 	for (i = 0; i < ip.nsub && !err; i++)
 		err = list_dir(l, ip.subdirs[i], depth + 1);
 out:
-	for (i = 0; i < ip.nsub; i++)
-		free(ip.subdirs[i]);
 	free(ip.subdirs);
 	http_response_done(&r);
 	free(url);
@@ -498,12 +491,14 @@ static int list(struct source *s, const char *dir, struct tree *t,
 		if (err)
 			free(key);
 	} else if (dir && *dir) {
+		struct node *n;
+
 		/* Its path in the tree first, so an empty one is there. */
-		err = tree_add(t, dir, true, 0, now, NULL, NULL);
+		err = tree_add(t, dir, true, 0, now, NULL, &n);
 		if (!err)
-			err = list_dir(&l, dir, source_key_depth(dir));
+			err = list_dir(&l, n, source_key_depth(dir));
 	} else {
-		err = list_dir(&l, "", 0);
+		err = list_dir(&l, tree_root(t), 0);
 	}
 	if (!err)
 		err = head_files(&l);

@@ -236,7 +236,8 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	for (i = 0; i < t->count; i++)
-		tree_node_free(t->nodes[i]);
+		if (t->nodes[i]) /* NULL: moved out by a merge */
+			tree_node_free(t->nodes[i]);
 	free(t->nodes);
 	free(t->slots);
 	pthread_mutex_destroy(&t->merge);
@@ -264,6 +265,35 @@ bool tree_name_ok(const char *name, size_t len)
 	return true;
 }
 
+/* New child @name (@len bytes, a valid name) of directory @dir of an
+ * unshared @t, not there yet. */
+static int child_new(struct tree *t, struct node *dir, const char *name,
+		     size_t len, bool is_dir, uint64_t size,
+		     struct timespec mtime, const char *etag,
+		     struct node **ret_node)
+{
+	struct node *n = tree_node_alloc(dir, name, len, is_dir);
+
+	if (!n)
+		return -ENOMEM;
+	if (!is_dir && etag && !(n->etag = strdup(etag))) {
+		tree_node_free(n);
+		return -ENOMEM;
+	}
+	if (node_link(t, n)) {
+		tree_node_free(n);
+		return -ENOMEM;
+	}
+	n->mtime = mtime;
+	if (!is_dir) {
+		n->size = size;
+		t->bytes += size;
+		t->files++;
+	}
+	*ret_node = n;
+	return 0;
+}
+
 int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	     struct timespec mtime, const char *etag, struct node **ret_node)
 {
@@ -289,31 +319,16 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 		size_t len = slash ? (size_t)(slash - p) : strlen(p);
 		bool last = p[len] == '\0';
 		bool want_dir = last ? is_dir : true;
+		int err;
 
 		n = tree_child_find(t, dir, p, len);
 		if (n && n->is_dir != want_dir)
 			return -EEXIST;
 		if (n && last && !is_dir)
 			return -EEXIST;
-		if (!n) {
-			n = tree_node_alloc(dir, p, len, want_dir);
-			if (!n)
-				return -ENOMEM;
-			if (!want_dir && etag && !(n->etag = strdup(etag))) {
-				tree_node_free(n);
-				return -ENOMEM;
-			}
-			if (node_link(t, n)) {
-				tree_node_free(n);
-				return -ENOMEM;
-			}
-			n->mtime = mtime;
-			if (!want_dir) {
-				n->size = size;
-				t->bytes += size;
-				t->files++;
-			}
-		}
+		if (!n && (err = child_new(t, dir, p, len, want_dir, size,
+					   mtime, etag, &n)))
+			return err;
 		dir = n;
 		p += len;
 		if (*p == '/')
@@ -322,6 +337,22 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	if (ret_node)
 		*ret_node = n;
 	return 0;
+}
+
+int tree_add_child(struct tree *t, struct node *dir, const char *name,
+		   size_t len, bool is_dir, uint64_t size,
+		   struct timespec mtime, const char *etag,
+		   struct node **ret_node)
+{
+	struct node *n;
+
+	if (!dir->is_dir || !tree_name_ok(name, len) ||
+	    size > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	if (tree_child_find(t, dir, name, len))
+		return -EEXIST;
+	return child_new(t, dir, name, len, is_dir, size, mtime, etag,
+			 ret_node ? ret_node : &n);
 }
 
 void tree_set_size(struct tree *t, struct node *n, uint64_t size)

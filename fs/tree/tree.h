@@ -94,6 +94,18 @@ bool tree_name_ok(const char *name, size_t len);
 int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	     struct timespec mtime, const char *etag, struct node **ret_node);
 
+/*
+ * tree_add_child() - tree_add() of one component: child @name (@len
+ * bytes) of directory @dir of a tree being built, without walking or
+ * building a key. @return 0 and *ret_node (may be NULL), -EINVAL (not
+ * tree_name_ok(), @dir not a directory), -EEXIST when @dir has a child
+ * of that name (of either type), -ENOMEM.
+ */
+int tree_add_child(struct tree *t, struct node *dir, const char *name,
+		   size_t len, bool is_dir, uint64_t size,
+		   struct timespec mtime, const char *etag,
+		   struct node **ret_node);
+
 /* tree_set_size() - set the size of file @n of a tree being built (e.g.
  * from a HEAD), keeping tree_bytes() right. */
 void tree_set_size(struct tree *t, struct node *n, uint64_t size);
@@ -172,8 +184,7 @@ struct tree_changes {
  * changed (an error return) or every change is in *ret.
  * @return 0 and *ret (release with tree_changes_done()), or -ENOMEM.
  */
-int tree_merge(struct tree *t, const struct tree *fresh,
-	       struct tree_changes *ret);
+int tree_merge(struct tree *t, struct tree *fresh, struct tree_changes *ret);
 void tree_changes_done(struct tree_changes *c);
 
 /*
@@ -181,9 +192,11 @@ void tree_changes_done(struct tree_changes *c);
  * level: @fresh holds @dir's key (its ancestors as directories) and
  * @dir's children, nothing else is looked at. Children of @dir missing
  * from @fresh are gone; new subdirectories are unlisted (below).
+ * A first listing of @dir (no children yet) moves @fresh's nodes into @t
+ * as they are: after any merge, @fresh is only good for tree_free().
  * @return 0 and *ret, -ENOTDIR, -ENOMEM.
  */
-int tree_merge_dir(struct tree *t, struct node *dir, const struct tree *fresh,
+int tree_merge_dir(struct tree *t, struct node *dir, struct tree *fresh,
 		   struct tree_changes *ret);
 
 /*
