@@ -109,11 +109,9 @@ static bool skippable(int err, const struct http_response *r)
  * size, or when it may be a seekable .zst (its seek table is read at
  * listing, pinned to its ETag). Any other file's validator is taken from
  * its first block (fetch.c), so a listing is one request. */
-static bool needs_head(const char *name, bool has_size)
+static bool needs_head(const char *name, size_t len, bool has_size)
 {
-	size_t len = strlen(name);
-
-	return !has_size || (len > 4 && !strcmp(name + len - 4, ".zst"));
+	return !has_size || (len > 4 && !memcmp(name + len - 4, ".zst", 4));
 }
 
 /* Days from 1970-01-01 to @y-@m-@d (proleptic Gregorian; H. Hinnant's
@@ -181,45 +179,37 @@ struct index_parse {
 	size_t nsub;
 };
 
-/* One entry of the index, as it is parsed (json_stream.h). */
-static int index_entry(void *arg, json_object *e)
+/* One entry of the index, from either parse: strings not NUL-terminated
+ * (@name and @type NULL when absent or not strings). */
+struct index_item {
+	const char *name;
+	size_t name_len;
+	const char *type;
+	size_t type_len;
+	struct timespec mtime;
+	int64_t size;
+	bool has_size; /* an integer */
+};
+
+static bool is(const char *s, size_t len, const char *word)
 {
-	struct index_parse *ip = arg;
+	return s && len == strlen(word) && !memcmp(s, word, len);
+}
+
+/* One entry of the index, into the tree (or l->files, to be HEADed). */
+static int index_add(struct index_parse *ip, const struct index_item *it)
+{
 	struct listing *l = ip->l;
-	const char *name = NULL, *type = NULL;
-	size_t name_len = 0;
+	const char *name = it->name;
+	size_t name_len = it->name_len;
 	struct node *sub;
-	struct timespec mtime = { 0 };
-	int64_t size = 0;
-	bool has_size = false;
 	char *key = NULL;
-	json_object *v;
 	int err;
 
-	if (!json_object_is_type(e, json_type_object))
+	if (!name || (!is(it->type, it->type_len, "file") &&
+		      !is(it->type, it->type_len, "directory")))
 		return 0;
-	if (json_object_object_get_ex(e, "name", &v) &&
-	    json_object_is_type(v, json_type_string)) {
-		name = json_object_get_string(v);
-		name_len = (size_t)json_object_get_string_len(v);
-	}
-	if (json_object_object_get_ex(e, "type", &v))
-		type = json_object_get_string(v);
-	if (json_object_object_get_ex(e, "mtime", &v) &&
-	    json_object_is_type(v, json_type_string))
-		mtime.tv_sec =
-			index_mtime(json_object_get_string(v),
-				    (size_t)json_object_get_string_len(v));
-	if (json_object_object_get_ex(e, "size", &v)) {
-		size = json_object_get_int64(v);
-		has_size = json_object_is_type(v, json_type_int);
-	}
-	if (!name || !type ||
-	    (strcmp(type, "file") && strcmp(type, "directory")))
-		return 0;
-	/* A NUL inside the JSON string shows as a short strlen. */
-	if (!tree_name_ok(name, name_len) || strlen(name) != name_len ||
-	    size < 0) {
+	if (!tree_name_ok(name, name_len) || it->size < 0) {
 		/* The name itself may hold control characters: not for a
 		 * terminal. */
 		return msg_append(l->warnings,
@@ -227,18 +217,20 @@ static int index_entry(void *arg, json_object *e)
 				  "name or size",
 				  ip->url);
 	}
-	if (strcmp(type, "directory")) {
-		if (needs_head(name, has_size)) {
-			if (asprintf(&key, "%s%s%s", ip->dir->key,
-				     *ip->dir->key ? "/" : "", name) < 0)
+	if (is(it->type, it->type_len, "file")) {
+		if (needs_head(name, name_len, it->has_size)) {
+			if (asprintf(&key, "%s%s%.*s", ip->dir->key,
+				     *ip->dir->key ? "/" : "", (int)name_len,
+				     name) < 0)
 				return -ENOMEM;
-			err = pending_push(l, key, (uint64_t)size, mtime);
+			err = pending_push(l, key, (uint64_t)it->size,
+					   it->mtime);
 			if (err)
 				free(key);
 			return err;
 		}
 		err = tree_add_child(l->t, ip->dir, name, name_len, false,
-				     (uint64_t)size, mtime, NULL, NULL);
+				     (uint64_t)it->size, it->mtime, NULL, NULL);
 		if (err == -EINVAL || err == -EEXIST)
 			err = msg_append(l->warnings,
 					 "%s: skipping a duplicate entry",
@@ -252,8 +244,8 @@ static int index_entry(void *arg, json_object *e)
 				  ip->url);
 	}
 	/* A directory named twice is listed once. */
-	err = tree_add_child(l->t, ip->dir, name, name_len, true, 0, mtime,
-			     NULL, &sub);
+	err = tree_add_child(l->t, ip->dir, name, name_len, true, 0,
+			     it->mtime, NULL, &sub);
 	if (!err && !l->one) {
 		struct node **more = reallocarray(ip->subdirs, ip->nsub + 1,
 						  sizeof(*ip->subdirs));
@@ -269,6 +261,79 @@ static int index_entry(void *arg, json_object *e)
 	return err;
 }
 
+/* An entry json-c parsed (json_stream.h). */
+static int index_entry(void *arg, json_object *e)
+{
+	struct index_item it = { 0 };
+	json_object *v;
+
+	if (!json_object_is_type(e, json_type_object))
+		return 0;
+	if (json_object_object_get_ex(e, "name", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		it.name = json_object_get_string(v);
+		it.name_len = (size_t)json_object_get_string_len(v);
+		/* A NUL inside the JSON string: an unusable name. */
+		if (strlen(it.name) != it.name_len)
+			it.name_len = 0;
+	}
+	if (json_object_object_get_ex(e, "type", &v) &&
+	    (it.type = json_object_get_string(v)))
+		it.type_len = strlen(it.type);
+	if (json_object_object_get_ex(e, "mtime", &v) &&
+	    json_object_is_type(v, json_type_string))
+		it.mtime.tv_sec =
+			index_mtime(json_object_get_string(v),
+				    (size_t)json_object_get_string_len(v));
+	if (json_object_object_get_ex(e, "size", &v)) {
+		it.size = json_object_get_int64(v);
+		it.has_size = json_object_is_type(v, json_type_int);
+	}
+	return index_add(arg, &it);
+}
+
+/* An entry of plain strings and integers, scanned without json-c (nginx
+ * writes every entry so): read as index_entry() reads it. */
+static int index_entry_flat(void *arg, const struct json_member *m, size_t n)
+{
+	struct index_item it = { 0 };
+	char buf[64];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *k = m[i].key;
+		size_t klen = m[i].key_len;
+
+		/* A key given twice: the last one counts, as in json-c. */
+		if (is(k, klen, "name")) {
+			it.name = m[i].str;
+			it.name_len = m[i].len;
+		} else if (is(k, klen, "type")) {
+			it.type = m[i].str; /* an integer: not a type */
+			it.type_len = m[i].len;
+		} else if (is(k, klen, "mtime")) {
+			it.mtime.tv_sec = 0;
+			if (m[i].str && m[i].len < sizeof(buf)) {
+				memcpy(buf, m[i].str, m[i].len);
+				buf[m[i].len] = '\0';
+				it.mtime.tv_sec = index_mtime(buf, m[i].len);
+			} else if (m[i].str) {
+				char *c = strndup(m[i].str, m[i].len);
+
+				if (!c)
+					return -ENOMEM;
+				it.mtime.tv_sec = index_mtime(c, m[i].len);
+				free(c);
+			}
+		} else if (is(k, klen, "size")) {
+			if (m[i].str) /* json-c's reading of a number in it */
+				return 1;
+			it.size = m[i].num;
+			it.has_size = true;
+		}
+	}
+	return index_add(arg, &it);
+}
+
 /* Parse index @r of @ip's directory as a stream: entries go into the tree
  * as they are read; no document tree is built. @return 0, -EPROTO when
  * it is not a JSON array, or the first entry's error. */
@@ -278,8 +343,10 @@ static int index_parse(struct index_parse *ip, const struct http_response *r,
 	struct json_stream *js;
 	int err = json_stream_new(index_entry, ip, &js);
 
-	if (!err)
-		err = json_stream_feed(js, r->body, r->len);
+	if (err)
+		return err;
+	json_stream_set_flat(js, index_entry_flat);
+	err = json_stream_feed(js, r->body, r->len);
 	if (!err)
 		err = json_stream_end(js);
 	if (!err)

@@ -32,6 +32,8 @@ struct node {
 	char *name; /* one path component, the tail of key; "" for the root */
 	bool is_dir;
 	bool unlinked; /* replaced by a node of another type; tree module only */
+	bool in_slab;  /* its memory is a tree's (tree.c); tree module only */
+	uint32_t hash; /* of name, for the children index; tree module only */
 	struct tree_dir *dir; /* directories only; tree module only */
 	struct timespec mtime;
 	/* file:// mirrors the source's owner and permissions (less the
@@ -119,8 +121,15 @@ void tree_set_size(struct tree *t, struct node *n, uint64_t size);
 int tree_trim_name(struct tree *t, struct node *n, size_t len);
 
 /* tree_finish() - sort each directory's children by name (readdir
- * order); call once after the last tree_add(), before sharing @t. */
-void tree_finish(struct tree *t);
+ * order) and index them all; call once after the last tree_add(), before
+ * sharing @t. @return 0 or -ENOMEM (@t not to be shared). */
+int tree_finish(struct tree *t);
+
+/* tree_sort() - tree_finish() without the index, for a listing that is
+ * only merged into another (tree_merge*()) and never shared: children
+ * added in name order were not indexed, and a merge that looks names up
+ * in it indexes it then; one adopted whole never is. */
+void tree_sort(struct tree *t);
 
 /* tree_get() - the node of inode @ino, or NULL. */
 struct node *tree_get(struct tree *t, uint64_t ino);

@@ -119,7 +119,7 @@ static size_t index_in_parent(const struct node *n)
 }
 
 /* The node at @key in @t (a tree nobody changes meanwhile), or NULL. */
-static struct node *find_key(const struct tree *t, const char *key)
+static struct node *find_key(struct tree *t, const char *key)
 {
 	struct node *n = tree_root(t);
 
@@ -497,8 +497,7 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 		t->nodes[t->count++] = n; /* n->ino == t->count: planned so */
 		if (old) {
 			n->parent->dir->children[o->index] = n;
-			*tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-				      strlen(n->name)) = n;
+			*tree_slot_of_node(t->slots, t->nslots, n) = n;
 			old->unlinked = true;
 			c->nconflicts++;
 			if (!old->is_dir) {
@@ -509,8 +508,7 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 			struct tree_dir *pd = n->parent->dir;
 
 			pd->children[pd->n++] = n;
-			*tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-				      strlen(n->name)) = n;
+			*tree_slot_of_node(t->slots, t->nslots, n) = n;
 			t->nused++;
 		}
 		if (!n->is_dir) {
@@ -636,8 +634,7 @@ static void adopt_one(void *arg, size_t k)
 	t->nodes[t->count++] = n;
 	n->ino = t->count;
 	pd->children[pd->n++] = n; /* the same place it had in @fresh */
-	*tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-		      strlen(n->name)) = n;
+	*tree_slot_of_node(t->slots, t->nslots, n) = n;
 	t->nused++;
 	if (!n->is_dir) {
 		t->files++;
@@ -685,6 +682,7 @@ static int adopt(struct tree *t, struct planner *pl, struct tree_changes *c)
 	in_steps(t, count, adopt_one, &a);
 	for (k = 1; k <= count; k++)
 		pl->fresh->nodes[pl->order[k]] = NULL;
+	tree_slabs_move(t, pl->fresh); /* the memory of what it adopted */
 	plan_free(&p, true);
 	return 0;
 }

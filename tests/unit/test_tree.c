@@ -33,7 +33,7 @@ static struct tree *make(const char *const *keys, size_t n)
 		free(k);
 	}
 	if (t)
-		tree_finish(t);
+		CHECK(tree_finish(t) == 0, "tree_finish");
 	return t;
 }
 
@@ -200,8 +200,8 @@ static void test_concurrent(void)
 				NULL);
 	}
 	CHECK(!err, "adds");
-	tree_finish(t);
-	tree_finish(fresh);
+	CHECK(tree_finish(t) == 0, "tree_finish");
+	CHECK(tree_finish(fresh) == 0, "tree_finish");
 	p.t = t;
 	p.n = N;
 	pthread_create(&th, NULL, probe, &p);
@@ -258,7 +258,7 @@ static void test_trim_name(void)
 		CHECK(tree_trim_name(t, nodes[i], strlen(nodes[i]->name) - 4) ==
 			      0,
 		      "trim %zu", i);
-	tree_finish(t);
+	CHECK(tree_finish(t) == 0, "tree_finish");
 	for (i = 0; i < N; i++) {
 		snprintf(key, sizeof(key), "d%zu/f%zu%s", i % 3, i,
 			 i % 2 ? "" : ".zst");
@@ -309,7 +309,7 @@ static void test_merge_dir(void)
 	tree_changes_done(&c);
 	/* An empty listing (nothing under the key): everything there gone. */
 	CHECK(tree_new(&empty) == 0, "tree_new");
-	tree_finish(empty);
+	CHECK(tree_finish(empty) == 0, "tree_finish");
 	CHECK(tree_merge_dir(t, at(t, "b"), empty, &c) == 0, "empty");
 	CHECK(bx->changed && c.nchanged == 1, "b/x gone");
 	tree_changes_done(&c);
@@ -351,7 +351,7 @@ static void test_merge_dir_adopts(void)
 	CHECK(tree_new(&fresh) == 0, "tree_new");
 	if (!t || !fresh)
 		return;
-	/* Unsorted on purpose: tree_finish() orders them. */
+	/* Unsorted on purpose: tree_sort() orders them. */
 	for (i = 1000; i-- > 0;) {
 		snprintf(name, sizeof(name), "x/f%04zu", i);
 		CHECK(tree_add(fresh, name, false, i, t0, i % 2 ? "e" : NULL,
@@ -370,7 +370,7 @@ static void test_merge_dir_adopts(void)
 	CHECK(tree_add_child(fresh, sub, "..", 2, false, 1, t0, NULL, NULL) ==
 		      -EINVAL,
 	      "add_child: a bad name");
-	tree_finish(fresh);
+	tree_sort(fresh); /* as refresh.c does: merged, never shared */
 	tree_mark_unlisted(t, x);
 	CHECK(tree_list_begin(t, x) == 1, "lister");
 	CHECK(tree_merge_dir(t, x, fresh, &c) == 0, "merge_dir");
@@ -406,11 +406,50 @@ static void test_merge_dir_adopts(void)
 	tree_free(t);
 }
 
+/* tree_add_child(): a repeated name is found whether the names so far
+ * came in order (compared with the last one) or not (looked up). */
+static void test_add_child(void)
+{
+	static const char *const names[] = { "a",  "b", "b",  "bb",
+					     "b",  "a", "c",  "ab",
+					     "bb", "c", "d" };
+	static const int want[] = { 0,	     0, -EEXIST, 0,	  -EEXIST,
+				    -EEXIST, 0, 0,	 -EEXIST, -EEXIST,
+				    0 };
+	struct tree *t = NULL;
+	struct node *d = NULL;
+	size_t i;
+
+	CHECK(tree_new(&t) == 0 && tree_add(t, "d", true, 0, t0, NULL, &d) ==
+					   0,
+	      "tree");
+	if (!d)
+		return;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int err = tree_add_child(t, d, names[i], strlen(names[i]),
+					 i == 6, 1, t0, NULL, NULL);
+
+		CHECK(err == want[i], "%zu %s: %d", i, names[i], err);
+	}
+	CHECK(tree_nchildren(d) == 6, "children %zu", tree_nchildren(d));
+	CHECK(tree_add_child(t, d, "x", 1, false, 1, t0, NULL, NULL) == 0 &&
+		      tree_add_child(t, tree_root(t), "d", 1, false, 1, t0,
+				     NULL, NULL) == -EEXIST,
+	      "in order again; a file named as a directory");
+	CHECK(tree_finish(t) == 0, "tree_finish");
+	CHECK(!strcmp(tree_child(d, 0)->name, "a") &&
+		      !strcmp(tree_child(d, 1)->name, "ab") &&
+		      !strcmp(tree_child(d, 6)->name, "x"),
+	      "sorted");
+	tree_free(t);
+}
+
 int main(void)
 {
 	test_merge_dir();
 	test_merge_dir_adopts();
 	test_add_lookup();
+	test_add_child();
 	test_trim_name();
 	test_merge();
 	test_concurrent();
