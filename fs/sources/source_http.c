@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_run.h"
 #include "json_stream.h"
 #include "msg.h"
 #include "opts.h"
@@ -177,6 +178,12 @@ struct index_parse {
 	int depth;
 	struct node **subdirs;
 	size_t nsub;
+	size_t too_deep;	/* subdirectories skipped */
+	struct json_stream *js; /* the response's parse, as it arrives */
+	int parse_err;		/* the parse's error, which ended it */
+	/* What the listing held before this index (index_attempt()). */
+	size_t tree_mark, files_mark, warnings_mark;
+	bool had_warnings;
 };
 
 /* One entry of the index, from either parse: strings not NUL-terminated
@@ -238,7 +245,7 @@ static int index_add(struct index_parse *ip, const struct index_item *it)
 		return err;
 	}
 	if (ip->depth >= SOURCE_MAX_DEPTH) {
-		STAT_ADD(dirs_too_deep, 1);
+		ip->too_deep++;
 		return msg_append(l->warnings,
 				  "%s: skipping a directory nested too deep",
 				  ip->url);
@@ -334,32 +341,53 @@ static int index_entry_flat(void *arg, const struct json_member *m, size_t n)
 	return index_add(arg, &it);
 }
 
-/* Parse index @r of @ip's directory as a stream: entries go into the tree
- * as they are read; no document tree is built. @return 0, -EPROTO when
- * it is not a JSON array, or the first entry's error. */
-static int index_parse(struct index_parse *ip, const struct http_response *r,
-		       size_t *ret_entries)
+/* Before each attempt at @ip's index: a parse from the start; after one
+ * that was cut off, what it added is taken back first. */
+static int index_attempt(struct http_whole *w, CURL *h,
+			 struct curl_slist **hdrs)
 {
-	struct json_stream *js;
-	int err = json_stream_new(index_entry, ip, &js);
+	struct index_parse *ip = w->arg;
+	struct listing *l = ip->l;
+	int err;
 
-	if (err)
-		return err;
-	json_stream_set_flat(js, index_entry_flat);
-	err = json_stream_feed(js, r->body, r->len);
+	if (ip->js) {
+		tree_truncate(l->t, ip->tree_mark);
+		while (l->nfiles > ip->files_mark)
+			free(l->files[--l->nfiles].key);
+		if (!ip->had_warnings) {
+			free(*l->warnings);
+			*l->warnings = NULL;
+		} else {
+			(*l->warnings)[ip->warnings_mark] = '\0';
+		}
+		ip->nsub = ip->too_deep = 0;
+		json_stream_free(ip->js);
+		ip->js = NULL;
+	}
+	ip->tree_mark = tree_count(l->t);
+	ip->files_mark = l->nfiles;
+	ip->had_warnings = *l->warnings != NULL;
+	ip->warnings_mark = ip->had_warnings ? strlen(*l->warnings) : 0;
+	err = json_stream_new(index_entry, ip, &ip->js);
 	if (!err)
-		err = json_stream_end(js);
-	if (!err)
-		*ret_entries = json_stream_count(js);
-	json_stream_free(js);
+		json_stream_set_flat(ip->js, index_entry_flat);
 	return err;
+}
+
+/* The index's bytes as they arrive: entries go into the tree as they are
+ * read; neither the document nor a tree of it is held. */
+static int index_feed(struct http_whole *w, const char *p, size_t len)
+{
+	struct index_parse *ip = w->arg;
+
+	return ip->parse_err = json_stream_feed(ip->js, p, len);
 }
 
 /*
  * List directory @dir (in the tree already, listed once: the caller
  * makes sure): its files go into the tree (or to l->files, to be
  * HEADed), its subdirectories too, then each subdirectory is listed,
- * after this index was freed.
+ * after this index was done with.
  */
 static int list_dir(struct listing *l, struct node *dir, int depth)
 {
@@ -369,14 +397,26 @@ static int list_dir(struct listing *l, struct node *dir, int depth)
 	struct index_parse ip = {
 		.l = l, .dir = dir, .url = url, .depth = depth
 	};
+	struct http_whole w = { .url = url,
+				.max_body = MAX_LISTING,
+				.retry_flags = HTTP_RETRY_REACHABLE,
+				.setup = index_attempt,
+				.body = index_feed,
+				.arg = &ip };
 	size_t i, n = 0;
 	const char *why;
 	int err;
 
 	if (!url)
 		return -ENOMEM;
-	err = http_get(url, NULL, l->sh->opts, MAX_LISTING, &r);
-	if (err || r.status != 200) {
+	err = http_run_whole(&w, l->sh->opts, &r);
+	if (!err && !ip.parse_err && r.status == 200) {
+		err = ip.parse_err = json_stream_end(ip.js);
+		n = json_stream_count(ip.js);
+	} else if (ip.parse_err) {
+		err = ip.parse_err; /* it ended the transfer */
+	}
+	if (!ip.parse_err && (err || r.status != 200)) {
 		if (*rel && l->one && !err && r.status == 404) {
 			err = msg_set(l->ret_msg, -ENOENT,
 				      "listing %s: HTTP 404", url);
@@ -392,7 +432,6 @@ static int list_dir(struct listing *l, struct node *dir, int depth)
 		err = response_error("listing", url, err, &r, l->ret_msg);
 		goto out;
 	}
-	err = index_parse(&ip, &r, &n);
 	if (err == -EPROTO) {
 		if (*rel && !l->one) {
 			/* What this index added stays: a partial listing
@@ -414,6 +453,8 @@ static int list_dir(struct listing *l, struct node *dir, int depth)
 		goto out;
 	err = list_budget_request(&l->budget, r.len, n, &why);
 	http_response_done(&r);
+	json_stream_free(ip.js);
+	ip.js = NULL;
 	if (err) {
 		err = msg_set(l->ret_msg, err, "listing %s: %s", url, why);
 		goto out;
@@ -421,6 +462,8 @@ static int list_dir(struct listing *l, struct node *dir, int depth)
 	for (i = 0; i < ip.nsub && !err; i++)
 		err = list_dir(l, ip.subdirs[i], depth + 1);
 out:
+	STAT_ADD(dirs_too_deep, ip.too_deep);
+	json_stream_free(ip.js);
 	free(ip.subdirs);
 	http_response_done(&r);
 	free(url);

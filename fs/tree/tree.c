@@ -511,6 +511,29 @@ int tree_add_child(struct tree *t, struct node *dir, const char *name,
 			 in_order, ret_node ? ret_node : &n);
 }
 
+void tree_truncate(struct tree *t, size_t count)
+{
+	if (count >= t->count)
+		return;
+	while (t->count > count) {
+		struct node *n = t->nodes[--t->count];
+
+		/* Children are appended in inode order: the last one. */
+		n->parent->dir->n--;
+		t->nused--;
+		if (!n->is_dir) {
+			t->files--;
+			t->bytes -= n->size;
+		}
+		tree_node_free(n);
+	}
+	/* The index may name them: built again when next needed. */
+	free(t->slots);
+	t->slots = NULL;
+	t->nslots = 0;
+	t->index_stale = t->nused > 0;
+}
+
 void tree_set_size(struct tree *t, struct node *n, uint64_t size)
 {
 	pthread_mutex_lock(&n->lock);

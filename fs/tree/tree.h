@@ -108,6 +108,11 @@ int tree_add_child(struct tree *t, struct node *dir, const char *name,
 		   struct timespec mtime, const char *etag,
 		   struct node **ret_node);
 
+/* tree_truncate() - remove the nodes added to a tree being built since
+ * it had @count (tree_count()), e.g. a listing's entries before it is
+ * read again; nothing was sorted or renamed since. */
+void tree_truncate(struct tree *t, size_t count);
+
 /* tree_set_size() - set the size of file @n of a tree being built (e.g.
  * from a HEAD), keeping tree_bytes() right. */
 void tree_set_size(struct tree *t, struct node *n, uint64_t size);
