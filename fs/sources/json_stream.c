@@ -105,8 +105,8 @@ static const char *plain_string(const char *p, const char *end)
  * the bytes it took, or 0 when it is not one json_stream_set_flat() takes
  * (json-c parses it then, the same way it always did).
  */
-static size_t scan_flat(const char *p, const char *end,
-			struct json_member *m, size_t *ret_n)
+static size_t scan_flat(const char *p, const char *end, struct json_member *m,
+			size_t *ret_n)
 {
 	const char *s = p + 1;
 	size_t n = 0;

@@ -251,8 +251,8 @@ static int index_add(struct index_parse *ip, const struct index_item *it)
 				  ip->url);
 	}
 	/* A directory named twice is listed once. */
-	err = tree_add_child(l->t, ip->dir, name, name_len, true, 0,
-			     it->mtime, NULL, &sub);
+	err = tree_add_child(l->t, ip->dir, name, name_len, true, 0, it->mtime,
+			     NULL, &sub);
 	if (!err && !l->one) {
 		struct node **more = reallocarray(ip->subdirs, ip->nsub + 1,
 						  sizeof(*ip->subdirs));

@@ -36,8 +36,9 @@ static struct node **slot_of(struct node **slots, size_t nslots,
 	for (;; i = (i + 1) & mask) {
 		struct node *n = slots[i];
 
-		if (!n || (n->hash == nh && n->parent == dir &&
-			   !strncmp(n->name, name, len) && n->name[len] == '\0'))
+		if (!n ||
+		    (n->hash == nh && n->parent == dir &&
+		     !strncmp(n->name, name, len) && n->name[len] == '\0'))
 			return &slots[i];
 	}
 }
@@ -182,15 +183,16 @@ static struct node *node_new_in(struct tree *t, struct node *parent,
 				const char *name, size_t name_len, bool is_dir)
 {
 	size_t plen = key_prefix(parent);
-	size_t bytes = (sizeof(struct node) + plen + name_len + 1 + 7) &
-		       ~(size_t)7;
+	size_t bytes =
+		(sizeof(struct node) + plen + name_len + 1 + 7) & ~(size_t)7;
 	struct node *n;
 
 	if (bytes > t->slab_left) {
-		size_t size = t->slabs && t->slabs->size < SLAB_MAX
-				      ? 2 * t->slabs->size
-				      : t->slabs ? SLAB_MAX : SLAB_FIRST;
+		size_t size = t->slabs ? 2 * t->slabs->size : SLAB_FIRST;
 		struct slab *s;
+
+		if (size > SLAB_MAX)
+			size = SLAB_MAX;
 
 		if (size < sizeof(*s) + bytes)
 			size = sizeof(*s) + bytes;
@@ -331,7 +333,8 @@ static int node_link(struct tree *t, struct node *n, bool defer)
 	t->nodes[t->count++] = n;
 	n->ino = t->count;
 	if (n != n->parent) {
-		if (pd->n && strcmp(pd->children[pd->n - 1]->name, n->name) >= 0)
+		if (pd->n &&
+		    strcmp(pd->children[pd->n - 1]->name, n->name) >= 0)
 			pd->unsorted = true;
 		pd->children[pd->n++] = n;
 		if (defer)
@@ -503,12 +506,13 @@ int tree_add_child(struct tree *t, struct node *dir, const char *name,
 		return -EINVAL;
 	/* Listings mostly come sorted: a name after every sibling's is new,
 	 * and is indexed only if the tree is ever looked up by name. */
-	in_order = !d->unsorted &&
-		   (!d->n || name_after(d->children[d->n - 1]->name, name, len));
+	in_order =
+		!d->unsorted &&
+		(!d->n || name_after(d->children[d->n - 1]->name, name, len));
 	if (!in_order && tree_child_find(t, dir, name, len))
 		return -EEXIST;
-	return child_new(t, dir, name, len, is_dir, size, mtime, etag,
-			 in_order, ret_node ? ret_node : &n);
+	return child_new(t, dir, name, len, is_dir, size, mtime, etag, in_order,
+			 ret_node ? ret_node : &n);
 }
 
 void tree_truncate(struct tree *t, size_t count)

@@ -184,17 +184,17 @@ static int on_flat(void *arg, const struct json_member *m, size_t n)
 static void flat_path(void)
 {
 	const char *doc = "[{\"name\":\"a\", \"n\" : -42 },"
-			  "{\"name\":\"b\\\"\"},"	 /* an escape */
-			  "{\"name\":\"c\",\"n\":007},"	 /* json-c's number */
-			  "{\"name\":\"d\",\"o\":{}},"	 /* nested */
-			  "{\"name\":\"e\",\"n\":1.5},"	 /* a fraction */
-			  "{\"name\":5},"		 /* declined */
-			  "{ },"			 /* empty */
+			  "{\"name\":\"b\\\"\"},"	/* an escape */
+			  "{\"name\":\"c\",\"n\":007}," /* json-c's number */
+			  "{\"name\":\"d\",\"o\":{}},"	/* nested */
+			  "{\"name\":\"e\",\"n\":1.5}," /* a fraction */
+			  "{\"name\":5},"		/* declined */
+			  "{ },"			/* empty */
 			  "{\"name\":\"f\",\"n\":123456789012345678901},"
 			  "{\"name\":\"g\",\"type\":\"file\",\"n\":-42}]";
-	static const char *const want[] = {
-		"flat:a", "b\"", "c", "d", "e", "5", "flat:", "f", "flat:g"
-	};
+	static const char *const want[] = { "flat:a", "b\"", "c",
+					    "d",      "e",   "5",
+					    "flat:",  "f",   "flat:g" };
 
 	for (size_t step = 1; step <= strlen(doc); step++) {
 		struct seen s = { 0 };
@@ -220,9 +220,11 @@ static void flat_path(void)
 
 			if (!strncmp(got, "flat:", 5))
 				got += 5;
-			CHECK(!strcmp(got, want[i] + (strncmp(want[i],
-				"flat:", 5) ? 0 : 5)) || (i == 6 &&
-				!strcmp(got, "?")),
+			CHECK(!strcmp(got,
+				      want[i] + (strncmp(want[i], "flat:", 5)
+							 ? 0
+							 : 5)) ||
+				      (i == 6 && !strcmp(got, "?")),
 			      "element %zu: %s", i, s.names[i]);
 		}
 		json_stream_free(js);

@@ -361,11 +361,11 @@ static void test_merge_dir_adopts(void)
 	CHECK(tree_add(fresh, "x/sub/deep", false, 7, t0, NULL, &deep) == 0,
 	      "deep");
 	sub = deep ? deep->parent : NULL;
-	CHECK(tree_add_child(fresh, sub, "deep", 4, false, 1, t0, NULL,
-			     NULL) == -EEXIST,
+	CHECK(tree_add_child(fresh, sub, "deep", 4, false, 1, t0, NULL, NULL) ==
+		      -EEXIST,
 	      "add_child: a file there");
-	CHECK(tree_add_child(fresh, sub, "deep", 4, true, 1, t0, NULL,
-			     NULL) == -EEXIST,
+	CHECK(tree_add_child(fresh, sub, "deep", 4, true, 1, t0, NULL, NULL) ==
+		      -EEXIST,
 	      "add_child: a directory of a file's name");
 	CHECK(tree_add_child(fresh, sub, "..", 2, false, 1, t0, NULL, NULL) ==
 		      -EINVAL,
@@ -393,8 +393,7 @@ static void test_merge_dir_adopts(void)
 		      (unsigned long long)n->ino);
 	}
 	CHECK(deep->ino == before + 1002, "breadth first: deep last");
-	CHECK(tree_count(t) == before + 1002 &&
-		      tree_files(t) == 1 + 1001 &&
+	CHECK(tree_count(t) == before + 1002 && tree_files(t) == 1 + 1001 &&
 		      tree_bytes(t) == bytes + 999 * 1000 / 2 + 7,
 	      "totals");
 	CHECK(f1->etag && !strcmp(f1->etag, "e") && f1->size == 1 &&
@@ -410,18 +409,15 @@ static void test_merge_dir_adopts(void)
  * came in order (compared with the last one) or not (looked up). */
 static void test_add_child(void)
 {
-	static const char *const names[] = { "a",  "b", "b",  "bb",
-					     "b",  "a", "c",  "ab",
-					     "bb", "c", "d" };
-	static const int want[] = { 0,	     0, -EEXIST, 0,	  -EEXIST,
-				    -EEXIST, 0, 0,	 -EEXIST, -EEXIST,
-				    0 };
+	static const char *const names[] = { "a", "b",	"b",  "bb", "b", "a",
+					     "c", "ab", "bb", "c",  "d" };
+	static const int want[] = { 0, 0, -EEXIST, 0,	    -EEXIST, -EEXIST,
+				    0, 0, -EEXIST, -EEXIST, 0 };
 	struct tree *t = NULL;
 	struct node *d = NULL;
 	size_t i;
 
-	CHECK(tree_new(&t) == 0 && tree_add(t, "d", true, 0, t0, NULL, &d) ==
-					   0,
+	CHECK(tree_new(&t) == 0 && tree_add(t, "d", true, 0, t0, NULL, &d) == 0,
 	      "tree");
 	if (!d)
 		return;
