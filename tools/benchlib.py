@@ -756,13 +756,13 @@ RACK_CACHE_MAIN = """\
 {user}
 worker_processes 2;
 pid {work}/nginx.pid;
-error_log {work}/error.log warn;
+error_log {work}/error.log info;
 daemon off;
 events {{ worker_connections 1024; }}
 http {{
     log_format rack escape=json '{{"method":"$request_method","uri":"$uri",'
         '"status":$status,"bytes":$body_bytes_sent,"range":"$http_range",'
-        '"cache":"$upstream_cache_status"}}';
+        '"cache":"$upstream_cache_status","request":"$request"}}';
     access_log {work}/access.log rack;
     client_body_temp_path {work}/tmp/client_body;
     proxy_temp_path {work}/tmp/proxy;
@@ -783,49 +783,69 @@ def render_template(path, **values):
 
 
 class RackCache:
-    """The rack cache as shipped: packaging/rack-cache/@template (nginx
-    proxy_cache + slice) rendered for an origin at @origin_host:
-    @origin_port, its cache and files in @workdir, nginx in the
-    foreground as our child, listening on @listen_host (another loopback
-    address than the origin's, so the nodes' proxy is not the origin).
+    """The rack cache as shipped: packaging/rack-cache/@template (a file
+    name there, or a path; nginx proxy_cache + slice) rendered for an
+    origin at @origin_host:@origin_port (@extra_vars fill in more
+    ${VARS}), its cache and files in @workdir, nginx in the foreground as
+    our child, listening on @listen_host:@port (another loopback address
+    than the origin's, so the nodes' proxy is not the origin; @port
+    default: a free one).
 
     url: "http://HOST:PORT"; requests(): its access log (method, uri,
-    status, bytes, range, cache: HIT, MISS...)."""
+    status, bytes, range, cache: HIT, MISS..., request); stop(); kill()
+    (as a crash: SIGKILL to all its processes); start() again after
+    either; log_tail()."""
 
-    def __init__(self, workdir, origin_host, origin_port,
-                 template="nginx-http.conf.template", slice_size="1m",
-                 listen_host="127.0.0.2", scheme="http", size="4g"):
-        self.work = os.path.abspath(workdir)
-        os.makedirs(os.path.join(self.work, "tmp"), exist_ok=True)
-        os.makedirs(os.path.join(self.work, "cache"), exist_ok=True)
-        self.access_log = os.path.join(self.work, "access.log")
+    def __init__(self, template, workdir, origin_host, origin_port,
+                 slice_size="1m", listen_host="127.0.0.2", port=None,
+                 scheme="http", size="4g", extra_vars=None):
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(os.path.join(self.workdir, "tmp"), exist_ok=True)
+        os.makedirs(os.path.join(self.workdir, "cache"), exist_ok=True)
         self.host = listen_host
-        self.port = free_port(listen_host)
-        with open(os.path.join(self.work, "rack.conf"), "w") as f:
-            f.write(render_template(
-                os.path.join(RACK_CACHE_TEMPLATES, template),
-                RACK_CACHE_LISTEN="%s:%d" % (listen_host, self.port),
-                RACK_CACHE_ORIGIN_HOST=origin_host,
-                RACK_CACHE_ORIGIN_PORT=str(origin_port),
-                RACK_CACHE_ORIGIN_SCHEME=scheme,
-                RACK_CACHE_DIR=os.path.join(self.work, "cache"),
-                RACK_CACHE_SIZE=size, RACK_CACHE_SLICE=slice_size))
-        conf = os.path.join(self.work, "nginx.conf")
-        with open(conf, "w") as f:
+        self.port = port or free_port(listen_host)
+        values = dict(RACK_CACHE_LISTEN="%s:%d" % (listen_host, self.port),
+                      RACK_CACHE_ORIGIN_HOST=origin_host,
+                      RACK_CACHE_ORIGIN_PORT=str(origin_port),
+                      RACK_CACHE_ORIGIN_SCHEME=scheme,
+                      RACK_CACHE_DIR=os.path.join(self.workdir, "cache"),
+                      RACK_CACHE_SIZE=size, RACK_CACHE_SLICE=slice_size)
+        values.update(extra_vars or {})
+        if os.sep not in template:
+            template = os.path.join(RACK_CACHE_TEMPLATES, template)
+        with open(os.path.join(self.workdir, "rack.conf"), "w") as f:
+            f.write(render_template(template, **values))
+        self.conf = os.path.join(self.workdir, "nginx.conf")
+        with open(self.conf, "w") as f:
             f.write(RACK_CACHE_MAIN.format(
-                work=self.work,
+                work=self.workdir,
                 user="user root;" if os.geteuid() == 0 else ""))
-        out = open(os.path.join(self.work, "stderr.log"), "ab")
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", self.work, "-e",
-             os.path.join(self.work, "error.log"), "-c", conf],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        out.close()
-        if not wait_port(self.port, 10.0, self.proc, listen_host):
-            self.stop()
-            raise RuntimeError("rack cache did not start: see %s" %
-                               self.work)
+        self.access_log = os.path.join(self.workdir, "access.log")
+        self.proc = None
+        self.start()
         self.url = "http://%s:%d" % (listen_host, self.port)
+
+    def start(self):
+        out = open(os.path.join(self.workdir, "stderr.log"), "ab")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", self.workdir, "-e",
+             os.path.join(self.workdir, "error.log"), "-c", self.conf],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True)
+        out.close()
+        if not wait_port(self.port, 10.0, self.proc, self.host):
+            self.stop()
+            raise RuntimeError("rack cache did not start:\n" +
+                               self.log_tail())
+
+    def log_tail(self, n=4000):
+        text = ""
+        for name in ("stderr.log", "error.log"):
+            try:
+                with open(os.path.join(self.workdir, name), "rb") as f:
+                    text += f.read().decode(errors="replace")[-n:]
+            except OSError:
+                pass
+        return text
 
     def requests(self):
         out = []
@@ -840,9 +860,32 @@ class RackCache:
             pass
         return out
 
+    def kill(self):
+        """Die at once, as a crashed cache does (SIGKILL to the master and
+        its workers): open connections reset, new ones refused."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            pids = subprocess.run(["pgrep", "-P", str(self.proc.pid)],
+                                  capture_output=True, text=True).stdout
+        except OSError:
+            pids = ""
+        self.proc.kill()
+        for p in pids.split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        self.proc.wait()
+
     def stop(self):
-        stop_process(self.proc)
-        self.proc = None
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 class ScriptServer:
@@ -901,10 +944,11 @@ class Bench:
         self.servers.append(s)
         return s
 
-    def rack_cache(self, name, origin_host, origin_port, **kw):
+    def rack_cache(self, name, origin_host, origin_port,
+                   template="nginx-http.conf.template", **kw):
         """A RackCache (see there for @kw) in TMP/@name, stopped at
         cleanup."""
-        s = RackCache(os.path.join(self.tmp, name), origin_host,
+        s = RackCache(template, os.path.join(self.tmp, name), origin_host,
                       origin_port, **kw)
         self.servers.append(s)
         return s
