@@ -81,8 +81,10 @@ struct node *tree_child_find(struct tree *t, const struct node *dir,
 {
 	if (!dir->is_dir)
 		return NULL;
-	if (index_catch_up(t)) {
-		/* Out of memory: slowly, but right. */
+	/* A few children are looked through rather than indexing the whole
+	 * tree (a merge walking to the listed directory); out of memory, all
+	 * are: slowly, but right. */
+	if ((t->index_stale && dir->dir->n <= 8) || index_catch_up(t)) {
 		for (size_t i = 0; i < dir->dir->n; i++) {
 			struct node *n = dir->dir->children[i];
 
