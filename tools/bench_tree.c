@@ -131,7 +131,8 @@ static int build(struct tree *t, size_t total, int v, double *ret_s,
 	}
 	t0 = now();
 	c0 = cpu();
-	tree_finish(t);
+	if (tree_finish(t))
+		return -ENOMEM;
 	*ret_s += now() - t0;
 	*ret_cpu += cpu() - c0;
 	return 0;

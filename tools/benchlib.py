@@ -5,9 +5,10 @@ tests/).
   changes it), WEIGHTFS, WEIGHTFS_CTL, WEIGHTFS_LOAD, WEIGHTFS_PACK;
 - sizes: parse_size() (an argparse type: "512M", "1G"), human();
 - data: write_random() (returns the sha256), sha256_file();
-- mounts: start_mount() -> Mount (foreground weightfs; finish() unmounts
-  and returns what went wrong), ForeignMount (rclone, s3fs), is_mounted(),
-  unmount(), wait_until();
+- mounts: start_mount() -> Mount (weightfs in the foreground or
+  daemonized, sanitizer reports collected; finish() unmounts and returns
+  what went wrong; the integration tests' mounts too), ForeignMount
+  (rclone, s3fs), is_mounted(), unmount(), wait_until();
 - servers: Nginx (serves a directory with JSON listings, or proxies an
   HTTP server such as S3; optionally throttled: limit_rate per connection
   and an added first-byte latency; its access log as requests(), GETs
@@ -321,14 +322,72 @@ def join_options(options):
     return list(options)
 
 
-class Mount:
-    """A weightfs daemon in the foreground, our child: path (the
-    mountpoint), pid, log_path."""
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "UndefinedBehaviorSanitizer",
+                     "ThreadSanitizer")
 
-    def __init__(self, path, proc, log_path):
-        self.path, self.proc, self.pid = path, proc, proc.pid
+
+def pid_alive(pid):
+    """True while @pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rfind(")") + 2:][:1] not in ("Z", "X")
+
+
+def find_daemon_pid(mountpoint, exclude=()):
+    """PID of the weightfs process whose command line names @mountpoint."""
+    mp = os.path.realpath(mountpoint)
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in exclude:
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0]:
+            continue
+        if os.path.basename(argv[0]) != b"weightfs":
+            continue
+        args = [a.decode(errors="replace") for a in argv[1:] if a]
+        if any(os.path.realpath(a) == mp for a in args if a.startswith("/")):
+            if pid_alive(int(d)):
+                return int(d)
+    return None
+
+
+class MountError(RuntimeError):
+    """A mount that did not come up, or a failed weightfs-ctl."""
+
+
+class Mount:
+    """A running weightfs mount (start_mount(); the tests' `mount` fixture).
+
+    path: the mountpoint; pid: the daemon; source; options (list);
+    log_path: the daemon's captured stdout+stderr (foreground mounts, and
+    the parent's output for daemonized ones); returncode once it exited
+    (foreground only).
+    """
+
+    def __init__(self, path, source, options, foreground, log_path,
+                 sanitizer_dir, env, proc=None, pid=None):
+        self.path = path
+        self.source = source
+        self.options = options
+        self.foreground = foreground
         self.log_path = log_path
+        self.sanitizer_dir = sanitizer_dir
+        self.env = env
+        self.proc = proc
+        self.pid = pid if pid is not None else (proc.pid if proc else None)
+        self.returncode = None
         self.finished = False
+
+    def __repr__(self):
+        return "Mount(%s -> %s, pid %s)" % (self.source, self.path, self.pid)
 
     def file(self, rel):
         return os.path.join(self.path, rel)
@@ -340,66 +399,149 @@ class Mount:
         except OSError:
             return ""
 
+    def sanitizer_reports(self):
+        """Text of every sanitizer report this daemon wrote ("" if none)."""
+        text = ""
+        log = self.log()
+        if any(m in log for m in SANITIZER_MARKERS):
+            text += log
+        if self.sanitizer_dir and os.path.isdir(self.sanitizer_dir):
+            for name in sorted(os.listdir(self.sanitizer_dir)):
+                with open(os.path.join(self.sanitizer_dir, name), "rb") as f:
+                    text += f.read().decode(errors="replace")
+        return text
+
     def stats(self):
         """`weightfs-ctl stats MOUNTPOINT`, parsed."""
         r = subprocess.run([WEIGHTFS_CTL, "stats", self.path],
                            capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
-            raise RuntimeError("weightfs-ctl stats failed (%d): %s" %
-                               (r.returncode, r.stderr))
+            raise MountError("weightfs-ctl stats failed (%d): %s" %
+                             (r.returncode, r.stderr))
         return json.loads(r.stdout)
 
+    def alive(self):
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid)
+
+    def wait_exit(self, timeout):
+        """Wait for the daemon to end; True if it did."""
+        if self.proc is not None:
+            try:
+                self.returncode = self.proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        return wait_until(lambda: not self.alive(), timeout, 0.05)
+
+    def unmount(self):
+        return unmount(self.path)
+
+    def kill(self, sig=signal.SIGTERM):
+        if self.pid is not None and self.alive():
+            os.kill(self.pid, sig)
+
     def finish(self, exit_timeout=30.0):
-        """Unmount, wait for the daemon; returns a list of problems (a busy
-        mount, a daemon that did not exit or exited non-zero)."""
+        """Unmount (if still mounted), wait for the daemon, and return a
+        list of problems: a daemon that did not exit, a non-zero exit
+        code, a sanitizer report."""
         if self.finished:
             return []
         self.finished = True
         problems = []
-        if unmount(self.path) == "lazy":
+        how = self.unmount()
+        if how == "lazy":
             problems.append("mount was busy: fusermount3 -u failed, "
                             "unmounted lazily")
-        try:
-            rc = self.proc.wait(exit_timeout)
-            if rc != 0:
-                problems.append("daemon exited with status %s" % rc)
-        except subprocess.TimeoutExpired:
+        if not self.wait_exit(exit_timeout):
             problems.append("daemon (pid %s) still running %.0fs after "
                             "unmount" % (self.pid, exit_timeout))
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.kill(signal.SIGTERM)
+            if not self.wait_exit(5):
+                self.kill(signal.SIGKILL)
+                self.wait_exit(5)
+        elif self.proc is not None and self.returncode != 0:
+            problems.append("daemon exited with status %s" % self.returncode)
+        reports = self.sanitizer_reports()
+        if reports:
+            problems.append("sanitizer report:\n" + reports[-20000:])
         return problems
 
 
-def start_mount(source, mountpoint, options=None, env=None, log_path=None,
-                timeout=30.0):
-    """weightfs -f -o OPTIONS SOURCE MOUNTPOINT, once the mount is live.
-    The log goes to @log_path (default MOUNTPOINT.log beside it)."""
+def sanitizer_env(base, sanitizer_dir):
+    """@base environment with ASan/UBSan reports logged into
+    @sanitizer_dir (a daemonized daemon has no stderr to report to)."""
+    env = dict(base)
+    os.makedirs(sanitizer_dir, exist_ok=True)
+    asan = env.get("ASAN_OPTIONS", "detect_leaks=1")
+    ubsan = env.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    env["ASAN_OPTIONS"] = asan + ":log_path=%s/asan" % sanitizer_dir
+    env["UBSAN_OPTIONS"] = ubsan + ":log_path=%s/ubsan" % sanitizer_dir
+    env["LSAN_OPTIONS"] = env.get("LSAN_OPTIONS", "") + \
+        ":log_path=%s/lsan" % sanitizer_dir
+    return env
+
+
+def start_mount(source, mountpoint, options=None, foreground=True,
+                debug=False, extra_args=(), env=None, log_path=None,
+                sanitizer_dir=None, timeout=30.0):
+    """Run weightfs on @source at @mountpoint and wait until it is mounted.
+    Raises MountError (with the daemon's output) if it does not come up."""
     opts = join_options(options)
-    cmd = [WEIGHTFS, "-f"] + (["-o", ",".join(opts)] if opts else []) + \
-        [source, mountpoint]
-    log_path = log_path or mountpoint.rstrip("/") + ".log"
+    cmd = [WEIGHTFS]
+    if foreground:
+        cmd.append("-f")
+    if debug:
+        cmd.append("-d")
+    if opts:
+        cmd += ["-o", ",".join(opts)]
+    cmd += list(extra_args) + [source, mountpoint]
+    env = dict(os.environ if env is None else env)
+    if sanitizer_dir:
+        env = sanitizer_env(env, sanitizer_dir)
+    log_path = log_path or os.path.join(os.path.dirname(mountpoint),
+                                        os.path.basename(mountpoint) + ".log")
     logf = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                             stderr=logf, env=env, close_fds=True)
     logf.close()
-    m = Mount(mountpoint, proc, log_path)
+    m = Mount(mountpoint, source, opts, foreground, log_path, sanitizer_dir,
+              env, proc=proc if foreground else None,
+              pid=proc.pid if foreground else None)
     deadline = time.monotonic() + timeout
-    while not is_mounted(mountpoint):
-        if proc.poll() is not None:
-            raise RuntimeError("weightfs exited with %d before mounting "
-                               "(%s):\n%s" % (proc.returncode,
-                                              " ".join(cmd), m.log()))
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError("not mounted after %.0fs (%s):\n%s" %
-                               (timeout, " ".join(cmd), m.log()))
-        time.sleep(0.02)
+    if foreground:
+        while not is_mounted(mountpoint):
+            if proc.poll() is not None:
+                raise MountError("weightfs exited with %d before mounting "
+                                 "(%s):\n%s%s" % (proc.returncode,
+                                                  " ".join(cmd), m.log(),
+                                                  m.sanitizer_reports()))
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise MountError("not mounted after %.0fs (%s):\n%s" %
+                                 (timeout, " ".join(cmd), m.log()))
+            time.sleep(0.02)
+        return m
+    # Daemonized: the parent exits 0 only once the mount is live.
+    try:
+        rc = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise MountError("weightfs did not return within %.0fs (%s):\n%s" %
+                         (timeout, " ".join(cmd), m.log()))
+    if rc != 0:
+        raise MountError("weightfs exited with %d (%s):\n%s%s" %
+                         (rc, " ".join(cmd), m.log(), m.sanitizer_reports()))
+    if not is_mounted(mountpoint):
+        raise MountError("weightfs exited 0 but %s is not mounted:\n%s" %
+                         (mountpoint, m.log()))
+    m.pid = find_daemon_pid(mountpoint, exclude=(proc.pid,))
+    if m.pid is None:
+        raise MountError("mounted, but no weightfs process for %s found" %
+                         mountpoint)
     return m
 
 
@@ -756,13 +898,13 @@ RACK_CACHE_MAIN = """\
 {user}
 worker_processes 2;
 pid {work}/nginx.pid;
-error_log {work}/error.log warn;
+error_log {work}/error.log info;
 daemon off;
 events {{ worker_connections 1024; }}
 http {{
     log_format rack escape=json '{{"method":"$request_method","uri":"$uri",'
         '"status":$status,"bytes":$body_bytes_sent,"range":"$http_range",'
-        '"cache":"$upstream_cache_status"}}';
+        '"cache":"$upstream_cache_status","request":"$request"}}';
     access_log {work}/access.log rack;
     client_body_temp_path {work}/tmp/client_body;
     proxy_temp_path {work}/tmp/proxy;
@@ -783,49 +925,69 @@ def render_template(path, **values):
 
 
 class RackCache:
-    """The rack cache as shipped: packaging/rack-cache/@template (nginx
-    proxy_cache + slice) rendered for an origin at @origin_host:
-    @origin_port, its cache and files in @workdir, nginx in the
-    foreground as our child, listening on @listen_host (another loopback
-    address than the origin's, so the nodes' proxy is not the origin).
+    """The rack cache as shipped: packaging/rack-cache/@template (a file
+    name there, or a path; nginx proxy_cache + slice) rendered for an
+    origin at @origin_host:@origin_port (@extra_vars fill in more
+    ${VARS}), its cache and files in @workdir, nginx in the foreground as
+    our child, listening on @listen_host:@port (another loopback address
+    than the origin's, so the nodes' proxy is not the origin; @port
+    default: a free one).
 
     url: "http://HOST:PORT"; requests(): its access log (method, uri,
-    status, bytes, range, cache: HIT, MISS...)."""
+    status, bytes, range, cache: HIT, MISS..., request); stop(); kill()
+    (as a crash: SIGKILL to all its processes); start() again after
+    either; log_tail()."""
 
-    def __init__(self, workdir, origin_host, origin_port,
-                 template="nginx-http.conf.template", slice_size="1m",
-                 listen_host="127.0.0.2", scheme="http", size="4g"):
-        self.work = os.path.abspath(workdir)
-        os.makedirs(os.path.join(self.work, "tmp"), exist_ok=True)
-        os.makedirs(os.path.join(self.work, "cache"), exist_ok=True)
-        self.access_log = os.path.join(self.work, "access.log")
+    def __init__(self, template, workdir, origin_host, origin_port,
+                 slice_size="1m", listen_host="127.0.0.2", port=None,
+                 scheme="http", size="4g", extra_vars=None):
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(os.path.join(self.workdir, "tmp"), exist_ok=True)
+        os.makedirs(os.path.join(self.workdir, "cache"), exist_ok=True)
         self.host = listen_host
-        self.port = free_port(listen_host)
-        with open(os.path.join(self.work, "rack.conf"), "w") as f:
-            f.write(render_template(
-                os.path.join(RACK_CACHE_TEMPLATES, template),
-                RACK_CACHE_LISTEN="%s:%d" % (listen_host, self.port),
-                RACK_CACHE_ORIGIN_HOST=origin_host,
-                RACK_CACHE_ORIGIN_PORT=str(origin_port),
-                RACK_CACHE_ORIGIN_SCHEME=scheme,
-                RACK_CACHE_DIR=os.path.join(self.work, "cache"),
-                RACK_CACHE_SIZE=size, RACK_CACHE_SLICE=slice_size))
-        conf = os.path.join(self.work, "nginx.conf")
-        with open(conf, "w") as f:
+        self.port = port or free_port(listen_host)
+        values = dict(RACK_CACHE_LISTEN="%s:%d" % (listen_host, self.port),
+                      RACK_CACHE_ORIGIN_HOST=origin_host,
+                      RACK_CACHE_ORIGIN_PORT=str(origin_port),
+                      RACK_CACHE_ORIGIN_SCHEME=scheme,
+                      RACK_CACHE_DIR=os.path.join(self.workdir, "cache"),
+                      RACK_CACHE_SIZE=size, RACK_CACHE_SLICE=slice_size)
+        values.update(extra_vars or {})
+        if os.sep not in template:
+            template = os.path.join(RACK_CACHE_TEMPLATES, template)
+        with open(os.path.join(self.workdir, "rack.conf"), "w") as f:
+            f.write(render_template(template, **values))
+        self.conf = os.path.join(self.workdir, "nginx.conf")
+        with open(self.conf, "w") as f:
             f.write(RACK_CACHE_MAIN.format(
-                work=self.work,
+                work=self.workdir,
                 user="user root;" if os.geteuid() == 0 else ""))
-        out = open(os.path.join(self.work, "stderr.log"), "ab")
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", self.work, "-e",
-             os.path.join(self.work, "error.log"), "-c", conf],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        out.close()
-        if not wait_port(self.port, 10.0, self.proc, listen_host):
-            self.stop()
-            raise RuntimeError("rack cache did not start: see %s" %
-                               self.work)
+        self.access_log = os.path.join(self.workdir, "access.log")
+        self.proc = None
+        self.start()
         self.url = "http://%s:%d" % (listen_host, self.port)
+
+    def start(self):
+        out = open(os.path.join(self.workdir, "stderr.log"), "ab")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", self.workdir, "-e",
+             os.path.join(self.workdir, "error.log"), "-c", self.conf],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True)
+        out.close()
+        if not wait_port(self.port, 10.0, self.proc, self.host):
+            self.stop()
+            raise RuntimeError("rack cache did not start:\n" +
+                               self.log_tail())
+
+    def log_tail(self, n=4000):
+        text = ""
+        for name in ("stderr.log", "error.log"):
+            try:
+                with open(os.path.join(self.workdir, name), "rb") as f:
+                    text += f.read().decode(errors="replace")[-n:]
+            except OSError:
+                pass
+        return text
 
     def requests(self):
         out = []
@@ -840,9 +1002,32 @@ class RackCache:
             pass
         return out
 
+    def kill(self):
+        """Die at once, as a crashed cache does (SIGKILL to the master and
+        its workers): open connections reset, new ones refused."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            pids = subprocess.run(["pgrep", "-P", str(self.proc.pid)],
+                                  capture_output=True, text=True).stdout
+        except OSError:
+            pids = ""
+        self.proc.kill()
+        for p in pids.split():
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        self.proc.wait()
+
     def stop(self):
-        stop_process(self.proc)
-        self.proc = None
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 class ScriptServer:
@@ -901,10 +1086,11 @@ class Bench:
         self.servers.append(s)
         return s
 
-    def rack_cache(self, name, origin_host, origin_port, **kw):
+    def rack_cache(self, name, origin_host, origin_port,
+                   template="nginx-http.conf.template", **kw):
         """A RackCache (see there for @kw) in TMP/@name, stopped at
         cleanup."""
-        s = RackCache(os.path.join(self.tmp, name), origin_host,
+        s = RackCache(template, os.path.join(self.tmp, name), origin_host,
                       origin_port, **kw)
         self.servers.append(s)
         return s

@@ -82,7 +82,7 @@ int http_setup_common(CURL *h, const struct options *opts)
 	return proxy_setup(h);
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
+size_t http_body_hold(char *p, size_t size, size_t n, void *arg)
 {
 	struct http_response *r = arg;
 	size_t len = size * n;
@@ -189,7 +189,7 @@ void http_perform_setup(CURL *h, size_t max_body, struct http_response *ret)
 	memset(ret, 0, sizeof(*ret));
 	ret->content_length = -1;
 	ret->max_body = max_body;
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_hold);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, ret);

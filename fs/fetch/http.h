@@ -54,6 +54,9 @@ int http_perform(CURL *h, size_t max_body, struct http_response *ret);
  * finish with the transfer's result once it is done.
  */
 void http_perform_setup(CURL *h, size_t max_body, struct http_response *ret);
+/* http_body_hold() - the body callback http_perform_setup() installs
+ * (CURLOPT_WRITEFUNCTION, @arg the struct http_response). */
+size_t http_body_hold(char *p, size_t size, size_t n, void *arg);
 int http_perform_finish(CURL *h, CURLcode code, struct http_response *ret);
 
 /*

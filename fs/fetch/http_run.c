@@ -190,6 +190,27 @@ int http_run(struct http_req **reqs, size_t n, unsigned width,
 
 /* ---- whole responses in memory ---- */
 
+/* A body for w->body (a 200 response's), else held as http.c holds it. */
+static size_t whole_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct http_whole *w = arg;
+	struct http_response *r = w->ret;
+	size_t len = size * n;
+	long status = 0;
+
+	curl_easy_getinfo(w->rq.h, CURLINFO_RESPONSE_CODE, &status);
+	if (status != 200)
+		return http_body_hold(p, size, n, r);
+	if (len > r->max_body - r->len) {
+		r->overflow = 1;
+		return 0;
+	}
+	r->len += len;
+	if ((w->body_err = w->body(w, p, len)))
+		return 0;
+	return len;
+}
+
 static int whole_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
 {
 	struct http_whole *w = (struct http_whole *)rq;
@@ -216,6 +237,11 @@ static int whole_prepare(struct http_req *rq, CURL *h, struct curl_slist **hdrs)
 	if (w->set_up)
 		http_response_done(w->ret);
 	http_perform_setup(h, w->max_body, w->ret);
+	if (w->body) {
+		w->body_err = 0;
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, whole_body);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, w);
+	}
 	w->set_up = true;
 	return 0;
 fail:
@@ -230,6 +256,10 @@ static int whole_done(struct http_req *rq, CURL *h, CURLcode code)
 	struct http_whole *w = (struct http_whole *)rq;
 
 	w->xfer_err = http_perform_finish(h, code, w->ret);
+	if (w->body_err) {
+		rq->final = true; /* the consumer's, not the transport's */
+		return w->xfer_err = w->body_err;
+	}
 	return w->xfer_err ? w->xfer_err : http_status_errno(w->ret->status);
 }
 
@@ -247,7 +277,7 @@ int http_run_whole(struct http_whole *w, const struct options *opts,
 	w->rq.retry_flags = w->retry_flags;
 	w->ret = ret;
 	w->set_up = false;
-	w->xfer_err = w->setup_err = 0;
+	w->xfer_err = w->setup_err = w->body_err = 0;
 	err = http_run_one(&w->rq, opts);
 	if (w->setup_err)
 		return w->setup_err;

@@ -95,12 +95,22 @@ struct http_whole {
 	 * it).
 	 */
 	int (*setup)(struct http_whole *w, CURL *h, struct curl_slist **hdrs);
-	void *arg; /* setup's */
+	/*
+	 * Optional: the body of a 200 response is handed to this as it
+	 * arrives instead of being held (ret->body stays empty, ret->len
+	 * counts it, max_body still bounds it); other statuses' bodies are
+	 * held as usual. setup() runs before each attempt, so a retry can
+	 * start its consumer afresh. @return 0, or a negative errno: the
+	 * request ends with it at once (final).
+	 */
+	int (*body)(struct http_whole *w, const char *p, size_t len);
+	void *arg; /* setup's and body's */
 	/* Private to http_run.c. */
 	struct http_response *ret;
 	bool set_up;   /* ret holds an attempt's response */
 	int xfer_err;  /* the last attempt's transport error */
 	int setup_err; /* setup's, or the headers' */
+	int body_err;  /* body's */
 };
 
 /*

@@ -261,7 +261,10 @@ static int list_source(struct run *r)
 			r->msg ? r->msg : strerror(-err));
 		return EXIT_USAGE;
 	}
-	tree_finish(d->tree);
+	if (tree_finish(d->tree)) {
+		fprintf(stderr, "weightfs: %s\n", strerror(ENOMEM));
+		return EXIT_USAGE;
+	}
 	log_debug("listed %zu files, %llu bytes", tree_files(d->tree),
 		  (unsigned long long)tree_bytes(d->tree));
 	return GO_ON;

@@ -21,6 +21,7 @@
 
 #include <json-c/json.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct json_stream;
 
@@ -35,6 +36,36 @@ typedef int json_stream_fn(void *arg, json_object *elem);
 /* json_stream_new() - a stream calling @fn(@arg, element) per element.
  * @return 0 and *ret, or -ENOMEM. */
 int json_stream_new(json_stream_fn *fn, void *arg, struct json_stream **ret);
+
+/*
+ * A flat object's member, as json_stream_set_flat() hands it over: @key
+ * (@key_len bytes) and either a string (@str, @len bytes, no escapes, no
+ * control characters) or an integer (@str NULL, @num). Pointers into the
+ * fed bytes, not NUL-terminated, valid during the call only.
+ */
+struct json_member {
+	const char *key;
+	size_t key_len;
+	const char *str;
+	size_t len;
+	int64_t num;
+};
+
+#define JSON_FLAT_MAX 8 /* members; an object with more takes @fn */
+
+/* The fast path's callback: an object of @n members; a key given twice
+ * appears twice (json-c keeps the last). Returns as json_stream_fn, or 1
+ * to decline, having done nothing: the object goes to json-c and @fn. */
+typedef int json_flat_fn(void *arg, const struct json_member *m, size_t n);
+
+/*
+ * json_stream_set_flat() - hand elements that are flat objects (at most
+ * JSON_FLAT_MAX members, each a plain string without escapes or an
+ * integer of at most 18 digits, whole in one json_stream_feed()) to
+ * @flat instead, scanned without building a json_object: a big listing's
+ * entries cost a tenth. Every other element still goes to @fn.
+ */
+void json_stream_set_flat(struct json_stream *js, json_flat_fn *flat);
 
 /*
  * json_stream_feed() - parse the next @len bytes of the document;

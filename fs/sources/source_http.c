@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_run.h"
 #include "json_stream.h"
 #include "msg.h"
 #include "opts.h"
@@ -109,11 +110,9 @@ static bool skippable(int err, const struct http_response *r)
  * size, or when it may be a seekable .zst (its seek table is read at
  * listing, pinned to its ETag). Any other file's validator is taken from
  * its first block (fetch.c), so a listing is one request. */
-static bool needs_head(const char *name, bool has_size)
+static bool needs_head(const char *name, size_t len, bool has_size)
 {
-	size_t len = strlen(name);
-
-	return !has_size || (len > 4 && !strcmp(name + len - 4, ".zst"));
+	return !has_size || (len > 4 && !memcmp(name + len - 4, ".zst", 4));
 }
 
 /* Days from 1970-01-01 to @y-@m-@d (proleptic Gregorian; H. Hinnant's
@@ -174,51 +173,50 @@ static time_t index_mtime(const char *s, size_t len)
 /* One directory index being parsed: where its entries go. */
 struct index_parse {
 	struct listing *l;
-	const char *rel;
+	struct node *dir; /* in l->t */
 	const char *url;
 	int depth;
-	char **subdirs;
+	struct node **subdirs;
 	size_t nsub;
+	size_t too_deep;	/* subdirectories skipped */
+	struct json_stream *js; /* the response's parse, as it arrives */
+	int parse_err;		/* the parse's error, which ended it */
+	/* What the listing held before this index (index_attempt()). */
+	size_t tree_mark, files_mark, warnings_mark;
+	bool had_warnings;
 };
 
-/* One entry of the index, as it is parsed (json_stream.h). */
-static int index_entry(void *arg, json_object *e)
+/* One entry of the index, from either parse: strings not NUL-terminated
+ * (@name and @type NULL when absent or not strings). */
+struct index_item {
+	const char *name;
+	size_t name_len;
+	const char *type;
+	size_t type_len;
+	struct timespec mtime;
+	int64_t size;
+	bool has_size; /* an integer */
+};
+
+static bool is(const char *s, size_t len, const char *word)
 {
-	struct index_parse *ip = arg;
+	return s && len == strlen(word) && !memcmp(s, word, len);
+}
+
+/* One entry of the index, into the tree (or l->files, to be HEADed). */
+static int index_add(struct index_parse *ip, const struct index_item *it)
+{
 	struct listing *l = ip->l;
-	const char *name = NULL, *type = NULL;
-	size_t name_len = 0, before;
-	struct timespec mtime = { 0 };
-	int64_t size = 0;
-	bool has_size = false;
+	const char *name = it->name;
+	size_t name_len = it->name_len;
+	struct node *sub;
 	char *key = NULL;
-	json_object *v;
 	int err;
 
-	if (!json_object_is_type(e, json_type_object))
+	if (!name || (!is(it->type, it->type_len, "file") &&
+		      !is(it->type, it->type_len, "directory")))
 		return 0;
-	if (json_object_object_get_ex(e, "name", &v) &&
-	    json_object_is_type(v, json_type_string)) {
-		name = json_object_get_string(v);
-		name_len = (size_t)json_object_get_string_len(v);
-	}
-	if (json_object_object_get_ex(e, "type", &v))
-		type = json_object_get_string(v);
-	if (json_object_object_get_ex(e, "mtime", &v) &&
-	    json_object_is_type(v, json_type_string))
-		mtime.tv_sec =
-			index_mtime(json_object_get_string(v),
-				    (size_t)json_object_get_string_len(v));
-	if (json_object_object_get_ex(e, "size", &v)) {
-		size = json_object_get_int64(v);
-		has_size = json_object_is_type(v, json_type_int);
-	}
-	if (!name || !type ||
-	    (strcmp(type, "file") && strcmp(type, "directory")))
-		return 0;
-	/* A NUL inside the JSON string shows as a short strlen. */
-	if (!tree_name_ok(name, name_len) || strlen(name) != name_len ||
-	    size < 0) {
+	if (!tree_name_ok(name, name_len) || it->size < 0) {
 		/* The name itself may hold control characters: not for a
 		 * terminal. */
 		return msg_append(l->warnings,
@@ -226,18 +224,20 @@ static int index_entry(void *arg, json_object *e)
 				  "name or size",
 				  ip->url);
 	}
-	if (asprintf(&key, "%s%s%s", ip->rel, *ip->rel ? "/" : "", name) < 0)
-		return -ENOMEM;
-	if (strcmp(type, "directory")) {
-		if (needs_head(name, has_size)) {
-			err = pending_push(l, key, (uint64_t)size, mtime);
+	if (is(it->type, it->type_len, "file")) {
+		if (needs_head(name, name_len, it->has_size)) {
+			if (asprintf(&key, "%s%s%.*s", ip->dir->key,
+				     *ip->dir->key ? "/" : "", (int)name_len,
+				     name) < 0)
+				return -ENOMEM;
+			err = pending_push(l, key, (uint64_t)it->size,
+					   it->mtime);
 			if (err)
 				free(key);
 			return err;
 		}
-		err = tree_add(l->t, key, false, (uint64_t)size, mtime, NULL,
-			       NULL);
-		free(key);
+		err = tree_add_child(l->t, ip->dir, name, name_len, false,
+				     (uint64_t)it->size, it->mtime, NULL, NULL);
 		if (err == -EINVAL || err == -EEXIST)
 			err = msg_append(l->warnings,
 					 "%s: skipping a duplicate entry",
@@ -245,76 +245,178 @@ static int index_entry(void *arg, json_object *e)
 		return err;
 	}
 	if (ip->depth >= SOURCE_MAX_DEPTH) {
-		STAT_ADD(dirs_too_deep, 1);
-		free(key);
+		ip->too_deep++;
 		return msg_append(l->warnings,
 				  "%s: skipping a directory nested too deep",
 				  ip->url);
 	}
 	/* A directory named twice is listed once. */
-	before = tree_count(l->t);
-	err = tree_add(l->t, key, true, 0, mtime, NULL, NULL);
-	if (!err && tree_count(l->t) == before)
-		err = -EEXIST;
+	err = tree_add_child(l->t, ip->dir, name, name_len, true, 0, it->mtime,
+			     NULL, &sub);
 	if (!err && !l->one) {
-		char **more = reallocarray(ip->subdirs, ip->nsub + 1,
-					   sizeof(*ip->subdirs));
+		struct node **more = reallocarray(ip->subdirs, ip->nsub + 1,
+						  sizeof(*ip->subdirs));
 
-		if (!more) {
-			err = -ENOMEM;
-		} else {
-			ip->subdirs = more;
-			ip->subdirs[ip->nsub++] = key;
-			key = NULL;
-		}
+		if (!more)
+			return -ENOMEM;
+		ip->subdirs = more;
+		ip->subdirs[ip->nsub++] = sub;
 	}
 	if (err == -EINVAL || err == -EEXIST)
 		err = msg_append(l->warnings, "%s: skipping a duplicate entry",
 				 ip->url);
-	free(key);
 	return err;
 }
 
-/* Parse index @r of @ip's directory as a stream: entries go into the tree
- * as they are read; no document tree is built. @return 0, -EPROTO when
- * it is not a JSON array, or the first entry's error. */
-static int index_parse(struct index_parse *ip, const struct http_response *r,
-		       size_t *ret_entries)
+/* An entry json-c parsed (json_stream.h). */
+static int index_entry(void *arg, json_object *e)
 {
-	struct json_stream *js;
-	int err = json_stream_new(index_entry, ip, &js);
+	struct index_item it = { 0 };
+	json_object *v;
 
+	if (!json_object_is_type(e, json_type_object))
+		return 0;
+	if (json_object_object_get_ex(e, "name", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		it.name = json_object_get_string(v);
+		it.name_len = (size_t)json_object_get_string_len(v);
+		/* A NUL inside the JSON string: an unusable name. */
+		if (strlen(it.name) != it.name_len)
+			it.name_len = 0;
+	}
+	if (json_object_object_get_ex(e, "type", &v) &&
+	    (it.type = json_object_get_string(v)))
+		it.type_len = strlen(it.type);
+	if (json_object_object_get_ex(e, "mtime", &v) &&
+	    json_object_is_type(v, json_type_string))
+		it.mtime.tv_sec =
+			index_mtime(json_object_get_string(v),
+				    (size_t)json_object_get_string_len(v));
+	if (json_object_object_get_ex(e, "size", &v)) {
+		it.size = json_object_get_int64(v);
+		it.has_size = json_object_is_type(v, json_type_int);
+	}
+	return index_add(arg, &it);
+}
+
+/* An entry of plain strings and integers, scanned without json-c (nginx
+ * writes every entry so): read as index_entry() reads it. */
+static int index_entry_flat(void *arg, const struct json_member *m, size_t n)
+{
+	struct index_item it = { 0 };
+	char buf[64];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *k = m[i].key;
+		size_t klen = m[i].key_len;
+
+		/* A key given twice: the last one counts, as in json-c. */
+		if (is(k, klen, "name")) {
+			it.name = m[i].str;
+			it.name_len = m[i].len;
+		} else if (is(k, klen, "type")) {
+			it.type = m[i].str; /* an integer: not a type */
+			it.type_len = m[i].len;
+		} else if (is(k, klen, "mtime")) {
+			it.mtime.tv_sec = 0;
+			if (m[i].str && m[i].len < sizeof(buf)) {
+				memcpy(buf, m[i].str, m[i].len);
+				buf[m[i].len] = '\0';
+				it.mtime.tv_sec = index_mtime(buf, m[i].len);
+			} else if (m[i].str) {
+				char *c = strndup(m[i].str, m[i].len);
+
+				if (!c)
+					return -ENOMEM;
+				it.mtime.tv_sec = index_mtime(c, m[i].len);
+				free(c);
+			}
+		} else if (is(k, klen, "size")) {
+			if (m[i].str) /* json-c's reading of a number in it */
+				return 1;
+			it.size = m[i].num;
+			it.has_size = true;
+		}
+	}
+	return index_add(arg, &it);
+}
+
+/* Before each attempt at @ip's index: a parse from the start; after one
+ * that was cut off, what it added is taken back first. */
+static int index_attempt(struct http_whole *w, CURL *h,
+			 struct curl_slist **hdrs)
+{
+	struct index_parse *ip = w->arg;
+	struct listing *l = ip->l;
+	int err;
+
+	if (ip->js) {
+		tree_truncate(l->t, ip->tree_mark);
+		while (l->nfiles > ip->files_mark)
+			free(l->files[--l->nfiles].key);
+		if (!ip->had_warnings) {
+			free(*l->warnings);
+			*l->warnings = NULL;
+		} else {
+			(*l->warnings)[ip->warnings_mark] = '\0';
+		}
+		ip->nsub = ip->too_deep = 0;
+		json_stream_free(ip->js);
+		ip->js = NULL;
+	}
+	ip->tree_mark = tree_count(l->t);
+	ip->files_mark = l->nfiles;
+	ip->had_warnings = *l->warnings != NULL;
+	ip->warnings_mark = ip->had_warnings ? strlen(*l->warnings) : 0;
+	err = json_stream_new(index_entry, ip, &ip->js);
 	if (!err)
-		err = json_stream_feed(js, r->body, r->len);
-	if (!err)
-		err = json_stream_end(js);
-	if (!err)
-		*ret_entries = json_stream_count(js);
-	json_stream_free(js);
+		json_stream_set_flat(ip->js, index_entry_flat);
 	return err;
+}
+
+/* The index's bytes as they arrive: entries go into the tree as they are
+ * read; neither the document nor a tree of it is held. */
+static int index_feed(struct http_whole *w, const char *p, size_t len)
+{
+	struct index_parse *ip = w->arg;
+
+	return ip->parse_err = json_stream_feed(ip->js, p, len);
 }
 
 /*
- * List directory @rel (in the tree already, listed once: the caller
+ * List directory @dir (in the tree already, listed once: the caller
  * makes sure): its files go into the tree (or to l->files, to be
  * HEADed), its subdirectories too, then each subdirectory is listed,
- * after this index was freed.
+ * after this index was done with.
  */
-static int list_dir(struct listing *l, const char *rel, int depth)
+static int list_dir(struct listing *l, struct node *dir, int depth)
 {
 	struct http_response r = { 0 };
+	const char *rel = dir->key;
 	char *url = url_of(l->sh, rel, true);
 	struct index_parse ip = {
-		.l = l, .rel = rel, .url = url, .depth = depth
+		.l = l, .dir = dir, .url = url, .depth = depth
 	};
+	struct http_whole w = { .url = url,
+				.max_body = MAX_LISTING,
+				.retry_flags = HTTP_RETRY_REACHABLE,
+				.setup = index_attempt,
+				.body = index_feed,
+				.arg = &ip };
 	size_t i, n = 0;
 	const char *why;
 	int err;
 
 	if (!url)
 		return -ENOMEM;
-	err = http_get(url, NULL, l->sh->opts, MAX_LISTING, &r);
-	if (err || r.status != 200) {
+	err = http_run_whole(&w, l->sh->opts, &r);
+	if (!err && !ip.parse_err && r.status == 200) {
+		err = ip.parse_err = json_stream_end(ip.js);
+		n = json_stream_count(ip.js);
+	} else if (ip.parse_err) {
+		err = ip.parse_err; /* it ended the transfer */
+	}
+	if (!ip.parse_err && (err || r.status != 200)) {
 		if (*rel && l->one && !err && r.status == 404) {
 			err = msg_set(l->ret_msg, -ENOENT,
 				      "listing %s: HTTP 404", url);
@@ -330,7 +432,6 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 		err = response_error("listing", url, err, &r, l->ret_msg);
 		goto out;
 	}
-	err = index_parse(&ip, &r, &n);
 	if (err == -EPROTO) {
 		if (*rel && !l->one) {
 			/* What this index added stays: a partial listing
@@ -352,6 +453,8 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 		goto out;
 	err = list_budget_request(&l->budget, r.len, n, &why);
 	http_response_done(&r);
+	json_stream_free(ip.js);
+	ip.js = NULL;
 	if (err) {
 		err = msg_set(l->ret_msg, err, "listing %s: %s", url, why);
 		goto out;
@@ -359,8 +462,8 @@ static int list_dir(struct listing *l, const char *rel, int depth)
 	for (i = 0; i < ip.nsub && !err; i++)
 		err = list_dir(l, ip.subdirs[i], depth + 1);
 out:
-	for (i = 0; i < ip.nsub; i++)
-		free(ip.subdirs[i]);
+	STAT_ADD(dirs_too_deep, ip.too_deep);
+	json_stream_free(ip.js);
 	free(ip.subdirs);
 	http_response_done(&r);
 	free(url);
@@ -498,12 +601,14 @@ static int list(struct source *s, const char *dir, struct tree *t,
 		if (err)
 			free(key);
 	} else if (dir && *dir) {
+		struct node *n;
+
 		/* Its path in the tree first, so an empty one is there. */
-		err = tree_add(t, dir, true, 0, now, NULL, NULL);
+		err = tree_add(t, dir, true, 0, now, NULL, &n);
 		if (!err)
-			err = list_dir(&l, dir, source_key_depth(dir));
+			err = list_dir(&l, n, source_key_depth(dir));
 	} else {
-		err = list_dir(&l, "", 0);
+		err = list_dir(&l, tree_root(t), 0);
 	}
 	if (!err)
 		err = head_files(&l);

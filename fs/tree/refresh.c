@@ -99,7 +99,7 @@ static int list_one(struct daemon *d, struct node *dir, bool kernel,
 				      d->tree, ret_warnings)) > 0)
 		err = 0;
 	if (!err) {
-		tree_finish(fresh);
+		tree_sort(fresh);
 		err = tree_merge_dir(d->tree, dir, fresh, &c);
 	}
 	if (!err) {
@@ -202,7 +202,7 @@ int refresh_once(struct daemon *d, char **ret_msg)
 		err = 0;
 	free(warnings); /* said at mount; not again every time */
 	if (!err) {
-		tree_finish(fresh);
+		tree_sort(fresh);
 		err = tree_merge(d->tree, fresh, &c);
 	}
 	/* A merge applies whole or not at all (tree_merge() plans before it

@@ -10,33 +10,93 @@
 #include <string.h>
 #include <xxhash.h>
 
-static size_t hash_of(const struct node *dir, const char *name, size_t len)
+static uint32_t name_hash(const char *name, size_t len)
 {
-	return (size_t)XXH3_64bits_withSeed(name, len, dir->ino);
+	return (uint32_t)XXH3_64bits(name, len);
 }
 
-/* The slot holding child @name (@len bytes) of @dir, or the empty slot
- * where it would go. */
-struct node **tree_slot_of(struct node **slots, size_t nslots,
-			   const struct node *dir, const char *name, size_t len)
+/* Where child @nh (its name's hash) of @dir starts its probe. The name's
+ * hash is kept in the node, so rehashing reads no names, and a node that
+ * moves to another directory (tree_merge.c adopts) keeps it. */
+static size_t hash_of(const struct node *dir, uint32_t nh)
 {
-	size_t mask = nslots - 1, i = hash_of(dir, name, len) & mask;
+	uint64_t h = (dir->ino + 1) * 0x9e3779b97f4a7c15ull ^ nh;
+
+	return (size_t)(h ^ h >> 29);
+}
+
+/* The slot holding child @name (@len bytes, hash @nh) of @dir, or the
+ * empty slot where it would go. */
+static struct node **slot_of(struct node **slots, size_t nslots,
+			     const struct node *dir, uint32_t nh,
+			     const char *name, size_t len)
+{
+	size_t mask = nslots - 1, i = hash_of(dir, nh) & mask;
 
 	for (;; i = (i + 1) & mask) {
 		struct node *n = slots[i];
 
-		if (!n || (n->parent == dir && !strncmp(n->name, name, len) &&
-			   n->name[len] == '\0'))
+		if (!n ||
+		    (n->hash == nh && n->parent == dir &&
+		     !strncmp(n->name, name, len) && n->name[len] == '\0'))
 			return &slots[i];
 	}
 }
 
-struct node *tree_child_find(const struct tree *t, const struct node *dir,
+struct node **tree_slot_of_node(struct node **slots, size_t nslots,
+				const struct node *n)
+{
+	size_t mask = nslots - 1, i = hash_of(n->parent, n->hash) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		struct node *m = slots[i];
+
+		if (!m || m == n ||
+		    (m->hash == n->hash && m->parent == n->parent &&
+		     !strcmp(m->name, n->name)))
+			return &slots[i];
+	}
+}
+
+/* Index the nodes linked without it (tree_add_child()); out of memory,
+ * the index stays stale. */
+static int index_catch_up(struct tree *t)
+{
+	size_t ns = tree_slots_for(t->nused);
+	struct node **s;
+
+	if (!t->index_stale)
+		return 0;
+	if (!(s = tree_index_build(t, ns)))
+		return -ENOMEM;
+	free(t->slots);
+	t->slots = s;
+	t->nslots = ns;
+	t->index_stale = false;
+	return 0;
+}
+
+struct node *tree_child_find(struct tree *t, const struct node *dir,
 			     const char *name, size_t len)
 {
-	if (!t->nslots || !dir->is_dir)
+	if (!dir->is_dir)
 		return NULL;
-	return *tree_slot_of(t->slots, t->nslots, dir, name, len);
+	/* A few children are looked through rather than indexing the whole
+	 * tree (a merge walking to the listed directory); out of memory, all
+	 * are: slowly, but right. */
+	if ((t->index_stale && dir->dir->n <= 8) || index_catch_up(t)) {
+		for (size_t i = 0; i < dir->dir->n; i++) {
+			struct node *n = dir->dir->children[i];
+
+			if (!strncmp(n->name, name, len) && !n->name[len])
+				return n;
+		}
+		return NULL;
+	}
+	if (!t->nslots)
+		return NULL;
+	return *slot_of(t->slots, t->nslots, dir, name_hash(name, len), name,
+			len);
 }
 
 /* A new index of @nslots slots holding every linked node of @t. */
@@ -51,8 +111,7 @@ struct node **tree_index_build(const struct tree *t, size_t nslots)
 		struct node *n = t->nodes[i];
 
 		if (!n->unlinked)
-			*tree_slot_of(slots, nslots, n->parent, n->name,
-				      strlen(n->name)) = n;
+			*tree_slot_of_node(slots, nslots, n) = n;
 	}
 	return slots;
 }
@@ -67,20 +126,14 @@ size_t tree_slots_for(size_t n)
 	return s;
 }
 
-/* A node for child @name of @parent (NULL: the root), not yet linked; its
- * key is stored in the same allocation. */
-struct node *tree_node_alloc(struct node *parent, const char *name,
-			     size_t name_len, bool is_dir)
+/* Make @n (zeroed, with room for the key after it) child @name of
+ * @parent (NULL: the root). */
+static struct node *node_init(struct node *n, struct node *parent,
+			      const char *name, size_t name_len, size_t plen,
+			      bool is_dir)
 {
-	size_t plen = parent && *parent->key ? strlen(parent->key) + 1 : 0;
-	struct node *n = calloc(1, sizeof(*n) + plen + name_len + 1);
-
-	if (!n)
+	if (is_dir && !(n->dir = calloc(1, sizeof(*n->dir))))
 		return NULL;
-	if (is_dir && !(n->dir = calloc(1, sizeof(*n->dir)))) {
-		free(n);
-		return NULL;
-	}
 	n->key = (char *)(n + 1);
 	if (plen) {
 		memcpy(n->key, parent->key, plen - 1);
@@ -89,10 +142,91 @@ struct node *tree_node_alloc(struct node *parent, const char *name,
 	memcpy(n->key + plen, name, name_len);
 	n->key[plen + name_len] = '\0';
 	n->name = n->key + plen;
+	n->hash = name_hash(name, name_len);
 	n->is_dir = is_dir;
 	n->parent = parent ? parent : n;
 	pthread_mutex_init(&n->lock, NULL);
 	return n;
+}
+
+static size_t key_prefix(const struct node *parent)
+{
+	return parent && *parent->key ? strlen(parent->key) + 1 : 0;
+}
+
+/* A node for child @name of @parent (NULL: the root), not yet linked; its
+ * key is stored in the same allocation. */
+struct node *tree_node_alloc(struct node *parent, const char *name,
+			     size_t name_len, bool is_dir)
+{
+	size_t plen = key_prefix(parent);
+	struct node *n = calloc(1, sizeof(*n) + plen + name_len + 1);
+
+	if (n && !node_init(n, parent, name, name_len, plen, is_dir)) {
+		free(n);
+		n = NULL;
+	}
+	return n;
+}
+
+/* A chunk of node memory (struct tree's slabs), 16-byte aligned after. */
+struct slab {
+	struct slab *next;
+	size_t size;
+};
+
+#define SLAB_FIRST (16u << 10)
+#define SLAB_MAX (1u << 20)
+
+/* tree_node_alloc() for a tree being built: carved from @t's slabs, no
+ * allocator call, header or rounding per node (a big listing makes
+ * hundreds of thousands). */
+static struct node *node_new_in(struct tree *t, struct node *parent,
+				const char *name, size_t name_len, bool is_dir)
+{
+	size_t plen = key_prefix(parent);
+	size_t bytes =
+		(sizeof(struct node) + plen + name_len + 1 + 7) & ~(size_t)7;
+	struct node *n;
+
+	if (bytes > t->slab_left) {
+		size_t size = t->slabs ? 2 * t->slabs->size : SLAB_FIRST;
+		struct slab *s;
+
+		if (size > SLAB_MAX)
+			size = SLAB_MAX;
+
+		if (size < sizeof(*s) + bytes)
+			size = sizeof(*s) + bytes;
+		if (!(s = malloc(size)))
+			return NULL;
+		s->next = t->slabs;
+		s->size = size;
+		t->slabs = s;
+		t->slab_next = (char *)(s + 1);
+		t->slab_left = size - sizeof(*s);
+	}
+	n = (struct node *)t->slab_next;
+	memset(n, 0, sizeof(*n));
+	if (!node_init(n, parent, name, name_len, plen, is_dir))
+		return NULL; /* the memory stays free for the next one */
+	n->in_slab = true;
+	t->slab_next += bytes;
+	t->slab_left -= bytes;
+	return n;
+}
+
+void tree_slabs_move(struct tree *to, struct tree *from)
+{
+	struct slab **tail = &from->slabs;
+
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = to->slabs;
+	to->slabs = from->slabs;
+	from->slabs = NULL;
+	from->slab_next = NULL;
+	from->slab_left = 0;
 }
 
 void tree_node_free(struct node *n)
@@ -110,7 +244,8 @@ void tree_node_free(struct node *n)
 	free(n->pinned);
 	decoded_unref(n->dec);
 	verify_free(n->verify);
-	free(n); /* the key with it */
+	if (!n->in_slab)
+		free(n); /* the key with it */
 }
 
 static struct readahead shared_ra;
@@ -173,18 +308,20 @@ int tree_grow(void *arrp, size_t *cap, size_t need, size_t size)
 }
 
 /* Link @n into an unshared @t: give it the next inode, put it in its
- * parent's children and the index. */
-static int node_link(struct tree *t, struct node *n)
+ * parent's children and (unless @defer: see index_stale) the index. */
+static int node_link(struct tree *t, struct node *n, bool defer)
 {
 	struct tree_dir *pd = n->parent->dir;
 
 	if (tree_grow(&t->nodes, &t->cap, t->count + 1, sizeof(*t->nodes)))
 		return -ENOMEM;
+	if (!defer && index_catch_up(t))
+		return -ENOMEM;
 	if (n != n->parent) {
 		if (tree_grow(&pd->children, &pd->cap, pd->n + 1,
 			      sizeof(*pd->children)))
 			return -ENOMEM;
-		if (2 * (t->nused + 1) > t->nslots) {
+		if (!defer && 2 * (t->nused + 1) > t->nslots) {
 			size_t ns = tree_slots_for(t->nused + 1);
 			struct node **s = tree_index_build(t, ns);
 
@@ -198,9 +335,14 @@ static int node_link(struct tree *t, struct node *n)
 	t->nodes[t->count++] = n;
 	n->ino = t->count;
 	if (n != n->parent) {
+		if (pd->n &&
+		    strcmp(pd->children[pd->n - 1]->name, n->name) >= 0)
+			pd->unsorted = true;
 		pd->children[pd->n++] = n;
-		*tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-			      strlen(n->name)) = n;
+		if (defer)
+			t->index_stale = true;
+		else
+			*tree_slot_of_node(t->slots, t->nslots, n) = n;
 		t->nused++;
 	}
 	return 0;
@@ -218,7 +360,7 @@ int tree_new(struct tree **ret)
 	pthread_mutex_init(&t->listing, NULL);
 	pthread_cond_init(&t->listed, NULL);
 	root = tree_node_alloc(NULL, "", 0, true);
-	if (!root || node_link(t, root)) {
+	if (!root || node_link(t, root, false)) {
 		if (root)
 			tree_node_free(root);
 		tree_free(t);
@@ -236,9 +378,16 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	for (i = 0; i < t->count; i++)
-		tree_node_free(t->nodes[i]);
+		if (t->nodes[i]) /* NULL: moved out by a merge */
+			tree_node_free(t->nodes[i]);
 	free(t->nodes);
 	free(t->slots);
+	while (t->slabs) {
+		struct slab *s = t->slabs;
+
+		t->slabs = s->next;
+		free(s);
+	}
 	pthread_mutex_destroy(&t->merge);
 	pthread_mutex_destroy(&t->listing);
 	pthread_cond_destroy(&t->listed);
@@ -262,6 +411,35 @@ bool tree_name_ok(const char *name, size_t len)
 			return false;
 	}
 	return true;
+}
+
+/* New child @name (@len bytes, a valid name) of directory @dir of an
+ * unshared @t, not there yet. */
+static int child_new(struct tree *t, struct node *dir, const char *name,
+		     size_t len, bool is_dir, uint64_t size,
+		     struct timespec mtime, const char *etag, bool defer,
+		     struct node **ret_node)
+{
+	struct node *n = node_new_in(t, dir, name, len, is_dir);
+
+	if (!n)
+		return -ENOMEM;
+	if (!is_dir && etag && !(n->etag = strdup(etag))) {
+		tree_node_free(n);
+		return -ENOMEM;
+	}
+	if (node_link(t, n, defer)) {
+		tree_node_free(n);
+		return -ENOMEM;
+	}
+	n->mtime = mtime;
+	if (!is_dir) {
+		n->size = size;
+		t->bytes += size;
+		t->files++;
+	}
+	*ret_node = n;
+	return 0;
 }
 
 int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
@@ -289,31 +467,16 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 		size_t len = slash ? (size_t)(slash - p) : strlen(p);
 		bool last = p[len] == '\0';
 		bool want_dir = last ? is_dir : true;
+		int err;
 
 		n = tree_child_find(t, dir, p, len);
 		if (n && n->is_dir != want_dir)
 			return -EEXIST;
 		if (n && last && !is_dir)
 			return -EEXIST;
-		if (!n) {
-			n = tree_node_alloc(dir, p, len, want_dir);
-			if (!n)
-				return -ENOMEM;
-			if (!want_dir && etag && !(n->etag = strdup(etag))) {
-				tree_node_free(n);
-				return -ENOMEM;
-			}
-			if (node_link(t, n)) {
-				tree_node_free(n);
-				return -ENOMEM;
-			}
-			n->mtime = mtime;
-			if (!want_dir) {
-				n->size = size;
-				t->bytes += size;
-				t->files++;
-			}
-		}
+		if (!n && (err = child_new(t, dir, p, len, want_dir, size,
+					   mtime, etag, false, &n)))
+			return err;
 		dir = n;
 		p += len;
 		if (*p == '/')
@@ -322,6 +485,59 @@ int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	if (ret_node)
 		*ret_node = n;
 	return 0;
+}
+
+/* Whether @name (@len bytes) sorts after @prev (strcmp() order). */
+static bool name_after(const char *prev, const char *name, size_t len)
+{
+	/* A shorter @prev: its NUL sorts first. */
+	return strncmp(prev, name, len) < 0;
+}
+
+int tree_add_child(struct tree *t, struct node *dir, const char *name,
+		   size_t len, bool is_dir, uint64_t size,
+		   struct timespec mtime, const char *etag,
+		   struct node **ret_node)
+{
+	struct tree_dir *d = dir->dir;
+	struct node *n;
+	bool in_order;
+
+	if (!dir->is_dir || !tree_name_ok(name, len) ||
+	    size > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	/* Listings mostly come sorted: a name after every sibling's is new,
+	 * and is indexed only if the tree is ever looked up by name. */
+	in_order =
+		!d->unsorted &&
+		(!d->n || name_after(d->children[d->n - 1]->name, name, len));
+	if (!in_order && tree_child_find(t, dir, name, len))
+		return -EEXIST;
+	return child_new(t, dir, name, len, is_dir, size, mtime, etag, in_order,
+			 ret_node ? ret_node : &n);
+}
+
+void tree_truncate(struct tree *t, size_t count)
+{
+	if (count >= t->count)
+		return;
+	while (t->count > count) {
+		struct node *n = t->nodes[--t->count];
+
+		/* Children are appended in inode order: the last one. */
+		n->parent->dir->n--;
+		t->nused--;
+		if (!n->is_dir) {
+			t->files--;
+			t->bytes -= n->size;
+		}
+		tree_node_free(n);
+	}
+	/* The index may name them: built again when next needed. */
+	free(t->slots);
+	t->slots = NULL;
+	t->nslots = 0;
+	t->index_stale = t->nused > 0;
 }
 
 void tree_set_size(struct tree *t, struct node *n, uint64_t size)
@@ -337,19 +553,21 @@ int tree_trim_name(struct tree *t, struct node *n, size_t len)
 	size_t mask = t->nslots - 1, i, j;
 	struct node **s;
 
-	if (n == n->parent || n->is_dir || !len || len >= strlen(n->name) ||
-	    !t->nslots)
+	if (n == n->parent || n->is_dir || !len || len >= strlen(n->name))
+		return -EINVAL;
+	if (index_catch_up(t))
+		return -ENOMEM;
+	if (!t->nslots)
 		return -EINVAL;
 	if (tree_child_find(t, n->parent, n->name, len))
 		return -EEXIST;
 	/* Out of the index (linear probing: shift the run back)... */
-	s = tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-			 strlen(n->name));
+	s = tree_slot_of_node(t->slots, t->nslots, n);
 	i = (size_t)(s - t->slots);
 	t->slots[i] = NULL;
 	for (j = (i + 1) & mask; t->slots[j]; j = (j + 1) & mask) {
 		struct node *m = t->slots[j];
-		size_t k = hash_of(m->parent, m->name, strlen(m->name)) & mask;
+		size_t k = hash_of(m->parent, m->hash) & mask;
 
 		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
 			continue;
@@ -359,7 +577,9 @@ int tree_trim_name(struct tree *t, struct node *n, size_t len)
 	}
 	/* ...and back under the new name (the key shrinks in place). */
 	n->name[len] = '\0';
-	*tree_slot_of(t->slots, t->nslots, n->parent, n->name, len) = n;
+	n->hash = name_hash(n->name, len);
+	n->parent->dir->unsorted = true;
+	*tree_slot_of_node(t->slots, t->nslots, n) = n;
 	return 0;
 }
 
@@ -371,7 +591,13 @@ static int cmp_node(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-void tree_finish(struct tree *t)
+int tree_finish(struct tree *t)
+{
+	tree_sort(t);
+	return index_catch_up(t);
+}
+
+void tree_sort(struct tree *t)
 {
 	size_t i;
 

@@ -32,6 +32,8 @@ struct node {
 	char *name; /* one path component, the tail of key; "" for the root */
 	bool is_dir;
 	bool unlinked; /* replaced by a node of another type; tree module only */
+	bool in_slab;  /* its memory is a tree's (tree.c); tree module only */
+	uint32_t hash; /* of name, for the children index; tree module only */
 	struct tree_dir *dir; /* directories only; tree module only */
 	struct timespec mtime;
 	/* file:// mirrors the source's owner and permissions (less the
@@ -94,6 +96,23 @@ bool tree_name_ok(const char *name, size_t len);
 int tree_add(struct tree *t, const char *key, bool is_dir, uint64_t size,
 	     struct timespec mtime, const char *etag, struct node **ret_node);
 
+/*
+ * tree_add_child() - tree_add() of one component: child @name (@len
+ * bytes) of directory @dir of a tree being built, without walking or
+ * building a key. @return 0 and *ret_node (may be NULL), -EINVAL (not
+ * tree_name_ok(), @dir not a directory), -EEXIST when @dir has a child
+ * of that name (of either type), -ENOMEM.
+ */
+int tree_add_child(struct tree *t, struct node *dir, const char *name,
+		   size_t len, bool is_dir, uint64_t size,
+		   struct timespec mtime, const char *etag,
+		   struct node **ret_node);
+
+/* tree_truncate() - remove the nodes added to a tree being built since
+ * it had @count (tree_count()), e.g. a listing's entries before it is
+ * read again; nothing was sorted or renamed since. */
+void tree_truncate(struct tree *t, size_t count);
+
 /* tree_set_size() - set the size of file @n of a tree being built (e.g.
  * from a HEAD), keeping tree_bytes() right. */
 void tree_set_size(struct tree *t, struct node *n, uint64_t size);
@@ -107,8 +126,15 @@ void tree_set_size(struct tree *t, struct node *n, uint64_t size);
 int tree_trim_name(struct tree *t, struct node *n, size_t len);
 
 /* tree_finish() - sort each directory's children by name (readdir
- * order); call once after the last tree_add(), before sharing @t. */
-void tree_finish(struct tree *t);
+ * order) and index them all; call once after the last tree_add(), before
+ * sharing @t. @return 0 or -ENOMEM (@t not to be shared). */
+int tree_finish(struct tree *t);
+
+/* tree_sort() - tree_finish() without the index, for a listing that is
+ * only merged into another (tree_merge*()) and never shared: children
+ * added in name order were not indexed, and a merge that looks names up
+ * in it indexes it then; one adopted whole never is. */
+void tree_sort(struct tree *t);
 
 /* tree_get() - the node of inode @ino, or NULL. */
 struct node *tree_get(struct tree *t, uint64_t ino);
@@ -172,8 +198,7 @@ struct tree_changes {
  * changed (an error return) or every change is in *ret.
  * @return 0 and *ret (release with tree_changes_done()), or -ENOMEM.
  */
-int tree_merge(struct tree *t, const struct tree *fresh,
-	       struct tree_changes *ret);
+int tree_merge(struct tree *t, struct tree *fresh, struct tree_changes *ret);
 void tree_changes_done(struct tree_changes *c);
 
 /*
@@ -181,9 +206,11 @@ void tree_changes_done(struct tree_changes *c);
  * level: @fresh holds @dir's key (its ancestors as directories) and
  * @dir's children, nothing else is looked at. Children of @dir missing
  * from @fresh are gone; new subdirectories are unlisted (below).
+ * A first listing of @dir (no children yet) moves @fresh's nodes into @t
+ * as they are: after any merge, @fresh is only good for tree_free().
  * @return 0 and *ret, -ENOTDIR, -ENOMEM.
  */
-int tree_merge_dir(struct tree *t, struct node *dir, const struct tree *fresh,
+int tree_merge_dir(struct tree *t, struct node *dir, struct tree *fresh,
 		   struct tree_changes *ret);
 
 /*

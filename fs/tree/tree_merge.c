@@ -119,7 +119,7 @@ static size_t index_in_parent(const struct node *n)
 }
 
 /* The node at @key in @t (a tree nobody changes meanwhile), or NULL. */
-static struct node *find_key(const struct tree *t, const char *key)
+static struct node *find_key(struct tree *t, const char *key)
 {
 	struct node *n = tree_root(t);
 
@@ -148,7 +148,7 @@ static bool still_there(struct node *n)
 struct planner {
 	struct tree *t;
 	struct node *scope; /* NULL: all of @fresh */
-	const struct tree *fresh;
+	struct tree *fresh;
 	struct plan *p;
 	struct node *fs;     /* @scope's node in @fresh, or NULL: none */
 	struct node **map;   /* fresh node (by index) -> its node in t */
@@ -351,6 +351,35 @@ static int plan_gone(struct planner *pl)
 	return 0;
 }
 
+/* Room in @t's nodes array for @count nodes in all, and in its index for
+ * @nlinks more: larger copies, swapped in first. */
+static int plan_tree_room(struct tree *t, struct plan *p, size_t count,
+			  size_t nlinks)
+{
+	if (count > t->cap) {
+		size_t cap = t->cap;
+		struct op *o;
+
+		while (cap < count)
+			cap *= 2;
+		o = plan_push(p, OP_SWAP_NODES, NULL);
+		if (!o || !(o->arr = malloc(cap * sizeof(*t->nodes))))
+			return -ENOMEM;
+		memcpy(o->arr, t->nodes, t->count * sizeof(*t->nodes));
+		o->cap = cap;
+	}
+	if (2 * (t->nused + nlinks) > t->nslots) {
+		struct op *o = plan_push(p, OP_SWAP_INDEX, NULL);
+
+		if (!o)
+			return -ENOMEM;
+		o->cap = tree_slots_for(t->nused + nlinks);
+		if (!(o->arr = tree_index_build(t, o->cap)))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 /* Room: new directories get theirs now, unlinked yet; existing ones, the
  * nodes array and the index get copies swapped in first. */
 static int plan_room(struct planner *pl)
@@ -386,37 +415,20 @@ static int plan_room(struct planner *pl)
 			       d->n * sizeof(struct node *));
 		o->cap = cap;
 	}
-	if (pl->next_ino - 1 > t->cap) {
-		size_t cap = t->cap;
-		struct op *o;
-
-		while (cap < pl->next_ino - 1)
-			cap *= 2;
-		o = plan_push(pl->p, OP_SWAP_NODES, NULL);
-		if (!o || !(o->arr = malloc(cap * sizeof(*t->nodes))))
-			return -ENOMEM;
-		memcpy(o->arr, t->nodes, t->count * sizeof(*t->nodes));
-		o->cap = cap;
-	}
-	if (2 * (t->nused + pl->nlinks) > t->nslots) {
-		struct op *o = plan_push(pl->p, OP_SWAP_INDEX, NULL);
-
-		if (!o)
-			return -ENOMEM;
-		o->cap = tree_slots_for(t->nused + pl->nlinks);
-		if (!(o->arr = tree_index_build(t, o->cap)))
-			return -ENOMEM;
-	}
-	return 0;
+	return plan_tree_room(t, pl->p, pl->next_ino - 1, pl->nlinks);
 }
+
+static int adopt(struct tree *t, struct planner *pl, struct tree_changes *c);
 
 /*
  * Plan merging @fresh into @t: all of it (@scope NULL), or only what
  * @fresh holds below directory @scope of @t, whose children it lists
  * (one level: what is not in @fresh under @scope is gone from there).
+ * @return 0, 1 when it was applied at once by adopting (*@c filled), or
+ * -ENOMEM.
  */
-static int plan_merge(struct tree *t, struct node *scope,
-		      const struct tree *fresh, struct plan *p)
+static int plan_merge(struct tree *t, struct node *scope, struct tree *fresh,
+		      struct plan *p, struct tree_changes *c)
 {
 	struct planner pl = {
 		.t = t,
@@ -435,12 +447,20 @@ static int plan_merge(struct tree *t, struct node *scope,
 		plan_start(&pl);
 		err = plan_order(&pl);
 	}
+	/* Nothing there yet: everything is new. */
+	if (!err && scope && !scope->dir->n && pl.fs && pl.norder > 1) {
+		err = adopt(t, &pl, c);
+		if (!err)
+			err = 1;
+		goto out;
+	}
 	if (!err)
 		err = plan_entries(&pl);
 	if (!err)
 		err = plan_gone(&pl);
 	if (!err)
 		err = plan_room(&pl);
+out:
 	free(pl.order);
 	free(pl.map);
 	free(pl.seen);
@@ -477,8 +497,7 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 		t->nodes[t->count++] = n; /* n->ino == t->count: planned so */
 		if (old) {
 			n->parent->dir->children[o->index] = n;
-			*tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-				      strlen(n->name)) = n;
+			*tree_slot_of_node(t->slots, t->nslots, n) = n;
 			old->unlinked = true;
 			c->nconflicts++;
 			if (!old->is_dir) {
@@ -489,8 +508,7 @@ static void apply(struct tree *t, struct op *o, struct tree_changes *c)
 			struct tree_dir *pd = n->parent->dir;
 
 			pd->children[pd->n++] = n;
-			*tree_slot_of(t->slots, t->nslots, n->parent, n->name,
-				      strlen(n->name)) = n;
+			*tree_slot_of_node(t->slots, t->nslots, n) = n;
 			t->nused++;
 		}
 		if (!n->is_dir) {
@@ -535,15 +553,154 @@ static int op_pass(const struct op *o)
 	return o->kind <= OP_GROW ? 0 : 1;
 }
 
-static int merge(struct tree *t, struct node *scope, const struct tree *fresh,
+/* Apply @n items by @fn(@arg, i) in order, under the write lock, in steps
+ * of about STEP_NS: lookups wait for one step at most. */
+static void in_steps(struct tree *t, size_t n, void (*fn)(void *, size_t),
+		     void *arg)
+{
+	size_t k = 0;
+
+	while (k < n) {
+		uint64_t start, cpu, held;
+
+		pthread_rwlock_wrlock(&t->lock);
+		start = clock_ns(CLOCK_MONOTONIC);
+		cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+		while (k < n) {
+			fn(arg, k++);
+			if (!(k & 63) &&
+			    clock_ns(CLOCK_MONOTONIC) - start >= STEP_NS)
+				break;
+		}
+		held = clock_ns(CLOCK_MONOTONIC) - start;
+		if (held > t->stats.max_hold_ns)
+			t->stats.max_hold_ns = held;
+		cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+		if (cpu > t->stats.max_hold_cpu_ns)
+			t->stats.max_hold_cpu_ns = cpu;
+		t->stats.steps++;
+		pthread_rwlock_unlock(&t->lock);
+	}
+}
+
+/* A plan being applied: one pass of its ops (op_pass()). */
+struct applying {
+	struct tree *t;
+	struct plan *p;
+	struct tree_changes *c;
+	int pass;
+};
+
+static void apply_op(void *arg, size_t i)
+{
+	struct applying *a = arg;
+
+	if (op_pass(&a->p->ops[i]) == a->pass)
+		apply(a->t, &a->p->ops[i], a->c);
+}
+
+static void apply_plan(struct tree *t, struct plan *p, struct tree_changes *c)
+{
+	struct applying a = { .t = t, .p = p, .c = c };
+
+	for (a.pass = 0; a.pass < 2; a.pass++)
+		in_steps(t, p->nops, apply_op, &a);
+}
+
+/*
+ * Adopting: the first listing of a directory that has no children yet
+ * (lazy listing) adds everything @fresh holds below it, so @fresh's nodes
+ * move into @t as they are, with their children arrays, instead of being
+ * copied and planned one op each: the same result as plan_merge()'s adds
+ * (same order, inodes and states) at a fraction of the memory and time.
+ */
+struct adopting {
+	struct tree *t;
+	struct planner *pl;
+	struct tree_changes *c;
+};
+
+/* Link the @k-th node of the order (k >= 1), as OP_ADD does. */
+static void adopt_one(void *arg, size_t k)
+{
+	struct adopting *a = arg;
+	struct tree *t = a->t;
+	struct node *n = a->pl->fresh->nodes[a->pl->order[k + 1]];
+	struct tree_dir *pd;
+
+	if (n->parent == a->pl->fs)
+		n->parent = a->pl->scope;
+	pd = n->parent->dir;
+	t->nodes[t->count++] = n;
+	n->ino = t->count;
+	pd->children[pd->n++] = n; /* the same place it had in @fresh */
+	*tree_slot_of_node(t->slots, t->nslots, n) = n;
+	t->nused++;
+	if (!n->is_dir) {
+		t->files++;
+		t->bytes += n->size;
+	}
+	a->c->added[a->c->nadded++] = n;
+}
+
+static int adopt(struct tree *t, struct planner *pl, struct tree_changes *c)
+{
+	struct node *fs = pl->fs, *scope = pl->scope;
+	size_t count = pl->norder - 1, k;
+	struct adopting a = { .t = t, .pl = pl, .c = c };
+	struct plan p = { 0 };
+	struct op *o;
+	int err;
+
+	err = plan_tree_room(t, &p, t->count + count, count);
+	c->changed = malloc(sizeof(*c->changed));
+	c->added = malloc(count * sizeof(*c->added));
+	/* Last: nothing may fail after it (plan_free() would free the
+	 * array @fresh still owns). */
+	if (!err && c->changed && c->added &&
+	    (o = plan_push(&p, OP_GROW, scope))) {
+		o->arr = fs->dir->children;
+		o->cap = fs->dir->cap;
+	} else {
+		plan_free(&p, false);
+		tree_changes_done(c);
+		return -ENOMEM;
+	}
+	/* From here on @fresh gives its nodes up: each directory's children
+	 * are linked again one by one into the array it keeps. */
+	fs->dir->children = NULL;
+	fs->dir->n = fs->dir->cap = 0;
+	for (k = 1; k <= count; k++) {
+		struct node *n = pl->fresh->nodes[pl->order[k]];
+
+		if (n->dir) {
+			n->dir->n = 0;
+			n->dir->state = DIR_UNLISTED;
+		}
+	}
+	apply_plan(t, &p, c);
+	in_steps(t, count, adopt_one, &a);
+	for (k = 1; k <= count; k++)
+		pl->fresh->nodes[pl->order[k]] = NULL;
+	tree_slabs_move(t, pl->fresh); /* the memory of what it adopted */
+	plan_free(&p, true);
+	return 0;
+}
+
+static int merge(struct tree *t, struct node *scope, struct tree *fresh,
 		 struct tree_changes *ret)
 {
 	struct tree_changes c = { 0 };
 	struct plan p = { 0 };
-	int err, pass;
+	int err;
 
 	pthread_mutex_lock(&t->merge);
-	err = plan_merge(t, scope, fresh, &p);
+	err = plan_merge(t, scope, fresh, &p, &c);
+	if (err == 1) { /* adopted */
+		pthread_mutex_unlock(&t->merge);
+		*ret = c;
+		return 0;
+	}
 	if (!err) {
 		c.changed = malloc((p.nchanged + 1) * sizeof(*c.changed));
 		c.added = malloc((p.nadded + 1) * sizeof(*c.added));
@@ -556,50 +713,19 @@ static int merge(struct tree *t, struct node *scope, const struct tree *fresh,
 		pthread_mutex_unlock(&t->merge);
 		return err;
 	}
-	for (pass = 0; pass < 2; pass++) {
-		size_t k = 0;
-
-		while (k < p.nops) {
-			uint64_t start, cpu, held;
-			unsigned n = 0;
-
-			pthread_rwlock_wrlock(&t->lock);
-			start = clock_ns(CLOCK_MONOTONIC);
-			cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-			for (; k < p.nops; k++) {
-				if (op_pass(&p.ops[k]) != pass)
-					continue;
-				apply(t, &p.ops[k], &c);
-				if (!(++n & 63) &&
-				    clock_ns(CLOCK_MONOTONIC) - start >=
-					    STEP_NS) {
-					k++;
-					break;
-				}
-			}
-			held = clock_ns(CLOCK_MONOTONIC) - start;
-			if (held > t->stats.max_hold_ns)
-				t->stats.max_hold_ns = held;
-			cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
-			if (cpu > t->stats.max_hold_cpu_ns)
-				t->stats.max_hold_cpu_ns = cpu;
-			t->stats.steps++;
-			pthread_rwlock_unlock(&t->lock);
-		}
-	}
+	apply_plan(t, &p, &c);
 	plan_free(&p, true);
 	pthread_mutex_unlock(&t->merge);
 	*ret = c;
 	return 0;
 }
 
-int tree_merge(struct tree *t, const struct tree *fresh,
-	       struct tree_changes *ret)
+int tree_merge(struct tree *t, struct tree *fresh, struct tree_changes *ret)
 {
 	return merge(t, NULL, fresh, ret);
 }
 
-int tree_merge_dir(struct tree *t, struct node *dir, const struct tree *fresh,
+int tree_merge_dir(struct tree *t, struct node *dir, struct tree *fresh,
 		   struct tree_changes *ret)
 {
 	if (!dir->is_dir)

@@ -21,6 +21,9 @@ struct tree_dir {
 	size_t cap;
 	int state; /* enum dir_state; atomic reads, changes under listing */
 	unsigned fails; /* failed listings; under t->listing */
+	/* While a tree is built: a child was linked out of name order (or
+	 * renamed), so a new name may repeat an earlier one. */
+	bool unsorted;
 };
 
 /* Whether a directory's children are in the tree (tree_list_begin()). A
@@ -45,7 +48,16 @@ struct tree {
 	 * linear probing, at most half full; nslots a power of two. */
 	struct node **slots;
 	size_t nslots;
-	size_t nused;
+	size_t nused; /* linked nodes but the root */
+	/* A tree being built: children added in name order were linked
+	 * without the index, which the first lookup builds (a big listing
+	 * adopted whole by a merge is never looked up by name). */
+	bool index_stale;
+	/* Memory of the nodes tree_add*() made (chunks carved in order),
+	 * freed with the tree, or moved with them by an adopting merge. */
+	struct slab *slabs;
+	char *slab_next;
+	size_t slab_left;
 	uint64_t bytes; /* sum of file sizes */
 	size_t files;
 	struct tree_stats stats;
@@ -55,13 +67,13 @@ struct tree {
 	pthread_cond_t listed;
 };
 
-/* The slot of @slots (@nslots, a power of two) holding child @name (@len
- * bytes) of @dir, or the empty slot where it would go. */
-struct node **tree_slot_of(struct node **slots, size_t nslots,
-			   const struct node *dir, const char *name,
-			   size_t len);
+/* The slot of @slots (@nslots, a power of two) for linked or linking
+ * node @n: its own, its namesake's (a node of another type it replaces),
+ * or the empty one where it goes. */
+struct node **tree_slot_of_node(struct node **slots, size_t nslots,
+				const struct node *n);
 /* Child @name (@len bytes) of @dir in @t, or NULL. */
-struct node *tree_child_find(const struct tree *t, const struct node *dir,
+struct node *tree_child_find(struct tree *t, const struct node *dir,
 			     const char *name, size_t len);
 /* A new index of @nslots slots holding every linked node of @t, or NULL
  * (out of memory). */
@@ -73,6 +85,8 @@ size_t tree_slots_for(size_t n);
 struct node *tree_node_alloc(struct node *parent, const char *name,
 			     size_t name_len, bool is_dir);
 void tree_node_free(struct node *n);
+/* Give @from's node memory to @to (a merge adopted nodes of @from). */
+void tree_slabs_move(struct tree *to, struct tree *from);
 /* Grow array *@arrp of *@cap elements of @size bytes to hold @need;
  * 0 or -ENOMEM (the array unchanged). */
 int tree_grow(void *arrp, size_t *cap, size_t need, size_t size);

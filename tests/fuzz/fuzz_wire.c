@@ -54,7 +54,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (source_new(spec, &d.opts, &d.src, &msg) || tree_new(&d.tree) ||
 	    d.src->ops->list(d.src, d.tree, &msg, &warn))
 		abort();
-	tree_finish(d.tree);
+	if (tree_finish(d.tree))
+		abort();
 	if (fetch_new(d.src, &d.opts, &d.fetch) ||
 	    cache_new(d.opts.cache_mem, d.opts.block_size, true,
 		      &fetch_fill_ops, d.fetch, &d.cache))

@@ -23,7 +23,7 @@ import time
 import pytest
 
 import wfs_testlib as lib
-from servers.rack_cache import RackCache
+from benchlib import RackCache
 from wfs_testlib import MiB, write_random
 
 SIZE = 64 * MiB

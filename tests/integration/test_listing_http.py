@@ -134,6 +134,27 @@ def test_relist_same_size_new_version(mount, nginx, tmp_path):
     assert os.getxattr(m.file("a.bin"), "user.weightfs.etag") != pinned
 
 
+@pytest.mark.parametrize("lazy", [True, False])
+def test_index_cut_off_then_retried(mount, lazy):
+    """An index is parsed as it arrives; when its connection drops
+    halfway, the retry lists it afresh: every entry once, nothing said
+    of duplicates (what the cut-off attempt added is taken back)."""
+    srv = ListingServer("cut_once", entries=3000)
+    try:
+        m = mount(srv.url, {"list": "lazy" if lazy else "eager"})
+        names = sorted(os.listdir(m.path))
+        assert names == ["d"] + ["f%05d" % i for i in range(3000)]
+        assert os.listdir(m.file("d")) == ["in.bin"]
+        assert os.path.getsize(m.file("f02999")) == srv.size
+        gets = [p for c, p, q in srv.log if c == "GET"]
+        assert gets.count("/") == 2 and gets.count("/d/") == 2, gets
+        with open(m.log_path) as f:
+            log = f.read()
+        assert "duplicate" not in log, log
+    finally:
+        srv.stop()
+
+
 def test_big_listings_memory_given_back(mount, asan_build):
     """64 MiB indexes, one level down, three levels down, then two at
     once: the daemon's peak stays within 4x the index bytes (the index

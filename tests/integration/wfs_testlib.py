@@ -12,10 +12,7 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 
 from servers.nginx import free_port, wait_port  # noqa: F401 (re-exported)
 
@@ -24,7 +21,9 @@ from servers.nginx import free_port, wait_port  # noqa: F401 (re-exported)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))), "tools"))
 from benchlib import (  # noqa: E402,F401 (re-exported)
-    free_huge_pages, meminfo, wait_until)
+    SANITIZER_MARKERS, Mount, MountError, find_daemon_pid, free_huge_pages,
+    is_mounted, join_options, meminfo, pid_alive, sanitizer_env,
+    start_mount, unmount, wait_until)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -49,9 +48,7 @@ def missing_fixture(what):
     if REQUIRE_FIXTURES:
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                     "runtime error:", "UndefinedBehaviorSanitizer",
-                     "ThreadSanitizer")
+
 
 
 def is_asan_build(build=BUILD):
@@ -212,10 +209,6 @@ def mounts():
     return out
 
 
-def is_mounted(path):
-    return os.path.realpath(path) in mounts()
-
-
 def vm_rss(pid):
     """The resident memory of process @pid, in bytes."""
     with open("/proc/%d/status" % pid) as f:
@@ -223,256 +216,6 @@ def vm_rss(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def pid_alive(pid):
-    """True while @pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st[st.rfind(")") + 2:][:1] not in ("Z", "X")
-
-
-def find_daemon_pid(mountpoint, exclude=()):
-    """PID of the weightfs process whose command line names @mountpoint."""
-    mp = os.path.realpath(mountpoint)
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) in exclude:
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if not argv or not argv[0]:
-            continue
-        if os.path.basename(argv[0]) != b"weightfs":
-            continue
-        args = [a.decode(errors="replace") for a in argv[1:] if a]
-        if any(os.path.realpath(a) == mp for a in args if a.startswith("/")):
-            if pid_alive(int(d)):
-                return int(d)
-    return None
-
-
-def unmount(path, timeout=10.0):
-    """fusermount3 -u @path, retrying while busy; lazy as a last resort.
-    Returns how it went: "unmounted", "lazy", or "not mounted"."""
-    if not is_mounted(path):
-        return "not mounted"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = subprocess.run([FUSERMOUNT, "-u", path], capture_output=True)
-        if r.returncode == 0 or not is_mounted(path):
-            return "unmounted"
-        time.sleep(0.1)
-    subprocess.run([FUSERMOUNT, "-u", "-z", path], capture_output=True)
-    return "lazy"
-
-
-class MountError(Exception):
-    pass
-
-
-class Mount:
-    """A running weightfs mount (see conftest's `mount` fixture).
-
-    path: the mountpoint; pid: the daemon; source; options (list);
-    log_path: the daemon's captured stdout+stderr (foreground mounts, and
-    the parent's output for daemonized ones); returncode once it exited
-    (foreground only).
-    """
-
-    def __init__(self, path, source, options, foreground, log_path,
-                 sanitizer_dir, env, proc=None, pid=None):
-        self.path = path
-        self.source = source
-        self.options = options
-        self.foreground = foreground
-        self.log_path = log_path
-        self.sanitizer_dir = sanitizer_dir
-        self.env = env
-        self.proc = proc
-        self.pid = pid if pid is not None else (proc.pid if proc else None)
-        self.returncode = None
-        self.finished = False
-
-    def __repr__(self):
-        return "Mount(%s -> %s, pid %s)" % (self.source, self.path, self.pid)
-
-    def file(self, rel):
-        return os.path.join(self.path, rel)
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def sanitizer_reports(self):
-        """Text of every sanitizer report this daemon wrote ("" if none)."""
-        text = ""
-        log = self.log()
-        if any(m in log for m in SANITIZER_MARKERS):
-            text += log
-        if self.sanitizer_dir and os.path.isdir(self.sanitizer_dir):
-            for name in sorted(os.listdir(self.sanitizer_dir)):
-                with open(os.path.join(self.sanitizer_dir, name), "rb") as f:
-                    text += f.read().decode(errors="replace")
-        return text
-
-    def stats(self):
-        """`weightfs-ctl stats MOUNTPOINT`, parsed."""
-        r = subprocess.run([WEIGHTFS_CTL, "stats", self.path],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise MountError("weightfs-ctl stats failed (%d): %s" %
-                             (r.returncode, r.stderr))
-        return json.loads(r.stdout)
-
-    def alive(self):
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.pid is not None and pid_alive(self.pid)
-
-    def wait_exit(self, timeout):
-        """Wait for the daemon to end; True if it did."""
-        if self.proc is not None:
-            try:
-                self.returncode = self.proc.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        return wait_until(lambda: not self.alive(), timeout, 0.05)
-
-    def unmount(self):
-        return unmount(self.path)
-
-    def kill(self, sig=signal.SIGTERM):
-        if self.pid is not None and self.alive():
-            os.kill(self.pid, sig)
-
-    def finish(self, exit_timeout=30.0):
-        """Unmount (if still mounted), wait for the daemon, and return a
-        list of problems: a daemon that did not exit, a non-zero exit
-        code, a sanitizer report."""
-        if self.finished:
-            return []
-        self.finished = True
-        problems = []
-        how = self.unmount()
-        if how == "lazy":
-            problems.append("mount was busy: fusermount3 -u failed, "
-                            "unmounted lazily")
-        if not self.wait_exit(exit_timeout):
-            problems.append("daemon (pid %s) still running %.0fs after "
-                            "unmount" % (self.pid, exit_timeout))
-            self.kill(signal.SIGTERM)
-            if not self.wait_exit(5):
-                self.kill(signal.SIGKILL)
-                self.wait_exit(5)
-        elif self.proc is not None and self.returncode != 0:
-            problems.append("daemon exited with status %s" % self.returncode)
-        reports = self.sanitizer_reports()
-        if reports:
-            problems.append("sanitizer report:\n" + reports[-20000:])
-        return problems
-
-
-def join_options(options):
-    """-o value from a dict {name: value or True} or a list of strings."""
-    if options is None:
-        return []
-    if isinstance(options, str):
-        return [options] if options else []
-    if isinstance(options, dict):
-        out = []
-        for k, v in options.items():
-            if v is True:
-                out.append(k)
-            elif v is not None and v is not False:
-                out.append("%s=%s" % (k, v))
-        return out
-    return list(options)
-
-
-def sanitizer_env(base, sanitizer_dir):
-    """@base environment with ASan/UBSan reports logged into
-    @sanitizer_dir (a daemonized daemon has no stderr to report to)."""
-    env = dict(base)
-    os.makedirs(sanitizer_dir, exist_ok=True)
-    asan = env.get("ASAN_OPTIONS", "detect_leaks=1")
-    ubsan = env.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-    env["ASAN_OPTIONS"] = asan + ":log_path=%s/asan" % sanitizer_dir
-    env["UBSAN_OPTIONS"] = ubsan + ":log_path=%s/ubsan" % sanitizer_dir
-    env["LSAN_OPTIONS"] = env.get("LSAN_OPTIONS", "") + \
-        ":log_path=%s/lsan" % sanitizer_dir
-    return env
-
-
-def start_mount(source, mountpoint, options=None, foreground=True,
-                debug=False, extra_args=(), env=None, log_path=None,
-                sanitizer_dir=None, timeout=30.0):
-    """Run weightfs on @source at @mountpoint and wait until it is mounted.
-    Raises MountError (with the daemon's output) if it does not come up."""
-    opts = join_options(options)
-    cmd = [WEIGHTFS]
-    if foreground:
-        cmd.append("-f")
-    if debug:
-        cmd.append("-d")
-    if opts:
-        cmd += ["-o", ",".join(opts)]
-    cmd += list(extra_args) + [source, mountpoint]
-    env = dict(os.environ if env is None else env)
-    if sanitizer_dir:
-        env = sanitizer_env(env, sanitizer_dir)
-    log_path = log_path or os.path.join(os.path.dirname(mountpoint),
-                                        os.path.basename(mountpoint) + ".log")
-    logf = open(log_path, "ab")
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
-                            stderr=logf, env=env, close_fds=True)
-    logf.close()
-    m = Mount(mountpoint, source, opts, foreground, log_path, sanitizer_dir,
-              env, proc=proc if foreground else None,
-              pid=proc.pid if foreground else None)
-    deadline = time.monotonic() + timeout
-    if foreground:
-        while not is_mounted(mountpoint):
-            if proc.poll() is not None:
-                raise MountError("weightfs exited with %d before mounting "
-                                 "(%s):\n%s%s" % (proc.returncode,
-                                                  " ".join(cmd), m.log(),
-                                                  m.sanitizer_reports()))
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise MountError("not mounted after %.0fs (%s):\n%s" %
-                                 (timeout, " ".join(cmd), m.log()))
-            time.sleep(0.02)
-        return m
-    # Daemonized: the parent exits 0 only once the mount is live.
-    try:
-        rc = proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise MountError("weightfs did not return within %.0fs (%s):\n%s" %
-                         (timeout, " ".join(cmd), m.log()))
-    if rc != 0:
-        raise MountError("weightfs exited with %d (%s):\n%s%s" %
-                         (rc, " ".join(cmd), m.log(), m.sanitizer_reports()))
-    if not is_mounted(mountpoint):
-        raise MountError("weightfs exited 0 but %s is not mounted:\n%s" %
-                         (mountpoint, m.log()))
-    m.pid = find_daemon_pid(mountpoint, exclude=(proc.pid,))
-    if m.pid is None:
-        raise MountError("mounted, but no weightfs process for %s found" %
-                         mountpoint)
-    return m
 
 
 def read_errno(path, size=None, offset=0):

@@ -158,7 +158,7 @@ int main(void)
 	add(t, "side.bin", 5, "\"e5\"");
 	m.fail = 2;
 	CHECK_EQ(decoders_scan_tree(ds, &m.s, &opts, t, NULL, &warnings), 1);
-	tree_finish(t);
+	CHECK(tree_finish(t) == 0, "tree_finish");
 	w = lookup(t, "w.bin");
 	CHECK(w && w->dec, "w.bin.zst shown as w.bin");
 	CHECK(!lookup(t, "w.bin.zst"), "and not as itself");

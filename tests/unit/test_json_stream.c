@@ -156,9 +156,85 @@ static void memory_flat(void)
 	free(doc);
 }
 
+/* The flat fast path: plain objects come as members (whatever the feed's
+ * split, as long as they are whole in one feed), everything else through
+ * json-c, and an object the callback declines through json-c too. */
+static int on_flat(void *arg, const struct json_member *m, size_t n)
+{
+	struct seen *s = arg;
+	char name[16] = "flat:";
+
+	for (size_t i = 0; i < n; i++) {
+		if (m[i].key_len == 4 && !memcmp(m[i].key, "name", 4)) {
+			if (!m[i].str)
+				return 1; /* declined: json-c's */
+			snprintf(name + 5, sizeof(name) - 5, "%.*s",
+				 (int)m[i].len, m[i].str);
+		}
+		if (m[i].key_len == 1 && m[i].key[0] == 'n' &&
+		    (m[i].str || m[i].num != -42))
+			return -EINVAL; /* read wrong */
+	}
+	if (s->n < 64)
+		snprintf(s->names[s->n], sizeof(s->names[0]), "%s", name);
+	s->n++;
+	return 0;
+}
+
+static void flat_path(void)
+{
+	const char *doc = "[{\"name\":\"a\", \"n\" : -42 },"
+			  "{\"name\":\"b\\\"\"},"	/* an escape */
+			  "{\"name\":\"c\",\"n\":007}," /* json-c's number */
+			  "{\"name\":\"d\",\"o\":{}},"	/* nested */
+			  "{\"name\":\"e\",\"n\":1.5}," /* a fraction */
+			  "{\"name\":5},"		/* declined */
+			  "{ },"			/* empty */
+			  "{\"name\":\"f\",\"n\":123456789012345678901},"
+			  "{\"name\":\"g\",\"type\":\"file\",\"n\":-42}]";
+	static const char *const want[] = { "flat:a", "b\"", "c",
+					    "d",      "e",   "5",
+					    "flat:",  "f",   "flat:g" };
+
+	for (size_t step = 1; step <= strlen(doc); step++) {
+		struct seen s = { 0 };
+		struct json_stream *js;
+		size_t i, len = strlen(doc);
+		int err = 0;
+
+		CHECK_EQ(json_stream_new(on_elem, &s, &js), 0);
+		json_stream_set_flat(js, on_flat);
+		for (i = 0; i < len && !err; i += step)
+			err = json_stream_feed(js, doc + i,
+					       len - i < step ? len - i : step);
+		CHECK_EQ(err, 0);
+		CHECK_EQ(json_stream_end(js), 0);
+		CHECK_EQ(s.n, 9);
+		CHECK_EQ(json_stream_count(js), 9);
+		/* Whole in one feed: every object the path takes is flat. */
+		for (i = 0; step == len && i < 9; i++)
+			CHECK_STREQ(s.names[i], want[i]);
+		/* Split: either way, the same name. */
+		for (i = 0; i < 9; i++) {
+			const char *got = s.names[i];
+
+			if (!strncmp(got, "flat:", 5))
+				got += 5;
+			CHECK(!strcmp(got,
+				      want[i] + (strncmp(want[i], "flat:", 5)
+							 ? 0
+							 : 5)) ||
+				      (i == 6 && !strcmp(got, "?")),
+			      "element %zu: %s", i, s.names[i]);
+		}
+		json_stream_free(js);
+	}
+}
+
 int main(void)
 {
 	every_split();
+	flat_path();
 	empty_and_bad();
 	callback_stops();
 	memory_flat();

@@ -33,7 +33,7 @@ static struct tree *make(const char *const *keys, size_t n)
 		free(k);
 	}
 	if (t)
-		tree_finish(t);
+		CHECK(tree_finish(t) == 0, "tree_finish");
 	return t;
 }
 
@@ -200,8 +200,8 @@ static void test_concurrent(void)
 				NULL);
 	}
 	CHECK(!err, "adds");
-	tree_finish(t);
-	tree_finish(fresh);
+	CHECK(tree_finish(t) == 0, "tree_finish");
+	CHECK(tree_finish(fresh) == 0, "tree_finish");
 	p.t = t;
 	p.n = N;
 	pthread_create(&th, NULL, probe, &p);
@@ -258,7 +258,7 @@ static void test_trim_name(void)
 		CHECK(tree_trim_name(t, nodes[i], strlen(nodes[i]->name) - 4) ==
 			      0,
 		      "trim %zu", i);
-	tree_finish(t);
+	CHECK(tree_finish(t) == 0, "tree_finish");
 	for (i = 0; i < N; i++) {
 		snprintf(key, sizeof(key), "d%zu/f%zu%s", i % 3, i,
 			 i % 2 ? "" : ".zst");
@@ -309,7 +309,7 @@ static void test_merge_dir(void)
 	tree_changes_done(&c);
 	/* An empty listing (nothing under the key): everything there gone. */
 	CHECK(tree_new(&empty) == 0, "tree_new");
-	tree_finish(empty);
+	CHECK(tree_finish(empty) == 0, "tree_finish");
 	CHECK(tree_merge_dir(t, at(t, "b"), empty, &c) == 0, "empty");
 	CHECK(bx->changed && c.nchanged == 1, "b/x gone");
 	tree_changes_done(&c);
@@ -335,10 +335,117 @@ static void test_merge_dir(void)
 	tree_free(t);
 }
 
+/* A first listing of a directory with no children yet takes the listing's
+ * nodes as they are (no copies): the same inodes, order, states, totals
+ * and lookups a merge gives; the rest of the listing is freed with it. */
+static void test_merge_dir_adopts(void)
+{
+	static const char *const keys[] = { "x/", "y" };
+	struct tree *t = make(keys, 2), *fresh = NULL;
+	struct node *x = at(t, "x"), *f1 = NULL, *sub = NULL, *deep = NULL;
+	struct tree_changes c;
+	size_t before = tree_count(t), i;
+	uint64_t bytes = tree_bytes(t);
+	char name[32];
+
+	CHECK(tree_new(&fresh) == 0, "tree_new");
+	if (!t || !fresh)
+		return;
+	/* Unsorted on purpose: tree_sort() orders them. */
+	for (i = 1000; i-- > 0;) {
+		snprintf(name, sizeof(name), "x/f%04zu", i);
+		CHECK(tree_add(fresh, name, false, i, t0, i % 2 ? "e" : NULL,
+			       i == 1 ? &f1 : NULL) == 0,
+		      "add %s", name);
+	}
+	CHECK(tree_add(fresh, "x/sub/deep", false, 7, t0, NULL, &deep) == 0,
+	      "deep");
+	sub = deep ? deep->parent : NULL;
+	CHECK(tree_add_child(fresh, sub, "deep", 4, false, 1, t0, NULL, NULL) ==
+		      -EEXIST,
+	      "add_child: a file there");
+	CHECK(tree_add_child(fresh, sub, "deep", 4, true, 1, t0, NULL, NULL) ==
+		      -EEXIST,
+	      "add_child: a directory of a file's name");
+	CHECK(tree_add_child(fresh, sub, "..", 2, false, 1, t0, NULL, NULL) ==
+		      -EINVAL,
+	      "add_child: a bad name");
+	tree_sort(fresh); /* as refresh.c does: merged, never shared */
+	tree_mark_unlisted(t, x);
+	CHECK(tree_list_begin(t, x) == 1, "lister");
+	CHECK(tree_merge_dir(t, x, fresh, &c) == 0, "merge_dir");
+	tree_list_end(t, x, true);
+	CHECK(c.nadded == 1002 && c.nchanged == 0, "added %zu changed %zu",
+	      c.nadded, c.nchanged);
+	CHECK(at(t, "x/f0001") == f1 && f1->parent == x, "adopted as is");
+	CHECK(at(t, "x/sub") == sub && !tree_dir_listed(sub),
+	      "a subdirectory: adopted, unlisted");
+	CHECK(at(t, "x/sub/deep") == deep && tree_nchildren(sub) == 1,
+	      "below it too");
+	CHECK(tree_nchildren(x) == 1001, "children %zu", tree_nchildren(x));
+	for (i = 0; i < tree_nchildren(x); i++) {
+		struct node *n = tree_child(x, i);
+
+		snprintf(name, sizeof(name), i < 1000 ? "f%04zu" : "sub", i);
+		CHECK(!strcmp(n->name, name) && n->ino == before + 1 + i &&
+			      tree_get(t, n->ino) == n,
+		      "child %zu: %s ino %llu", i, n->name,
+		      (unsigned long long)n->ino);
+	}
+	CHECK(deep->ino == before + 1002, "breadth first: deep last");
+	CHECK(tree_count(t) == before + 1002 && tree_files(t) == 1 + 1001 &&
+		      tree_bytes(t) == bytes + 999 * 1000 / 2 + 7,
+	      "totals");
+	CHECK(f1->etag && !strcmp(f1->etag, "e") && f1->size == 1 &&
+		      !strcmp(f1->key, "x/f0001"),
+	      "its validator and key");
+	tree_changes_done(&c);
+	tree_free(fresh); /* what was not adopted: the root and x */
+	CHECK(at(t, "x/f0999") && at(t, "x/f0999")->size == 999, "still there");
+	tree_free(t);
+}
+
+/* tree_add_child(): a repeated name is found whether the names so far
+ * came in order (compared with the last one) or not (looked up). */
+static void test_add_child(void)
+{
+	static const char *const names[] = { "a", "b",	"b",  "bb", "b", "a",
+					     "c", "ab", "bb", "c",  "d" };
+	static const int want[] = { 0, 0, -EEXIST, 0,	    -EEXIST, -EEXIST,
+				    0, 0, -EEXIST, -EEXIST, 0 };
+	struct tree *t = NULL;
+	struct node *d = NULL;
+	size_t i;
+
+	CHECK(tree_new(&t) == 0 && tree_add(t, "d", true, 0, t0, NULL, &d) == 0,
+	      "tree");
+	if (!d)
+		return;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int err = tree_add_child(t, d, names[i], strlen(names[i]),
+					 i == 6, 1, t0, NULL, NULL);
+
+		CHECK(err == want[i], "%zu %s: %d", i, names[i], err);
+	}
+	CHECK(tree_nchildren(d) == 6, "children %zu", tree_nchildren(d));
+	CHECK(tree_add_child(t, d, "x", 1, false, 1, t0, NULL, NULL) == 0 &&
+		      tree_add_child(t, tree_root(t), "d", 1, false, 1, t0,
+				     NULL, NULL) == -EEXIST,
+	      "in order again; a file named as a directory");
+	CHECK(tree_finish(t) == 0, "tree_finish");
+	CHECK(!strcmp(tree_child(d, 0)->name, "a") &&
+		      !strcmp(tree_child(d, 1)->name, "ab") &&
+		      !strcmp(tree_child(d, 6)->name, "x"),
+	      "sorted");
+	tree_free(t);
+}
+
 int main(void)
 {
 	test_merge_dir();
+	test_merge_dir_adopts();
 	test_add_lookup();
+	test_add_child();
 	test_trim_name();
 	test_merge();
 	test_concurrent();

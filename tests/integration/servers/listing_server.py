@@ -27,6 +27,10 @@ all b"x"). Modes:
                endlessly, as a server-side symlink loop a -> . does
   fanout       every directory names subdirectories "a" and "b",
                endlessly
+  cut_once     the root names `entries` files and directory "d" (naming
+               file "in.bin"); the first answer of each index stops
+               halfway through its body (connection closed), later ones
+               are whole
   s3_tokens    S3 ListObjectsV2 for any bucket: each page holds one key
                and says it is truncated, with a fresh continuation token
                of `token_len` bytes (never repeated)
@@ -138,6 +142,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                    for n in ("a", "b", "c")])
             body = srv.big_body(depth < srv.depth)
             return self.send(200, body, "application/json")
+        if mode == "cut_once":
+            if path == "/":
+                entries = [{"name": "f%05d" % i, "type": "file",
+                            "size": srv.size} for i in range(srv.entries)]
+                entries.append({"name": "d", "type": "directory"})
+            else:
+                entries = [{"name": "in.bin", "type": "file",
+                            "size": srv.size}]
+            body = json.dumps(entries).encode()
+            with srv.lock:
+                first = path not in srv.cut
+                srv.cut.add(path)
+            if not first:
+                return self.send(200, body, "application/json")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return None
         if mode == "html_subdir":
             if path == "/":
                 return self.index([
@@ -171,6 +197,7 @@ class ListingServer:
         self.page = 0
         self.big_bytes = big_bytes
         self.big = {}
+        self.cut = set()
         self.log = []
         self.lock = threading.Lock()
         self.httpd = _Server((host, 0), _Handler)
