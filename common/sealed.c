@@ -181,12 +181,11 @@ void sealed_key_id(const uint8_t key[SEALED_KEY_SIZE],
 
 #define INFO_OBJECT "weightfs sealed v1 object key"
 #define INFO_TIER "weightfs sealed v1 tier key"
+#define INFO_TIER_SIGNED "weightfs sealed v1 signed tier key"
 
-/* An object's key: HKDF-SHA256(key, salt = object id, @info), @info one of
- * the labels above (each key has its own). */
-static int object_key(const uint8_t key[SEALED_KEY_SIZE],
-		      const uint8_t id[SEALED_ID_SIZE], const char *info,
-		      uint8_t ret[SEALED_KEY_SIZE])
+/* HKDF-SHA256(@key, @salt of @salt_len bytes, @info) to @ret. */
+static int hkdf(const uint8_t key[SEALED_KEY_SIZE], const uint8_t *salt,
+		size_t salt_len, const char *info, uint8_t ret[SEALED_KEY_SIZE])
 {
 	EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, NULL);
 	size_t n = SEALED_KEY_SIZE;
@@ -194,13 +193,22 @@ static int object_key(const uint8_t key[SEALED_KEY_SIZE],
 
 	ok = pc && EVP_PKEY_derive_init(pc) == 1 &&
 	     EVP_PKEY_CTX_set_hkdf_md(pc, EVP_sha256()) == 1 &&
-	     EVP_PKEY_CTX_set1_hkdf_salt(pc, id, SEALED_ID_SIZE) == 1 &&
+	     EVP_PKEY_CTX_set1_hkdf_salt(pc, salt, (int)salt_len) == 1 &&
 	     EVP_PKEY_CTX_set1_hkdf_key(pc, key, SEALED_KEY_SIZE) == 1 &&
 	     EVP_PKEY_CTX_add1_hkdf_info(pc, (const unsigned char *)info,
 					 (int)strlen(info)) == 1 &&
 	     EVP_PKEY_derive(pc, ret, &n) == 1 && n == SEALED_KEY_SIZE;
 	EVP_PKEY_CTX_free(pc);
 	return ok ? 0 : -EIO;
+}
+
+/* An object's key: HKDF-SHA256(key, salt = object id, @info), @info one of
+ * the labels above (each key has its own). */
+static int object_key(const uint8_t key[SEALED_KEY_SIZE],
+		      const uint8_t id[SEALED_ID_SIZE], const char *info,
+		      uint8_t ret[SEALED_KEY_SIZE])
+{
+	return hkdf(key, id, SEALED_ID_SIZE, info, ret);
 }
 
 /* Frame @i's nonce: its index, little-endian, in 12 bytes; the index and
@@ -617,13 +625,12 @@ int sealed_stream_new(const struct sealed *s, uint64_t off, uint64_t len,
 	st->i = first;
 	st->last = first + count - 1;
 	st->cctx = EVP_CIPHER_CTX_new();
-	if (s->digests && !(st->md = EVP_MD_CTX_new())) {
+	if (!st->cctx || (s->digests && !(st->md = EVP_MD_CTX_new()))) {
 		sealed_stream_free(st);
 		return -ENOMEM;
 	}
 	/* The key once; each frame sets only its nonce. */
-	if (!st->cctx ||
-	    EVP_DecryptInit_ex(st->cctx, EVP_aes_256_gcm(), NULL, s->okey,
+	if (EVP_DecryptInit_ex(st->cctx, EVP_aes_256_gcm(), NULL, s->okey,
 			       NULL) != 1 ||
 	    stream_frame_start(st)) {
 		sealed_stream_free(st);
@@ -1101,6 +1108,30 @@ int sealed_verify(const void *tail, size_t len, uint64_t object_size,
 	return r;
 }
 
+/* @s's tier key, made HKDF(it, salt = the signed message's hash,
+ * INFO_TIER_SIGNED), from its verified @tail. */
+static int trusted_tier_key(const void *tail, size_t len, uint64_t object_size,
+			    struct sealed *s)
+{
+	uint8_t msg[SIG_MSG_LEN], k[SEALED_KEY_SIZE];
+	const uint8_t *tl, *f;
+	uint64_t tsize;
+	int r = sealed_tail_size(tail, len, object_size, &tsize, NULL);
+
+	if (r)
+		return r;
+	tl = (const uint8_t *)tail + len - tsize;
+	f = tl + tsize - SEALED_FOOTER_SIZE;
+	r = sig_message(f, tl, rd32(f + F_NFRAMES), msg);
+	if (!r)
+		r = hkdf(s->tkey, msg + sizeof(SIG_LABEL), SEALED_DIGEST_SIZE,
+			 INFO_TIER_SIGNED, k);
+	if (!r)
+		memcpy(s->tkey, k, sizeof(k));
+	OPENSSL_cleanse(k, sizeof(k));
+	return r;
+}
+
 int sealed_parse_trusted(const void *tail, size_t len, uint64_t object_size,
 			 const uint8_t key[SEALED_KEY_SIZE],
 			 const struct sealed_trust *t, struct sealed **ret)
@@ -1126,6 +1157,14 @@ int sealed_parse_trusted(const void *tail, size_t len, uint64_t object_size,
 	       (const uint8_t *)tail + len - SEALED_FOOTER_SIZE -
 		       SEALED_SIGBLOCK_SIZE - n,
 	       n);
+	/* The tier's blocks of a trusted object are bound to what was
+	 * signed: blocks a mount without trust= sealed (it checks no
+	 * digest, so they may hold a key holder's frames) do not open. */
+	r = trusted_tier_key(tail, len, object_size, s);
+	if (r) {
+		sealed_free(s);
+		return r;
+	}
 	*ret = s;
 	return 0;
 }

@@ -132,7 +132,7 @@ int decoded_stream_end(struct decoded *d, const char *name, uint64_t off,
 		       size_t len, void *st, int err)
 {
 	if (!err)
-		err = d->ops->stream_end(st);
+		err = st ? d->ops->stream_end(st) : -EIO;
 	if (!err) {
 		STAT_ADD(bytes_decompressed, len);
 		return 0;

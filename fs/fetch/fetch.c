@@ -129,7 +129,7 @@ static bool continues(const struct fetch_job *a, const struct fetch_job *b)
 {
 	/* Streamed decoded blocks continue one another where their stored
 	 * bytes do (frames that end where blocks end). */
-	return !b->demand && (!b->dec || (a->stream && b->stream)) &&
+	return !b->demand && (!b->dec || (a->streamed && b->streamed)) &&
 	       b->file == a->file && b->obj == a->obj &&
 	       b->b->generation == a->b->generation &&
 	       b->b->index == a->b->index + 1 && b->off == a->off + a->len &&
@@ -194,7 +194,7 @@ struct fetch_job *fetch_take_run(struct fetch *f, unsigned active, uint64_t now,
 	 * are streamed to it (a run of whole blocks then, their frames'
 	 * tags aside). Later blocks are never longer than earlier ones:
 	 * blocks + last's bounds the next. */
-	while (!j->demand && (!j->dec || j->stream) &&
+	while (!j->demand && (!j->dec || j->streamed) &&
 	       blocks + last->b->len <= max) {
 		struct fetch_job *n = queue_take_next(&f->retry, last, now);
 
@@ -340,8 +340,10 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 	if (f->tp->streams) {
 		err = decoded_stream_new(d, block_off(j), j->b->len, j->b->data,
 					 &j->stream);
-		if (err != -EOPNOTSUPP)
+		if (err != -EOPNOTSUPP) {
+			j->streamed = true;
 			return err;
+		}
 		j->stream = NULL;
 	}
 	if (in_place) { /* into the block's end, decoded there */
@@ -354,7 +356,7 @@ static int plan_decoded(struct fetch *f, struct fetch_job *j)
 
 int fetch_stream_renew(struct fetch_job *j)
 {
-	if (!j->stream_fed)
+	if (j->stream && !j->stream_fed)
 		return 0;
 	decoded_stream_free(j->dec, j->stream);
 	j->stream = NULL;
@@ -374,7 +376,7 @@ void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err)
 	unsigned wait;
 	bool stop;
 
-	if (j->stream)
+	if (j->streamed)
 		err = decoded_stream_end(j->dec, j->file->key, block_off(j),
 					 j->b->len, j->stream, err);
 	else if (!err && j->dec) {

@@ -123,7 +123,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 		size_t at = x->r.got - x->j_at;
 		size_t k = j->len - at < left ? j->len - at : left;
 
-		if (j->stream) {
+		if (j->streamed) {
 			int err = fetch_stream_put(j, p, k);
 
 			if (err) {
@@ -246,7 +246,7 @@ static int prepare(struct fetch *f, struct xfer *x, struct fetch_job *j,
 	x->ended = false;
 	x->last_ms = fetch_now_ms();
 	for (struct fetch_job *k = j; k; k = k->next)
-		if (k->stream && (err = fetch_stream_renew(k)))
+		if (k->streamed && (err = fetch_stream_renew(k)))
 			return err;
 	err = fetch_range_setup(x->h, f->src, j->obj, j->etag, j->off, len,
 				&x->hdrs);

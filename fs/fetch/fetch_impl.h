@@ -12,7 +12,8 @@
  * (decode_pool.h) turns them into the block's data. A transport that
  * streams (fetch_curl.c) hands the stored bytes of a decoder that can
  * take them as they arrive (job->stream: decryption) straight to it
- * instead, which writes the block's data; no dst, no decode worker.
+ * instead (job->streamed), which writes the block's data; no dst, no
+ * decode worker.
  *
  * Runs: a transport that can (fetch_curl.c) takes a job with
  * fetch_take_run(), which chains on job->next the queued jobs continuing
@@ -44,7 +45,8 @@ struct fetch_job {
 	struct decoded *dec;	 /* set: decode dst into b->data */
 	struct decode_work work; /* dec: its decoding */
 	struct fetch *f;	 /* dec: the engine */
-	void *stream;		 /* dec, streamed: decoded_stream_new()'s */
+	bool streamed;		 /* dec: its bytes go to a decoder's stream */
+	void *stream;		 /* streamed: decoded_stream_new()'s, or NULL */
 	bool stream_fed;	 /* bytes went into stream: renew to retry */
 	uint64_t off;		 /* bytes [off, off + len) of obj */
 	size_t len;
@@ -149,8 +151,8 @@ void fetch_attempt_done(struct fetch *f, struct fetch_job *j, int err);
 
 /*
  * fetch_stream_renew() - before an attempt at streamed job @j: a fresh
- * stream if the last attempt fed bytes to it. @return 0, or the
- * decoder's error (the attempt fails with it).
+ * stream if the last attempt fed bytes to it (or has none). @return 0,
+ * or the decoder's error (the attempt fails with it).
  */
 int fetch_stream_renew(struct fetch_job *j);
 

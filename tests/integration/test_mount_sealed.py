@@ -619,6 +619,42 @@ def test_trust_catches_a_key_holders_frame(trees, signed, mount, nginx,
     assert err == errno.EACCES
 
 
+@needs_crypto
+def test_trust_ignores_tier_blocks_sealed_untrusted(trees, signed, mount,
+                                                   nginx, tmp_path):
+    """A mount without trust= that read a key holder's frame seals it on
+    the disk tier; a trust= mount sharing the tier must not serve it from
+    there (its blocks take a key bound to what was signed): EIO still,
+    and the rest right; its own blocks it serves after a remount."""
+    key = open(trees["key"], "rb").read()
+    data = open(signed["stored"], "rb").read()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.bin.sealed").write_bytes(forge_frame(data, key, 2))
+    want = trees["files"]["odd.bin"]
+    srv = nginx(str(src))
+    cache = tmp_path / "cache"
+    o = dict(OPTS, key_file=trees["key"], cache_dir=str(cache))
+    m = mount(srv.url, o)
+    got = open(m.file("f.bin"), "rb").read()
+    assert got[:MiB] != want[:MiB]  # the forged frame, read and kept
+    assert not m.finish()
+    assert len(tier_files(cache)) == blocks_of({"f": want})
+    m = mount(srv.url, dict(o, trust=signed["pub"]))
+    err, _ = lib.read_errno(m.file("f.bin"), MiB, 0)
+    assert err == errno.EIO
+    for off in range(MiB, len(want), MiB):
+        err, got = lib.read_errno(m.file("f.bin"), MiB, off)
+        assert err is None and got == want[off:off + MiB], off
+    s = m.stats()
+    assert s["disk_hits"] == 0 and s["decrypt_failed"] >= 1, s
+    assert not m.finish()
+    m = mount(srv.url, dict(o, trust=signed["pub"]))
+    err, got = lib.read_errno(m.file("f.bin"), MiB, MiB)
+    assert err is None and got == want[MiB:2 * MiB]
+    assert m.stats()["disk_hits"] >= 1
+
+
 @pytest.mark.parametrize("case", ["not-a-key", "missing", "empty-dir"])
 def test_bad_trust_refuses_mount(trees, weightfs_run, tmp_path, case):
     trust = tmp_path / "trust"

@@ -593,6 +593,32 @@ static void test_signatures(void)
 	free(o.buf);
 
 	o = seal_signed(data, n, fsize, key_a, 0, sg);
+	/* The tier: a trusted object's blocks open only as trusted (a mount
+	 * without trust= checks no digest: what it sealed may be forged). */
+	{
+		struct sealed *su, *st;
+		struct sealed_dctx *dc;
+		uint8_t tag[SEALED_TAG_SIZE], *blk = malloc(fsize);
+
+		CHECK(blk);
+		CHECK_EQ(sealed_dctx_new(&dc), 0);
+		CHECK_EQ(sealed_parse(o.buf, o.len, o.len, key_a, &su), 0);
+		CHECK_EQ(sealed_parse_trusted(o.buf, o.len, o.len, key_a, t,
+					      &st),
+			 0);
+		CHECK_EQ(sealed_block_seal(dc, su, 0, fsize, data, blk, tag),
+			 0);
+		CHECK_EQ(sealed_block_open(dc, st, 0, fsize, blk, tag),
+			 -EBADMSG);
+		CHECK_EQ(sealed_block_seal(dc, st, 0, fsize, data, blk, tag),
+			 0);
+		CHECK_EQ(sealed_block_open(dc, st, 0, fsize, blk, tag), 0);
+		CHECK(!memcmp(blk, data, fsize));
+		sealed_free(su);
+		sealed_free(st);
+		sealed_dctx_free(dc);
+		free(blk);
+	}
 	sb = o.len - SEALED_FOOTER_SIZE - SEALED_SIGBLOCK_SIZE;
 	/* a flipped signature byte; a flipped digest (the tail tag also
 	 * fails for a reader that checks no signature) */
