@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))), "tools"))
 from benchlib import (  # noqa: E402,F401 (re-exported)
     SANITIZER_MARKERS, Mount, MountError, find_daemon_pid, free_huge_pages,
-    is_mounted, join_options, meminfo, pid_alive, sanitizer_env,
-    start_mount, unmount, wait_until)
+    is_mounted, join_options, meminfo, pid_alive, random_bytes,
+    sanitizer_env, start_mount, unmount, wait_until, write_random)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -71,33 +71,6 @@ def is_asan_build(build=BUILD):
 
 
 # -- data ----------------------------------------------------------------
-
-def random_bytes(size, seed):
-    """@size deterministic pseudo-random bytes from @seed."""
-    try:
-        import numpy as np
-        return np.random.default_rng(seed).bytes(size)
-    except ImportError:
-        import random
-        return random.Random(seed).randbytes(size)
-
-
-def write_random(path, size, seed=0, chunk=16 * MiB):
-    """Write @size deterministic random bytes to @path (parents created);
-    returns the sha256 hex digest."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        done, part = 0, 0
-        while done < size:
-            n = min(chunk, size - done)
-            data = random_bytes(n, (seed, part))
-            f.write(data)
-            h.update(data)
-            done += n
-            part += 1
-    return h.hexdigest()
-
 
 def make_tree(root, spec, seed=1):
     """Create files under @root from @spec {relpath: size} (a relpath
