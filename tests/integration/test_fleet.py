@@ -150,7 +150,7 @@ def test_cache_dies_mid_read(mount, origin, rack, fallback):
         time.sleep(0.05)
     rc.kill()
     t.join(300)
-    assert result == [digest] * 2, result
+    assert result == [digest] * 2, (result, [m.log()[-3000:] for m in nodes])
     if spare:
         assert any(r["uri"] == "/model.bin" for r in spare.requests())
 
